@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs kfuse's build and test dependencies from Debian packages.
+# Run as root (or with sudo). Idempotent: skips apt when all are present.
+set -euo pipefail
+PKGS=(build-essential cmake pkg-config
+      libopenblas-openmp-dev liblapacke-dev libcjson-dev libcmocka-dev libmetis-dev
+      libopenmpi-dev openmpi-bin
+      python3-torch python3-numpy python3-scipy python3-sentencepiece python3-regex)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,30 @@
+// Read-only memory maps and whole-file reads, with the size known so that
+// every parser can bound-check offsets before touching bytes.
+#ifndef KF_CORE_FILE_H
+#define KF_CORE_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/status.h"
+
+typedef struct {
+    void *data;   // NULL for an empty file
+    size_t size;
+} kf_mmap;
+
+kf_status kf_mmap_open(kf_mmap *m, const char *path, kf_error *err);
+void kf_mmap_close(kf_mmap *m);
+
+// Reads a whole file into a malloc'd, NUL-terminated buffer (*len excludes the NUL).
+kf_status kf_file_read_all(const char *path, char **buf, size_t *len, kf_error *err);
+bool kf_file_exists(const char *path);
+bool kf_dir_exists(const char *path);
+// dir + "/" + name into out; returns false if it does not fit.
+bool kf_path_join(char *out, size_t n, const char *dir, const char *name);
+// True when [off, off+len) lies inside [0, size), without overflow.
+static inline bool kf_range_ok(size_t off, size_t len, size_t size) {
+    return off <= size && len <= size - off;
+}
+
+#endif

@@ -1,0 +1,127 @@
+#include "core/tensor.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+int64_t kf_tensor_nelem(const kf_tensor *t) {
+    if (t->ndim == 0) return 0;
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->ne[i];
+    return n;
+}
+
+void kf_tensor_set_shape(kf_tensor *t, int ndim, const int64_t *ne) {
+    t->ndim = ndim;
+    for (int i = 0; i < KF_MAX_DIMS; i++) t->ne[i] = i < ndim ? ne[i] : 1;
+}
+
+const char *kf_tensor_shape_str(const kf_tensor *t, char *buf, size_t n) {
+    size_t off = 0;
+    off += (size_t)snprintf(buf + off, n - off, "(");
+    for (int i = 0; i < t->ndim && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, i ? ", %lld" : "%lld", (long long)t->ne[i]);
+    if (off < n) snprintf(buf + off, n - off, ")");
+    return buf;
+}
+
+const char *kf_dtype_name(kf_dtype d) {
+    switch (d) {
+    case KF_DTYPE_F32: return "F32";
+    case KF_DTYPE_F16: return "F16";
+    case KF_DTYPE_BF16: return "BF16";
+    case KF_DTYPE_Q8_0: return "Q8_0";
+    default: return "?";
+    }
+}
+
+size_t kf_dtype_size(kf_dtype d, int64_t n) {
+    switch (d) {
+    case KF_DTYPE_F32: return (size_t)n * 4;
+    case KF_DTYPE_F16:
+    case KF_DTYPE_BF16: return (size_t)n * 2;
+    case KF_DTYPE_Q8_0: return (size_t)(n / 32) * 34;
+    default: return 0;
+    }
+}
+
+float kf_f16_to_f32_1(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    float f;
+    if (exp == 0) {
+        f = ldexpf((float)man, -24); // subnormal or zero
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        u |= sign;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    uint32_t u = exp == 31 ? sign | 0x7f800000u | (man << 13)
+                           : sign | ((exp + 112) << 23) | (man << 13);
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+void kf_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = kf_f16_to_f32_1(src[i]);
+}
+
+void kf_bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(&dst[i], &u, 4);
+    }
+}
+
+uint16_t kf_f32_to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); // NaN stays NaN
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+uint16_t kf_f32_to_f16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint32_t sign = (u >> 16) & 0x8000;
+    int32_t exp = (int32_t)((u >> 23) & 0xff) - 127 + 15;
+    uint32_t man = u & 0x7fffff;
+    if (((u >> 23) & 0xff) == 0xff) return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
+    if (exp >= 31) return (uint16_t)(sign | 0x7c00);
+    if (exp <= 0) {
+        if (exp < -10) return (uint16_t)sign;
+        man |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - exp);
+        uint32_t half = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = sign | ((uint32_t)exp << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++; // may carry into exponent: correct
+    return (uint16_t)h;
+}
+
+void kf_q8_0_to_f32(const void *src, float *dst, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t b = 0; b < n / 32; b++, p += 34) {
+        uint16_t d16;
+        memcpy(&d16, p, 2);
+        float d = kf_f16_to_f32_1(d16);
+        const int8_t *q = (const int8_t *)(p + 2);
+        for (int i = 0; i < 32; i++) dst[b * 32 + i] = d * (float)q[i];
+    }
+}
+
+void kf_dtype_to_f32(kf_dtype d, const void *src, float *dst, int64_t n) {
+    switch (d) {
+    case KF_DTYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case KF_DTYPE_F16: kf_f16_to_f32(src, dst, n); break;
+    case KF_DTYPE_BF16: kf_bf16_to_f32(src, dst, n); break;
+    case KF_DTYPE_Q8_0: kf_q8_0_to_f32(src, dst, n); break;
+    default: break;
+    }
+}

@@ -1,0 +1,52 @@
+// A tensor is a float32 buffer that knows its shape. Shapes are written
+// outer-first as in PyTorch: a weight W (out, in) has ne = {out, in} and is
+// stored row-major, so y = W x reads row i for output i.
+// Weights either point into a memory-mapped file (F32 on disk) or into a
+// buffer owned by the model (converted from F16/BF16/Q8_0, transposed, or
+// produced by a transform). Compute is always fp32.
+#ifndef KF_CORE_TENSOR_H
+#define KF_CORE_TENSOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KF_MAX_DIMS 4
+
+typedef enum {
+    KF_DTYPE_F32 = 0,
+    KF_DTYPE_F16,
+    KF_DTYPE_BF16,
+    KF_DTYPE_Q8_0, // GGUF block quantisation: 32 int8 + one f16 scale
+    KF_DTYPE_COUNT,
+} kf_dtype;
+
+typedef struct {
+    float *data;              // NULL when the tensor is absent (e.g. no bias)
+    int ndim;
+    int64_t ne[KF_MAX_DIMS];  // outer-first
+    kf_dtype src_dtype;       // dtype in the file it was loaded from
+} kf_tensor;
+
+static inline bool kf_tensor_present(const kf_tensor *t) { return t->data != NULL; }
+int64_t kf_tensor_nelem(const kf_tensor *t);
+// Sets ndim/ne from a list; data untouched.
+void kf_tensor_set_shape(kf_tensor *t, int ndim, const int64_t *ne);
+// "(288, 768)" into buf.
+const char *kf_tensor_shape_str(const kf_tensor *t, char *buf, size_t n);
+
+const char *kf_dtype_name(kf_dtype d);
+// Bytes for n elements stored in dtype d (n a multiple of 32 for Q8_0).
+size_t kf_dtype_size(kf_dtype d, int64_t n);
+
+// Conversions to fp32 (n elements).
+void kf_f16_to_f32(const uint16_t *src, float *dst, int64_t n);
+void kf_bf16_to_f32(const uint16_t *src, float *dst, int64_t n);
+void kf_q8_0_to_f32(const void *src, float *dst, int64_t n);
+uint16_t kf_f32_to_f16(float x);
+uint16_t kf_f32_to_bf16(float x); // round to nearest even
+float kf_f16_to_f32_1(uint16_t h);
+// Converts n floats from src (stored as dtype) into dst.
+void kf_dtype_to_f32(kf_dtype d, const void *src, float *dst, int64_t n);
+
+#endif

@@ -1,0 +1,165 @@
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct kf_buffer {
+    kf_buffer *next;
+    _Alignas(64) float data[];
+};
+
+kf_model *kf_model_new(void) {
+    kf_model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->bos_id = m->eos_id = -1;
+    snprintf(m->format, sizeof m->format, "memory");
+    return m;
+}
+
+float *kf_model_alloc(kf_model *m, int64_t n) {
+    if (n < 0) return NULL;
+    size_t bytes = sizeof(kf_buffer) + (size_t)n * sizeof(float);
+    kf_buffer *b = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!b) return NULL;
+    memset(b->data, 0, (size_t)n * sizeof(float));
+    b->next = m->buffers;
+    m->buffers = b;
+    return b->data;
+}
+
+kf_status kf_model_alloc_tensor(kf_model *m, kf_tensor *t, int ndim, const int64_t *ne, kf_error *err) {
+    kf_tensor_set_shape(t, ndim, ne);
+    t->src_dtype = KF_DTYPE_F32;
+    t->data = kf_model_alloc(m, kf_tensor_nelem(t));
+    if (!t->data) return kf_error_set(err, KF_ERR_NOMEM, "out of memory allocating a tensor of %lld floats",
+                                      (long long)kf_tensor_nelem(t));
+    return KF_OK;
+}
+
+kf_status kf_model_add_map(kf_model *m, kf_mmap map, kf_error *err) {
+    kf_mmap *maps = realloc(m->maps, sizeof *maps * (size_t)(m->n_maps + 1));
+    if (!maps) {
+        kf_mmap_close(&map);
+        return kf_error_set(err, KF_ERR_NOMEM, "out of memory");
+    }
+    m->maps = maps;
+    m->maps[m->n_maps++] = map;
+    return KF_OK;
+}
+
+void kf_model_free(kf_model *m) {
+    if (!m) return;
+    for (kf_buffer *b = m->buffers, *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
+    for (int i = 0; i < m->n_maps; i++) kf_mmap_close(&m->maps[i]);
+    free(m->maps);
+    free(m->layers);
+    free(m);
+}
+
+const char *kf_arch_name(kf_arch a) {
+    switch (a) {
+    case KF_ARCH_LLAMA: return "llama";
+    case KF_ARCH_GPT2: return "gpt2";
+    }
+    return "?";
+}
+
+// Checks one tensor: present iff required, and of shape (d0) or (d0, d1).
+static kf_status check(const kf_tensor *t, const char *name, int layer, int ndim, int64_t d0, int64_t d1,
+                       bool required, const char *what, kf_error *err) {
+    char where[48] = "";
+    if (layer >= 0) snprintf(where, sizeof where, "layer %d ", layer);
+    if (!kf_tensor_present(t)) {
+        if (required) return kf_error_set(err, KF_ERR_FORMAT, "%s: missing tensor %s%s", what, where, name);
+        return KF_OK;
+    }
+    bool ok = t->ndim == ndim && t->ne[0] == d0 && (ndim == 1 || t->ne[1] == d1);
+    if (!ok) {
+        char got[64];
+        kf_tensor_shape_str(t, got, sizeof got);
+        if (ndim == 1)
+            return kf_error_set(err, KF_ERR_FORMAT, "%s: tensor %s%s has shape %s, expected (%lld)", what, where,
+                                name, got, (long long)d0);
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: tensor %s%s has shape %s, expected (%lld, %lld)", what, where,
+                            name, got, (long long)d0, (long long)d1);
+    }
+    return KF_OK;
+}
+
+kf_status kf_model_validate(const kf_model *m, const char *what, kf_error *err) {
+    if (m->n_vocab <= 0 || m->n_embd <= 0 || m->n_layer <= 0 || m->n_head <= 0 || m->n_head_kv <= 0 ||
+        m->head_dim <= 0 || m->n_head % m->n_head_kv != 0)
+        return kf_error_set(err, KF_ERR_FORMAT,
+                            "%s: bad hyper-parameters (vocab %d, embd %d, layers %d, heads %d/%d, head_dim %d)", what,
+                            m->n_vocab, m->n_embd, m->n_layer, m->n_head, m->n_head_kv, m->head_dim);
+    if (m->pos == KF_POS_ROPE && m->head_dim % 2 != 0)
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: RoPE needs an even head dimension, got %d", what, m->head_dim);
+    int64_t C = m->n_embd, V = m->n_vocab, Q = (int64_t)m->n_head * m->head_dim,
+            KV = (int64_t)m->n_head_kv * m->head_dim;
+    bool ln = m->norm == KF_NORM_LAYER;
+    kf_status s;
+#define CHECK(t, name, l, nd, a, b, req) \
+    if ((s = check(t, name, l, nd, a, b, req, what, err)) != KF_OK) return s
+    CHECK(&m->tok_embd, "tok_embd", -1, 2, V, C, true);
+    CHECK(&m->lm_head, "lm_head", -1, 2, V, C, true);
+    CHECK(&m->out_norm_w, "out_norm", -1, 1, C, 0, true);
+    CHECK(&m->out_norm_b, "out_norm_bias", -1, 1, C, 0, ln);
+    if (m->pos == KF_POS_LEARNED) {
+        if (m->n_ctx_train <= 0) return kf_error_set(err, KF_ERR_FORMAT, "%s: learned positions need n_ctx > 0", what);
+        CHECK(&m->pos_embd, "pos_embd", -1, 2, m->n_ctx_train, C, true);
+    }
+    for (int l = 0; l < m->n_layer; l++) {
+        const kf_layer *L = &m->layers[l];
+        int64_t F = L->n_ff;
+        if (F <= 0) return kf_error_set(err, KF_ERR_FORMAT, "%s: layer %d has FFN width %lld", what, l, (long long)F);
+        CHECK(&L->attn_norm_w, "attn_norm", l, 1, C, 0, true);
+        CHECK(&L->attn_norm_b, "attn_norm_bias", l, 1, C, 0, ln);
+        CHECK(&L->wq, "wq", l, 2, Q, C, true);
+        CHECK(&L->wk, "wk", l, 2, KV, C, true);
+        CHECK(&L->wv, "wv", l, 2, KV, C, true);
+        CHECK(&L->bq, "bq", l, 1, Q, 0, false);
+        CHECK(&L->bk, "bk", l, 1, KV, 0, false);
+        CHECK(&L->bv, "bv", l, 1, KV, 0, false);
+        CHECK(&L->wo, "wo", l, 2, C, Q, true);
+        CHECK(&L->bo, "bo", l, 1, C, 0, false);
+        CHECK(&L->ffn_norm_w, "ffn_norm", l, 1, C, 0, true);
+        CHECK(&L->ffn_norm_b, "ffn_norm_bias", l, 1, C, 0, ln);
+        CHECK(&L->w_gate, "w_gate", l, 2, F, C, m->gated_ffn);
+        CHECK(&L->w_up, "w_up", l, 2, F, C, true);
+        CHECK(&L->b_up, "b_up", l, 1, F, 0, false);
+        CHECK(&L->w_down, "w_down", l, 2, C, F, true);
+        CHECK(&L->b_down, "b_down", l, 1, C, 0, false);
+        if (!m->gated_ffn && kf_tensor_present(&L->w_gate))
+            return kf_error_set(err, KF_ERR_FORMAT, "%s: layer %d has a gate but the FFN is not gated", what, l);
+    }
+#undef CHECK
+    return KF_OK;
+}
+
+static int64_t n_or_zero(const kf_tensor *t) { return kf_tensor_present(t) ? kf_tensor_nelem(t) : 0; }
+
+int64_t kf_model_n_params(const kf_model *m) {
+    int64_t n = n_or_zero(&m->tok_embd) + n_or_zero(&m->pos_embd) + n_or_zero(&m->out_norm_w) +
+                n_or_zero(&m->out_norm_b);
+    if (!m->tied_head) n += n_or_zero(&m->lm_head);
+    for (int l = 0; l < m->n_layer; l++) {
+        const kf_layer *L = &m->layers[l];
+        const kf_tensor *ts[] = {&L->attn_norm_w, &L->attn_norm_b, &L->wq, &L->wk, &L->wv, &L->bq,
+                                 &L->bk, &L->bv, &L->wo, &L->bo, &L->ffn_norm_w, &L->ffn_norm_b,
+                                 &L->w_gate, &L->w_up, &L->b_up, &L->w_down, &L->b_down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) n += n_or_zero(ts[i]);
+    }
+    return n;
+}
+
+int64_t kf_model_weight_bytes(const kf_model *m) {
+    // Decode reads every weight once except the embedding table (one row) and
+    // learned positions (one row); a tied head is read as the head.
+    int64_t n = kf_model_n_params(m) - n_or_zero(&m->pos_embd);
+    if (!m->tied_head) n -= n_or_zero(&m->tok_embd);
+    return n * (int64_t)sizeof(float);
+}

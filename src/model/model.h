@@ -1,0 +1,107 @@
+// The architecture-generic in-memory model.
+//
+// Conventions (said once here, relied on everywhere):
+// - Weights are row-major W (out, in) and y = W x. GPT-2's Conv1D weights,
+//   stored (in, out) on disk, are transposed at load time.
+// - RoPE is the rotate-half form of Hugging Face Llama: for head dimension D,
+//   element i pairs with i + D/2. Loaders of formats that use the interleaved
+//   form (GGUF `llama`, llama2.c) permute wq/wk rows back at load time, and
+//   writers permute them forward.
+// - A FFN "neuron" j of layer l is the pair (row j of w_gate/w_up, column j
+//   of w_down). Each layer has its own width n_ff: fusion changes it per
+//   layer, so nothing may assume one global intermediate size.
+#ifndef KF_MODEL_MODEL_H
+#define KF_MODEL_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/file.h"
+#include "core/status.h"
+#include "core/tensor.h"
+
+typedef enum {
+    KF_ARCH_LLAMA = 0, // Llama, Mistral, Qwen2: RMSNorm, RoPE, SwiGLU, GQA
+    KF_ARCH_GPT2,      // GPT-2: LayerNorm, learned positions, GELU-tanh, biases
+} kf_arch;
+
+typedef enum { KF_NORM_RMS = 0, KF_NORM_LAYER } kf_norm_kind;
+typedef enum { KF_ACT_SILU = 0, KF_ACT_GELU_TANH } kf_act_kind;
+typedef enum { KF_POS_ROPE = 0, KF_POS_LEARNED } kf_pos_kind;
+
+typedef struct {
+    // attention; C = n_embd, Dh = head_dim, H = n_head, Hkv = n_head_kv
+    kf_tensor attn_norm_w, attn_norm_b; // (C); bias only for LayerNorm
+    kf_tensor wq, wk, wv;               // wq (H*Dh, C), wk/wv (Hkv*Dh, C)
+    kf_tensor bq, bk, bv;               // optional (H*Dh), (Hkv*Dh)
+    kf_tensor wo, bo;                   // wo (C, H*Dh), bo optional (C)
+    // feed-forward; F = n_ff of this layer
+    kf_tensor ffn_norm_w, ffn_norm_b;   // (C)
+    kf_tensor w_gate;                   // (F, C); absent when the FFN is not gated
+    kf_tensor w_up, b_up;               // (F, C), optional (F)
+    kf_tensor w_down, b_down;           // (C, F), optional (C)
+    int n_ff;
+} kf_layer;
+
+typedef struct kf_buffer kf_buffer; // owned allocations, freed with the model
+
+typedef struct {
+    kf_arch arch;
+    kf_norm_kind norm;
+    kf_act_kind act;
+    kf_pos_kind pos;
+    bool gated_ffn;     // SwiGLU: act(gate x) * (up x); else act(up x)
+
+    int n_vocab;
+    int n_embd;         // C
+    int n_layer;
+    int n_head;         // H
+    int n_head_kv;      // Hkv (H for plain multi-head attention)
+    int head_dim;       // Dh
+    int n_ctx_train;    // max positions (size of pos_embd for GPT-2)
+    float norm_eps;
+    float rope_theta;
+    bool tied_head;     // lm_head.data == tok_embd.data
+    int bos_id, eos_id; // -1 when unknown
+
+    kf_tensor tok_embd;              // (V, C)
+    kf_tensor pos_embd;              // (n_ctx_train, C), learned positions only
+    kf_tensor out_norm_w, out_norm_b; // (C)
+    kf_tensor lm_head;               // (V, C); may alias tok_embd
+    kf_layer *layers;                // n_layer entries
+
+    char path[1024];      // what it was loaded from
+    char format[16];      // "hf", "gguf", "llama2c", or "memory"
+    kf_mmap *maps;        // memory maps the weights may point into
+    int n_maps;
+    kf_buffer *buffers;   // owned weight buffers
+} kf_model;
+
+// Loads a model: a Hugging Face folder (config.json + safetensors, possibly
+// sharded), a GGUF v3 file, or a llama2.c checkpoint (.bin). On failure *out
+// is NULL and err names the file and the problem.
+kf_status kf_model_load(kf_model **out, const char *path, kf_error *err);
+kf_status kf_model_load_hf(kf_model **out, const char *dir, kf_error *err);
+kf_status kf_model_load_gguf(kf_model **out, const char *path, kf_error *err);
+kf_status kf_model_load_llama2c(kf_model **out, const char *path, kf_error *err);
+void kf_model_free(kf_model *m);
+
+// Creates an empty model (format "memory") whose fields the caller fills;
+// used by loaders and transforms.
+kf_model *kf_model_new(void);
+// Zeroed float buffer owned by the model (NULL if out of memory).
+float *kf_model_alloc(kf_model *m, int64_t n_floats);
+// Allocates t->data as an owned buffer of the given shape.
+kf_status kf_model_alloc_tensor(kf_model *m, kf_tensor *t, int ndim, const int64_t *ne, kf_error *err);
+// Registers a memory map whose lifetime becomes the model's.
+kf_status kf_model_add_map(kf_model *m, kf_mmap map, kf_error *err);
+
+// Checks every tensor's presence and shape against the hyper-parameters and
+// each layer's n_ff; err names `what` (usually the file) on mismatch.
+kf_status kf_model_validate(const kf_model *m, const char *what, kf_error *err);
+
+int64_t kf_model_n_params(const kf_model *m);     // tied head counted once
+int64_t kf_model_weight_bytes(const kf_model *m); // fp32 bytes read per decoded token (all weights once)
+const char *kf_arch_name(kf_arch a);
+
+#endif
