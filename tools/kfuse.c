@@ -2,17 +2,36 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    {"info", kf_cmd_info, "MODEL                       architecture, per-layer shapes, parameters, bytes, dtypes"},
+    {"generate", kf_cmd_generate, "MODEL -p TEXT [-n N --temp T --top-p P --seed S]"},
+    {"perplexity", kf_cmd_perplexity, "MODEL -f TEXT [--ctx N --json]  llama.cpp protocol"},
+    {"bench", kf_cmd_bench, "MODEL [-p 512 -n 128 -r 5 --json]   prefill and decode tokens/s"},
+};
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: kfuse <command> [options]\n"
-               "commands:\n"
-               "  info MODEL                 architecture, per-layer shapes, parameters, bytes\n");
+    fprintf(f, "kfuse: find and remove redundancy in transformer language models\n\n"
+               "usage: kfuse <command> [MODEL] [options]\n\n"
+               "MODEL is a Hugging Face folder, a .gguf file or a llama2.c .bin;\n"
+               "when omitted, the model shipped in the repository (%s).\n\ncommands:\n",
+            kf_cli_default_model());
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "kfuse: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

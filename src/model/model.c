@@ -140,20 +140,58 @@ kf_status kf_model_validate(const kf_model *m, const char *what, kf_error *err) 
     return KF_OK;
 }
 
+int kf_model_list_tensors(const kf_model *m, kf_named_tensor *out, int cap) {
+    int n = 0;
+#define ADD(tp, nm, l)                                                   \
+    if (kf_tensor_present(tp)) {                                         \
+        if (out && n < cap) {                                            \
+            if ((l) < 0) snprintf(out[n].name, sizeof out[n].name, "%s", nm); \
+            else snprintf(out[n].name, sizeof out[n].name, "layers.%d.%s", l, nm); \
+            out[n].layer = l;                                            \
+            out[n].t = tp;                                               \
+        }                                                                \
+        n++;                                                             \
+    }
+    ADD(&m->tok_embd, "tok_embd", -1);
+    ADD(&m->pos_embd, "pos_embd", -1);
+    for (int l = 0; l < m->n_layer; l++) {
+        const kf_layer *L = &m->layers[l];
+        ADD(&L->attn_norm_w, "attn_norm_w", l);
+        ADD(&L->attn_norm_b, "attn_norm_b", l);
+        ADD(&L->wq, "wq", l);
+        ADD(&L->bq, "bq", l);
+        ADD(&L->wk, "wk", l);
+        ADD(&L->bk, "bk", l);
+        ADD(&L->wv, "wv", l);
+        ADD(&L->bv, "bv", l);
+        ADD(&L->wo, "wo", l);
+        ADD(&L->bo, "bo", l);
+        ADD(&L->ffn_norm_w, "ffn_norm_w", l);
+        ADD(&L->ffn_norm_b, "ffn_norm_b", l);
+        ADD(&L->w_gate, "w_gate", l);
+        ADD(&L->w_up, "w_up", l);
+        ADD(&L->b_up, "b_up", l);
+        ADD(&L->w_down, "w_down", l);
+        ADD(&L->b_down, "b_down", l);
+    }
+    ADD(&m->out_norm_w, "out_norm_w", -1);
+    ADD(&m->out_norm_b, "out_norm_b", -1);
+    if (!m->tied_head) ADD(&m->lm_head, "lm_head", -1);
+#undef ADD
+    return n;
+}
+
 static int64_t n_or_zero(const kf_tensor *t) { return kf_tensor_present(t) ? kf_tensor_nelem(t) : 0; }
 
 int64_t kf_model_n_params(const kf_model *m) {
-    int64_t n = n_or_zero(&m->tok_embd) + n_or_zero(&m->pos_embd) + n_or_zero(&m->out_norm_w) +
-                n_or_zero(&m->out_norm_b);
-    if (!m->tied_head) n += n_or_zero(&m->lm_head);
-    for (int l = 0; l < m->n_layer; l++) {
-        const kf_layer *L = &m->layers[l];
-        const kf_tensor *ts[] = {&L->attn_norm_w, &L->attn_norm_b, &L->wq, &L->wk, &L->wv, &L->bq,
-                                 &L->bk, &L->bv, &L->wo, &L->bo, &L->ffn_norm_w, &L->ffn_norm_b,
-                                 &L->w_gate, &L->w_up, &L->b_up, &L->w_down, &L->b_down};
-        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) n += n_or_zero(ts[i]);
-    }
-    return n;
+    int n = kf_model_list_tensors(m, NULL, 0);
+    kf_named_tensor *ts = malloc(sizeof *ts * (size_t)(n > 0 ? n : 1));
+    if (!ts) return -1;
+    kf_model_list_tensors(m, ts, n);
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += kf_tensor_nelem(ts[i].t);
+    free(ts);
+    return total;
 }
 
 int64_t kf_model_weight_bytes(const kf_model *m) {

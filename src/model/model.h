@@ -100,6 +100,16 @@ kf_status kf_model_add_map(kf_model *m, kf_mmap map, kf_error *err);
 // each layer's n_ff; err names `what` (usually the file) on mismatch.
 kf_status kf_model_validate(const kf_model *m, const char *what, kf_error *err);
 
+// Every present tensor with a generic name ("tok_embd", "layers.3.w_up", ...),
+// in a fixed order: globals, then layers in order. Returns the count written
+// (at most cap); with out NULL, returns the number of present tensors.
+typedef struct {
+    char name[48];
+    int layer; // -1 for global tensors
+    const kf_tensor *t;
+} kf_named_tensor;
+int kf_model_list_tensors(const kf_model *m, kf_named_tensor *out, int cap);
+
 int64_t kf_model_n_params(const kf_model *m);     // tied head counted once
 int64_t kf_model_weight_bytes(const kf_model *m); // fp32 bytes read per decoded token (all weights once)
 const char *kf_arch_name(kf_arch a);

@@ -1,0 +1,74 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/file.h"
+
+void kf_cli_fail(const kf_error *err) {
+    fprintf(stderr, "kfuse: %s\n", err->msg);
+    exit(1);
+}
+
+void kf_cli_failf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "kfuse: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+const char *kf_cli_str(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) kf_cli_failf("option %s needs a value", argv[*i]);
+    return argv[++*i];
+}
+
+long kf_cli_long(int argc, char **argv, int *i, long lo, long hi) {
+    const char *opt = argv[*i], *v = kf_cli_str(argc, argv, i);
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi)
+        kf_cli_failf("option %s: '%s' is not an integer in [%ld, %ld]", opt, v, lo, hi);
+    return x;
+}
+
+double kf_cli_double(int argc, char **argv, int *i, double lo, double hi) {
+    const char *opt = argv[*i], *v = kf_cli_str(argc, argv, i);
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || *end || end == v || !(x >= lo && x <= hi))
+        kf_cli_failf("option %s: '%s' is not a number in [%g, %g]", opt, v, lo, hi);
+    return x;
+}
+
+const char *kf_cli_default_model(void) {
+    static const char *rel = "models/llama-gutenberg-6.5m";
+    if (kf_dir_exists(rel)) return rel;
+    return KF_SOURCE_DIR "/models/llama-gutenberg-6.5m";
+}
+
+kf_model *kf_cli_load_model(const char *path, kf_tokenizer **tok) {
+    kf_error err = {0};
+    kf_model *m;
+    if (kf_model_load(&m, path, &err) != KF_OK) kf_cli_fail(&err);
+    if (tok) {
+        if (kf_tokenizer_load_for_model(tok, path, m->n_vocab, &err) != KF_OK) kf_cli_fail(&err);
+        if (kf_tokenizer_n_vocab(*tok) > m->n_vocab)
+            kf_cli_failf("%s: tokenizer has %d entries but the model's vocabulary is %d", path,
+                         kf_tokenizer_n_vocab(*tok), m->n_vocab);
+    }
+    return m;
+}
+
+char *kf_cli_read_text(const char *path, size_t *len) {
+    kf_error err = {0};
+    char *buf;
+    if (kf_file_read_all(path, &buf, len, &err) != KF_OK) kf_cli_fail(&err);
+    return buf;
+}

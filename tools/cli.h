@@ -1,0 +1,34 @@
+// Shared helpers of the kfuse subcommands: option parsing with range checks,
+// the default model, and the one place that prints errors and exits.
+#ifndef KF_TOOLS_CLI_H
+#define KF_TOOLS_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+// Prints "kfuse: <message>" and exits with status 1.
+_Noreturn void kf_cli_fail(const kf_error *err);
+_Noreturn void kf_cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Option parsing: argv[*i] is the option; its value is argv[*i + 1].
+const char *kf_cli_str(int argc, char **argv, int *i);
+long kf_cli_long(int argc, char **argv, int *i, long lo, long hi);
+double kf_cli_double(int argc, char **argv, int *i, double lo, double hi);
+
+// The model shipped in the repository (models/llama-gutenberg-6.5m).
+const char *kf_cli_default_model(void);
+// Loads a model and its tokenizer (tok may be NULL when not needed), or fails.
+kf_model *kf_cli_load_model(const char *path, kf_tokenizer **tok);
+// Reads a whole text file, or fails.
+char *kf_cli_read_text(const char *path, size_t *len);
+
+int kf_cmd_info(int argc, char **argv);
+int kf_cmd_generate(int argc, char **argv);
+int kf_cmd_perplexity(int argc, char **argv);
+int kf_cmd_bench(int argc, char **argv);
+
+#endif

@@ -1,0 +1,54 @@
+// kfuse bench MODEL [-p 512 -n 128 -r 5 -t THREADS --json]
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "eval/bench.h"
+
+int kf_cmd_bench(int argc, char **argv) {
+    const char *path = NULL;
+    int n_prompt = 512, n_gen = 128, repeats = 5;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-p")) n_prompt = (int)kf_cli_long(argc, argv, &i, 1, 1 << 16);
+        else if (!strcmp(argv[i], "-n")) n_gen = (int)kf_cli_long(argc, argv, &i, 1, 1 << 16);
+        else if (!strcmp(argv[i], "-r")) repeats = (int)kf_cli_long(argc, argv, &i, 1, 1000);
+        else if (!strcmp(argv[i], "-t")) omp_set_num_threads((int)kf_cli_long(argc, argv, &i, 1, 1024));
+        else if (!strcmp(argv[i], "--json")) json = true;
+        else if (argv[i][0] == '-') kf_cli_failf("bench: unknown option %s", argv[i]);
+        else if (!path) path = argv[i];
+        else kf_cli_failf("bench: unexpected argument %s", argv[i]);
+    }
+    if (!path) path = kf_cli_default_model();
+    kf_model *m = kf_cli_load_model(path, NULL);
+    kf_bench_result r;
+    kf_error err = {0};
+    if (kf_bench_run(m, n_prompt, n_gen, repeats, &r, &err) != KF_OK) kf_cli_fail(&err);
+    // One machine-readable row per test, same keys in both outputs.
+    const char *fmt_json = "{\"model\": \"%s\", \"test\": \"%s%d\", \"threads\": %d, \"repeats\": %d, "
+                           "\"tokens_per_s_median\": %.3f, \"tokens_per_s_min\": %.3f, \"tokens_per_s_max\": %.3f, "
+                           "\"weight_bytes\": %.0f}\n";
+    const char *fmt_text = "%-40s %6s%-5d %7d %7d %12.2f %12.2f %12.2f\n";
+    if (!json)
+        printf("%-40s %-11s %7s %7s %12s %12s %12s\n", "model", "test", "threads", "repeats", "t/s median", "t/s min",
+               "t/s max");
+    const struct {
+        const char *name;
+        int n;
+        kf_bench_stat st;
+    } rows[] = {{"pp", r.n_prompt, r.pp}, {"tg", r.n_gen, r.tg}};
+    for (int i = 0; i < 2; i++) {
+        if (json)
+            printf(fmt_json, path, rows[i].name, rows[i].n, r.threads, r.repeats, rows[i].st.median, rows[i].st.min,
+                   rows[i].st.max, r.weight_bytes);
+        else
+            printf(fmt_text, path, rows[i].name, rows[i].n, r.threads, r.repeats, rows[i].st.median, rows[i].st.min,
+                   rows[i].st.max);
+    }
+    if (!json)
+        printf("decode reads %.1f MB of weights per token: %.2f GB/s at the median\n", r.weight_bytes / 1e6,
+               r.tg_gbps_median);
+    kf_model_free(m);
+    return 0;
+}

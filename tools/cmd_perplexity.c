@@ -1,0 +1,89 @@
+// kfuse perplexity MODEL -f TEXT [--ctx N] [--json]
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/progress.h"
+#include "eval/perplexity.h"
+
+typedef struct {
+    kf_progress bar;
+    bool json;
+} ppl_view;
+
+static void on_chunk(void *user, int chunk, int n_chunks, const kf_ppl_result *r) {
+    ppl_view *v = user;
+    if (!v->json) {
+        // Running value per window, as llama-perplexity prints it.
+        printf("[%d]%.4f,", chunk + 1, r->ppl);
+        fflush(stdout);
+    }
+    char extra[64];
+    snprintf(extra, sizeof extra, "ppl %.4f", r->ppl);
+    kf_progress_update(&v->bar, chunk + 1, extra);
+}
+
+int kf_cmd_perplexity(int argc, char **argv) {
+    const char *path = NULL, *text_path = NULL;
+    int ctx = 512;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-f")) text_path = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(argv[i], "--ctx") || !strcmp(argv[i], "-c")) ctx = (int)kf_cli_long(argc, argv, &i, 4, 1 << 20);
+        else if (!strcmp(argv[i], "--json")) json = true;
+        else if (argv[i][0] == '-') kf_cli_failf("perplexity: unknown option %s", argv[i]);
+        else if (!path) path = argv[i];
+        else kf_cli_failf("perplexity: unexpected argument %s", argv[i]);
+    }
+    if (!text_path) kf_cli_failf("perplexity: -f TEXT is required");
+    if (!path) path = kf_cli_default_model();
+    kf_tokenizer *tok;
+    kf_model *m = kf_cli_load_model(path, &tok);
+    size_t len;
+    char *text = kf_cli_read_text(text_path, &len);
+    kf_error err = {0};
+    int32_t *ids;
+    size_t n_ids;
+    if (kf_tokenizer_encode(tok, text, len, true, &ids, &n_ids, &err) != KF_OK) {
+        kf_error e2;
+        kf_error_set(&e2, err.code, "%s: %s", text_path, err.msg);
+        kf_cli_fail(&e2);
+    }
+    free(text);
+    if (!json) fprintf(stderr, "perplexity: %zu tokens, %lld windows of %d\n", n_ids, (long long)(n_ids / (size_t)ctx), ctx);
+    ppl_view view = {.json = json};
+    kf_progress_init(&view.bar, "perplexity", "windows", (int64_t)(n_ids / (size_t)ctx));
+    kf_ppl_result r;
+    kf_status s = kf_eval_perplexity(m, ids, (int64_t)n_ids, ctx, kf_tokenizer_bos(tok), &r, on_chunk, &view, &err);
+    kf_progress_done(&view.bar);
+    if (s != KF_OK) kf_cli_fail(&err);
+    double tps = r.seconds > 0 ? (double)r.n_chunks * ctx / r.seconds : 0;
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", path);
+        cJSON_AddStringToObject(o, "text", text_path);
+        cJSON_AddNumberToObject(o, "ctx", ctx);
+        cJSON_AddNumberToObject(o, "n_tokens", (double)n_ids);
+        cJSON_AddNumberToObject(o, "n_chunks", r.n_chunks);
+        cJSON_AddNumberToObject(o, "n_scored", (double)r.n_scored);
+        cJSON_AddNumberToObject(o, "ppl", r.ppl);
+        cJSON_AddNumberToObject(o, "ppl_se", r.ppl_se);
+        cJSON_AddNumberToObject(o, "nll_mean", r.nll_mean);
+        cJSON_AddNumberToObject(o, "seconds", r.seconds);
+        cJSON_AddNumberToObject(o, "tokens_per_s", tps);
+        char *txt = cJSON_Print(o);
+        printf("%s\n", txt);
+        free(txt);
+        cJSON_Delete(o);
+    } else {
+        printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_se);
+        fprintf(stderr, "perplexity: %lld tokens scored in %.2f s (%.0f tokens/s through the model)\n",
+                (long long)r.n_scored, r.seconds, tps);
+    }
+    free(ids);
+    kf_tokenizer_free(tok);
+    kf_model_free(m);
+    return 0;
+}
