@@ -1,0 +1,48 @@
+// Internal interface between the Hugging Face loader (io/hf_load.c) and the
+// per-architecture name mappings (model/arch_llama.c, model/arch_gpt2.c).
+#ifndef KF_IO_HF_ARCH_H
+#define KF_IO_HF_ARCH_H
+
+#include <stdbool.h>
+
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+
+typedef struct {
+    kf_model *m;
+    const kf_hf_config *cfg;
+    const kf_st_set *st;
+    const char *arch;  // architectures[0] of config.json
+    char where[1024];  // file named by "missing tensor" errors: model.safetensors or the index
+    bool *used;        // per st tensor: taken by the architecture
+} kf_hf_loader;
+
+// Finds a tensor, marks it used, checks that its dtype converts to fp32 and
+// that its shape is exactly ne[0..ndim) (the shape config.json implies), and
+// points t at fp32 data: into the map for aligned F32, else an owned copy.
+// A missing tensor is an error when required, else leaves t absent.
+kf_status kf_hf_get(kf_hf_loader *ld, const char *name, int ndim, const int64_t *ne, bool required, kf_tensor *t,
+                    kf_error *err);
+static inline kf_status kf_hf_get1(kf_hf_loader *ld, const char *name, int64_t d0, bool required, kf_tensor *t,
+                                   kf_error *err) {
+    return kf_hf_get(ld, name, 1, &d0, required, t, err);
+}
+static inline kf_status kf_hf_get2(kf_hf_loader *ld, const char *name, int64_t d0, int64_t d1, bool required,
+                                   kf_tensor *t, kf_error *err) {
+    int64_t ne[2] = {d0, d1};
+    return kf_hf_get(ld, name, 2, ne, required, t, err);
+}
+// Reads a GPT-2 Conv1D weight stored (n_in, n_out), splits its outputs into
+// n_parts equal blocks and stores each transposed, (n_out/n_parts, n_in), in
+// an owned buffer.
+kf_status kf_hf_get_conv1d(kf_hf_loader *ld, const char *name, int64_t n_in, int64_t n_out, int n_parts,
+                           kf_tensor **parts, kf_error *err);
+// Marks a tensor used if present (weights the model ignores, e.g. a tied head).
+void kf_hf_skip(kf_hf_loader *ld, const char *name);
+bool kf_hf_has(const kf_hf_loader *ld, const char *name);
+
+kf_status kf_hf_llama_load(kf_hf_loader *ld, kf_error *err);
+kf_status kf_hf_gpt2_load(kf_hf_loader *ld, kf_error *err);
+
+#endif

@@ -1,0 +1,111 @@
+// GPT-2 checkpoints in Hugging Face layout (GPT2LMHeadModel). Names carry a
+// "transformer." prefix or none; Conv1D weights are stored (in, out) and the
+// attention's q, k, v are fused in c_attn (C, 3C), so they are transposed and
+// split at load time.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/hf_arch.h"
+
+#define TRY(x)                        \
+    do {                              \
+        kf_status s_ = (x);           \
+        if (s_ != KF_OK) return s_;   \
+    } while (0)
+
+static kf_status read_hparams(kf_hf_loader *ld, kf_error *err) {
+    kf_model *m = ld->m;
+    const kf_hf_config *c = ld->cfg;
+    const char *act;
+    bool scale, inv_layer;
+    TRY(kf_hf_config_str(c, "activation_function", "gelu_new", &act, err));
+    if (strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_pytorch_tanh") != 0)
+        return kf_error_set(err, KF_ERR_UNSUPPORTED,
+                            "%s: activation_function '%.32s' is not supported (gelu_new, gelu_pytorch_tanh)", c->path,
+                            act);
+    TRY(kf_hf_config_bool(c, "scale_attn_weights", true, &scale, err));
+    TRY(kf_hf_config_bool(c, "scale_attn_by_inverse_layer_idx", false, &inv_layer, err));
+    if (!scale || inv_layer)
+        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: only the standard 1/sqrt(head_dim) attention scale is supported",
+                            c->path);
+    TRY(kf_hf_config_int(c, "vocab_size", 0, 1, 1 << 24, &m->n_vocab, err));
+    TRY(kf_hf_config_int(c, "n_embd", 0, 1, 1 << 20, &m->n_embd, err));
+    TRY(kf_hf_config_int(c, "n_layer", 0, 1, 4096, &m->n_layer, err));
+    TRY(kf_hf_config_int(c, "n_head", 0, 1, 4096, &m->n_head, err));
+    if (m->n_embd % m->n_head != 0)
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: n_embd %d is not a multiple of n_head %d", c->path, m->n_embd,
+                            m->n_head);
+    m->n_head_kv = m->n_head;
+    m->head_dim = m->n_embd / m->n_head;
+    TRY(kf_hf_config_int(c, "n_positions", 1024, 1, 1 << 24, &m->n_ctx_train, err));
+    TRY(kf_hf_config_float(c, "layer_norm_epsilon", 1e-5f, &m->norm_eps, err));
+    return KF_OK;
+}
+
+static kf_status read_layer(kf_hf_loader *ld, const char *pre, int l, int n_ff, kf_error *err) {
+    const kf_model *m = ld->m;
+    kf_layer *L = &m->layers[l];
+    int64_t C = m->n_embd;
+    char n[160];
+#define NAME(suffix) (snprintf(n, sizeof n, "%sh.%d." suffix, pre, l), n)
+    L->n_ff = n_ff;
+    kf_tensor b_qkv = {0};
+    kf_tensor *qkv[3] = {&L->wq, &L->wk, &L->wv};
+    TRY(kf_hf_get1(ld, NAME("ln_1.weight"), C, true, &L->attn_norm_w, err));
+    TRY(kf_hf_get1(ld, NAME("ln_1.bias"), C, true, &L->attn_norm_b, err));
+    TRY(kf_hf_get_conv1d(ld, NAME("attn.c_attn.weight"), C, 3 * C, 3, qkv, err));
+    TRY(kf_hf_get1(ld, NAME("attn.c_attn.bias"), 3 * C, true, &b_qkv, err));
+    kf_tensor *bias[3] = {&L->bq, &L->bk, &L->bv}; // views into the fused (3C) bias
+    for (int i = 0; i < 3; i++) {
+        *bias[i] = b_qkv;
+        kf_tensor_set_shape(bias[i], 1, &C);
+        bias[i]->data = b_qkv.data + i * C;
+    }
+    kf_tensor *wo = &L->wo, *up = &L->w_up, *down = &L->w_down;
+    TRY(kf_hf_get_conv1d(ld, NAME("attn.c_proj.weight"), C, C, 1, &wo, err));
+    TRY(kf_hf_get1(ld, NAME("attn.c_proj.bias"), C, true, &L->bo, err));
+    TRY(kf_hf_get1(ld, NAME("ln_2.weight"), C, true, &L->ffn_norm_w, err));
+    TRY(kf_hf_get1(ld, NAME("ln_2.bias"), C, true, &L->ffn_norm_b, err));
+    TRY(kf_hf_get_conv1d(ld, NAME("mlp.c_fc.weight"), C, n_ff, 1, &up, err));
+    TRY(kf_hf_get1(ld, NAME("mlp.c_fc.bias"), n_ff, true, &L->b_up, err));
+    TRY(kf_hf_get_conv1d(ld, NAME("mlp.c_proj.weight"), n_ff, C, 1, &down, err));
+    TRY(kf_hf_get1(ld, NAME("mlp.c_proj.bias"), C, true, &L->b_down, err));
+#undef NAME
+    return KF_OK;
+}
+
+kf_status kf_hf_gpt2_load(kf_hf_loader *ld, kf_error *err) {
+    kf_model *m = ld->m;
+    const kf_hf_config *c = ld->cfg;
+    m->arch = KF_ARCH_GPT2;
+    m->norm = KF_NORM_LAYER;
+    m->act = KF_ACT_GELU_TANH;
+    m->pos = KF_POS_LEARNED;
+    m->gated_ffn = false;
+    bool tie;
+    TRY(read_hparams(ld, err));
+    TRY(kf_hf_config_bool(c, "tie_word_embeddings", true, &tie, err));
+    const char *pre = kf_hf_has(ld, "transformer.wte.weight") ? "transformer." : "";
+    m->layers = calloc((size_t)m->n_layer, sizeof *m->layers);
+    int *n_ff = malloc(sizeof *n_ff * (size_t)m->n_layer);
+    kf_status s = m->layers && n_ff ? KF_OK : kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", c->path);
+    // n_inner null means 4 x n_embd
+    if (s == KF_OK) s = kf_hf_config_int_per_layer(c, "n_inner", 4 * m->n_embd, m->n_layer, 1 << 24, n_ff, err);
+    for (int l = 0; l < m->n_layer && s == KF_OK; l++) s = read_layer(ld, pre, l, n_ff[l], err);
+    free(n_ff);
+    if (s != KF_OK) return s;
+    char n[64];
+#define NAME(suffix) (snprintf(n, sizeof n, "%s" suffix, pre), n)
+    TRY(kf_hf_get2(ld, NAME("wte.weight"), m->n_vocab, m->n_embd, true, &m->tok_embd, err));
+    TRY(kf_hf_get2(ld, NAME("wpe.weight"), m->n_ctx_train, m->n_embd, true, &m->pos_embd, err));
+    TRY(kf_hf_get1(ld, NAME("ln_f.weight"), m->n_embd, true, &m->out_norm_w, err));
+    TRY(kf_hf_get1(ld, NAME("ln_f.bias"), m->n_embd, true, &m->out_norm_b, err));
+#undef NAME
+    if (!tie && kf_hf_has(ld, "lm_head.weight"))
+        return kf_hf_get2(ld, "lm_head.weight", m->n_vocab, m->n_embd, true, &m->lm_head, err);
+    kf_hf_skip(ld, "lm_head.weight");
+    m->lm_head = m->tok_embd;
+    m->tied_head = true;
+    return KF_OK;
+}
