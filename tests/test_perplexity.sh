@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Perplexity of llama-gutenberg-6.5m on WikiText-2 test at --ctx 256 must
+# equal the PyTorch reference (tests/ref/model_ref.py ppl, same protocol;
+# value in tests/fixtures/models/ppl_ref.json) within 0.1%.
+# ctest-labels: slow
+set -eu
+: "${KFUSE:?}" "${KF_ROOT:?}"
+out=$("$KFUSE" perplexity "$KF_ROOT/models/llama-gutenberg-6.5m" -f "$KF_ROOT/data/wikitext-2-raw/wiki.test.raw" --ctx 256 --json)
+/usr/bin/python3 - "$KF_ROOT/tests/fixtures/models/ppl_ref.json" "$out" <<'PY'
+import json, sys
+ref = json.load(open(sys.argv[1]))
+got = json.loads(sys.argv[2])
+rel = abs(got["ppl"] - ref["ppl"]) / ref["ppl"]
+print(f"kfuse ppl {got['ppl']:.4f} ({got['n_scored']} tokens scored), reference {ref['ppl']:.4f}: rel diff {rel:.2e}")
+assert got["n_scored"] == ref["n_scored"], f"scored {got['n_scored']} tokens, reference {ref['n_scored']}"
+assert rel <= 1e-3, "perplexity differs from the reference by more than 0.1%"
+print("1 passed, 0 failed")
+PY
