@@ -14,36 +14,7 @@
 
 #include "core/file.h"
 #include "model/model.h"
-
-static const char *root(void) {
-    const char *r = getenv("KF_ROOT");
-    return r ? r : ".";
-}
-
-// Reads tensor `name` (F32) of a .safetensors file straight from disk.
-static float *read_raw(const char *path, const char *name, int64_t *n) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    uint64_t hlen = 0;
-    assert_int_equal(fread(&hlen, 8, 1, f), 1);
-    char *h = calloc(hlen + 1, 1);
-    assert_int_equal(fread(h, 1, hlen, f), hlen);
-    cJSON *j = cJSON_Parse(h);
-    assert_non_null(j);
-    cJSON *e = cJSON_GetObjectItem(j, name);
-    assert_non_null(e);
-    assert_string_equal(cJSON_GetObjectItem(e, "dtype")->valuestring, "F32");
-    cJSON *off = cJSON_GetObjectItem(e, "data_offsets");
-    long b = (long)cJSON_GetArrayItem(off, 0)->valuedouble, en = (long)cJSON_GetArrayItem(off, 1)->valuedouble;
-    *n = (en - b) / 4;
-    float *x = malloc((size_t)(en - b));
-    assert_int_equal(fseek(f, 8 + (long)hlen + b, SEEK_SET), 0);
-    assert_int_equal(fread(x, 1, (size_t)(en - b), f), (size_t)(en - b));
-    cJSON_Delete(j);
-    free(h);
-    fclose(f);
-    return x;
-}
+#include "test_hf_util.h"
 
 // Fails with the library's message when a call does not return KF_OK.
 #define ASSERT_OK(call)                                                  \
@@ -63,7 +34,7 @@ static bool in_maps(const kf_model *m, const float *p) {
 static void test_llama_1_4m(void **state) {
     (void)state;
     char dir[1024], st[1100];
-    snprintf(dir, sizeof dir, "%s/models/llama-gutenberg-1.4m", root());
+    snprintf(dir, sizeof dir, "%s/models/llama-gutenberg-1.4m", kf_test_root());
     snprintf(st, sizeof st, "%s/model.safetensors", dir);
     kf_model *m;
     kf_error err = {0};
@@ -112,7 +83,7 @@ static void test_llama_1_4m(void **state) {
 static void test_gpt2_5_9m(void **state) {
     (void)state;
     char dir[1024], st[1100];
-    snprintf(dir, sizeof dir, "%s/../shared/models/gpt2-gutenberg-5.9m", root());
+    snprintf(dir, sizeof dir, "%s/../shared/models/gpt2-gutenberg-5.9m", kf_test_root());
     if (!kf_dir_exists(dir)) {
         printf("SKIP: %s not found (the shared data folder sits beside the repository)\n", dir);
         skip();

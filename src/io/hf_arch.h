@@ -45,4 +45,30 @@ bool kf_hf_has(const kf_hf_loader *ld, const char *name);
 kf_status kf_hf_llama_load(kf_hf_loader *ld, kf_error *err);
 kf_status kf_hf_gpt2_load(kf_hf_loader *ld, kf_error *err);
 
+// Writing: each architecture fills config.json and lists its tensors under
+// their Hugging Face names; io/hf_write.c lays them out in one file.
+typedef struct {
+    char name[160];
+    kf_tensor t; // fp32 data, outer-first shape
+} kf_hf_out;
+
+typedef struct {
+    kf_hf_out *t;
+    int n, cap;
+    void **owned; // scratch buffers (transposes, fused blocks), freed after writing
+    int n_owned, cap_owned;
+    const char *dir; // for error messages
+} kf_hf_outs;
+
+// Adds a tensor (name printf-style); the data must outlive the write.
+kf_status kf_hf_outs_add(kf_hf_outs *o, const kf_tensor *t, kf_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+// Zeroed scratch floats freed with the list (NULL when out of memory).
+float *kf_hf_outs_alloc(kf_hf_outs *o, int64_t n);
+// A JSON number that reads back as exactly x, printed with the fewest digits.
+cJSON *kf_hf_json_f32(float x);
+
+kf_status kf_hf_llama_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_error *err);
+kf_status kf_hf_gpt2_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_error *err);
+
 #endif

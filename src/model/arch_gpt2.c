@@ -1,10 +1,12 @@
-// GPT-2 checkpoints in Hugging Face layout (GPT2LMHeadModel). Names carry a
-// "transformer." prefix or none; Conv1D weights are stored (in, out) and the
-// attention's q, k, v are fused in c_attn (C, 3C), so they are transposed and
-// split at load time.
+// GPT-2 checkpoints in Hugging Face layout (GPT2LMHeadModel), both directions.
+// Names carry a "transformer." prefix or none; Conv1D weights are stored
+// (in, out) and the attention's q, k, v are fused in c_attn (C, 3C), so they
+// are transposed and split at load time, and fused back when writing.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "io/hf_arch.h"
 
@@ -107,5 +109,99 @@ kf_status kf_hf_gpt2_load(kf_hf_loader *ld, kf_error *err) {
     kf_hf_skip(ld, "lm_head.weight");
     m->lm_head = m->tok_embd;
     m->tied_head = true;
+    return KF_OK;
+}
+
+// n_inner: null when every layer has 4C, one integer when all agree, else a list.
+static cJSON *n_inner_json(const kf_model *m) {
+    bool same = true;
+    for (int l = 1; l < m->n_layer; l++) same = same && m->layers[l].n_ff == m->layers[0].n_ff;
+    if (same) return m->layers[0].n_ff == 4 * m->n_embd ? cJSON_CreateNull() : cJSON_CreateNumber(m->layers[0].n_ff);
+    cJSON *a = cJSON_CreateArray();
+    for (int l = 0; l < m->n_layer; l++) cJSON_AddItemToArray(a, cJSON_CreateNumber(m->layers[l].n_ff));
+    return a;
+}
+
+// Conv1D layout: (in, out) = the transpose of w (out, in), with n_parts
+// weights of equal shape placed side by side along out.
+static kf_status conv1d(kf_hf_outs *o, const kf_tensor *const *w, int n_parts, kf_tensor *out, kf_error *err) {
+    int64_t n_out = w[0]->ne[0], n_in = w[0]->ne[1], ne[2] = {n_in, n_out * n_parts};
+    float *d = kf_hf_outs_alloc(o, n_in * n_out * n_parts); // (n_in, n_parts*n_out)
+    if (!d) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", o->dir);
+    for (int p = 0; p < n_parts; p++)
+        for (int64_t j = 0; j < n_out; j++)
+            for (int64_t i = 0; i < n_in; i++) d[i * ne[1] + p * n_out + j] = w[p]->data[j * n_in + i];
+    kf_tensor_set_shape(out, 2, ne);
+    out->data = d;
+    return KF_OK;
+}
+
+// Biases side by side; absent ones are zeros, which is what GPT-2 computes without them.
+static kf_status bias(kf_hf_outs *o, const kf_tensor *const *b, int n_parts, int64_t n, kf_tensor *out,
+                      kf_error *err) {
+    int64_t ne = n * n_parts;
+    float *d = kf_hf_outs_alloc(o, ne);
+    if (!d) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", o->dir);
+    for (int p = 0; p < n_parts; p++)
+        if (kf_tensor_present(b[p])) memcpy(d + p * n, b[p]->data, sizeof(float) * (size_t)n);
+    kf_tensor_set_shape(out, 1, &ne);
+    out->data = d;
+    return KF_OK;
+}
+
+kf_status kf_hf_gpt2_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_error *err) {
+    if (m->norm != KF_NORM_LAYER || m->act != KF_ACT_GELU_TANH || m->pos != KF_POS_LEARNED || m->gated_ffn ||
+        m->n_head_kv != m->n_head || (int64_t)m->n_head * m->head_dim != m->n_embd)
+        return kf_error_set(err, KF_ERR_UNSUPPORTED,
+                            "%s: a GPT-2 model needs LayerNorm, GELU, learned positions, an ungated FFN and plain "
+                            "multi-head attention with n_head x head_dim = n_embd", o->dir);
+    cJSON *archs = cJSON_AddArrayToObject(cfg, "architectures");
+    cJSON_AddItemToArray(archs, cJSON_CreateString("GPT2LMHeadModel"));
+    cJSON_AddStringToObject(cfg, "model_type", "gpt2");
+    cJSON_AddNumberToObject(cfg, "vocab_size", m->n_vocab);
+    cJSON_AddNumberToObject(cfg, "n_positions", m->n_ctx_train);
+    cJSON_AddNumberToObject(cfg, "n_ctx", m->n_ctx_train);
+    cJSON_AddNumberToObject(cfg, "n_embd", m->n_embd);
+    cJSON_AddNumberToObject(cfg, "n_layer", m->n_layer);
+    cJSON_AddNumberToObject(cfg, "n_head", m->n_head);
+    cJSON_AddItemToObject(cfg, "n_inner", n_inner_json(m));
+    cJSON_AddStringToObject(cfg, "activation_function", "gelu_new");
+    cJSON_AddItemToObject(cfg, "layer_norm_epsilon", kf_hf_json_f32(m->norm_eps));
+    cJSON_AddBoolToObject(cfg, "tie_word_embeddings", m->tied_head);
+
+    const char *P = "transformer.";
+    int64_t C = m->n_embd;
+    TRY(kf_hf_outs_add(o, &m->tok_embd, err, "%swte.weight", P));
+    TRY(kf_hf_outs_add(o, &m->pos_embd, err, "%swpe.weight", P));
+    for (int l = 0; l < m->n_layer; l++) {
+        const kf_layer *L = &m->layers[l];
+        kf_tensor t = {0};
+        const kf_tensor *qkv[3] = {&L->wq, &L->wk, &L->wv}, *bqkv[3] = {&L->bq, &L->bk, &L->bv};
+        const kf_tensor *wo = &L->wo, *bo = &L->bo, *up = &L->w_up, *bup = &L->b_up, *down = &L->w_down,
+                        *bdown = &L->b_down;
+        TRY(kf_hf_outs_add(o, &L->attn_norm_w, err, "%sh.%d.ln_1.weight", P, l));
+        TRY(kf_hf_outs_add(o, &L->attn_norm_b, err, "%sh.%d.ln_1.bias", P, l));
+        TRY(conv1d(o, qkv, 3, &t, err));
+        TRY(kf_hf_outs_add(o, &t, err, "%sh.%d.attn.c_attn.weight", P, l));
+        TRY(bias(o, bqkv, 3, C, &t, err));
+        TRY(kf_hf_outs_add(o, &t, err, "%sh.%d.attn.c_attn.bias", P, l));
+        TRY(conv1d(o, &wo, 1, &t, err));
+        TRY(kf_hf_outs_add(o, &t, err, "%sh.%d.attn.c_proj.weight", P, l));
+        TRY(bias(o, &bo, 1, C, &t, err));
+        TRY(kf_hf_outs_add(o, &t, err, "%sh.%d.attn.c_proj.bias", P, l));
+        TRY(kf_hf_outs_add(o, &L->ffn_norm_w, err, "%sh.%d.ln_2.weight", P, l));
+        TRY(kf_hf_outs_add(o, &L->ffn_norm_b, err, "%sh.%d.ln_2.bias", P, l));
+        TRY(conv1d(o, &up, 1, &t, err));
+        TRY(kf_hf_outs_add(o, &t, err, "%sh.%d.mlp.c_fc.weight", P, l));
+        TRY(bias(o, &bup, 1, L->n_ff, &t, err));
+        TRY(kf_hf_outs_add(o, &t, err, "%sh.%d.mlp.c_fc.bias", P, l));
+        TRY(conv1d(o, &down, 1, &t, err));
+        TRY(kf_hf_outs_add(o, &t, err, "%sh.%d.mlp.c_proj.weight", P, l));
+        TRY(bias(o, &bdown, 1, C, &t, err));
+        TRY(kf_hf_outs_add(o, &t, err, "%sh.%d.mlp.c_proj.bias", P, l));
+    }
+    TRY(kf_hf_outs_add(o, &m->out_norm_w, err, "%sln_f.weight", P));
+    TRY(kf_hf_outs_add(o, &m->out_norm_b, err, "%sln_f.bias", P));
+    if (!m->tied_head) TRY(kf_hf_outs_add(o, &m->lm_head, err, "lm_head.weight"));
     return KF_OK;
 }

@@ -1,8 +1,10 @@
-// Llama-family checkpoints in Hugging Face layout: LlamaForCausalLM,
-// MistralForCausalLM, Qwen2ForCausalLM (q/k/v biases).
+// Llama-family checkpoints in Hugging Face layout, both directions:
+// LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (q/k/v biases).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "io/hf_arch.h"
 
@@ -99,5 +101,76 @@ kf_status kf_hf_llama_load(kf_hf_loader *ld, kf_error *err) {
     kf_hf_skip(ld, "lm_head.weight");
     m->lm_head = m->tok_embd;
     m->tied_head = true;
+    return KF_OK;
+}
+
+// intermediate_size: one integer, or a list when the layers' widths differ.
+static cJSON *per_layer_json(const kf_model *m) {
+    bool same = true;
+    for (int l = 1; l < m->n_layer; l++) same = same && m->layers[l].n_ff == m->layers[0].n_ff;
+    if (same) return cJSON_CreateNumber(m->layers[0].n_ff);
+    cJSON *a = cJSON_CreateArray();
+    for (int l = 0; l < m->n_layer; l++) cJSON_AddItemToArray(a, cJSON_CreateNumber(m->layers[l].n_ff));
+    return a;
+}
+
+kf_status kf_hf_llama_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_error *err) {
+    if (m->norm != KF_NORM_RMS || m->act != KF_ACT_SILU || m->pos != KF_POS_ROPE || !m->gated_ffn)
+        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: a Llama model needs RMSNorm, SiLU, RoPE and a gated FFN",
+                            o->dir);
+    // q/k/v biases with an o bias: Llama attention_bias; without: Qwen2.
+    bool bias_qkv = kf_tensor_present(&m->layers[0].bq), bias_o = kf_tensor_present(&m->layers[0].bo);
+    for (int l = 0; l < m->n_layer; l++) {
+        const kf_layer *L = &m->layers[l];
+        if (kf_tensor_present(&L->bq) != bias_qkv || kf_tensor_present(&L->bk) != bias_qkv ||
+            kf_tensor_present(&L->bv) != bias_qkv || kf_tensor_present(&L->bo) != bias_o || (bias_o && !bias_qkv))
+            return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: layer %d: attention biases in a pattern no Hugging Face "
+                                "architecture has", o->dir, l);
+        if (kf_tensor_present(&L->b_up) || kf_tensor_present(&L->b_down) || kf_tensor_present(&L->attn_norm_b) ||
+            kf_tensor_present(&L->ffn_norm_b))
+            return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: layer %d: FFN or norm biases in a Llama model", o->dir, l);
+    }
+    if (kf_tensor_present(&m->out_norm_b))
+        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: output norm bias in a Llama model", o->dir);
+    bool qwen2 = bias_qkv && !bias_o;
+    cJSON *archs = cJSON_AddArrayToObject(cfg, "architectures");
+    cJSON_AddItemToArray(archs, cJSON_CreateString(qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"));
+    cJSON_AddStringToObject(cfg, "model_type", qwen2 ? "qwen2" : "llama");
+    cJSON_AddNumberToObject(cfg, "vocab_size", m->n_vocab);
+    cJSON_AddNumberToObject(cfg, "hidden_size", m->n_embd);
+    cJSON_AddItemToObject(cfg, "intermediate_size", per_layer_json(m));
+    cJSON_AddNumberToObject(cfg, "num_hidden_layers", m->n_layer);
+    cJSON_AddNumberToObject(cfg, "num_attention_heads", m->n_head);
+    cJSON_AddNumberToObject(cfg, "num_key_value_heads", m->n_head_kv);
+    cJSON_AddNumberToObject(cfg, "head_dim", m->head_dim);
+    cJSON_AddStringToObject(cfg, "hidden_act", "silu");
+    cJSON_AddNumberToObject(cfg, "max_position_embeddings", m->n_ctx_train);
+    cJSON_AddItemToObject(cfg, "rms_norm_eps", kf_hf_json_f32(m->norm_eps));
+    cJSON_AddItemToObject(cfg, "rope_theta", kf_hf_json_f32(m->rope_theta));
+    cJSON_AddBoolToObject(cfg, "tie_word_embeddings", m->tied_head);
+    if (!qwen2) cJSON_AddBoolToObject(cfg, "attention_bias", bias_qkv);
+    cJSON_AddBoolToObject(cfg, "mlp_bias", false);
+
+    TRY(kf_hf_outs_add(o, &m->tok_embd, err, "model.embed_tokens.weight"));
+    for (int l = 0; l < m->n_layer; l++) {
+        const kf_layer *L = &m->layers[l];
+        TRY(kf_hf_outs_add(o, &L->attn_norm_w, err, "model.layers.%d.input_layernorm.weight", l));
+        TRY(kf_hf_outs_add(o, &L->wq, err, "model.layers.%d.self_attn.q_proj.weight", l));
+        TRY(kf_hf_outs_add(o, &L->wk, err, "model.layers.%d.self_attn.k_proj.weight", l));
+        TRY(kf_hf_outs_add(o, &L->wv, err, "model.layers.%d.self_attn.v_proj.weight", l));
+        TRY(kf_hf_outs_add(o, &L->wo, err, "model.layers.%d.self_attn.o_proj.weight", l));
+        if (bias_qkv) {
+            TRY(kf_hf_outs_add(o, &L->bq, err, "model.layers.%d.self_attn.q_proj.bias", l));
+            TRY(kf_hf_outs_add(o, &L->bk, err, "model.layers.%d.self_attn.k_proj.bias", l));
+            TRY(kf_hf_outs_add(o, &L->bv, err, "model.layers.%d.self_attn.v_proj.bias", l));
+        }
+        if (bias_o) TRY(kf_hf_outs_add(o, &L->bo, err, "model.layers.%d.self_attn.o_proj.bias", l));
+        TRY(kf_hf_outs_add(o, &L->ffn_norm_w, err, "model.layers.%d.post_attention_layernorm.weight", l));
+        TRY(kf_hf_outs_add(o, &L->w_gate, err, "model.layers.%d.mlp.gate_proj.weight", l));
+        TRY(kf_hf_outs_add(o, &L->w_up, err, "model.layers.%d.mlp.up_proj.weight", l));
+        TRY(kf_hf_outs_add(o, &L->w_down, err, "model.layers.%d.mlp.down_proj.weight", l));
+    }
+    TRY(kf_hf_outs_add(o, &m->out_norm_w, err, "model.norm.weight"));
+    if (!m->tied_head) TRY(kf_hf_outs_add(o, &m->lm_head, err, "lm_head.weight"));
     return KF_OK;
 }
