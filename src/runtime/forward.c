@@ -1,0 +1,294 @@
+// The forward pass of a decoder-only transformer, for both families kfuse
+// knows (see model.h):
+//
+//   Llama:  x = tok_embd[token]
+//           per layer:  h = rmsnorm(x) * w
+//                       q, k, v = wq h, wk h, wv h (+ biases);  rope(q), rope(k)
+//                       x += wo attention(q, k, v)
+//                       h = rmsnorm(x) * w2
+//                       x += w_down (silu(w_gate h) * (w_up h))
+//           logits = lm_head rmsnorm(x)
+//   GPT-2:  x = tok_embd[token] + pos_embd[pos]; LayerNorm with bias instead
+//           of RMSNorm; no RoPE; FFN w_down gelu_tanh(w_up h + b_up) + b_down.
+//
+// Notation in comments: N rows = tokens of this call (B sequences of T),
+// C = n_embd, H/Hkv heads of Dh, Q = H*Dh, KV = Hkv*Dh, F = n_ff of the layer.
+#include "runtime/forward.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/kernels.h"
+
+// Row-wise loops run in parallel only from this many rows on.
+#define KF_PAR_ROWS 8
+
+struct kf_ctx {
+    const kf_model *m;
+    int max_tokens; // rows per call
+    int kv_len;     // positions in the KV cache (0: none)
+    int max_ff;     // widest FFN over layers: the FFN buffers fit every layer
+
+    // activations, max_tokens rows each
+    float *x;        // (N, C) residual stream
+    float *xn;       // (N, C) normalised input of attention or FFN
+    float *q;        // (N, Q)
+    float *k, *v;    // (N, KV)
+    float *att;      // (N, Q) attention output, before wo
+    float *proj;     // (N, C) output of wo or w_down
+    float *gate;     // (N, F) w_gate h
+    float *act;      // (N, F) w_up h, then the activations entering w_down
+
+    float *k_cache, *v_cache;   // (n_layer, kv_len, KV)
+    float *rope_cos, *rope_sin; // (n_pos, Dh/2), RoPE models only
+
+    kf_hook_fn hook;
+    void *hook_user;
+    unsigned hook_points;
+};
+
+// n = a * b * c floats, false on overflow or beyond 2^40 floats.
+static bool size3(int64_t a, int64_t b, int64_t c, int64_t *n) {
+    int64_t ab;
+    if (a < 0 || b < 0 || c < 0 || __builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, n)) return false;
+    return *n <= ((int64_t)1 << 40);
+}
+
+static float *alloc_floats(int64_t n) {
+    size_t bytes = ((size_t)(n > 0 ? n : 1) * sizeof(float) + 63) & ~(size_t)63;
+    float *p = aligned_alloc(64, bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+kf_status kf_ctx_init(kf_ctx **out, const kf_model *m, int max_tokens, int kv_len, kf_error *err) {
+    *out = NULL;
+    if (!m) return kf_error_set(err, KF_ERR_ARG, "forward: no model");
+    if (max_tokens < 1 || kv_len < 0)
+        return kf_error_set(err, KF_ERR_ARG, "forward: bad context size (max_tokens %d, kv_len %d)", max_tokens,
+                            kv_len);
+    kf_status s = kf_model_validate(m, m->path[0] ? m->path : "model", err);
+    if (s != KF_OK) return s;
+
+    kf_ctx *c = calloc(1, sizeof *c);
+    if (!c) return kf_error_set(err, KF_ERR_NOMEM, "forward: out of memory");
+    c->m = m;
+    c->max_tokens = max_tokens;
+    c->kv_len = kv_len;
+    for (int l = 0; l < m->n_layer; l++)
+        if (m->layers[l].n_ff > c->max_ff) c->max_ff = m->layers[l].n_ff;
+
+    const int64_t C = m->n_embd, Q = (int64_t)m->n_head * m->head_dim, KV = (int64_t)m->n_head_kv * m->head_dim;
+    const int n_pos = max_tokens > kv_len ? max_tokens : kv_len;
+    int64_t n_x, n_q, n_kv, n_ff, n_cache, n_rope = 0;
+    bool ok = size3(max_tokens, C, 1, &n_x) && size3(max_tokens, Q, 1, &n_q) && size3(max_tokens, KV, 1, &n_kv) &&
+              size3(max_tokens, c->max_ff, 1, &n_ff) && size3(m->n_layer, kv_len, KV, &n_cache) &&
+              (m->pos != KF_POS_ROPE || size3(n_pos, m->head_dim / 2, 1, &n_rope));
+    if (!ok) {
+        kf_ctx_free(c);
+        return kf_error_set(err, KF_ERR_ARG, "forward: context too large (max_tokens %d, kv_len %d)", max_tokens,
+                            kv_len);
+    }
+    c->x = alloc_floats(n_x);
+    c->xn = alloc_floats(n_x);
+    c->proj = alloc_floats(n_x);
+    c->q = alloc_floats(n_q);
+    c->att = alloc_floats(n_q);
+    c->k = alloc_floats(n_kv);
+    c->v = alloc_floats(n_kv);
+    c->gate = alloc_floats(n_ff);
+    c->act = alloc_floats(n_ff);
+    c->k_cache = alloc_floats(n_cache);
+    c->v_cache = alloc_floats(n_cache);
+    c->rope_cos = alloc_floats(n_rope);
+    c->rope_sin = alloc_floats(n_rope);
+    if (!c->x || !c->xn || !c->proj || !c->q || !c->att || !c->k || !c->v || !c->gate || !c->act || !c->k_cache ||
+        !c->v_cache || !c->rope_cos || !c->rope_sin) {
+        kf_ctx_free(c);
+        return kf_error_set(err, KF_ERR_NOMEM, "forward: out of memory for a context of %d tokens", max_tokens);
+    }
+    if (m->pos == KF_POS_ROPE) kf_rope_table(c->rope_cos, c->rope_sin, n_pos, m->head_dim, m->rope_theta);
+    *out = c;
+    return KF_OK;
+}
+
+void kf_ctx_free(kf_ctx *c) {
+    if (!c) return;
+    float *bufs[] = {c->x, c->xn, c->proj, c->q, c->att, c->k, c->v, c->gate,
+                     c->act, c->k_cache, c->v_cache, c->rope_cos, c->rope_sin};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(c);
+}
+
+void kf_ctx_set_hook(kf_ctx *c, kf_hook_fn fn, void *user, unsigned points) {
+    c->hook = fn;
+    c->hook_user = user;
+    c->hook_points = fn ? points : 0;
+}
+
+static inline void run_hook(kf_ctx *c, int layer, kf_hook_point p, float *x, int n, int dim) {
+    if (c->hook_points & (1u << p)) c->hook(c->hook_user, layer, p, x, n, dim);
+}
+
+// ---- building blocks on N rows -------------------------------------------------
+
+// Y (N, OC) = X (N, C) W^T (+ b, may be NULL or absent): one row goes through the SIMD matvec, more
+// through sgemm.
+static void linear(float *Y, const float *X, const kf_tensor *W, const kf_tensor *b, int N) {
+    const int OC = (int)W->ne[0], C = (int)W->ne[1];
+    if (N == 1)
+        kf_matvec(Y, W->data, X, OC, C);
+    else
+        kf_matmul(Y, X, W->data, N, C, OC);
+    if (!b || !kf_tensor_present(b)) return;
+#pragma omp parallel for if (N >= KF_PAR_ROWS)
+    for (int r = 0; r < N; r++)
+        for (int i = 0; i < OC; i++) Y[(int64_t)r * OC + i] += b->data[i];
+}
+
+// y (N, C) = norm(x) per row, RMSNorm or LayerNorm as the model says.
+static void norm_rows(const kf_model *m, float *y, const float *x, const kf_tensor *w, const kf_tensor *b, int N) {
+    const int C = m->n_embd;
+#pragma omp parallel for if (N >= KF_PAR_ROWS)
+    for (int r = 0; r < N; r++) {
+        if (m->norm == KF_NORM_RMS)
+            kf_rmsnorm(y + (int64_t)r * C, x + (int64_t)r * C, w->data, C, m->norm_eps);
+        else
+            kf_layernorm(y + (int64_t)r * C, x + (int64_t)r * C, w->data, b->data, C, m->norm_eps);
+    }
+}
+
+// x (n) += y (n)
+static void add_rows(float *x, const float *y, int64_t n) {
+#pragma omp parallel for if (n >= 4096)
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+// FFN activations in place: act (n) = f(gate) * act when gated, else f(act).
+static void activate(const kf_model *m, float *act, const float *gate, int64_t n) {
+    const bool silu = m->act == KF_ACT_SILU;
+#pragma omp parallel for if (n >= 4096)
+    for (int64_t i = 0; i < n; i++) {
+        float a = gate ? gate[i] : act[i];
+        float f = silu ? kf_silu(a) : kf_gelu_tanh(a);
+        act[i] = gate ? f * act[i] : f;
+    }
+}
+
+// ---- the pass ------------------------------------------------------------------
+
+// Runs the model on N = B*T rows: sequence b's tokens at positions
+// pos0 .. pos0+T-1. Decode (B = T = 1) attends over the KV cache; prefill
+// (pos0 = 0) attends over this call's keys and copies them into the cache
+// when fill_cache is set. Writes logits (N, V) when logits is non-NULL.
+static void forward(kf_ctx *c, const int32_t *tokens, int B, int T, int pos0, bool decode, bool fill_cache,
+                    float *logits) {
+    const kf_model *m = c->m;
+    const int N = B * T, C = m->n_embd, H = m->n_head, Hkv = m->n_head_kv, Dh = m->head_dim;
+    const int Q = H * Dh, KV = Hkv * Dh, half = Dh / 2;
+
+    // x (N, C) = tok_embd[token] (+ pos_embd[pos])
+    for (int r = 0; r < N; r++) {
+        float *xr = c->x + (int64_t)r * C;
+        memcpy(xr, m->tok_embd.data + (int64_t)tokens[r] * C, sizeof(float) * (size_t)C);
+        if (m->pos == KF_POS_LEARNED) {
+            const float *p = m->pos_embd.data + (int64_t)(pos0 + r % T) * C;
+            for (int i = 0; i < C; i++) xr[i] += p[i];
+        }
+    }
+
+    for (int l = 0; l < m->n_layer; l++) {
+        const kf_layer *L = &m->layers[l];
+        const int F = L->n_ff;
+        float *kc = c->k_cache + (int64_t)l * c->kv_len * KV; // (kv_len, KV) of this layer
+        float *vc = c->v_cache + (int64_t)l * c->kv_len * KV;
+        run_hook(c, l, KF_HOOK_BLOCK_IN, c->x, N, C);
+
+        // --- attention ---
+        norm_rows(m, c->xn, c->x, &L->attn_norm_w, &L->attn_norm_b, N); // xn (N, C)
+        linear(c->q, c->xn, &L->wq, &L->bq, N);                         // q (N, Q)
+        linear(c->k, c->xn, &L->wk, &L->bk, N);                         // k (N, KV)
+        linear(c->v, c->xn, &L->wv, &L->bv, N);                         // v (N, KV)
+        if (m->pos == KF_POS_ROPE) {
+#pragma omp parallel for if (N >= KF_PAR_ROWS)
+            for (int r = 0; r < N; r++) {
+                const int64_t p = (int64_t)(pos0 + r % T) * half; // table row of this position
+                kf_rope(c->q + (int64_t)r * Q, H, Dh, c->rope_cos + p, c->rope_sin + p);
+                kf_rope(c->k + (int64_t)r * KV, Hkv, Dh, c->rope_cos + p, c->rope_sin + p);
+            }
+        }
+        if (decode) {
+            // Append this position's k, v and attend over cache rows 0..pos0.
+            memcpy(kc + (int64_t)pos0 * KV, c->k, sizeof(float) * (size_t)KV);
+            memcpy(vc + (int64_t)pos0 * KV, c->v, sizeof(float) * (size_t)KV);
+            kf_attention(c->att, c->q, kc, vc, 1, 1, pos0, H, Hkv, Dh, c->kv_len); // att (1, Q)
+        } else {
+            kf_attention(c->att, c->q, c->k, c->v, B, T, 0, H, Hkv, Dh, T); // att (N, Q)
+            if (fill_cache) {
+                memcpy(kc, c->k, sizeof(float) * (size_t)T * KV);
+                memcpy(vc, c->v, sizeof(float) * (size_t)T * KV);
+            }
+        }
+        linear(c->proj, c->att, &L->wo, &L->bo, N); // proj (N, C)
+        run_hook(c, l, KF_HOOK_ATTN_OUT, c->proj, N, C);
+        add_rows(c->x, c->proj, (int64_t)N * C);
+
+        // --- feed-forward ---
+        norm_rows(m, c->xn, c->x, &L->ffn_norm_w, &L->ffn_norm_b, N); // xn (N, C)
+        run_hook(c, l, KF_HOOK_FFN_IN, c->xn, N, C);
+        linear(c->act, c->xn, &L->w_up, &L->b_up, N); // act (N, F)
+        if (m->gated_ffn) {
+            linear(c->gate, c->xn, &L->w_gate, NULL, N); // gate (N, F)
+            activate(m, c->act, c->gate, (int64_t)N * F);
+        } else {
+            activate(m, c->act, NULL, (int64_t)N * F);
+        }
+        run_hook(c, l, KF_HOOK_FFN_ACT, c->act, N, F);
+        linear(c->proj, c->act, &L->w_down, &L->b_down, N); // proj (N, C)
+        run_hook(c, l, KF_HOOK_FFN_OUT, c->proj, N, C);
+        add_rows(c->x, c->proj, (int64_t)N * C);
+        run_hook(c, l, KF_HOOK_BLOCK_OUT, c->x, N, C);
+    }
+
+    if (!logits) return;
+    norm_rows(m, c->xn, c->x, &m->out_norm_w, &m->out_norm_b, N); // xn (N, C)
+    linear(logits, c->xn, &m->lm_head, NULL, N);                  // logits (N, V)
+}
+
+static kf_status check_tokens(const kf_model *m, const int32_t *tokens, int64_t n, kf_error *err) {
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->n_vocab)
+            return kf_error_set(err, KF_ERR_ARG, "forward: token %d at index %lld is outside the vocabulary (%d)",
+                                tokens[i], (long long)i, m->n_vocab);
+    return KF_OK;
+}
+
+kf_status kf_forward_prefill(kf_ctx *c, const int32_t *tokens, int B, int T, float *logits, kf_error *err) {
+    if (!c || !tokens) return kf_error_set(err, KF_ERR_ARG, "forward: prefill without context or tokens");
+    if (B < 1 || T < 1 || (int64_t)B * T > c->max_tokens)
+        return kf_error_set(err, KF_ERR_ARG, "forward: prefill of %d x %d tokens does not fit a context of %d", B, T,
+                            c->max_tokens);
+    const kf_model *m = c->m;
+    if (m->pos == KF_POS_LEARNED && T > m->n_ctx_train)
+        return kf_error_set(err, KF_ERR_ARG, "forward: %d positions exceed the model's %d", T, m->n_ctx_train);
+    kf_status s = check_tokens(m, tokens, (int64_t)B * T, err);
+    if (s != KF_OK) return s;
+    forward(c, tokens, B, T, 0, false, B == 1 && T <= c->kv_len, logits);
+    return KF_OK;
+}
+
+kf_status kf_forward_decode(kf_ctx *c, int32_t token, int pos, float *logits, kf_error *err) {
+    if (!c || !logits) return kf_error_set(err, KF_ERR_ARG, "forward: decode without context or logits");
+    if (pos < 0 || pos >= c->kv_len)
+        return kf_error_set(err, KF_ERR_ARG, "forward: decode position %d outside the KV cache (%d)", pos,
+                            c->kv_len);
+    const kf_model *m = c->m;
+    if (m->pos == KF_POS_LEARNED && pos >= m->n_ctx_train)
+        return kf_error_set(err, KF_ERR_ARG, "forward: position %d exceeds the model's %d", pos, m->n_ctx_train);
+    kf_status s = check_tokens(m, &token, 1, err);
+    if (s != KF_OK) return s;
+    forward(c, &token, 1, 1, pos, true, false, logits);
+    return KF_OK;
+}
