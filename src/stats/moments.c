@@ -1,0 +1,218 @@
+#include "stats/moments.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+kf_status kf_moments_init(kf_moments *m, int d, int topk, float eps, kf_error *err) {
+    memset(m, 0, sizeof *m);
+    if (d <= 0 || d > (1 << 20)) return kf_error_set(err, KF_ERR_ARG, "moments: bad dimension %d", d);
+    if (topk < 0 || topk > d) return kf_error_set(err, KF_ERR_ARG, "moments: top-k %d not in [0, %d]", topk, d);
+    if (!(eps >= 0)) return kf_error_set(err, KF_ERR_ARG, "moments: eps must be >= 0");
+    m->d = d;
+    m->topk = topk;
+    m->eps = eps;
+    size_t ud = (size_t)d;
+    m->shift = calloc(ud, sizeof *m->shift);
+    m->sum = calloc(ud, sizeof *m->sum);
+    m->sxx = calloc(ud * ud, sizeof *m->sxx);
+    m->n_pos = calloc(ud, sizeof *m->n_pos);
+    m->n_nz = calloc(ud, sizeof *m->n_nz);
+    m->sum_abs = calloc(ud, sizeof *m->sum_abs);
+    m->max = malloc(ud * sizeof *m->max);
+    m->min = malloc(ud * sizeof *m->min);
+    m->block = malloc(ud * KF_MOMENTS_BLOCK * sizeof *m->block);
+    if (topk > 0) {
+        m->coact = calloc(ud * (ud + 1) / 2, sizeof *m->coact);
+        m->top = malloc((size_t)topk * sizeof *m->top);
+    }
+    if (!m->shift || !m->sum || !m->sxx || !m->n_pos || !m->n_nz || !m->sum_abs || !m->max || !m->min ||
+        !m->block || (topk > 0 && (!m->coact || !m->top))) {
+        kf_moments_free(m);
+        return kf_error_set(err, KF_ERR_NOMEM, "moments: out of memory for d = %d", d);
+    }
+    kf_moments_reset(m);
+    return KF_OK;
+}
+
+void kf_moments_free(kf_moments *m) {
+    free(m->shift);
+    free(m->sum);
+    free(m->sxx);
+    free(m->n_pos);
+    free(m->n_nz);
+    free(m->sum_abs);
+    free(m->max);
+    free(m->min);
+    free(m->coact);
+    free(m->block);
+    free(m->top);
+    memset(m, 0, sizeof *m);
+}
+
+void kf_moments_reset(kf_moments *m) {
+    size_t ud = (size_t)m->d;
+    m->n = 0;
+    m->has_shift = 0;
+    memset(m->shift, 0, ud * sizeof *m->shift);
+    memset(m->sum, 0, ud * sizeof *m->sum);
+    memset(m->sxx, 0, ud * ud * sizeof *m->sxx);
+    memset(m->n_pos, 0, ud * sizeof *m->n_pos);
+    memset(m->n_nz, 0, ud * sizeof *m->n_nz);
+    memset(m->sum_abs, 0, ud * sizeof *m->sum_abs);
+    for (size_t j = 0; j < ud; j++) {
+        m->max[j] = -INFINITY;
+        m->min[j] = INFINITY;
+    }
+    if (m->coact) memset(m->coact, 0, ud * (ud + 1) / 2 * sizeof *m->coact);
+}
+
+// Counts the co-activations of one row x (d): its top-k dimensions by value,
+// ties going to the lower index.
+static void moments_count_topk(kf_moments *m, const float *x) {
+    int k = m->topk, cnt = 0, *top = m->top;
+    for (int j = 0; j < m->d; j++) {
+        if (cnt == k && !(x[j] > x[top[k - 1]])) continue;
+        int p = cnt < k ? cnt++ : k - 1; // slot freed at the end
+        while (p > 0 && x[j] > x[top[p - 1]]) {
+            top[p] = top[p - 1];
+            p--;
+        }
+        top[p] = j;
+    }
+    for (int a = 1; a < cnt; a++) { // indices ascending, so pairs are (i <= j)
+        int v = top[a], b = a;
+        while (b > 0 && top[b - 1] > v) {
+            top[b] = top[b - 1];
+            b--;
+        }
+        top[b] = v;
+    }
+    for (int a = 0; a < cnt; a++)
+        for (int b = a; b < cnt; b++) m->coact[kf_packed_index(m->d, top[a], top[b])]++;
+}
+
+kf_status kf_moments_add(kf_moments *m, const float *X, int n_rows, kf_error *err) {
+    if (n_rows < 0) return kf_error_set(err, KF_ERR_ARG, "moments: negative row count %d", n_rows);
+    if (n_rows == 0) return KF_OK;
+    if (m->topk > 0 && m->n + n_rows > (int64_t)UINT32_MAX)
+        return kf_error_set(err, KF_ERR_ARG, "moments: more than 2^32-1 rows overflow the co-activation counts");
+    const int d = m->d;
+    if (!m->has_shift) { // shift = mean of the first block
+        int nb = n_rows < KF_MOMENTS_BLOCK ? n_rows : KF_MOMENTS_BLOCK;
+        for (int r = 0; r < nb; r++)
+            for (int j = 0; j < d; j++) m->shift[j] += X[(size_t)r * d + j];
+        for (int j = 0; j < d; j++) m->shift[j] /= nb;
+        m->has_shift = 1;
+    }
+    for (int r0 = 0; r0 < n_rows; r0 += KF_MOMENTS_BLOCK) {
+        int nb = n_rows - r0 < KF_MOMENTS_BLOCK ? n_rows - r0 : KF_MOMENTS_BLOCK;
+        for (int r = 0; r < nb; r++) {
+            const float *x = X + (size_t)(r0 + r) * d;
+            double *y = m->block + (size_t)r * d;
+            for (int j = 0; j < d; j++) {
+                float a = x[j];
+                y[j] = (double)a - m->shift[j];
+                m->sum[j] += y[j];
+                m->sum_abs[j] += fabsf(a);
+                m->n_pos[j] += a > 0;
+                m->n_nz[j] += fabsf(a) > m->eps;
+                if (a > m->max[j]) m->max[j] = a;
+                if (a < m->min[j]) m->min[j] = a;
+            }
+            if (m->topk > 0) moments_count_topk(m, x);
+        }
+        // sxx (d,d) += block^T block, block (nb,d)
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, nb, 1.0, m->block, d, 1.0, m->sxx, d);
+    }
+    m->n += n_rows;
+    return KF_OK;
+}
+
+kf_status kf_moments_merge(kf_moments *dst, const kf_moments *src, kf_error *err) {
+    if (dst->d != src->d || dst->topk != src->topk || dst->eps != src->eps)
+        return kf_error_set(err, KF_ERR_ARG, "moments: merge of d=%d/topk=%d/eps=%g into d=%d/topk=%d/eps=%g", src->d,
+                            src->topk, (double)src->eps, dst->d, dst->topk, (double)dst->eps);
+    if (src->n == 0) return KF_OK;
+    if (dst->topk > 0 && dst->n + src->n > (int64_t)UINT32_MAX)
+        return kf_error_set(err, KF_ERR_ARG, "moments: merge overflows the co-activation counts");
+    const int d = dst->d;
+    if (!dst->has_shift) {
+        memcpy(dst->shift, src->shift, (size_t)d * sizeof *dst->shift);
+        dst->has_shift = 1;
+    }
+    // Re-centre src on dst's shift: x - s1 = (x - s2) + delta, delta = s2 - s1.
+    double n2 = (double)src->n;
+    double *delta = dst->block; // scratch (d)
+    for (int j = 0; j < d; j++) delta[j] = src->shift[j] - dst->shift[j];
+    for (int i = 0; i < d; i++) {
+        const double *ms = src->sxx + (size_t)i * d;
+        double *md = dst->sxx + (size_t)i * d;
+        double si = src->sum[i], di = delta[i];
+        for (int j = i; j < d; j++) md[j] += ms[j] + si * delta[j] + di * src->sum[j] + n2 * di * delta[j];
+    }
+    for (int j = 0; j < d; j++) {
+        dst->sum[j] += src->sum[j] + n2 * delta[j];
+        dst->n_pos[j] += src->n_pos[j];
+        dst->n_nz[j] += src->n_nz[j];
+        dst->sum_abs[j] += src->sum_abs[j];
+        if (src->max[j] > dst->max[j]) dst->max[j] = src->max[j];
+        if (src->min[j] < dst->min[j]) dst->min[j] = src->min[j];
+    }
+    if (dst->topk > 0) {
+        size_t np = (size_t)d * (d + 1) / 2;
+        for (size_t p = 0; p < np; p++) dst->coact[p] += src->coact[p];
+    }
+    dst->n += src->n;
+    return KF_OK;
+}
+
+kf_status kf_moments_mean(const kf_moments *m, double *mean, kf_error *err) {
+    if (m->n < 1) return kf_error_set(err, KF_ERR_ARG, "moments: mean of zero rows");
+    for (int j = 0; j < m->d; j++) mean[j] = m->shift[j] + m->sum[j] / (double)m->n;
+    return KF_OK;
+}
+
+kf_status kf_moments_cov(const kf_moments *m, double *cov, kf_error *err) {
+    if (m->n < 2) return kf_error_set(err, KF_ERR_ARG, "moments: covariance needs at least 2 rows, have %lld",
+                                      (long long)m->n);
+    const int d = m->d;
+    double n = (double)m->n;
+    for (int i = 0; i < d; i++)
+        for (int j = i; j < d; j++) {
+            double c = (m->sxx[(size_t)i * d + j] - m->sum[i] * m->sum[j] / n) / (n - 1);
+            cov[(size_t)i * d + j] = c;
+            cov[(size_t)j * d + i] = c;
+        }
+    return KF_OK;
+}
+
+kf_status kf_moments_corr(const kf_moments *m, double *corr, kf_error *err) {
+    kf_status st = kf_moments_cov(m, corr, err);
+    if (st != KF_OK) return st;
+    // Standard deviations go on the diagonal first, the 1s last.
+    const int d = m->d;
+    for (int j = 0; j < d; j++) {
+        double v = corr[(size_t)j * d + j];
+        corr[(size_t)j * d + j] = v > 0 ? sqrt(v) : 0;
+    }
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < d; j++) {
+            if (i == j) continue;
+            double si = corr[(size_t)i * d + i], sj = corr[(size_t)j * d + j];
+            double *c = &corr[(size_t)i * d + j];
+            *c = si == 0 || sj == 0 ? 0 : fmax(-1.0, fmin(1.0, *c / (si * sj)));
+        }
+    for (int j = 0; j < d; j++) corr[(size_t)j * d + j] = 1;
+    return KF_OK;
+}
+
+uint32_t kf_moments_coact(const kf_moments *m, int i, int j) {
+    if (i > j) {
+        int t = i;
+        i = j;
+        j = t;
+    }
+    return m->coact[kf_packed_index(m->d, i, j)];
+}

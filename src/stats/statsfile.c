@@ -1,0 +1,245 @@
+#include "stats/statsfile.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/file.h"
+
+static const char KF_STATS_MAGIC[8] = {'K', 'F', 'S', 'T', 'A', 'T', 'S', 0};
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * FNV_PRIME;
+    return h;
+}
+
+void kf_statsfile_init(kf_statsfile *f, uint64_t fingerprint) {
+    memset(f, 0, sizeof *f);
+    f->fingerprint = fingerprint;
+}
+
+void kf_statsfile_free(kf_statsfile *f) {
+    for (int i = 0; i < f->n; i++) {
+        kf_moments_free(&f->entries[i]->m);
+        free(f->entries[i]);
+    }
+    free(f->entries);
+    memset(f, 0, sizeof *f);
+}
+
+kf_moments *kf_statsfile_get(const kf_statsfile *f, const char *name) {
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->entries[i]->name, name) == 0) return &f->entries[i]->m;
+    return NULL;
+}
+
+kf_status kf_statsfile_add(kf_statsfile *f, const char *name, int d, int topk, float eps, kf_moments **out,
+                           kf_error *err) {
+    size_t len = strlen(name);
+    if (len == 0 || len > KF_STATSFILE_NAME_MAX)
+        return kf_error_set(err, KF_ERR_ARG, "statsfile: accumulator name must have 1..%d bytes", KF_STATSFILE_NAME_MAX);
+    if (kf_statsfile_get(f, name)) return kf_error_set(err, KF_ERR_ARG, "statsfile: duplicate accumulator '%s'", name);
+    if (f->n == f->cap) {
+        int cap = f->cap ? 2 * f->cap : 16;
+        kf_stats_entry **e = realloc(f->entries, (size_t)cap * sizeof *e);
+        if (!e) return kf_error_set(err, KF_ERR_NOMEM, "statsfile: out of memory");
+        f->entries = e;
+        f->cap = cap;
+    }
+    kf_stats_entry *e = calloc(1, sizeof *e);
+    if (!e) return kf_error_set(err, KF_ERR_NOMEM, "statsfile: out of memory");
+    kf_status st = kf_moments_init(&e->m, d, topk, eps, err);
+    if (st != KF_OK) {
+        free(e);
+        return st;
+    }
+    memcpy(e->name, name, len + 1);
+    f->entries[f->n++] = e;
+    if (out) *out = &e->m;
+    return KF_OK;
+}
+
+kf_status kf_statsfile_merge(kf_statsfile *dst, const kf_statsfile *src, kf_error *err) {
+    if (dst->fingerprint != src->fingerprint)
+        return kf_error_set(err, KF_ERR_ARG, "statsfile: merge of model %016llx into model %016llx",
+                            (unsigned long long)src->fingerprint, (unsigned long long)dst->fingerprint);
+    for (int i = 0; i < src->n; i++) {
+        const kf_stats_entry *e = src->entries[i];
+        kf_moments *m = kf_statsfile_get(dst, e->name);
+        if (!m) {
+            kf_status st = kf_statsfile_add(dst, e->name, e->m.d, e->m.topk, e->m.eps, &m, err);
+            if (st != KF_OK) return st;
+        }
+        kf_status st = kf_moments_merge(m, &e->m, err);
+        if (st != KF_OK) return st;
+    }
+    return KF_OK;
+}
+
+// Bytes of one entry after its n_bytes field.
+static uint64_t entry_bytes(uint64_t name_len, uint64_t d, uint64_t topk) {
+    uint64_t p = d * (d + 1) / 2;
+    return 4 + name_len + 4 + 4 + 4 + 4 + 8 + 8 * d * 2 + 8 * p + 8 * d * 3 + 4 * d * 2 + (topk > 0 ? 4 * p : 0) + 8;
+}
+
+typedef struct {
+    FILE *fp;
+    uint64_t hash;
+    int ok;
+} stats_writer;
+
+static void wr(stats_writer *w, const void *p, size_t n) {
+    if (n == 0) return;
+    w->hash = fnv1a(w->hash, p, n);
+    if (w->ok && fwrite(p, 1, n, w->fp) != n) w->ok = 0;
+}
+
+static void write_entry(stats_writer *w, const kf_stats_entry *e) {
+    const kf_moments *m = &e->m;
+    uint32_t name_len = (uint32_t)strlen(e->name), d = (uint32_t)m->d, topk = (uint32_t)m->topk;
+    uint32_t has_shift = (uint32_t)m->has_shift;
+    uint64_t nb = entry_bytes(name_len, d, topk);
+    if (w->ok && fwrite(&nb, sizeof nb, 1, w->fp) != 1) w->ok = 0;
+    w->hash = FNV_OFFSET;
+    wr(w, &name_len, 4);
+    wr(w, e->name, name_len);
+    wr(w, &d, 4);
+    wr(w, &topk, 4);
+    wr(w, &m->eps, 4);
+    wr(w, &has_shift, 4);
+    wr(w, &m->n, 8);
+    wr(w, m->shift, 8 * (size_t)d);
+    wr(w, m->sum, 8 * (size_t)d);
+    for (size_t i = 0; i < d; i++) wr(w, m->sxx + i * d + i, 8 * (d - i));
+    wr(w, m->n_pos, 8 * (size_t)d);
+    wr(w, m->n_nz, 8 * (size_t)d);
+    wr(w, m->sum_abs, 8 * (size_t)d);
+    wr(w, m->max, 4 * (size_t)d);
+    wr(w, m->min, 4 * (size_t)d);
+    if (topk > 0) wr(w, m->coact, 4 * ((size_t)d * (d + 1) / 2));
+    uint64_t h = w->hash;
+    if (w->ok && fwrite(&h, sizeof h, 1, w->fp) != 1) w->ok = 0;
+}
+
+kf_status kf_statsfile_save(const kf_statsfile *f, const char *path, kf_error *err) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return kf_error_set(err, KF_ERR_ARG, "%s: path too long", path);
+    FILE *fp = fopen(tmp, "wb");
+    if (!fp) return kf_error_set(err, KF_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    stats_writer w = {fp, 0, 1};
+    uint32_t version = KF_STATSFILE_VERSION, n = (uint32_t)f->n;
+    if (fwrite(KF_STATS_MAGIC, 1, 8, fp) != 8 || fwrite(&version, 4, 1, fp) != 1 || fwrite(&n, 4, 1, fp) != 1 ||
+        fwrite(&f->fingerprint, 8, 1, fp) != 1)
+        w.ok = 0;
+    for (int i = 0; i < f->n && w.ok; i++) write_entry(&w, f->entries[i]);
+    if (fclose(fp) != 0) w.ok = 0;
+    if (!w.ok) {
+        remove(tmp);
+        return kf_error_set(err, KF_ERR_IO, "%s: write failed", tmp);
+    }
+    if (rename(tmp, path) != 0) {
+        remove(tmp);
+        return kf_error_set(err, KF_ERR_IO, "%s: cannot rename from %s: %s", path, tmp, strerror(errno));
+    }
+    return KF_OK;
+}
+
+typedef struct {
+    const uint8_t *p;
+    size_t size, off;
+} stats_reader;
+
+static int rd(stats_reader *r, void *dst, size_t n) {
+    if (!kf_range_ok(r->off, n, r->size)) return 0;
+    if (n) memcpy(dst, r->p + r->off, n);
+    r->off += n;
+    return 1;
+}
+
+// Parses entry idx at r->off (already checked to hold n_bytes bytes) into f.
+static kf_status read_entry(kf_statsfile *f, stats_reader *r, uint64_t nb, int idx, const char *path, kf_error *err) {
+    size_t start = r->off;
+    uint32_t name_len, d, topk, has_shift;
+    float eps;
+    int64_t n;
+    char name[KF_STATSFILE_NAME_MAX + 1];
+    if (nb < 8 || !rd(r, &name_len, 4))
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: entry %d: truncated", path, idx);
+    if (name_len == 0 || name_len > KF_STATSFILE_NAME_MAX)
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: entry %d: bad name length %u", path, idx, name_len);
+    if (!rd(r, name, name_len) || !rd(r, &d, 4) || !rd(r, &topk, 4) || !rd(r, &eps, 4) || !rd(r, &has_shift, 4) ||
+        !rd(r, &n, 8))
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: entry %d: truncated", path, idx);
+    name[name_len] = 0;
+    if (strlen(name) != name_len) return kf_error_set(err, KF_ERR_FORMAT, "%s: entry %d: NUL in name", path, idx);
+    if (d == 0 || d > (1u << 20) || topk > d || !(eps >= 0) || has_shift > 1 || n < 0 || (n > 0 && !has_shift))
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: entry '%s': bad header (d=%u topk=%u n=%lld)", path, name, d, topk,
+                            (long long)n);
+    if (nb != entry_bytes(name_len, d, topk))
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: entry '%s': size %llu does not match d=%u topk=%u", path, name,
+                            (unsigned long long)nb, d, topk);
+    uint64_t sum_stored;
+    memcpy(&sum_stored, r->p + start + nb - 8, 8);
+    if (fnv1a(FNV_OFFSET, r->p + start, nb - 8) != sum_stored)
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: entry '%s': checksum mismatch (corrupted file)", path, name);
+    if (kf_statsfile_get(f, name))
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: duplicate entry '%s'", path, name);
+    kf_moments *m;
+    kf_status st = kf_statsfile_add(f, name, (int)d, (int)topk, eps, &m, err);
+    if (st != KF_OK) return st;
+    m->n = n;
+    m->has_shift = (int)has_shift;
+    // All sizes were checked against nb above, so these reads stay in range.
+    rd(r, m->shift, 8 * (size_t)d);
+    rd(r, m->sum, 8 * (size_t)d);
+    for (size_t i = 0; i < d; i++) rd(r, m->sxx + i * d + i, 8 * (d - i));
+    rd(r, m->n_pos, 8 * (size_t)d);
+    rd(r, m->n_nz, 8 * (size_t)d);
+    rd(r, m->sum_abs, 8 * (size_t)d);
+    rd(r, m->max, 4 * (size_t)d);
+    rd(r, m->min, 4 * (size_t)d);
+    if (topk > 0) rd(r, m->coact, 4 * ((size_t)d * (d + 1) / 2));
+    r->off += 8; // checksum
+    if (r->off != start + nb) return kf_error_set(err, KF_ERR_INTERNAL, "%s: entry '%s': size bookkeeping", path, name);
+    return KF_OK;
+}
+
+kf_status kf_statsfile_load(kf_statsfile *f, const char *path, uint64_t fingerprint, kf_error *err) {
+    kf_statsfile_init(f, fingerprint);
+    kf_mmap mm;
+    kf_status st = kf_mmap_open(&mm, path, err);
+    if (st != KF_OK) return st;
+    stats_reader r = {mm.data, mm.size, 0};
+    char magic[8];
+    uint32_t version = 0, n_entries = 0;
+    uint64_t fp = 0;
+    if (!rd(&r, magic, 8) || memcmp(magic, KF_STATS_MAGIC, 8) != 0) {
+        st = kf_error_set(err, KF_ERR_FORMAT, "%s: bad magic (not a kfuse statistics file)", path);
+    } else if (!rd(&r, &version, 4) || !rd(&r, &n_entries, 4) || !rd(&r, &fp, 8)) {
+        st = kf_error_set(err, KF_ERR_FORMAT, "%s: truncated header", path);
+    } else if (version != KF_STATSFILE_VERSION) {
+        st = kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: version %u, this build reads version %d", path, version,
+                          KF_STATSFILE_VERSION);
+    } else if (fp != fingerprint) {
+        st = kf_error_set(err, KF_ERR_ARG, "%s: model fingerprint %016llx does not match the model's %016llx", path,
+                          (unsigned long long)fp, (unsigned long long)fingerprint);
+    }
+    for (uint32_t i = 0; st == KF_OK && i < n_entries; i++) {
+        uint64_t nb;
+        if (!rd(&r, &nb, 8) || !kf_range_ok(r.off, nb, r.size))
+            st = kf_error_set(err, KF_ERR_FORMAT, "%s: truncated in entry %u of %u", path, i, n_entries);
+        else
+            st = read_entry(f, &r, nb, (int)i, path, err);
+    }
+    if (st == KF_OK && r.off != r.size)
+        st = kf_error_set(err, KF_ERR_FORMAT, "%s: %zu trailing bytes after %u entries", path, r.size - r.off,
+                          n_entries);
+    kf_mmap_close(&mm);
+    if (st != KF_OK) kf_statsfile_free(f);
+    return st;
+}

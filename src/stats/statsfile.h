@@ -1,0 +1,56 @@
+// A statistics file: named kf_moments accumulators (e.g. "layer.3.ffn_act")
+// stamped with the 64-bit fingerprint of the model that produced them.
+//
+// On-disk layout (little-endian, no padding):
+//   header  "KFSTATS\0" | u32 version (1) | u32 n_entries | u64 fingerprint
+//   entry   u64 n_bytes (bytes that follow, up to and including the checksum)
+//           u32 name_len | name (no NUL)
+//           u32 d | u32 topk | f32 eps | u32 has_shift | i64 n
+//           f64 shift[d] | f64 sum[d] | f64 sxx[d(d+1)/2] (packed upper triangle)
+//           i64 n_pos[d] | i64 n_nz[d] | f64 sum_abs[d] | f32 max[d] | f32 min[d]
+//           u32 coact[d(d+1)/2] (only when topk > 0)
+//           u64 checksum (FNV-1a 64 of the entry bytes from name_len on)
+// Loading validates every size against the file size, the magic, version,
+// fingerprint and checksums, and names the file in every error.
+#ifndef KF_STATS_STATSFILE_H
+#define KF_STATS_STATSFILE_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "stats/moments.h"
+
+#define KF_STATSFILE_VERSION 1
+#define KF_STATSFILE_NAME_MAX 255
+
+typedef struct {
+    char name[KF_STATSFILE_NAME_MAX + 1];
+    kf_moments m;
+} kf_stats_entry;
+
+typedef struct {
+    uint64_t fingerprint;     // of the model the statistics come from
+    int n, cap;
+    kf_stats_entry **entries; // (n) owned
+} kf_statsfile;
+
+void kf_statsfile_init(kf_statsfile *f, uint64_t fingerprint);
+void kf_statsfile_free(kf_statsfile *f);
+
+// Creates an empty accumulator under a new, unique name (1..255 bytes) and
+// returns it in *out; the file owns it.
+kf_status kf_statsfile_add(kf_statsfile *f, const char *name, int d, int topk, float eps, kf_moments **out,
+                           kf_error *err);
+// NULL when absent.
+kf_moments *kf_statsfile_get(const kf_statsfile *f, const char *name);
+// Merges every accumulator of src into the same-named one of dst (created
+// when missing). Fingerprints must match.
+kf_status kf_statsfile_merge(kf_statsfile *dst, const kf_statsfile *src, kf_error *err);
+
+// Writes path.tmp, then renames it over path.
+kf_status kf_statsfile_save(const kf_statsfile *f, const char *path, kf_error *err);
+// f must be freed or fresh; on failure it is left empty. The file's
+// fingerprint must equal the given one.
+kf_status kf_statsfile_load(kf_statsfile *f, const char *path, uint64_t fingerprint, kf_error *err);
+
+#endif

@@ -1,0 +1,303 @@
+// Streamed statistics (src/stats): moments vs numpy, merge == union, and the
+// statistics file format (round trip, corrupted files).
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "stats/moments.h"
+#include "stats/statsfile.h"
+#include "test_analyze_fixture.h"
+
+static char *g_text; // moments.txt
+static float *g_X;   // (n,d)
+static int g_n, g_d, g_topk, g_split;
+static float g_eps;
+
+static int setup(void **state) {
+    g_text = fx_text("moments.txt");
+    g_X = fx_get_f32(g_text, "X", &g_n, &g_d);
+    double *p = fx_get(g_text, "params", NULL, NULL);
+    g_eps = (float)p[0];
+    g_topk = (int)p[1];
+    g_split = (int)p[2];
+    free(p);
+    return 0;
+}
+
+static int teardown(void **state) {
+    free(g_text);
+    free(g_X);
+    return 0;
+}
+
+// Adds rows [r0, r1) in chunks of `chunk` rows.
+static void add_rows(kf_moments *m, int r0, int r1, int chunk) {
+    kf_error err;
+    for (int r = r0; r < r1; r += chunk) {
+        int nb = r1 - r < chunk ? r1 - r : chunk;
+        assert_int_equal(kf_moments_add(m, g_X + (size_t)r * g_d, nb, &err), KF_OK);
+    }
+}
+
+static void test_moments_vs_numpy(void **state) {
+    kf_moments m;
+    kf_error err;
+    assert_int_equal(kf_moments_init(&m, g_d, g_topk, g_eps, &err), KF_OK);
+    add_rows(&m, 0, g_n, 50);
+    assert_int_equal(m.n, g_n);
+    int d = g_d;
+    double *mean = malloc(d * sizeof *mean), *cov = malloc((size_t)d * d * sizeof *cov);
+    double *corr = malloc((size_t)d * d * sizeof *corr);
+    double *rmean = fx_get(g_text, "mean", NULL, NULL), *rcov = fx_get(g_text, "cov", NULL, NULL);
+    double *rcorr = fx_get(g_text, "corr", NULL, NULL), *npos = fx_get(g_text, "n_pos", NULL, NULL);
+    double *nnz = fx_get(g_text, "n_nz", NULL, NULL), *sabs = fx_get(g_text, "sum_abs", NULL, NULL);
+    double *mx = fx_get(g_text, "max", NULL, NULL), *mn = fx_get(g_text, "min", NULL, NULL);
+    double *coact = fx_get(g_text, "coact", NULL, NULL);
+    assert_int_equal(kf_moments_mean(&m, mean, &err), KF_OK);
+    assert_int_equal(kf_moments_cov(&m, cov, &err), KF_OK);
+    assert_int_equal(kf_moments_corr(&m, corr, &err), KF_OK);
+    for (int i = 0; i < d; i++) {
+        // mean of column 0 is ~1000: relative 1e-12
+        assert_true(fabs(mean[i] - rmean[i]) <= 1e-12 * fmax(1.0, fabs(rmean[i])));
+        assert_int_equal(m.n_pos[i], (int64_t)npos[i]);
+        assert_int_equal(m.n_nz[i], (int64_t)nnz[i]);
+        assert_true(fabs(m.sum_abs[i] - sabs[i]) <= 1e-12 * sabs[i]);
+        assert_true(m.max[i] == (float)mx[i] && m.min[i] == (float)mn[i]);
+        for (int j = 0; j < d; j++) {
+            size_t p = (size_t)i * d + j;
+            // 1e-9 relative to the entry's natural scale sqrt(var_i var_j)
+            double scale = sqrt(rcov[(size_t)i * d + i] * rcov[(size_t)j * d + j]);
+            assert_true(fabs(cov[p] - rcov[p]) <= 1e-9 * scale);
+            assert_true(fabs(corr[p] - rcorr[p]) <= 1e-9);
+            assert_int_equal(kf_moments_coact(&m, i, j), (uint32_t)coact[p]);
+        }
+    }
+    free(mean); free(cov); free(corr); free(rmean); free(rcov); free(rcorr);
+    free(npos); free(nnz); free(sabs); free(mx); free(mn); free(coact);
+    kf_moments_free(&m);
+}
+
+static void assert_moments_close(const kf_moments *a, const kf_moments *b) {
+    kf_error err;
+    int d = a->d;
+    assert_int_equal(a->n, b->n);
+    double *ca = malloc((size_t)d * d * sizeof *ca), *cb = malloc((size_t)d * d * sizeof *cb);
+    double ma[64], mb[64];
+    assert_true(d <= 64);
+    assert_int_equal(kf_moments_cov(a, ca, &err), KF_OK);
+    assert_int_equal(kf_moments_cov(b, cb, &err), KF_OK);
+    assert_int_equal(kf_moments_mean(a, ma, &err), KF_OK);
+    assert_int_equal(kf_moments_mean(b, mb, &err), KF_OK);
+    for (int i = 0; i < d; i++) {
+        assert_true(fabs(ma[i] - mb[i]) <= 1e-12 * fmax(1.0, fabs(mb[i])));
+        assert_int_equal(a->n_pos[i], b->n_pos[i]);
+        assert_int_equal(a->n_nz[i], b->n_nz[i]);
+        assert_true(fabs(a->sum_abs[i] - b->sum_abs[i]) <= 1e-12 * b->sum_abs[i]);
+        assert_true(a->max[i] == b->max[i] && a->min[i] == b->min[i]);
+        for (int j = 0; j < d; j++) {
+            size_t p = (size_t)i * d + j;
+            assert_true(fabs(ca[p] - cb[p]) <= 1e-11 * sqrt(cb[(size_t)i * d + i] * cb[(size_t)j * d + j]));
+            if (a->topk) assert_int_equal(kf_moments_coact(a, i, j), kf_moments_coact(b, i, j));
+        }
+    }
+    free(ca);
+    free(cb);
+}
+
+static void test_moments_merge_union(void **state) {
+    kf_moments u, a, b, e;
+    kf_error err;
+    assert_int_equal(kf_moments_init(&u, g_d, g_topk, g_eps, &err), KF_OK);
+    assert_int_equal(kf_moments_init(&a, g_d, g_topk, g_eps, &err), KF_OK);
+    assert_int_equal(kf_moments_init(&b, g_d, g_topk, g_eps, &err), KF_OK);
+    assert_int_equal(kf_moments_init(&e, g_d, g_topk, g_eps, &err), KF_OK);
+    add_rows(&u, 0, g_n, 300);
+    add_rows(&a, 0, g_split, 41);
+    add_rows(&b, g_split, g_n, 17); // different shift from a (column 4 jumps at row 150)
+    assert_true(a.shift[4] != b.shift[4]);
+    assert_int_equal(kf_moments_merge(&e, &a, &err), KF_OK); // into an empty accumulator
+    assert_int_equal(kf_moments_merge(&e, &b, &err), KF_OK);
+    assert_moments_close(&e, &u);
+    assert_int_equal(kf_moments_merge(&b, &a, &err), KF_OK); // the other order
+    assert_moments_close(&b, &u);
+
+    kf_moments other;
+    assert_int_equal(kf_moments_init(&other, g_d, 0, g_eps, &err), KF_OK);
+    assert_int_equal(kf_moments_merge(&other, &a, &err), KF_ERR_ARG);
+    kf_moments_free(&other);
+    kf_moments_free(&u);
+    kf_moments_free(&a);
+    kf_moments_free(&b);
+    kf_moments_free(&e);
+}
+
+static void test_moments_constant_dim(void **state) {
+    // X (4,3): column 1 constant -> correlation 0 off the diagonal, 1 on it
+    const float X[] = {1, 7, 2, 2, 7, 4, 3, 7, 5, 4, 7, 9};
+    kf_moments m;
+    kf_error err;
+    double corr[9];
+    assert_int_equal(kf_moments_init(&m, 3, 0, 0.f, &err), KF_OK);
+    assert_int_equal(kf_moments_cov(&m, corr, &err), KF_ERR_ARG); // no rows yet
+    assert_int_equal(kf_moments_add(&m, X, 4, &err), KF_OK);
+    assert_int_equal(kf_moments_corr(&m, corr, &err), KF_OK);
+    assert_true(corr[1] == 0 && corr[3] == 0 && corr[5] == 0 && corr[7] == 0);
+    assert_true(corr[0] == 1 && corr[4] == 1 && corr[8] == 1);
+    assert_true(corr[2] > 0.9 && corr[2] < 1);
+    assert_int_equal(kf_moments_init(&m, 0, 0, 0.f, &err), KF_ERR_ARG);
+    kf_moments_free(&m);
+}
+
+static void tmp_path(char *buf, size_t n, const char *tag) {
+    const char *dir = getenv("KF_BUILD");
+    snprintf(buf, n, "%s/test_stats_%s_%d.bin", dir ? dir : "/tmp", tag, (int)getpid());
+}
+
+// A file with two accumulators: "layer.0.act" (topk) and "layer.1.res" (none).
+static void make_file(kf_statsfile *f, uint64_t fp) {
+    kf_error err;
+    kf_moments *m0, *m1;
+    kf_statsfile_init(f, fp);
+    assert_int_equal(kf_statsfile_add(f, "layer.0.act", g_d, g_topk, g_eps, &m0, &err), KF_OK);
+    assert_int_equal(kf_statsfile_add(f, "layer.1.res", 4, 0, 0.f, &m1, &err), KF_OK);
+    assert_int_equal(kf_statsfile_add(f, "layer.1.res", 4, 0, 0.f, &m1, &err), KF_ERR_ARG); // duplicate
+    add_rows(m0, 0, 100, 64);
+    float rows[8] = {1, -2, 3, 0.5f, 2, 0, -1, 4};
+    assert_int_equal(kf_moments_add(m1, rows, 2, &err), KF_OK);
+}
+
+static void assert_same_moments(const kf_moments *a, const kf_moments *b) {
+    int d = a->d;
+    assert_int_equal(a->d, b->d);
+    assert_int_equal(a->topk, b->topk);
+    assert_true(a->eps == b->eps);
+    assert_int_equal(a->n, b->n);
+    assert_int_equal(a->has_shift, b->has_shift);
+    assert_memory_equal(a->shift, b->shift, d * sizeof(double));
+    assert_memory_equal(a->sum, b->sum, d * sizeof(double));
+    for (int i = 0; i < d; i++)
+        assert_memory_equal(a->sxx + (size_t)i * d + i, b->sxx + (size_t)i * d + i, (d - i) * sizeof(double));
+    assert_memory_equal(a->n_pos, b->n_pos, d * sizeof(int64_t));
+    assert_memory_equal(a->n_nz, b->n_nz, d * sizeof(int64_t));
+    assert_memory_equal(a->sum_abs, b->sum_abs, d * sizeof(double));
+    assert_memory_equal(a->max, b->max, d * sizeof(float));
+    assert_memory_equal(a->min, b->min, d * sizeof(float));
+    if (a->topk) assert_memory_equal(a->coact, b->coact, (size_t)d * (d + 1) / 2 * sizeof(uint32_t));
+}
+
+static void test_statsfile_roundtrip(void **state) {
+    char path[1024];
+    tmp_path(path, sizeof path, "rt");
+    kf_statsfile f, g, h;
+    kf_error err;
+    make_file(&f, 0x1234abcd5678ef90ull);
+    assert_int_equal(kf_statsfile_save(&f, path, &err), KF_OK);
+    assert_int_equal(kf_statsfile_load(&g, path, 0x1234abcd5678ef90ull, &err), KF_OK);
+    assert_int_equal(g.n, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_string_equal(g.entries[i]->name, f.entries[i]->name);
+        assert_same_moments(&g.entries[i]->m, &f.entries[i]->m);
+    }
+    // merging the file into itself doubles the counts
+    kf_statsfile_init(&h, 0x1234abcd5678ef90ull);
+    assert_int_equal(kf_statsfile_merge(&h, &f, &err), KF_OK);
+    assert_int_equal(kf_statsfile_merge(&h, &g, &err), KF_OK);
+    assert_int_equal(kf_statsfile_get(&h, "layer.0.act")->n, 200);
+    assert_int_equal(kf_moments_coact(kf_statsfile_get(&h, "layer.0.act"), 2, 3),
+                     2 * kf_moments_coact(kf_statsfile_get(&f, "layer.0.act"), 2, 3));
+    assert_null(kf_statsfile_get(&h, "nope"));
+    kf_statsfile_free(&h);
+    kf_statsfile_init(&h, 1);
+    assert_int_equal(kf_statsfile_merge(&h, &f, &err), KF_ERR_ARG); // other model
+    kf_statsfile_free(&h);
+    kf_statsfile_free(&f);
+    kf_statsfile_free(&g);
+    unlink(path);
+}
+
+static void write_bytes(const char *path, const unsigned char *b, size_t n) {
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(b, 1, n, fp), n);
+    fclose(fp);
+}
+
+// Loads path and checks the status and that the message names the file.
+static void expect_load_error(const char *path, uint64_t fp, kf_status code, const char *what) {
+    kf_statsfile g;
+    kf_error err;
+    kf_status st = kf_statsfile_load(&g, path, fp, &err);
+    if (st != code) fail_msg("expected %s, got %s (%s)", kf_status_name(code), kf_status_name(st), st ? err.msg : "");
+    assert_non_null(strstr(err.msg, path));
+    if (what && !strstr(err.msg, what)) fail_msg("'%s' not in '%s'", what, err.msg);
+    assert_int_equal(g.n, 0);
+}
+
+static void test_statsfile_errors(void **state) {
+    char path[1024], bad[1024];
+    tmp_path(path, sizeof path, "good");
+    tmp_path(bad, sizeof bad, "bad");
+    kf_statsfile f;
+    kf_error err;
+    const uint64_t fp = 42;
+    make_file(&f, fp);
+    assert_int_equal(kf_statsfile_save(&f, path, &err), KF_OK);
+    kf_statsfile_free(&f);
+    char *buf;
+    size_t len;
+    assert_int_equal(kf_file_read_all(path, &buf, &len, &err), KF_OK);
+    unsigned char *b = (unsigned char *)buf;
+
+    expect_load_error(path, 43, KF_ERR_ARG, "fingerprint");
+    expect_load_error("/nonexistent/stats.bin", fp, KF_ERR_IO, NULL);
+    // truncations are detected (and read in bounds under ASan): every length
+    // through the first entry's header, then every 7th, then the last 16
+    for (size_t n = 0; n < len; n += n < 64 || n + 16 >= len ? 1 : 7) {
+        write_bytes(bad, b, n);
+        expect_load_error(bad, fp, KF_ERR_FORMAT, NULL);
+    }
+    unsigned char *c = malloc(len + 1);
+    memcpy(c, b, len);
+    c[0] = 'X';
+    write_bytes(bad, c, len);
+    expect_load_error(bad, fp, KF_ERR_FORMAT, "magic");
+    memcpy(c, b, len);
+    c[8] = 2; // version
+    write_bytes(bad, c, len);
+    expect_load_error(bad, fp, KF_ERR_UNSUPPORTED, "version");
+    memcpy(c, b, len);
+    c[len / 2] ^= 0x10; // a payload bit
+    write_bytes(bad, c, len);
+    expect_load_error(bad, fp, KF_ERR_FORMAT, "checksum");
+    memcpy(c, b, len);
+    c[12] = 9; // n_entries beyond the file
+    write_bytes(bad, c, len);
+    expect_load_error(bad, fp, KF_ERR_FORMAT, "truncated");
+    memcpy(c, b, len);
+    c[len] = 0; // trailing byte
+    write_bytes(bad, c, len + 1);
+    expect_load_error(bad, fp, KF_ERR_FORMAT, "trailing");
+    memcpy(c, b, len);
+    c[24 + 8 + 4 + 11] = 0xff; // d of the first entry: size no longer matches
+    c[24 + 8 + 4 + 11 + 3] = 0x7f;
+    write_bytes(bad, c, len);
+    expect_load_error(bad, fp, KF_ERR_FORMAT, "bad header");
+    free(c);
+    free(buf);
+    unlink(bad);
+    unlink(path);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_moments_vs_numpy),     cmocka_unit_test(test_moments_merge_union),
+        cmocka_unit_test(test_moments_constant_dim), cmocka_unit_test(test_statsfile_roundtrip),
+        cmocka_unit_test(test_statsfile_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
