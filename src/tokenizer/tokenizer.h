@@ -17,6 +17,16 @@ typedef enum {
 
 typedef struct kf_tokenizer kf_tokenizer;
 
+// Per-token type, numbered as in SentencePiece and GGUF.
+typedef enum {
+    KF_PIECE_NORMAL = 1,
+    KF_PIECE_UNKNOWN = 2,
+    KF_PIECE_CONTROL = 3, // special tokens (<s>, </s>, <|endoftext|>): never produced from text, skipped in decode
+    KF_PIECE_USER = 4,    // added, non-special tokens: decode to their text as is
+    KF_PIECE_UNUSED = 5,
+    KF_PIECE_BYTE = 6,    // <0xNN> byte fallback
+} kf_piece_type;
+
 // Loads dir/tokenizer.json (+ tokenizer_config.json, generation_config.json
 // for BOS/EOS and add_bos), or a tokenizer.json path directly.
 kf_status kf_tokenizer_load_hf(kf_tokenizer **out, const char *path, kf_error *err);
@@ -25,6 +35,9 @@ kf_status kf_tokenizer_load_llama2c(kf_tokenizer **out, const char *path, int vo
 // Finds the tokenizer that belongs to a model path: a folder's tokenizer.json,
 // the tokenizer.bin beside a llama2.c .bin, or the vocabulary inside a GGUF.
 kf_status kf_tokenizer_load_for_model(kf_tokenizer **out, const char *model_path, int vocab_size, kf_error *err);
+// The GGUF branch of kf_tokenizer_load_for_model (src/tokenizer/tokenizer_gguf.c):
+// reads the vocabulary from GGUF metadata and calls kf_tokenizer_init.
+kf_status kf_tokenizer_load_gguf(kf_tokenizer **out, const char *path, kf_error *err);
 
 // Builds a tokenizer from a vocabulary held in memory (GGUF metadata).
 // SPM: pieces + scores (merge priority = score, higher first).
@@ -44,6 +57,9 @@ kf_status kf_tokenizer_init(kf_tokenizer **out, const kf_tokenizer_spec *spec, k
 
 void kf_tokenizer_free(kf_tokenizer *tok);
 
+// Text is text: "<s>" or "<|endoftext|>" written in the input is encoded as
+// ordinary characters (as SentencePiece and llama.cpp do by default), never as
+// the special token; add_bos is the only way to get BOS.
 // Encodes UTF-8 text (len bytes; need not be NUL-terminated). Invalid UTF-8
 // is an error (KF_ERR_FORMAT naming the byte offset). *ids is malloc'd.
 kf_status kf_tokenizer_encode(const kf_tokenizer *tok, const char *text, size_t len, bool add_bos, int32_t **ids,
@@ -59,5 +75,11 @@ int kf_tokenizer_bos(const kf_tokenizer *tok); // -1 when none
 int kf_tokenizer_eos(const kf_tokenizer *tok);
 bool kf_tokenizer_add_bos(const kf_tokenizer *tok); // tokenizer's default
 kf_tok_kind kf_tokenizer_kind(const kf_tokenizer *tok);
+// The vocabulary as stored (SPM spaces as "▁", byte-level pieces in GPT-2's
+// byte-to-character form); NULL / 0 for an id out of range. The score is the
+// SentencePiece score where the source had one (llama2.c, spec), else 0.
+const char *kf_tokenizer_piece(const kf_tokenizer *tok, int32_t id);
+kf_piece_type kf_tokenizer_piece_type(const kf_tokenizer *tok, int32_t id);
+float kf_tokenizer_score(const kf_tokenizer *tok, int32_t id);
 
 #endif
