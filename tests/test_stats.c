@@ -149,8 +149,9 @@ static void test_moments_constant_dim(void **state) {
     assert_true(corr[1] == 0 && corr[3] == 0 && corr[5] == 0 && corr[7] == 0);
     assert_true(corr[0] == 1 && corr[4] == 1 && corr[8] == 1);
     assert_true(corr[2] > 0.9 && corr[2] < 1);
-    assert_int_equal(kf_moments_init(&m, 0, 0, 0.f, &err), KF_ERR_ARG);
     kf_moments_free(&m);
+    assert_int_equal(kf_moments_init(&m, 0, 0, 0.f, &err), KF_ERR_ARG);
+    assert_int_equal(kf_moments_init(&m, 3, 4, 0.f, &err), KF_ERR_ARG); // top-k > d
 }
 
 static void tmp_path(char *buf, size_t n, const char *tag) {
