@@ -1,0 +1,479 @@
+// GGUF: models written and read back (Llama, GQA BF16, GPT-2, per-layer FFN
+// widths, F16/BF16/Q8_0 storage) equal the originals tensor by tensor and
+// reproduce the PyTorch logits; the file layout follows llama.cpp (RoPE rows
+// interleaved, fused GPT-2 QKV, INT32 per-layer widths); Q8_0 decoding matches
+// a hand-built block; malformed files fail with one line naming the file.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "io/gguf.h"
+#include "test_gguf_util.h"
+
+#define LOGITS_TOL 1e-4
+
+// ---- an independent byte builder for hand-made GGUF files ----
+
+typedef struct {
+    uint8_t b[4096];
+    size_t n;
+} bytes;
+
+static void put(bytes *b, const void *p, size_t n) {
+    assert_true(b->n + n <= sizeof b->b);
+    memcpy(b->b + b->n, p, n);
+    b->n += n;
+}
+static void put_u32(bytes *b, uint32_t v) { put(b, &v, 4); }
+static void put_u64(bytes *b, uint64_t v) { put(b, &v, 8); }
+static void put_str(bytes *b, const char *s) {
+    put_u64(b, strlen(s));
+    put(b, s, strlen(s));
+}
+static void put_header(bytes *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
+    put(b, "GGUF", 4);
+    put_u32(b, version);
+    put_u64(b, n_tensors);
+    put_u64(b, n_kv);
+}
+static void put_kv_str(bytes *b, const char *key, const char *v) {
+    put_str(b, key);
+    put_u32(b, KF_GGUF_STRING);
+    put_str(b, v);
+}
+static void put_kv_u32(bytes *b, const char *key, uint32_t v) {
+    put_str(b, key);
+    put_u32(b, KF_GGUF_UINT32);
+    put_u32(b, v);
+}
+// A tensor info with GGUF (innermost-first) dims.
+static void put_tensor(bytes *b, const char *name, uint32_t nd, const uint64_t *dims, uint32_t type, uint64_t off) {
+    put_str(b, name);
+    put_u32(b, nd);
+    for (uint32_t i = 0; i < nd; i++) put_u64(b, dims[i]);
+    put_u32(b, type);
+    put_u64(b, off);
+}
+static void put_pad(bytes *b) {
+    while (b->n % 32) b->b[b->n++] = 0;
+}
+static void put_zeros(bytes *b, size_t n) {
+    for (size_t i = 0; i < n; i++) b->b[b->n++] = 0;
+}
+
+static kf_model *load_hf(const char *rel) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/%s", kf_test_root(), rel);
+    kf_model *m;
+    kf_error err = {0};
+    ASSERT_OK(kf_model_load_hf(&m, dir, &err));
+    return m;
+}
+
+// The file's rows of `name` are the model's rows in llama.cpp's interleaved
+// order: file row h*D + 2i + j is rotate-half row h*D + j*D/2 + i.
+static void assert_interleaved_in_file(const kf_gguf *g, const char *name, const kf_tensor *t, int heads) {
+    const kf_gguf_tensor *ft = kf_gguf_find_tensor(g, name);
+    assert_non_null(ft);
+    assert_int_equal(ft->dtype, KF_DTYPE_F32);
+    int64_t rows = t->ne[0], cols = t->ndim == 2 ? t->ne[1] : 1, D = rows / heads;
+    assert_int_equal(ft->dims[0], cols == 1 && t->ndim == 1 ? rows : cols); // innermost first
+    for (int64_t h = 0; h < heads; h++)
+        for (int64_t i = 0; i < D / 2; i++)
+            for (int64_t j = 0; j < 2; j++)
+                assert_memory_equal(ft->data + 4 * (h * D + 2 * i + j) * cols, t->data + (h * D + j * D / 2 + i) * cols,
+                                    4 * (size_t)cols);
+}
+
+static void test_llama_1_4m_roundtrip(void **state) {
+    (void)state;
+    kf_error err = {0};
+    kf_model *m = load_hf("models/llama-gutenberg-1.4m"), *g;
+    char path[256];
+    tmp_file(path, "llama14.gguf");
+    ASSERT_OK(kf_gguf_write(m, NULL, path, &err));
+    ASSERT_OK(kf_model_load_gguf(&g, path, &err));
+    assert_string_equal(g->format, "gguf");
+    assert_models_equal(m, g, 0);
+    assert_float_equal(g->rope_theta, m->rope_theta, 0);
+    assert_true(g->tied_head); // no output.weight written: llama.cpp ties it
+    assert_ptr_equal(g->lm_head.data, g->tok_embd.data);
+    double d = fixture_logits_diff(g, "llama-gutenberg-1.4m");
+    if (d > LOGITS_TOL) fail_msg("logits differ from PyTorch by %g", d);
+
+    kf_gguf *f;
+    ASSERT_OK(kf_gguf_open(&f, path, &err));
+    assert_null(kf_gguf_find_tensor(f, "output.weight"));
+    const kf_gguf_tensor *emb = kf_gguf_find_tensor(f, "token_embd.weight");
+    assert_int_equal(emb->dims[0], 128); // innermost first: [C, V]
+    assert_int_equal(emb->dims[1], 4096);
+    assert_interleaved_in_file(f, "blk.0.attn_q.weight", &m->layers[0].wq, m->n_head);
+    assert_interleaved_in_file(f, "blk.3.attn_k.weight", &m->layers[3].wk, m->n_head_kv);
+    int64_t v;
+    ASSERT_OK(kf_gguf_get_int(f, "llama.feed_forward_length", true, &v, &err));
+    assert_int_equal(v, 384);
+    ASSERT_OK(kf_gguf_get_int(f, "general.alignment", true, &v, &err));
+    assert_int_equal(v, 32);
+    kf_gguf_close(f);
+    kf_model_free(g);
+    kf_model_free(m);
+    remove(path);
+}
+
+static void test_gqa_bf16_roundtrip(void **state) {
+    (void)state;
+    kf_error err = {0};
+    kf_model *m = load_hf("tests/fixtures/models/llama-gqa-bf16"), *g;
+    char path[256];
+    tmp_file(path, "gqa.gguf");
+    ASSERT_OK(kf_gguf_write(m, NULL, path, &err));
+    ASSERT_OK(kf_model_load_gguf(&g, path, &err));
+    assert_models_equal(m, g, 0);
+    assert_false(g->tied_head);
+    assert_float_equal(g->rope_theta, 500000.0f, 0);
+    double d = fixture_logits_diff(g, "llama-gqa-bf16");
+    if (d > LOGITS_TOL) fail_msg("logits differ from PyTorch by %g", d);
+    kf_gguf *f;
+    ASSERT_OK(kf_gguf_open(&f, path, &err));
+    assert_interleaved_in_file(f, "blk.1.attn_k.weight", &m->layers[1].wk, m->n_head_kv);
+    assert_interleaved_in_file(f, "blk.1.attn_q.weight", &m->layers[1].wq, m->n_head);
+    kf_gguf_close(f);
+    kf_model_free(g);
+
+    // The weights are BF16 values: storing them as BF16 is lossless.
+    ASSERT_OK(kf_gguf_write_typed(m, NULL, path, KF_DTYPE_BF16, &err));
+    ASSERT_OK(kf_model_load_gguf(&g, path, &err));
+    assert_int_equal(g->layers[0].wq.src_dtype, KF_DTYPE_BF16);
+    assert_int_equal(g->out_norm_w.src_dtype, KF_DTYPE_F32); // norms stay F32
+    assert_models_equal(m, g, 0);
+    kf_model_free(g);
+
+    // F16 keeps 11 significant bits: relative error at most 2^-11 (these
+    // weights are far from F16's subnormal range).
+    ASSERT_OK(kf_gguf_write_typed(m, NULL, path, KF_DTYPE_F16, &err));
+    ASSERT_OK(kf_model_load_gguf(&g, path, &err));
+    assert_int_equal(g->layers[1].w_down.src_dtype, KF_DTYPE_F16);
+    assert_models_equal(m, g, 1.0f / 2048);
+    kf_model_free(g);
+    kf_model_free(m);
+    remove(path);
+}
+
+static void test_gpt2_roundtrip(void **state) {
+    (void)state;
+    kf_error err = {0};
+    kf_model *m = load_hf("tests/fixtures/models/gpt2-tiny"), *g;
+    char path[256];
+    tmp_file(path, "gpt2.gguf");
+    ASSERT_OK(kf_gguf_write(m, NULL, path, &err));
+    kf_gguf *f;
+    ASSERT_OK(kf_gguf_open(&f, path, &err));
+    char *arch;
+    ASSERT_OK(kf_gguf_get_str(f, "general.architecture", true, &arch, &err));
+    assert_string_equal(arch, "gpt2");
+    free(arch);
+    // llama.cpp's layout: fused QKV (C, 3C) innermost first, output stored.
+    const kf_gguf_tensor *qkv = kf_gguf_find_tensor(f, "blk.1.attn_qkv.weight");
+    assert_non_null(qkv);
+    assert_int_equal(qkv->dims[0], 32);
+    assert_int_equal(qkv->dims[1], 96);
+    assert_memory_equal(qkv->data + 4 * 32 * 32, m->layers[1].wk.data, 4 * 32 * 32);
+    assert_non_null(kf_gguf_find_tensor(f, "blk.0.attn_qkv.bias"));
+    assert_null(kf_gguf_find_tensor(f, "blk.0.attn_q.weight"));
+    assert_non_null(kf_gguf_find_tensor(f, "output.weight"));
+    assert_non_null(kf_gguf_find_tensor(f, "position_embd.weight"));
+    kf_gguf_close(f);
+    ASSERT_OK(kf_model_load_gguf(&g, path, &err));
+    assert_models_equal(m, g, 0);
+    assert_true(g->tied_head); // the stored copy is recognised as the tied head
+    double d = fixture_logits_diff(g, "gpt2-tiny");
+    if (d > LOGITS_TOL) fail_msg("logits differ from PyTorch by %g", d);
+    kf_model_free(g);
+    kf_model_free(m);
+    remove(path);
+}
+
+static void test_per_layer_ffn(void **state) {
+    (void)state;
+    kf_error err = {0};
+    int n_ff[3] = {16, 48, 32};
+    kf_model *m = make_llama(3, n_ff, true), *g;
+    char path[256];
+    tmp_file(path, "ffn.gguf");
+    ASSERT_OK(kf_gguf_write(m, NULL, path, &err));
+    kf_gguf *f;
+    ASSERT_OK(kf_gguf_open(&f, path, &err));
+    const kf_gguf_kv *kv = kf_gguf_find_kv(f, "llama.feed_forward_length");
+    assert_non_null(kv);
+    assert_int_equal(kv->type, KF_GGUF_ARRAY);
+    assert_int_equal(kv->arr_type, KF_GGUF_INT32);
+    int64_t *w, n;
+    ASSERT_OK(kf_gguf_get_int_array(f, "llama.feed_forward_length", &w, &n, &err));
+    assert_int_equal(n, 3);
+    for (int l = 0; l < 3; l++) assert_int_equal(w[l], n_ff[l]);
+    free(w);
+    assert_interleaved_in_file(f, "blk.2.attn_q.bias", &m->layers[2].bq, m->n_head);
+    assert_interleaved_in_file(f, "blk.2.attn_k.bias", &m->layers[2].bk, m->n_head_kv);
+    kf_gguf_close(f);
+    ASSERT_OK(kf_model_load_gguf(&g, path, &err));
+    assert_models_equal(m, g, 0);
+    assert_float_equal(g->rope_theta, 20000.0f, 0);
+    assert_false(g->tied_head);
+    kf_model_free(g);
+    kf_model_free(m);
+    remove(path);
+}
+
+static void test_q8_0_hand_built(void **state) {
+    (void)state;
+    kf_error err = {0};
+    // Two blocks: scale 0.5 (f16 0x3800) with q = i - 16, and scale -1
+    // (f16 0xBC00) with q = 4i - 64.
+    uint8_t blocks[68];
+    uint16_t d0 = 0x3800, d1 = 0xBC00;
+    memcpy(blocks, &d0, 2);
+    memcpy(blocks + 34, &d1, 2);
+    for (int i = 0; i < 32; i++) {
+        blocks[2 + i] = (uint8_t)(int8_t)(i - 16);
+        blocks[36 + i] = (uint8_t)(int8_t)(4 * i - 64);
+    }
+    bytes b = {0};
+    put_header(&b, 3, 1, 0);
+    put_tensor(&b, "q", 2, (uint64_t[]){32, 2}, KF_GGML_Q8_0, 0);
+    put_pad(&b);
+    put(&b, blocks, sizeof blocks);
+    char path[256];
+    tmp_file(path, "q8.gguf");
+    write_file(path, b.b, b.n);
+    kf_gguf *f;
+    ASSERT_OK(kf_gguf_open(&f, path, &err));
+    const kf_gguf_tensor *t = kf_gguf_find_tensor(f, "q");
+    assert_int_equal(t->dtype, KF_DTYPE_Q8_0);
+    assert_int_equal(t->ne[0], 2);
+    assert_int_equal(t->ne[1], 32);
+    assert_int_equal(t->nbytes, 68);
+    float x[64];
+    kf_gguf_tensor_to_f32(t, x);
+    for (int i = 0; i < 32; i++) {
+        assert_float_equal(x[i], 0.5f * (float)(i - 16), 0);
+        assert_float_equal(x[32 + i], -1.0f * (float)(4 * i - 64), 0);
+    }
+    kf_gguf_close(f);
+
+    // The writer's Q8_0: each value within half a quantisation step of the
+    // original, the step being max|x| / 127 of its block (+0.2% for the f16 scale).
+    int n_ff[1] = {32};
+    kf_model *m = make_llama(1, n_ff, false), *g;
+    ASSERT_OK(kf_gguf_write_typed(m, NULL, path, KF_DTYPE_Q8_0, &err));
+    ASSERT_OK(kf_model_load_gguf(&g, path, &err));
+    assert_int_equal(g->layers[0].w_up.src_dtype, KF_DTYPE_Q8_0);
+    const kf_tensor *pairs[][2] = {{&m->layers[0].w_up, &g->layers[0].w_up}, {&m->layers[0].wq, &g->layers[0].wq},
+                                   {&m->lm_head, &g->lm_head}};
+    for (size_t p = 0; p < 3; p++) {
+        const float *a = pairs[p][0]->data, *c = pairs[p][1]->data;
+        for (int64_t blk = 0; blk < kf_tensor_nelem(pairs[p][0]) / 32; blk++) {
+            float amax = 0;
+            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(a[blk * 32 + i]));
+            for (int i = 0; i < 32; i++)
+                if (!(fabsf(a[blk * 32 + i] - c[blk * 32 + i]) <= 0.5f * amax / 127 * 1.002f))
+                    fail_msg("tensor %zu block %lld: %g decoded as %g", p, (long long)blk, a[blk * 32 + i],
+                             c[blk * 32 + i]);
+        }
+    }
+    kf_model_free(g);
+    kf_model_free(m);
+    remove(path);
+}
+
+// ---- malformed files ----
+
+// A valid two-tensor file with `arch` as architecture; the caller patches it.
+static void valid_file(bytes *b) {
+    put_header(b, 3, 2, 1);
+    put_kv_str(b, "general.architecture", "llama");
+    put_tensor(b, "a", 1, (uint64_t[]){8}, KF_GGML_F32, 0);
+    put_tensor(b, "b", 2, (uint64_t[]){4, 2}, KF_GGML_F16, 32);
+    put_pad(b);
+    put_zeros(b, 48);
+}
+
+static void expect_open_error(const bytes *b, const char *what) {
+    kf_error err = {0};
+    char path[256];
+    tmp_file(path, "bad.gguf");
+    write_file(path, b->b, b->n);
+    kf_gguf *f = NULL;
+    ASSERT_FAILS(kf_gguf_open(&f, path, &err), path, what);
+    assert_null(f);
+    kf_model *m = NULL;
+    ASSERT_FAILS(kf_model_load_gguf(&m, path, &err), path, what);
+    assert_null(m);
+    remove(path);
+}
+
+static void test_bad_files(void **state) {
+    (void)state;
+    kf_error err = {0};
+    bytes b = {0};
+    valid_file(&b);
+    char path[256];
+    tmp_file(path, "valid.gguf");
+    write_file(path, b.b, b.n);
+    kf_gguf *f;
+    ASSERT_OK(kf_gguf_open(&f, path, &err)); // the base of every case below is valid
+    assert_int_equal(f->n_tensors, 2);
+    kf_gguf_close(f);
+    remove(path);
+
+    b = (bytes){0};
+    valid_file(&b);
+    b.b[3] = 'X';
+    expect_open_error(&b, "bad magic");
+
+    b = (bytes){0};
+    valid_file(&b);
+    b.b[4] = 7;
+    expect_open_error(&b, "version 7");
+
+    b = (bytes){0};
+    valid_file(&b);
+    b.n = 10;
+    expect_open_error(&b, "truncated");
+
+    b = (bytes){0}; // tensor count far beyond what the file can hold
+    put_header(&b, 3, (uint64_t)1 << 60, 0);
+    put_zeros(&b, 64);
+    expect_open_error(&b, "more than the file holds");
+
+    b = (bytes){0}; // value string length past the end of the file
+    put_header(&b, 3, 0, 1);
+    put_str(&b, "general.architecture");
+    put_u32(&b, KF_GGUF_STRING);
+    put_u64(&b, 1000);
+    put(&b, "llama", 5);
+    expect_open_error(&b, "past the end of the file");
+
+    b = (bytes){0}; // string array whose count runs past the end
+    put_header(&b, 3, 0, 1);
+    put_str(&b, "tokenizer.ggml.tokens");
+    put_u32(&b, KF_GGUF_ARRAY);
+    put_u32(&b, KF_GGUF_STRING);
+    put_u64(&b, 3);
+    put_str(&b, "abcdefgh");
+    put_str(&b, "ijklmnop");
+    expect_open_error(&b, "truncated");
+
+    b = (bytes){0}; // offset beyond the data section
+    put_header(&b, 3, 1, 0);
+    put_tensor(&b, "a", 1, (uint64_t[]){8}, KF_GGML_F32, 64);
+    put_pad(&b);
+    put_zeros(&b, 32);
+    expect_open_error(&b, "outside the data section");
+
+    b = (bytes){0}; // huge offset: no overflow in the range check
+    put_header(&b, 3, 1, 0);
+    put_tensor(&b, "a", 1, (uint64_t[]){8}, KF_GGML_F32, UINT64_MAX - 31);
+    put_pad(&b);
+    put_zeros(&b, 32);
+    expect_open_error(&b, "outside the data section");
+
+    b = (bytes){0}; // b starts inside a
+    put_header(&b, 3, 2, 0);
+    put_tensor(&b, "a", 1, (uint64_t[]){16}, KF_GGML_F32, 0);
+    put_tensor(&b, "b", 1, (uint64_t[]){8}, KF_GGML_F32, 32);
+    put_pad(&b);
+    put_zeros(&b, 96);
+    expect_open_error(&b, "overlap");
+
+    b = (bytes){0};
+    put_header(&b, 3, 1, 0);
+    put_tensor(&b, "a", 5, (uint64_t[]){1, 1, 1, 1, 8}, KF_GGML_F32, 0);
+    put_pad(&b);
+    put_zeros(&b, 32);
+    expect_open_error(&b, "5 dimensions");
+
+    b = (bytes){0};
+    put_header(&b, 3, 1, 0);
+    put_tensor(&b, "a", 1, (uint64_t[]){32}, 2 /* Q4_0 */, 0);
+    put_pad(&b);
+    put_zeros(&b, 32);
+    expect_open_error(&b, "ggml type 2");
+
+    b = (bytes){0};
+    put_header(&b, 3, 0, 1);
+    put_str(&b, "x");
+    put_u32(&b, 42);
+    expect_open_error(&b, "unknown value type 42");
+
+    b = (bytes){0};
+    put_header(&b, 3, 1, 1);
+    put_kv_u32(&b, "general.alignment", 24);
+    put_tensor(&b, "a", 1, (uint64_t[]){8}, KF_GGML_F32, 0);
+    put_pad(&b);
+    put_zeros(&b, 32);
+    expect_open_error(&b, "not a power of two");
+}
+
+// Files that parse but do not describe a model kfuse can build.
+static void test_bad_models(void **state) {
+    (void)state;
+    kf_error err = {0};
+    char path[256];
+    tmp_file(path, "badmodel.gguf");
+    kf_model *m = NULL;
+
+    bytes b = {0}; // a llama without block_count
+    put_header(&b, 3, 0, 2);
+    put_kv_str(&b, "general.architecture", "llama");
+    put_kv_u32(&b, "llama.embedding_length", 32);
+    write_file(path, b.b, b.n);
+    ASSERT_FAILS(kf_model_load_gguf(&m, path, &err), path, "missing key llama.block_count");
+
+    b = (bytes){0};
+    put_header(&b, 3, 0, 1);
+    put_kv_str(&b, "general.architecture", "mamba");
+    write_file(path, b.b, b.n);
+    ASSERT_FAILS(kf_model_load_gguf(&m, path, &err), path, "architecture 'mamba' is not supported");
+
+    b = (bytes){0};
+    put_header(&b, 3, 0, 0);
+    write_file(path, b.b, b.n);
+    ASSERT_FAILS(kf_model_load_gguf(&m, path, &err), path, "missing key general.architecture");
+
+    // Hyper-parameters and globals but no layer tensors.
+    int n_ff[1] = {32};
+    kf_model *src = make_llama(1, n_ff, false);
+    kf_gguf_writer *w;
+    ASSERT_OK(kf_gguf_writer_init(&w, &err));
+    kf_gguf_writer_add_str(w, "general.architecture", "llama");
+    kf_gguf_writer_add_u32(w, "llama.block_count", 1);
+    kf_gguf_writer_add_u32(w, "llama.embedding_length", 32);
+    kf_gguf_writer_add_u32(w, "llama.context_length", 16);
+    kf_gguf_writer_add_u32(w, "llama.feed_forward_length", 32);
+    kf_gguf_writer_add_u32(w, "llama.attention.head_count", 4);
+    kf_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    kf_gguf_writer_add_tensor(w, "token_embd.weight", 2, src->tok_embd.ne, src->tok_embd.data, KF_DTYPE_F32, 0);
+    kf_gguf_writer_add_tensor(w, "output_norm.weight", 1, src->out_norm_w.ne, src->out_norm_w.data, KF_DTYPE_F32, 0);
+    ASSERT_OK(kf_gguf_writer_save(w, path, &err));
+    kf_gguf_writer_free(w);
+    ASSERT_FAILS(kf_model_load_gguf(&m, path, &err), path, "missing tensor layer 0 attn_norm");
+    assert_null(m);
+    kf_model_free(src);
+    remove(path);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_llama_1_4m_roundtrip), cmocka_unit_test(test_gqa_bf16_roundtrip),
+        cmocka_unit_test(test_gpt2_roundtrip),       cmocka_unit_test(test_per_layer_ffn),
+        cmocka_unit_test(test_q8_0_hand_built),      cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_bad_models),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
