@@ -44,7 +44,7 @@ static kf_model *load_model(const fixture *f) {
     snprintf(path, sizeof path, "%s/%s", root(), f->dir);
     kf_model *m = NULL;
     kf_error err = {0};
-    if (kf_model_load_hf(&m, path, &err) != KF_OK) fail_msg("load %s: %s", path, err.msg);
+    if (kf_model_load(&m, path, &err) != KF_OK) fail_msg("load %s: %s", path, err.msg);
     return m;
 }
 
