@@ -30,5 +30,6 @@ int kf_cmd_info(int argc, char **argv);
 int kf_cmd_generate(int argc, char **argv);
 int kf_cmd_perplexity(int argc, char **argv);
 int kf_cmd_bench(int argc, char **argv);
+int kf_cmd_analyze(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@ static const struct {
     {"generate", kf_cmd_generate, "MODEL -p TEXT [-n N --temp T --top-p P --seed S]"},
     {"perplexity", kf_cmd_perplexity, "MODEL -f TEXT [--ctx N --json]  llama.cpp protocol"},
     {"bench", kf_cmd_bench, "MODEL [-p 512 -n 128 -r 5 --json]   prefill and decode tokens/s"},
+    {"analyze", kf_cmd_analyze, "MODEL -f CALIB.txt -o DIR [--tokens N --ctx N --threshold t --k K]  redundancy report"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,86 @@
+// `kfuse analyze`: record a model's activations on calibration tokens
+// through the forward hooks, as streamed statistics, then run the analyses
+// (layer CKA and Block Influence, correlation clustering of neurons, concept
+// clusters by k-means, dynamic per-layer thresholds) into one JSON tree.
+//
+// Recording (per forward call of B sequences x ctx tokens, N = B*ctx rows):
+//   BLOCK_IN of layer 0 (embeddings) and BLOCK_OUT of every layer give the
+//   R = L+1 residual representations; FFN_ACT gives each layer's neuron
+//   activations. Per call: FFN activations -> kf_moments "layer.<l>.ffn_act"
+//   (with co-activation counts); residual stream -> one joint kf_moments
+//   "resid.all" over the concatenation of all R representations (R*C dims)
+//   when R*C <= joint_max_dims (its diagonal blocks are the per-layer
+//   statistics, its off-diagonal blocks give exact linear CKA and the
+//   cross-layer correlations); wider models get per-layer "resid.<r>" moments
+//   and minibatch CKA (kf_cka_mb) instead, and no cross-layer clustering.
+//   Block Influence per block from the input/output pair. A fixed, seeded
+//   sample of tokens (chosen before recording, so independent of how the
+//   batches are split) keeps its FFN activations for k-means profiles.
+//
+// MPI (built with KF_HAVE_MPI, n_ranks > 1): sequence batches are dealt
+// round-robin to ranks; the accumulators are re-centred on the global mean
+// and their sums MPI_Allreduce'd; the sampled activations are summed (each
+// sample row is filled by exactly one rank). Rank 0 then analyses alone.
+#ifndef KF_ANALYZE_PIPELINE_H
+#define KF_ANALYZE_PIPELINE_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "model/model.h"
+#include "stats/statsfile.h"
+#include "tokenizer/tokenizer.h"
+
+typedef void (*kf_analyze_progress_fn)(void *user, const char *stage, int64_t done, int64_t total);
+
+typedef struct {
+    int64_t n_tokens;     // calibration tokens used at most (whole sequences of ctx)
+    int ctx;              // tokens per sequence
+    int batch;            // sequences per forward call
+    double threshold;     // correlation-clustering cut of the headline numbers
+    int k;                // k-means clusters; 0 = chosen by silhouette
+    uint64_t seed;
+    double epsilon;       // dynamic thresholds: allowed relative FFN output error
+    int sample_tokens;    // tokens whose activations are kept (k-means profiles, .npy dump)
+    int keep_resid_sample; // also keep the residual stream of the sampled tokens (for .npy)
+    int coact_topk;       // co-activation set size; 0 = max(4, n_ff/32)
+    int context_tokens;   // tokens of the second pass that finds top contexts
+    int n_contexts;       // top contexts kept per cluster
+    int context_radius;   // tokens shown on each side of a context's token
+    int joint_max_dims;   // largest (L+1)*C recorded as one joint accumulator
+    int rank, n_ranks;    // MPI rank and size (0, 1 without MPI)
+    kf_analyze_progress_fn progress;
+    void *progress_user;
+} kf_analyze_opts;
+
+// Defaults: 65536 tokens, ctx 256, batch 4, t 0.3, k auto, seed 1, eps 0.05,
+// 2048 sampled tokens, 8192 context tokens, 5 contexts of radius 4, joint up
+// to 8192 dims, single process.
+void kf_analyze_opts_default(kf_analyze_opts *o);
+
+typedef struct {
+    cJSON *json;          // the analysis tree (schema: docs/analysis-json.md); NULL on ranks > 0
+    kf_statsfile stats;   // the reduced statistics (all ranks)
+    int n_layer, S;       // layers; sampled tokens
+    int64_t *sample_pos;  // (S) token index of each sampled token
+    float **ffn_sample;   // (n_layer) each (S, n_ff of the layer)
+    float *resid_sample;  // (L+1, S, C) when keep_resid_sample, else NULL
+    int resid_dim;        // C
+} kf_analysis;
+
+// ids (n_ids) calibration tokens; tok (may be NULL) detokenises contexts.
+kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32_t *ids, int64_t n_ids,
+                         const kf_analyze_opts *o, kf_analysis *out, kf_error *err);
+void kf_analysis_free(kf_analysis *a);
+
+// Writes the sampled activations as .npy (v1, little-endian <f4) into dir:
+// ffn_act.<l>.npy (S, n_ff), resid.<r>.npy (S, C) when kept, and
+// sample_pos.npy (S) <i8 token indices.
+kf_status kf_analysis_dump_npy(const kf_analysis *a, const char *dir, kf_error *err);
+
+// 64-bit FNV-1a fingerprint of a model: hyper-parameters, per-layer widths,
+// every tensor's shape and up to 4096 evenly spaced values of each.
+uint64_t kf_analyze_fingerprint(const kf_model *m);
+
+#endif
