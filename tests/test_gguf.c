@@ -468,12 +468,140 @@ static void test_bad_models(void **state) {
     remove(path);
 }
 
+// The SentencePiece vocabulary of the 1.4m model (llama2.c tokenizer.bin,
+// with scores) written into the GGUF and read back by
+// kf_tokenizer_load_for_model: same pieces, scores, types, ids for a text.
+static void test_tokenizer_spm_roundtrip(void **state) {
+    (void)state;
+    kf_error err = {0};
+    char tp[1024], path[256];
+    snprintf(tp, sizeof tp, "%s/models/llama-gutenberg-1.4m/tokenizer.bin", kf_test_root());
+    kf_tokenizer *tok, *back;
+    ASSERT_OK(kf_tokenizer_load_llama2c(&tok, tp, 4096, &err));
+    kf_model *m = load_hf("models/llama-gutenberg-1.4m");
+    tmp_file(path, "tok.gguf");
+    ASSERT_OK(kf_gguf_write(m, tok, path, &err));
+    kf_gguf *f;
+    ASSERT_OK(kf_gguf_open(&f, path, &err));
+    char *model;
+    ASSERT_OK(kf_gguf_get_str(f, "tokenizer.ggml.model", true, &model, &err));
+    assert_string_equal(model, "llama");
+    free(model);
+    kf_gguf_close(f);
+    ASSERT_OK(kf_tokenizer_load_for_model(&back, path, 4096, &err));
+    assert_int_equal(kf_tokenizer_kind(back), KF_TOK_SPM);
+    assert_int_equal(kf_tokenizer_n_vocab(back), 4096);
+    assert_int_equal(kf_tokenizer_bos(back), kf_tokenizer_bos(tok));
+    assert_int_equal(kf_tokenizer_eos(back), kf_tokenizer_eos(tok));
+    assert_int_equal(kf_tokenizer_add_bos(back), kf_tokenizer_add_bos(tok));
+    for (int i = 0; i < 4096; i++) {
+        assert_string_equal(kf_tokenizer_piece(back, i), kf_tokenizer_piece(tok, i));
+        assert_float_equal(kf_tokenizer_score(back, i), kf_tokenizer_score(tok, i), 0);
+        assert_int_equal(kf_tokenizer_piece_type(back, i), kf_tokenizer_piece_type(tok, i));
+    }
+    const char *text = "It was the best of times, it was the worst of times; caf\xc3\xa9 \xe2\x80\x94 1984!\n";
+    int32_t *a, *b;
+    size_t na, nb;
+    ASSERT_OK(kf_tokenizer_encode(tok, text, strlen(text), true, &a, &na, &err));
+    ASSERT_OK(kf_tokenizer_encode(back, text, strlen(text), true, &b, &nb, &err));
+    assert_true(na > 10);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, sizeof *a * na);
+    free(a);
+    free(b);
+    kf_tokenizer_free(back);
+    kf_tokenizer_free(tok);
+    kf_model_free(m);
+    remove(path);
+}
+
+// GPT-2's byte-to-character map (printable bytes stand for themselves, the
+// others for 256 + n), as UTF-8 into out.
+static void byte_char(int byte, char *out) {
+    int cp = byte, n = 0;
+    bool printable = (byte >= '!' && byte <= '~') || (byte >= 0xA1 && byte <= 0xAC) || (byte >= 0xAE && byte <= 0xFF);
+    if (!printable) {
+        for (int b = 0; b < byte; b++)
+            if (!((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))) n++;
+        cp = 256 + n;
+    }
+    if (cp < 0x80) {
+        out[0] = (char)cp, out[1] = 0;
+    } else {
+        out[0] = (char)(0xC0 | (cp >> 6)), out[1] = (char)(0x80 | (cp & 0x3F)), out[2] = 0;
+    }
+}
+
+// A byte-level vocabulary made by hand in GGUF metadata: the 256 byte
+// pieces, three merges and <|endoftext|>.
+static void test_tokenizer_bytelevel_gguf(void **state) {
+    (void)state;
+    kf_error err = {0};
+    char chars[256][4], path[256];
+    const char *tokens[260];
+    int32_t types[260];
+    for (int b = 0; b < 256; b++) {
+        byte_char(b, chars[b]);
+        tokens[b] = chars[b];
+        types[b] = 1;
+    }
+    tokens[256] = "he", tokens[257] = "ll", tokens[258] = "hell", tokens[259] = "<|endoftext|>";
+    types[256] = types[257] = types[258] = 1;
+    types[259] = 3;
+    const char *merges[3] = {"h e", "l l", "he ll"};
+    kf_gguf_writer *w;
+    ASSERT_OK(kf_gguf_writer_init(&w, &err));
+    kf_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
+    kf_gguf_writer_add_str(w, "tokenizer.ggml.pre", "gpt-2");
+    kf_gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", tokens, 260);
+    kf_gguf_writer_add_i32_array(w, "tokenizer.ggml.token_type", types, 260);
+    kf_gguf_writer_add_str_array(w, "tokenizer.ggml.merges", merges, 3);
+    kf_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", 259);
+    tmp_file(path, "bytelevel.gguf");
+    ASSERT_OK(kf_gguf_writer_save(w, path, &err));
+    kf_gguf_writer_free(w);
+    kf_tokenizer *tok;
+    ASSERT_OK(kf_tokenizer_load_gguf(&tok, path, &err));
+    assert_int_equal(kf_tokenizer_kind(tok), KF_TOK_BYTELEVEL);
+    assert_int_equal(kf_tokenizer_eos(tok), 259);
+    assert_false(kf_tokenizer_add_bos(tok));
+    int32_t *ids;
+    size_t n;
+    ASSERT_OK(kf_tokenizer_encode(tok, "hello hell", 10, false, &ids, &n, &err));
+    int32_t want[4] = {258, 'o', ' ', 258}; // "hell" "o" " " "hell": byte pieces have the byte's id
+    assert_int_equal(n, 4);
+    assert_memory_equal(ids, want, sizeof want);
+    free(ids);
+    kf_tokenizer_free(tok);
+
+    // Another pre-tokenizer is refused rather than tokenised differently.
+    ASSERT_OK(kf_gguf_writer_init(&w, &err));
+    kf_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
+    kf_gguf_writer_add_str(w, "tokenizer.ggml.pre", "qwen2");
+    kf_gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", tokens, 260);
+    kf_gguf_writer_add_str_array(w, "tokenizer.ggml.merges", merges, 3);
+    ASSERT_OK(kf_gguf_writer_save(w, path, &err));
+    kf_gguf_writer_free(w);
+    ASSERT_FAILS(kf_tokenizer_load_gguf(&tok, path, &err), path, "pre-tokenizer 'qwen2'");
+    // A token id outside the vocabulary.
+    ASSERT_OK(kf_gguf_writer_init(&w, &err));
+    kf_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
+    kf_gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", tokens, 260);
+    kf_gguf_writer_add_str_array(w, "tokenizer.ggml.merges", merges, 3);
+    kf_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", 260);
+    ASSERT_OK(kf_gguf_writer_save(w, path, &err));
+    kf_gguf_writer_free(w);
+    ASSERT_FAILS(kf_tokenizer_load_gguf(&tok, path, &err), path, "outside the vocabulary");
+    remove(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama_1_4m_roundtrip), cmocka_unit_test(test_gqa_bf16_roundtrip),
         cmocka_unit_test(test_gpt2_roundtrip),       cmocka_unit_test(test_per_layer_ffn),
         cmocka_unit_test(test_q8_0_hand_built),      cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_bad_models),
+        cmocka_unit_test(test_bad_models),           cmocka_unit_test(test_tokenizer_spm_roundtrip),
+        cmocka_unit_test(test_tokenizer_bytelevel_gguf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,10 +1,123 @@
 // The GGUF branch of kf_tokenizer_load_for_model. GGUF keeps the vocabulary
-// in its metadata (tokenizer.ggml.*); the GGUF reader (src/io/gguf.c) owns
-// that parsing and is to build a kf_tokenizer_spec for kf_tokenizer_init here.
+// in its metadata, as llama.cpp writes it:
+//   tokenizer.ggml.model       "llama" (SentencePiece-style) or "gpt2" (byte-level BPE)
+//   tokenizer.ggml.tokens      string array, one piece per id
+//   tokenizer.ggml.scores      float array (SPM merge priorities)
+//   tokenizer.ggml.token_type  int array (1 normal, 2 unknown, 3 control, 6 byte, ...)
+//   tokenizer.ggml.merges      string array "a b", rank = index (byte-level)
+//   tokenizer.ggml.{bos,eos,unknown}_token_id, tokenizer.ggml.add_bos_token
+// The file is parsed and bounds-checked by the GGUF reader (src/io/gguf.c).
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/gguf.h"
 #include "tokenizer/tokenizer.h"
+
+// An optional token id: -1 when absent; present ids must lie in [0, n).
+static kf_status get_id(const kf_gguf *g, const char *key, int64_t n, int *out, kf_error *err) {
+    int64_t v = -1;
+    kf_status st = kf_gguf_get_int(g, key, false, &v, err);
+    if (st != KF_OK) return st;
+    if (v < -1 || v >= n)
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: %s = %lld is outside the vocabulary of %lld", g->path, key,
+                            (long long)v, (long long)n);
+    *out = (int)v;
+    return KF_OK;
+}
+
+// Checks that an optional per-token array has one entry per token.
+static kf_status check_count(const kf_gguf *g, const char *key, int64_t got, int64_t n, kf_error *err) {
+    if (got == n) return KF_OK;
+    return kf_error_set(err, KF_ERR_FORMAT, "%s: %s has %lld entries for %lld tokens", g->path, key, (long long)got,
+                        (long long)n);
+}
+
+static kf_status build(kf_tokenizer **out, const kf_gguf *g, kf_error *err) {
+    char *model = NULL, *pre = NULL, **tokens = NULL, **merges = NULL;
+    float *scores = NULL;
+    int64_t *types64 = NULL, n = 0, n_scores = 0, n_types = 0, n_merges = 0;
+    int32_t *types = NULL;
+    kf_tokenizer_spec spec = {.bos_id = -1, .eos_id = -1, .unk_id = -1};
+    kf_status st = kf_gguf_get_str(g, "tokenizer.ggml.model", true, &model, err);
+    if (st != KF_OK) return st;
+    if (strcmp(model, "llama") == 0) {
+        spec.kind = KF_TOK_SPM;
+    } else if (strcmp(model, "gpt2") == 0) {
+        spec.kind = KF_TOK_BYTELEVEL;
+    } else {
+        st = kf_error_set(err, KF_ERR_UNSUPPORTED,
+                          "%s: tokenizer model '%s' is not supported (llama and gpt2 are)", g->path, model);
+        goto done;
+    }
+    // Byte-level tokenizers differ by their pre-tokenizer split; kfuse has GPT-2's.
+    if ((st = kf_gguf_get_str(g, "tokenizer.ggml.pre", false, &pre, err)) != KF_OK) goto done;
+    if (spec.kind == KF_TOK_BYTELEVEL && pre && strcmp(pre, "gpt-2") != 0 && strcmp(pre, "default") != 0) {
+        st = kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: pre-tokenizer '%s' is not supported (gpt-2 is)", g->path, pre);
+        goto done;
+    }
+    if ((st = kf_gguf_get_str_array(g, "tokenizer.ggml.tokens", &tokens, &n, err)) != KF_OK) goto done;
+    if (n < 1 || n > INT32_MAX) {
+        st = kf_error_set(err, KF_ERR_FORMAT, "%s: tokenizer.ggml.tokens has %lld entries", g->path, (long long)n);
+        goto done;
+    }
+    if (kf_gguf_find_kv(g, "tokenizer.ggml.scores")) {
+        if ((st = kf_gguf_get_float_array(g, "tokenizer.ggml.scores", &scores, &n_scores, err)) != KF_OK ||
+            (st = check_count(g, "tokenizer.ggml.scores", n_scores, n, err)) != KF_OK)
+            goto done;
+    }
+    if (kf_gguf_find_kv(g, "tokenizer.ggml.token_type")) {
+        if ((st = kf_gguf_get_int_array(g, "tokenizer.ggml.token_type", &types64, &n_types, err)) != KF_OK ||
+            (st = check_count(g, "tokenizer.ggml.token_type", n_types, n, err)) != KF_OK)
+            goto done;
+        types = malloc(sizeof *types * (size_t)n);
+        if (!types) {
+            st = kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", g->path);
+            goto done;
+        }
+        for (int64_t i = 0; i < n; i++) types[i] = types64[i] >= 1 && types64[i] <= 6 ? (int32_t)types64[i] : 1;
+    }
+    if (spec.kind == KF_TOK_BYTELEVEL) {
+        if ((st = kf_gguf_get_str_array(g, "tokenizer.ggml.merges", &merges, &n_merges, err)) != KF_OK) goto done;
+        if (n_merges > INT32_MAX) {
+            st = kf_error_set(err, KF_ERR_FORMAT, "%s: %lld merges", g->path, (long long)n_merges);
+            goto done;
+        }
+    }
+    if ((st = get_id(g, "tokenizer.ggml.bos_token_id", n, &spec.bos_id, err)) != KF_OK ||
+        (st = get_id(g, "tokenizer.ggml.eos_token_id", n, &spec.eos_id, err)) != KF_OK ||
+        (st = get_id(g, "tokenizer.ggml.unknown_token_id", n, &spec.unk_id, err)) != KF_OK)
+        goto done;
+    spec.add_bos = spec.kind == KF_TOK_SPM; // llama.cpp's default per tokenizer model
+    if ((st = kf_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", false, &spec.add_bos, err)) != KF_OK) goto done;
+    spec.n_vocab = (int)n;
+    spec.pieces = (const char *const *)tokens;
+    spec.scores = scores;
+    spec.types = types;
+    spec.n_merges = (int)n_merges;
+    spec.merges = (const char *const *)merges;
+    if ((st = kf_tokenizer_init(out, &spec, err)) != KF_OK && err && !strstr(err->msg, g->path)) {
+        char msg[sizeof err->msg];
+        memcpy(msg, err->msg, sizeof msg);
+        kf_error_set(err, st, "%s: %s", g->path, msg);
+    }
+done:
+    free(model);
+    free(pre);
+    free(tokens);
+    free(merges);
+    free(scores);
+    free(types64);
+    free(types);
+    return st;
+}
 
 kf_status kf_tokenizer_load_gguf(kf_tokenizer **out, const char *path, kf_error *err) {
     *out = NULL;
-    return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: reading the tokenizer from GGUF metadata is not implemented yet",
-                        path);
+    kf_gguf *g;
+    kf_status st = kf_gguf_open(&g, path, err);
+    if (st != KF_OK) return st;
+    st = build(out, g, err);
+    kf_gguf_close(g);
+    return st;
 }
