@@ -515,6 +515,42 @@ static void test_tokenizer_spm_roundtrip(void **state) {
     remove(path);
 }
 
+// A tokenizer.json vocabulary (merges, no scores) written as GGUF scores
+// -id tokenizes WikiText-2 (first 200 KB) exactly as the original.
+static void test_tokenizer_json_to_gguf(void **state) {
+    (void)state;
+    kf_error err = {0};
+    char dir[1024], wiki[1024], path[256];
+    snprintf(dir, sizeof dir, "%s/models/llama-gutenberg-1.4m", kf_test_root());
+    snprintf(wiki, sizeof wiki, "%s/data/wikitext-2-raw/wiki.test.raw", kf_test_root());
+    kf_tokenizer *tok, *back;
+    ASSERT_OK(kf_tokenizer_load_hf(&tok, dir, &err));
+    kf_model *m = load_hf("models/llama-gutenberg-1.4m");
+    tmp_file(path, "tokjson.gguf");
+    ASSERT_OK(kf_gguf_write(m, tok, path, &err));
+    ASSERT_OK(kf_tokenizer_load_gguf(&back, path, &err));
+    char *text;
+    size_t len;
+    ASSERT_OK(kf_file_read_all(wiki, &text, &len, &err));
+    if (len > 200000) len = 200000;
+    while (len > 0 && text[len - 1] != '\n') len--; // whole lines: no cut UTF-8
+    int32_t *a, *b;
+    size_t na, nb;
+    ASSERT_OK(kf_tokenizer_encode(tok, text, len, true, &a, &na, &err));
+    ASSERT_OK(kf_tokenizer_encode(back, text, len, true, &b, &nb, &err));
+    assert_true(na > 30000);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, sizeof *a * na);
+    free(a);
+    free(b);
+    free(text);
+    kf_tokenizer_free(back);
+    kf_tokenizer_free(tok);
+
+    kf_model_free(m);
+    remove(path);
+}
+
 // GPT-2's byte-to-character map (printable bytes stand for themselves, the
 // others for 256 + n), as UTF-8 into out.
 static void byte_char(int byte, char *out) {
@@ -572,6 +608,12 @@ static void test_tokenizer_bytelevel_gguf(void **state) {
     assert_int_equal(n, 4);
     assert_memory_equal(ids, want, sizeof want);
     free(ids);
+    // Byte-level vocabularies cannot be written yet (tokenizer.h does not
+    // expose merges): a clear error.
+    int n_ff[1] = {32};
+    kf_model *m = make_llama(1, n_ff, false);
+    ASSERT_FAILS(kf_gguf_write(m, tok, path, &err), path, "byte-level");
+    kf_model_free(m);
     kf_tokenizer_free(tok);
 
     // Another pre-tokenizer is refused rather than tokenised differently.
@@ -601,7 +643,7 @@ int main(void) {
         cmocka_unit_test(test_gpt2_roundtrip),       cmocka_unit_test(test_per_layer_ffn),
         cmocka_unit_test(test_q8_0_hand_built),      cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_bad_models),           cmocka_unit_test(test_tokenizer_spm_roundtrip),
-        cmocka_unit_test(test_tokenizer_bytelevel_gguf),
+        cmocka_unit_test(test_tokenizer_json_to_gguf), cmocka_unit_test(test_tokenizer_bytelevel_gguf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1159,14 +1159,21 @@ kf_status kf_model_load_gguf(kf_model **out, const char *path, kf_error *err) {
 }
 
 // Tokenizer metadata as llama.cpp reads it. The vocabulary is padded to the
-// model's embedding rows with unused "[PADn]" pieces, as llama.cpp's converter does.
+// model's embedding rows with unused "[PADn]" pieces, as llama.cpp's converter
+// does. An SPM vocabulary without scores (from a tokenizer.json, whose merges
+// follow SentencePiece's piece order) gets score -id for normal pieces, which
+// gives SentencePiece's merge priority.
 static kf_status add_tokenizer(kf_gguf_writer *w, const kf_model *m, const kf_tokenizer *tok, const char *path,
                                kf_error *err) {
+    if (kf_tokenizer_kind(tok) != KF_TOK_SPM)
+        return kf_error_set(err, KF_ERR_UNSUPPORTED,
+                            "%s: writing a byte-level vocabulary needs its merges, which the tokenizer does not expose; "
+                            "write the model without a tokenizer",
+                            path);
     int n_tok = kf_tokenizer_n_vocab(tok), V = m->n_vocab;
     if (n_tok > V)
         return kf_error_set(err, KF_ERR_ARG, "%s: tokenizer has %d pieces but the model only %d embedding rows", path,
                             n_tok, V);
-    bool spm = kf_tokenizer_kind(tok) == KF_TOK_SPM;
     const char **pieces = calloc((size_t)V, sizeof *pieces);
     char *pads = malloc((size_t)(V - n_tok) * 24 + 1);
     float *scores = calloc((size_t)V, sizeof *scores);
@@ -1176,11 +1183,13 @@ static kf_status add_tokenizer(kf_gguf_writer *w, const kf_model *m, const kf_to
         return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
     }
     int unk = -1;
+    bool scored = false;
+    for (int i = 0; i < n_tok; i++) scored = scored || kf_tokenizer_score(tok, i) != 0;
     for (int i = 0; i < V; i++) {
         if (i < n_tok) {
             pieces[i] = kf_tokenizer_piece(tok, i);
-            scores[i] = kf_tokenizer_score(tok, i);
             types[i] = kf_tokenizer_piece_type(tok, i);
+            scores[i] = scored ? kf_tokenizer_score(tok, i) : types[i] == KF_PIECE_NORMAL ? -(float)i : 0.0f;
             if (types[i] == KF_PIECE_UNKNOWN && unk < 0) unk = i;
         } else {
             char *p = pads + (size_t)(i - n_tok) * 24;
@@ -1189,10 +1198,9 @@ static kf_status add_tokenizer(kf_gguf_writer *w, const kf_model *m, const kf_to
             types[i] = KF_PIECE_UNUSED;
         }
     }
-    kf_gguf_writer_add_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
-    if (!spm) kf_gguf_writer_add_str(w, "tokenizer.ggml.pre", "gpt-2");
+    kf_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
     kf_gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", pieces, V);
-    if (spm) kf_gguf_writer_add_f32_array(w, "tokenizer.ggml.scores", scores, V);
+    kf_gguf_writer_add_f32_array(w, "tokenizer.ggml.scores", scores, V);
     kf_gguf_writer_add_i32_array(w, "tokenizer.ggml.token_type", types, V);
     free(pieces), free(pads), free(scores), free(types);
     if (kf_tokenizer_bos(tok) >= 0) kf_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)kf_tokenizer_bos(tok));
