@@ -225,7 +225,8 @@ static void test_load_for_model(void **state) {
 
     path_of(path, sizeof path, dir, "model.gguf");
     write_file(path, "GGUF", 4);
-    assert_int_equal(kf_tokenizer_load_for_model(&tok, path, 0, &err), KF_ERR_UNSUPPORTED);
+    assert_int_not_equal(kf_tokenizer_load_for_model(&tok, path, 0, &err), KF_OK); // a 4-byte, truncated GGUF
+    assert_null(tok);
     assert_one_line(&err, "model.gguf");
     assert_int_equal(kf_tokenizer_load_for_model(&tok, "/nonexistent/m.bin", 0, &err), KF_ERR_IO);
     assert_one_line(&err, "/nonexistent/m.bin");
@@ -381,11 +382,12 @@ static void test_init_from_spec(void **state) {
     char *mbuf = read_file(merges_path, &msize);
     const char **merges = malloc(60000 * sizeof(char *));
     int n_merges = 0;
-    for (char *line = strchr(mbuf, '\n') + 1; line < mbuf + msize && *line && n_merges < 60000;) {
-        char *eol = strchr(line, '\n');
-        if (eol) *eol = '\0';
-        merges[n_merges++] = line;
-        line = eol ? eol + 1 : mbuf + msize;
+    // skip the "#version" line; one "left right" merge per line after it
+    for (size_t o = strcspn(mbuf, "\n") + 1; o < msize && n_merges < 60000;) {
+        size_t k = strcspn(mbuf + o, "\n");
+        mbuf[o + k] = '\0';
+        merges[n_merges++] = mbuf + o;
+        o += k + 1;
     }
     assert_int_equal(n_merges, 50000);
     kf_tokenizer_spec bl = {.kind = KF_TOK_BYTELEVEL, .n_vocab = n, .pieces = pieces, .n_merges = n_merges,

@@ -113,6 +113,7 @@ static uint32_t utf8_decode(const uint8_t *s, size_t i, size_t *n) {
     return cp;
 }
 
+// UTF-8 of a code point below U+10000 (GPT-2's byte map stays below U+0144).
 static size_t utf8_encode(uint32_t cp, char *out) {
     if (cp < 0x80) { out[0] = (char)cp; return 1; }
     if (cp < 0x800) {
@@ -120,7 +121,7 @@ static size_t utf8_encode(uint32_t cp, char *out) {
         out[1] = (char)(0x80 | (cp & 0x3F));
         return 2;
     }
-    out[0] = (char)(0xE0 | (cp >> 12)); // GPT-2's byte map stays below U+0800; 3 bytes suffice otherwise
+    out[0] = (char)(0xE0 | (cp >> 12));
     out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
     out[2] = (char)(0x80 | (cp & 0x3F));
     return 3;
