@@ -230,6 +230,67 @@ static void test_per_layer_ffn(void **state) {
     remove(path);
 }
 
+// A `qwen2` GGUF (as llama.cpp writes Qwen2: same tensor names, Q/K rows
+// kept in rotate-half order) loads into the same model.
+static void test_qwen2_arch(void **state) {
+    (void)state;
+    kf_error err = {0};
+    int n_ff[2] = {24, 40};
+    kf_model *m = make_llama(2, n_ff, true), *g;
+    kf_gguf_writer *w;
+    ASSERT_OK(kf_gguf_writer_init(&w, &err));
+    kf_gguf_writer_add_str(w, "general.architecture", "qwen2");
+    kf_gguf_writer_add_u32(w, "qwen2.block_count", 2);
+    kf_gguf_writer_add_u32(w, "qwen2.context_length", 16);
+    kf_gguf_writer_add_u32(w, "qwen2.embedding_length", 32);
+    kf_gguf_writer_add_i32_array(w, "qwen2.feed_forward_length", (int32_t[]){24, 40}, 2);
+    kf_gguf_writer_add_u32(w, "qwen2.attention.head_count", 4);
+    kf_gguf_writer_add_u32(w, "qwen2.attention.head_count_kv", 2);
+    kf_gguf_writer_add_f32(w, "qwen2.attention.layer_norm_rms_epsilon", 1e-6f);
+    kf_gguf_writer_add_f32(w, "qwen2.rope.freq_base", 20000.0f);
+#define ADD(name, t) kf_gguf_writer_add_tensor(w, name, (t)->ndim, (t)->ne, (t)->data, KF_DTYPE_F32, 0)
+    ADD("token_embd.weight", &m->tok_embd);
+    ADD("output_norm.weight", &m->out_norm_w);
+    ADD("output.weight", &m->lm_head);
+    char name[64];
+    for (int l = 0; l < 2; l++) {
+        const kf_layer *L = &m->layers[l];
+        const struct { const char *n; const kf_tensor *t; } ts[] = {
+            {"attn_norm.weight", &L->attn_norm_w}, {"attn_q.weight", &L->wq}, {"attn_q.bias", &L->bq},
+            {"attn_k.weight", &L->wk},             {"attn_k.bias", &L->bk},   {"attn_v.weight", &L->wv},
+            {"attn_v.bias", &L->bv},               {"attn_output.weight", &L->wo}, {"ffn_norm.weight", &L->ffn_norm_w},
+            {"ffn_gate.weight", &L->w_gate},       {"ffn_up.weight", &L->w_up}, {"ffn_down.weight", &L->w_down},
+        };
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+            snprintf(name, sizeof name, "blk.%d.%s", l, ts[i].n);
+            ADD(name, ts[i].t);
+        }
+    }
+#undef ADD
+    char path[256];
+    tmp_file(path, "qwen2.gguf");
+    ASSERT_OK(kf_gguf_writer_save(w, path, &err));
+    kf_gguf_writer_free(w);
+    ASSERT_OK(kf_model_load_gguf(&g, path, &err));
+    assert_models_equal(m, g, 0);
+    kf_model_free(g);
+
+    // Mixture-of-experts is refused, not misread.
+    ASSERT_OK(kf_gguf_writer_init(&w, &err));
+    kf_gguf_writer_add_str(w, "general.architecture", "llama");
+    kf_gguf_writer_add_u32(w, "llama.block_count", 1);
+    kf_gguf_writer_add_u32(w, "llama.context_length", 16);
+    kf_gguf_writer_add_u32(w, "llama.embedding_length", 32);
+    kf_gguf_writer_add_u32(w, "llama.attention.head_count", 4);
+    kf_gguf_writer_add_u32(w, "llama.expert_count", 8);
+    kf_gguf_writer_add_tensor(w, "token_embd.weight", 2, m->tok_embd.ne, m->tok_embd.data, KF_DTYPE_F32, 0);
+    ASSERT_OK(kf_gguf_writer_save(w, path, &err));
+    kf_gguf_writer_free(w);
+    ASSERT_FAILS(kf_model_load_gguf(&g, path, &err), path, "mixture-of-experts");
+    kf_model_free(m);
+    remove(path);
+}
+
 static void test_q8_0_hand_built(void **state) {
     (void)state;
     kf_error err = {0};
@@ -641,7 +702,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama_1_4m_roundtrip), cmocka_unit_test(test_gqa_bf16_roundtrip),
         cmocka_unit_test(test_gpt2_roundtrip),       cmocka_unit_test(test_per_layer_ffn),
-        cmocka_unit_test(test_q8_0_hand_built),      cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_qwen2_arch),           cmocka_unit_test(test_q8_0_hand_built),      cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_bad_models),           cmocka_unit_test(test_tokenizer_spm_roundtrip),
         cmocka_unit_test(test_tokenizer_json_to_gguf), cmocka_unit_test(test_tokenizer_bytelevel_gguf),
     };

@@ -958,7 +958,10 @@ static void set_tied(kf_model *m) {
     m->tied_head = true;
 }
 
-static kf_status load_llama(loader *ld) {
+// `llama` and `qwen2`: the same blocks (Qwen2 with Q/K/V biases); llama.cpp
+// permutes Llama's Q/K rows to the interleaved RoPE layout but keeps Qwen2's
+// rotate-half rows (its NEOX RoPE).
+static kf_status load_llama(loader *ld, const char *arch) {
     kf_model *m = ld->m;
     kf_gguf *g = ld->g;
     m->arch = KF_ARCH_LLAMA;
@@ -967,17 +970,27 @@ static kf_status load_llama(loader *ld) {
     m->pos = KF_POS_ROPE;
     m->gated_ffn = true;
     kf_status st;
+    char key[128];
+#define KEY(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
+    int64_t experts = 0;
+    if ((st = kf_gguf_get_int(g, KEY("expert_count"), false, &experts, ld->err)) != KF_OK) return st;
+    if (experts > 0)
+        return kf_error_set(ld->err, KF_ERR_UNSUPPORTED, "%s: mixture-of-experts models (%lld experts) are not supported",
+                            g->path, (long long)experts);
+    if (kf_gguf_find_tensor(g, "rope_freqs.weight"))
+        return kf_error_set(ld->err, KF_ERR_UNSUPPORTED, "%s: per-frequency RoPE factors (rope_freqs) are not supported",
+                            g->path);
     int head_dim = 0, rope_dim = 0, v_dim = 0;
     double eps, theta = 10000.0;
-    if ((st = get_hparam(ld, "llama.attention.head_count_kv", false, 1, m->n_head, &m->n_head_kv)) != KF_OK ||
-        (st = kf_gguf_get_float(g, "llama.attention.layer_norm_rms_epsilon", true, &eps, ld->err)) != KF_OK ||
-        (st = kf_gguf_get_float(g, "llama.rope.freq_base", false, &theta, ld->err)) != KF_OK)
+    if ((st = get_hparam(ld, KEY("attention.head_count_kv"), false, 1, m->n_head, &m->n_head_kv)) != KF_OK ||
+        (st = kf_gguf_get_float(g, KEY("attention.layer_norm_rms_epsilon"), true, &eps, ld->err)) != KF_OK ||
+        (st = kf_gguf_get_float(g, KEY("rope.freq_base"), false, &theta, ld->err)) != KF_OK)
         return st;
     if (m->n_embd % m->n_head == 0) head_dim = m->n_embd / m->n_head;
-    if ((st = get_hparam(ld, "llama.attention.key_length", head_dim == 0, 1, 1 << 16, &head_dim)) != KF_OK) return st;
+    if ((st = get_hparam(ld, KEY("attention.key_length"), head_dim == 0, 1, 1 << 16, &head_dim)) != KF_OK) return st;
     rope_dim = v_dim = head_dim;
-    if ((st = get_hparam(ld, "llama.attention.value_length", false, 1, 1 << 16, &v_dim)) != KF_OK ||
-        (st = get_hparam(ld, "llama.rope.dimension_count", false, 1, 1 << 16, &rope_dim)) != KF_OK)
+    if ((st = get_hparam(ld, KEY("attention.value_length"), false, 1, 1 << 16, &v_dim)) != KF_OK ||
+        (st = get_hparam(ld, KEY("rope.dimension_count"), false, 1, 1 << 16, &rope_dim)) != KF_OK)
         return st;
     if (v_dim != head_dim)
         return kf_error_set(ld->err, KF_ERR_UNSUPPORTED, "%s: value head size %d differs from key head size %d",
@@ -986,32 +999,32 @@ static kf_status load_llama(loader *ld) {
         return kf_error_set(ld->err, KF_ERR_UNSUPPORTED, "%s: partial RoPE (%d of %d dimensions) is not supported",
                             g->path, rope_dim, head_dim);
     char *scaling = NULL;
-    if ((st = kf_gguf_get_str(g, "llama.rope.scaling.type", false, &scaling, ld->err)) != KF_OK) return st;
-    bool plain = !scaling || strcmp(scaling, "none") == 0;
-    if (!plain) {
+    if ((st = kf_gguf_get_str(g, KEY("rope.scaling.type"), false, &scaling, ld->err)) != KF_OK) return st;
+    if (scaling && strcmp(scaling, "none") != 0)
         st = kf_error_set(ld->err, KF_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not supported", g->path, scaling);
-        free(scaling);
-        return st;
-    }
+    free(scaling);
+    if (st != KF_OK) return st;
     m->head_dim = head_dim;
     m->norm_eps = (float)eps;
     m->rope_theta = (float)theta;
-    if ((st = load_ffn_widths(ld, "llama.feed_forward_length")) != KF_OK ||
+    if ((st = load_ffn_widths(ld, KEY("feed_forward_length"))) != KF_OK ||
         (st = load_tensor(ld, "token_embd.weight", &m->tok_embd, true, 0)) != KF_OK ||
         (st = load_tensor(ld, "output_norm.weight", &m->out_norm_w, true, 0)) != KF_OK ||
         (st = load_tensor(ld, "output.weight", &m->lm_head, false, 0)) != KF_OK)
         return st;
     if (!kf_tensor_present(&m->lm_head)) set_tied(m);
+    bool interleaved = strcmp(arch, "llama") == 0;
     for (int l = 0; l < m->n_layer; l++) {
         for (size_t i = 0; i < N_LAYER_TENSORS; i++) {
             const layer_tensor *lt = &LAYER_TENSORS[i];
             char name[GGUF_MAX_NAME];
             snprintf(name, sizeof name, "blk.%d.%s", l, lt->name);
-            int rope = lt->rope == 'q' ? m->n_head : lt->rope == 'k' ? m->n_head_kv : 0;
+            int rope = !interleaved ? 0 : lt->rope == 'q' ? m->n_head : lt->rope == 'k' ? m->n_head_kv : 0;
             if ((st = load_tensor(ld, name, layer_field(&m->layers[l], lt), false, rope)) != KF_OK) return st;
         }
     }
     return KF_OK;
+#undef KEY
 }
 
 // Splits GPT-2's fused (Q + 2 KV, C) attn_qkv weight (or its bias) into row views.
@@ -1106,8 +1119,8 @@ static kf_status load_model(loader *ld, const char *arch) {
     m->n_head_kv = m->n_head;
     m->layers = calloc((size_t)m->n_layer, sizeof *m->layers);
     if (!m->layers) return kf_error_set(ld->err, KF_ERR_NOMEM, "%s: out of memory", g->path);
-    if (strcmp(arch, "llama") == 0) st = load_llama(ld);
-    else st = load_gpt2(ld);
+    if (strcmp(arch, "gpt2") == 0) st = load_gpt2(ld);
+    else st = load_llama(ld, arch);
     if (st != KF_OK) return st;
     m->n_vocab = (int)(m->tok_embd.ne[0] < INT32_MAX ? m->tok_embd.ne[0] : 0);
     int64_t bos = -1, eos = -1;
@@ -1129,9 +1142,9 @@ kf_status kf_model_load_gguf(kf_model **out, const char *path, kf_error *err) {
         kf_gguf_close(g);
         return st;
     }
-    if (strcmp(arch, "llama") != 0 && strcmp(arch, "gpt2") != 0) {
-        st = kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (llama and gpt2 are)",
-                          path, arch);
+    if (strcmp(arch, "llama") != 0 && strcmp(arch, "qwen2") != 0 && strcmp(arch, "gpt2") != 0) {
+        st = kf_error_set(err, KF_ERR_UNSUPPORTED,
+                          "%s: architecture '%s' is not supported (llama, qwen2 and gpt2 are)", path, arch);
         free(arch);
         kf_gguf_close(g);
         return st;
