@@ -351,6 +351,7 @@ static void test_init_from_spec(void **state) {
     assert_int_equal(types[0], KF_PIECE_UNKNOWN);
     assert_int_equal(types[1], KF_PIECE_CONTROL);
     assert_int_equal(types[3], KF_PIECE_BYTE);
+    assert_int_equal(kf_tokenizer_n_merges(file), 0); // merged by score
     kf_tokenizer_spec spec = {.kind = KF_TOK_SPM, .n_vocab = n, .pieces = pieces, .scores = scores, .types = types,
                               .bos_id = 1, .eos_id = 2, .unk_id = 0, .add_bos = true};
     if (kf_tokenizer_init(&mem, &spec, &err) != KF_OK) fail_msg("%s", err.msg);
@@ -390,6 +391,17 @@ static void test_init_from_spec(void **state) {
         o += k + 1;
     }
     assert_int_equal(n_merges, 50000);
+    // the merges the tokenizer exposes (for writers) are merges.txt, in order
+    assert_int_equal(kf_tokenizer_n_merges(file), 50000);
+    for (int i = 0; i < n_merges; i++) {
+        int32_t l, r;
+        char joined[512];
+        assert_true(kf_tokenizer_merge(file, i, &l, &r));
+        snprintf(joined, sizeof joined, "%s %s", kf_tokenizer_piece(file, l), kf_tokenizer_piece(file, r));
+        if (strcmp(joined, merges[i]) != 0) fail_msg("merge %d: \"%s\", merges.txt has \"%s\"", i, joined, merges[i]);
+    }
+    int32_t l, r;
+    assert_false(kf_tokenizer_merge(file, 50000, &l, &r));
     kf_tokenizer_spec bl = {.kind = KF_TOK_BYTELEVEL, .n_vocab = n, .pieces = pieces, .n_merges = n_merges,
                             .merges = merges, .bos_id = 50256, .eos_id = 50256, .unk_id = -1};
     if (kf_tokenizer_init(&mem, &bl, &err) != KF_OK) fail_msg("%s", err.msg);

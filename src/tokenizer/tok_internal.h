@@ -26,6 +26,8 @@ struct kf_tokenizer {
     uint32_t vocab_mask;
     kf_tok_pair *pairs;           // open addressing: (left id, right id) -> merge
     uint32_t pair_mask;           // 0 when there are no merges
+    int32_t *merges;              // rank merges: (left, right) ids of merge i at 2i, 2i+1
+    int n_merges;
 
     int32_t byte_id[256];         // SPM: the <0xNN> piece; BYTELEVEL: the piece of byte b's character
     int32_t ascii_id[128];        // the piece of each ASCII character, -1 when none (SPM fast path)

@@ -224,8 +224,12 @@ static kf_status build_rank_merges(kf_tokenizer *t, const kf_tok_build_args *a, 
         if (il < 0 || ir < 0 || in < 0)
             st = kf_error_set(err, KF_ERR_FORMAT, "%s: merge %d (\"%s %s\") uses a piece not in the vocabulary", name,
                               k, l, r);
-        else
+        else if (!pair_find(t, il, ir)) {
             pair_insert(t, il, ir, k, in);
+            t->merges[2 * t->n_merges] = il;
+            t->merges[2 * t->n_merges + 1] = ir;
+            t->n_merges++;
+        }
     }
     free(buf);
     return st;
@@ -366,6 +370,10 @@ kf_status kf_tok_build(kf_tokenizer **out, const kf_tok_build_args *a, const cha
         }
         t->pair_mask = pcap - 1;
         for (uint32_t i = 0; i < pcap; i++) t->pairs[i] = (kf_tok_pair){0, 0, -1};
+        if (a->n_merges > 0 && !(t->merges = malloc((size_t)a->n_merges * 2 * sizeof(int32_t)))) {
+            st = kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", name);
+            goto fail;
+        }
         if (a->n_merges > 0) st = build_rank_merges(t, a, name, err);
         else if (a->scores) st = build_score_merges(t, err);
         if (st != KF_OK) goto fail;
@@ -500,6 +508,7 @@ void kf_tokenizer_free(kf_tokenizer *t) {
     free(t->scores);
     free(t->vocab_slots);
     free(t->pairs);
+    free(t->merges);
     free(t);
 }
 
@@ -838,3 +847,12 @@ kf_piece_type kf_tokenizer_piece_type(const kf_tokenizer *t, int32_t id) {
 }
 
 float kf_tokenizer_score(const kf_tokenizer *t, int32_t id) { return id >= 0 && id < t->n_vocab ? t->scores[id] : 0; }
+
+int kf_tokenizer_n_merges(const kf_tokenizer *t) { return t->n_merges; }
+
+bool kf_tokenizer_merge(const kf_tokenizer *t, int i, int32_t *left, int32_t *right) {
+    if (i < 0 || i >= t->n_merges) return false;
+    *left = t->merges[2 * i];
+    *right = t->merges[2 * i + 1];
+    return true;
+}

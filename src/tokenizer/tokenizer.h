@@ -81,5 +81,10 @@ kf_tok_kind kf_tokenizer_kind(const kf_tokenizer *tok);
 const char *kf_tokenizer_piece(const kf_tokenizer *tok, int32_t id);
 kf_piece_type kf_tokenizer_piece_type(const kf_tokenizer *tok, int32_t id);
 float kf_tokenizer_score(const kf_tokenizer *tok, int32_t id);
+// Merges held by rank (tokenizer.json, byte-level spec): merge i joins piece
+// ids *left and *right; false for i out of [0, kf_tokenizer_n_merges). SPM
+// vocabularies merged by score (llama2.c, GGUF) have none.
+int kf_tokenizer_n_merges(const kf_tokenizer *tok);
+bool kf_tokenizer_merge(const kf_tokenizer *tok, int i, int32_t *left, int32_t *right);
 
 #endif
