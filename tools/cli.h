@@ -31,5 +31,7 @@ int kf_cmd_generate(int argc, char **argv);
 int kf_cmd_perplexity(int argc, char **argv);
 int kf_cmd_bench(int argc, char **argv);
 int kf_cmd_analyze(int argc, char **argv);
+int kf_cmd_eval(int argc, char **argv);
+int kf_cmd_compress(int argc, char **argv);
 
 #endif

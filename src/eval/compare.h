@@ -1,0 +1,30 @@
+// Comparison of a model against a reference (usually the original it was
+// compressed from) on the same text and windows as kf_eval_perplexity:
+// perplexity of both, KL(reference || model) per scored token (mean and 99th
+// percentile, computed in double), and top-1 agreement of the two argmaxes.
+#ifndef KF_EVAL_COMPARE_H
+#define KF_EVAL_COMPARE_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "eval/perplexity.h"
+#include "model/model.h"
+
+typedef struct {
+    kf_ppl_result model, ref; // perplexity of each over the same scored tokens
+    double kl_mean;           // mean over scored tokens of KL(p_ref || p_model), nats
+    double kl_p99;            // 99th percentile (linear interpolation, as numpy's default)
+    double kl_max;
+    double top1;              // share of scored tokens whose argmax agrees
+    int64_t n_scored;
+} kf_compare_result;
+
+// KL(softmax(p) || softmax(q)) over n logits, in double.
+double kf_kl_logits(const float *p, const float *q, int n);
+
+// Both models must share the vocabulary size; windows as kf_eval_perplexity.
+kf_status kf_eval_compare(const kf_model *m, const kf_model *ref, const int32_t *tokens, int64_t n_tokens, int ctx,
+                          int bos_id, kf_compare_result *out, kf_ppl_progress_fn progress, void *user, kf_error *err);
+
+#endif
