@@ -481,6 +481,55 @@ static void test_bad_files(void **state) {
     expect_open_error(&b, "not a power of two");
 }
 
+// Random corruptions of a valid file (bytes of the header, key/values and
+// tensor infos changed, or the file cut short) either load or fail with a
+// message naming the file; under -DKF_SANITIZE=ON any out-of-bounds read
+// would abort the test.
+static void test_mutations(void **state) {
+    (void)state;
+    kf_error err = {0};
+    int n_ff[2] = {32, 64};
+    kf_model *src = make_llama(2, n_ff, true);
+    char path[256];
+    tmp_file(path, "mut.gguf");
+    ASSERT_OK(kf_gguf_write_typed(src, NULL, path, KF_DTYPE_F16, &err));
+    kf_model_free(src);
+    char *orig;
+    size_t n;
+    ASSERT_OK(kf_file_read_all(path, &orig, &n, &err));
+    kf_gguf *f;
+    ASSERT_OK(kf_gguf_open(&f, path, &err));
+    size_t meta = f->data_offset; // corrupt what the parser reads, not the weights
+    kf_gguf_close(f);
+    char *buf = malloc(n);
+    int loaded = 0, failed = 0;
+    for (int it = 0; it < 400; it++) {
+        memcpy(buf, orig, n);
+        size_t len = n;
+        int flips = 1 + (int)((rng_uniform() + 1) * 2);
+        for (int k = 0; k < flips; k++) {
+            size_t at = (size_t)((rng_uniform() + 1) * 0.5 * (double)meta) % meta;
+            buf[at] = (char)(rng_uniform() * 128);
+        }
+        if (it % 5 == 0) len = (size_t)((rng_uniform() + 1) * 0.5 * (double)n) % n;
+        write_file(path, buf, len);
+        kf_model *m = NULL;
+        err.msg[0] = 0;
+        if (kf_model_load_gguf(&m, path, &err) == KF_OK) {
+            loaded++;
+            kf_model_free(m);
+        } else {
+            failed++;
+            assert_null(m);
+            if (!strstr(err.msg, path)) fail_msg("message does not name the file: %s", err.msg);
+        }
+    }
+    assert_true(failed > 100); // the corruptions do reach the checks
+    free(buf);
+    free(orig);
+    remove(path);
+}
+
 // Files that parse but do not describe a model kfuse can build.
 static void test_bad_models(void **state) {
     (void)state;
@@ -703,7 +752,7 @@ int main(void) {
         cmocka_unit_test(test_llama_1_4m_roundtrip), cmocka_unit_test(test_gqa_bf16_roundtrip),
         cmocka_unit_test(test_gpt2_roundtrip),       cmocka_unit_test(test_per_layer_ffn),
         cmocka_unit_test(test_qwen2_arch),           cmocka_unit_test(test_q8_0_hand_built),      cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_bad_models),           cmocka_unit_test(test_tokenizer_spm_roundtrip),
+        cmocka_unit_test(test_mutations),            cmocka_unit_test(test_bad_models),           cmocka_unit_test(test_tokenizer_spm_roundtrip),
         cmocka_unit_test(test_tokenizer_json_to_gguf), cmocka_unit_test(test_tokenizer_bytelevel_gguf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
