@@ -21,7 +21,7 @@
 
 #define N_T 9          // headline thresholds 0.1 .. 0.9
 #define N_GRID 101     // dynamic-threshold grid 0.00 .. 1.00
-#define MAX_CAND 5     // k-means candidates when k is automatic
+#define MAX_CAND 4     // k-means candidates when k is automatic: 4, 8, 16, 32 (at most n_ff/4)
 
 void kf_analyze_opts_default(kf_analyze_opts *o) {
     memset(o, 0, sizeof *o);
@@ -297,8 +297,8 @@ static kf_status concept_clusters(const float *X, int F, int d, const double *co
     int cand[MAX_CAND], nc = 0;
     if (o->k > 0) cand[nc++] = o->k < F ? o->k : F;
     else
-        for (int k = 2; k <= 32 && nc < MAX_CAND; k *= 2)
-            if (k <= F / 2) cand[nc++] = k;
+        for (int k = 4; k <= 32 && nc < MAX_CAND; k *= 2)
+            if (k <= F / 4) cand[nc++] = k;
     if (nc == 0) cand[nc++] = F >= 2 ? 2 : 1;
     kf_kmeans_opts ko = {.max_iter = 50, .n_init = 3, .seed = o->seed, .balanced = 0};
     int k_max = 1;
@@ -819,7 +819,7 @@ kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32
     double rec_s = seconds_since(t_rec);
     if (o->rank != 0) goto done;
 
-    double t_an = kf_time_now();
+    double t_an = kf_time_now(), thr_s = 0, km_s = 0;
     root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "schema", "kfuse-analysis/1");
     {
@@ -957,7 +957,9 @@ kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32
             if ((st = kf_moments_corr(mo, corr, err)) != KF_OK) goto ffn_done;
             if ((st = cluster_corr(corr, F, &z, rf + l * N_T, &fs[l], err)) != KF_OK) goto ffn_done;
             rft[l] = kf_linkage_redundancy(&z, o->threshold);
+            double t_th = kf_time_now();
             st = dynamic_threshold(m, l, mo, &z, o, thl, et + l * N_T, err);
+            thr_s += seconds_since(t_th);
             kf_linkage_free(&z);
             if (st != KF_OK) goto ffn_done;
 
@@ -981,10 +983,12 @@ kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32
             act_obj[l] = cJSON_AddObjectToObject(cl, "activation");
             wgt_obj[l] = cJSON_AddObjectToObject(cl, "weight");
             cJSON_AddItemToArray(cll, cl);
+            double t_km = kf_time_now();
             activation_profiles(out->ffn_sample[l], out->S, F, X);
             if ((st = concept_clusters(X, F, out->S, corr, o, &act[l], act_obj[l], err)) != KF_OK) goto ffn_done;
             int D = weight_vectors(&m->layers[l], C, X);
             if ((st = concept_clusters(X, F, D, corr, o, &wgt[l], wgt_obj[l], err)) != KF_OK) goto ffn_done;
+            km_s += seconds_since(t_km);
         }
         cJSON_AddItemToObject(red, "ffn", jmat(rf, L, N_T));
         cJSON_AddItemToObject(red, "ffn_at_threshold", jarr(rft, L));
@@ -1007,6 +1011,8 @@ kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32
         cJSON *tm = cJSON_AddObjectToObject(root, "timing");
         cJSON_AddNumberToObject(tm, "record_seconds", rec_s);
         cJSON_AddNumberToObject(tm, "analysis_seconds", an_s);
+        cJSON_AddNumberToObject(tm, "thresholds_seconds", thr_s);
+        cJSON_AddNumberToObject(tm, "kmeans_seconds", km_s);
         cJSON_AddNumberToObject(tm, "contexts_seconds", seconds_since(t_ctx));
     }
     out->json = root;

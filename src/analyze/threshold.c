@@ -77,7 +77,8 @@ kf_status kf_thresh_error(kf_thresh_layer *t, const int32_t *labels, int n_clust
     for (int c = n_clusters; c > 0; c--) t->start[c] = t->start[c - 1];
     t->start[0] = 0;
 
-    // Representative: the member with the largest sum of rho^2 to the others.
+    // Representative: the member with the largest sum of rho^2 to the others
+    // (members are in increasing index order within a cluster).
     for (int c = 0; c < n_clusters; c++) {
         int a = t->start[c], b = t->start[c + 1], best = -1;
         double best_s = -1;
@@ -86,13 +87,14 @@ kf_status kf_thresh_error(kf_thresh_layer *t, const int32_t *labels, int n_clust
             double s = 0;
             for (int q = a; q < b; q++) {
                 int j = t->order[q];
+                if (j == i) continue;
                 double den = t->sd[i] * t->sd[j];
                 if (den > 0) {
                     double rho = t->cov[(size_t)i * uF + j] / den;
                     s += rho * rho;
                 }
             }
-            if (s > best_s) {
+            if (s > best_s * (1 + 1e-9) + 1e-12) { // near-ties go to the lower index, whatever the rounding
                 best_s = s;
                 best = i;
             }

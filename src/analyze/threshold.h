@@ -11,7 +11,8 @@
 //   E||W_down a||^2 = tr(G (Sigma + mu mu^T))
 // and the relative error is their ratio. Both need only the statistics, never
 // the activations. The representative of a cluster is the member that best
-// predicts the others (largest sum of rho^2 to the members).
+// predicts the others (largest sum of rho^2 to the other members; near-ties go
+// to the lower index).
 #ifndef KF_ANALYZE_THRESHOLD_H
 #define KF_ANALYZE_THRESHOLD_H
 
