@@ -8,9 +8,10 @@
 // block of up to KF_MOMENTS_BLOCK rows is converted to double, shifted, and
 // added with cblas_dsyrk. Shifting removes the cancellation of
 // E[xx^T] - E[x]E[x]^T when |mean| >> std (residual-stream outliers), and
-// double accumulation keeps 1e-12-level relative error over millions of rows
-// (a float ssyrk scratch would lose ~1e-5 per block). dsyrk costs about twice
-// ssyrk; accuracy was chosen over speed.
+// double accumulation keeps the error near double rounding over millions of
+// rows (an ssyrk float scratch would add ~1e-7 relative error per product and
+// per block before the double sum). dsyrk costs about twice ssyrk; accuracy
+// was chosen over speed.
 //
 // Memory for d dims: d*d doubles for Sxx (only the upper triangle is used)
 // plus, with topk > 0, d*(d+1)/2 uint32 co-activation counts; e.g. d = 11008
