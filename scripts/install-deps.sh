@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libopenblas-openmp-dev liblapacke-dev libcjson-dev libcmocka-dev libmetis-dev
-      libopenmpi-dev openmpi-bin
+      libopenmpi-dev openmpi-bin chromium
       python3-torch python3-numpy python3-scipy python3-sentencepiece python3-regex)
 missing=()
 for p in "${PKGS[@]}"; do
