@@ -395,6 +395,8 @@ kf_status kf_tok_build(kf_tokenizer **out, const kf_tok_build_args *a, const cha
             k = utf8_encode(map[b], s);
         }
         t->byte_id[b] = kf_tok_lookup(t, s, k);
+        // SPM byte fallback only through pieces typed as bytes
+        if (a->kind == KF_TOK_SPM && t->byte_id[b] >= 0 && t->types[t->byte_id[b]] != KF_PIECE_BYTE) t->byte_id[b] = -1;
         if (a->kind == KF_TOK_BYTELEVEL && t->byte_id[b] < 0) {
             st = kf_error_set(err, KF_ERR_FORMAT, "%s: byte-level vocabulary lacks the piece for byte 0x%02X", name, b);
             goto fail;
@@ -514,12 +516,14 @@ void kf_tokenizer_free(kf_tokenizer *t) {
 
 // ---------------------------------------------------------------- BPE
 
+// Candidate: merge the symbol at pos with its right neighbour into new_id.
 typedef struct {
     int32_t rank, pos, new_id;
 } merge_cand;
 
-// Symbols of the text being merged, a doubly linked list over arrays, and
-// the heap of candidate merges. Allocated once per encode call.
+// Symbols of the segment being merged, a doubly linked list over arrays, and
+// the heap of candidate merges. One per encode call, reused for every
+// segment; the arrays grow by doubling to the longest segment.
 typedef struct {
     int32_t *id, *prev, *next; // id -1: merged into its left neighbour
     size_t cap;
