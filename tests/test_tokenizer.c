@@ -112,6 +112,27 @@ static void test_missing_and_malformed_json(void **state) {
     }
 }
 
+// Truncations of a real tokenizer.json are malformed JSON naming the file.
+static void test_truncated_tokenizer_json(void **state) {
+    (void)state;
+    char src[2048], dir[2048], dst[2048];
+    path_of(src, sizeof src, g_llama, "tokenizer.json");
+    size_t size;
+    char *buf = read_file(src, &size);
+    make_dir(dir, sizeof dir, "truncated_json");
+    path_of(dst, sizeof dst, dir, "tokenizer.json");
+    kf_tokenizer *tok;
+    kf_error err = {0};
+    for (size_t cut = 0; cut < size; cut += size / 23) {
+        write_file(dst, buf, cut);
+        kf_status st = kf_tokenizer_load_hf(&tok, dir, &err);
+        if (st != KF_ERR_FORMAT) fail_msg("tokenizer.json cut to %zu bytes: status %d (%s)", cut, st, err.msg);
+        assert_null(tok);
+        assert_one_line(&err, dst);
+    }
+    free(buf);
+}
+
 // Every truncation of a real tokenizer.bin, and a corrupt length, is an
 // error naming the file (run under ASan this also proves no read past the end).
 static void test_truncated_tokenizer_bin(void **state) {
@@ -473,6 +494,7 @@ int main(void) {
     snprintf(g_tmp, sizeof g_tmp, "%s/test_tokenizer_tmp", g_build);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_and_malformed_json),
+        cmocka_unit_test(test_truncated_tokenizer_json),
         cmocka_unit_test(test_truncated_tokenizer_bin),
         cmocka_unit_test(test_invalid_utf8_and_ids),
         cmocka_unit_test(test_load_for_model),
