@@ -255,11 +255,22 @@ static void test_qwen2_arch(void **state) {
     char name[64];
     for (int l = 0; l < 2; l++) {
         const kf_layer *L = &m->layers[l];
-        const struct { const char *n; const kf_tensor *t; } ts[] = {
-            {"attn_norm.weight", &L->attn_norm_w}, {"attn_q.weight", &L->wq}, {"attn_q.bias", &L->bq},
-            {"attn_k.weight", &L->wk},             {"attn_k.bias", &L->bk},   {"attn_v.weight", &L->wv},
-            {"attn_v.bias", &L->bv},               {"attn_output.weight", &L->wo}, {"ffn_norm.weight", &L->ffn_norm_w},
-            {"ffn_gate.weight", &L->w_gate},       {"ffn_up.weight", &L->w_up}, {"ffn_down.weight", &L->w_down},
+        const struct {
+            const char *n;
+            const kf_tensor *t;
+        } ts[] = {
+            {"attn_norm.weight", &L->attn_norm_w},
+            {"attn_q.weight", &L->wq},
+            {"attn_q.bias", &L->bq},
+            {"attn_k.weight", &L->wk},
+            {"attn_k.bias", &L->bk},
+            {"attn_v.weight", &L->wv},
+            {"attn_v.bias", &L->bv},
+            {"attn_output.weight", &L->wo},
+            {"ffn_norm.weight", &L->ffn_norm_w},
+            {"ffn_gate.weight", &L->w_gate},
+            {"ffn_up.weight", &L->w_up},
+            {"ffn_down.weight", &L->w_down},
         };
         for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
             snprintf(name, sizeof name, "blk.%d.%s", l, ts[i].n);
@@ -334,8 +345,8 @@ static void test_q8_0_hand_built(void **state) {
     ASSERT_OK(kf_gguf_write_typed(m, NULL, path, KF_DTYPE_Q8_0, &err));
     ASSERT_OK(kf_model_load_gguf(&g, path, &err));
     assert_int_equal(g->layers[0].w_up.src_dtype, KF_DTYPE_Q8_0);
-    const kf_tensor *pairs[][2] = {{&m->layers[0].w_up, &g->layers[0].w_up}, {&m->layers[0].wq, &g->layers[0].wq},
-                                   {&m->lm_head, &g->lm_head}};
+    const kf_tensor *pairs[][2] = {
+        {&m->layers[0].w_up, &g->layers[0].w_up}, {&m->layers[0].wq, &g->layers[0].wq}, {&m->lm_head, &g->lm_head}};
     for (size_t p = 0; p < 3; p++) {
         const float *a = pairs[p][0]->data, *c = pairs[p][1]->data;
         for (int64_t blk = 0; blk < kf_tensor_nelem(pairs[p][0]) / 32; blk++) {
@@ -749,11 +760,18 @@ static void test_tokenizer_bytelevel_gguf(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_llama_1_4m_roundtrip), cmocka_unit_test(test_gqa_bf16_roundtrip),
-        cmocka_unit_test(test_gpt2_roundtrip),       cmocka_unit_test(test_per_layer_ffn),
-        cmocka_unit_test(test_qwen2_arch),           cmocka_unit_test(test_q8_0_hand_built),      cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_mutations),            cmocka_unit_test(test_bad_models),           cmocka_unit_test(test_tokenizer_spm_roundtrip),
-        cmocka_unit_test(test_tokenizer_json_to_gguf), cmocka_unit_test(test_tokenizer_bytelevel_gguf),
+        cmocka_unit_test(test_llama_1_4m_roundtrip),
+        cmocka_unit_test(test_gqa_bf16_roundtrip),
+        cmocka_unit_test(test_gpt2_roundtrip),
+        cmocka_unit_test(test_per_layer_ffn),
+        cmocka_unit_test(test_qwen2_arch),
+        cmocka_unit_test(test_q8_0_hand_built),
+        cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_bad_models),
+        cmocka_unit_test(test_tokenizer_spm_roundtrip),
+        cmocka_unit_test(test_tokenizer_json_to_gguf),
+        cmocka_unit_test(test_tokenizer_bytelevel_gguf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,20 +16,20 @@
 #include "runtime/forward.h"
 
 // Fails with the library's message when a call does not return KF_OK.
-#define ASSERT_OK(call)                                                  \
-    do {                                                                 \
-        kf_status s_ = (call);                                           \
-        if (s_ != KF_OK) fail_msg("%s: %s", #call, err.msg);             \
+#define ASSERT_OK(call)                                                                                                \
+    do {                                                                                                               \
+        kf_status s_ = (call);                                                                                         \
+        if (s_ != KF_OK) fail_msg("%s: %s", #call, err.msg);                                                           \
     } while (0)
 
 // The call must fail, with a message that names the file and says `what`.
-#define ASSERT_FAILS(call, path, what)                                                              \
-    do {                                                                                            \
-        err.msg[0] = 0;                                                                             \
-        kf_status s_ = (call);                                                                      \
-        if (s_ == KF_OK) fail_msg("%s succeeded, expected an error about '%s'", #call, what);      \
-        if (!strstr(err.msg, path) || !strstr(err.msg, what))                                      \
-            fail_msg("%s: message '%s' should name %s and say '%s'", #call, err.msg, path, what); \
+#define ASSERT_FAILS(call, path, what)                                                                                 \
+    do {                                                                                                               \
+        err.msg[0] = 0;                                                                                                \
+        kf_status s_ = (call);                                                                                         \
+        if (s_ == KF_OK) fail_msg("%s succeeded, expected an error about '%s'", #call, what);                          \
+        if (!strstr(err.msg, path) || !strstr(err.msg, what))                                                          \
+            fail_msg("%s: message '%s' should name %s and say '%s'", #call, err.msg, path, what);                      \
     } while (0)
 
 static const char *kf_test_root(void) {

@@ -52,7 +52,7 @@ static void test_llama_1_4m_roundtrip(void **state) {
     int64_t C = 128, V = 4096, L = 4, D = 32, F = 384, T = 512;
     assert_int_equal(n, 28 + 4 * (V * C + L * (2 * C + 4 * C * C + 3 * F * C) + C + T * D));
     const float *wq0 = raw + 7 + V * C + L * C; // layer 0's wq
-    for (int64_t h = 0; h < 4; h++) // file row h*D + 2i + j is rotate-half row h*D + j*D/2 + i
+    for (int64_t h = 0; h < 4; h++)             // file row h*D + 2i + j is rotate-half row h*D + j*D/2 + i
         for (int64_t i = 0; i < D / 2; i++)
             for (int64_t j = 0; j < 2; j++)
                 assert_memory_equal(wq0 + (h * D + 2 * i + j) * C, m->layers[0].wq.data + (h * D + j * D / 2 + i) * C,

@@ -72,8 +72,8 @@ static size_t scalar_size(kf_gguf_type t) {
 }
 
 const char *kf_gguf_type_name(kf_gguf_type t) {
-    static const char *names[] = {"uint8", "int8",  "uint16", "int16",  "uint32", "int32", "float32",
-                                  "bool",  "string", "array", "uint64", "int64",  "float64"};
+    static const char *names[] = {"uint8", "int8",   "uint16", "int16",  "uint32", "int32",  "float32",
+                                  "bool",  "string", "array",  "uint64", "int64",  "float64"};
     return (unsigned)t < KF_GGUF_TYPE_COUNT ? names[t] : "unknown";
 }
 
@@ -108,9 +108,9 @@ static kf_status read_kv(cursor *c, kf_gguf_kv *kv, int64_t index) {
     uint64_t n;
     if ((st = read_u32(c, &at, what)) != KF_OK || (st = read_u64(c, &n, what)) != KF_OK) return st;
     if (at >= KF_GGUF_TYPE_COUNT || at == KF_GGUF_ARRAY)
-        return kf_error_set(c->err, KF_ERR_FORMAT, "%s: key '%.*s' is an array of %s (type %u), not supported",
-                            c->path, (int)(kv->key_len < 64 ? kv->key_len : 64), kv->key,
-                            kf_gguf_type_name((kf_gguf_type)at), at);
+        return kf_error_set(c->err, KF_ERR_FORMAT, "%s: key '%.*s' is an array of %s (type %u), not supported", c->path,
+                            (int)(kv->key_len < 64 ? kv->key_len : 64), kv->key, kf_gguf_type_name((kf_gguf_type)at),
+                            at);
     kv->arr_type = (kf_gguf_type)at;
     kv->arr_n = n;
     kv->val = c->base + c->pos;
@@ -118,8 +118,9 @@ static kf_status read_kv(cursor *c, kf_gguf_kv *kv, int64_t index) {
     // length), so the count is bounded by the bytes left.
     size_t elem = at == KF_GGUF_STRING ? 8 : scalar_size(kv->arr_type);
     if (n > (c->size - c->pos) / elem)
-        return kf_error_set(c->err, KF_ERR_FORMAT, "%s: key '%.*s' claims %llu array elements, more than the file holds",
-                            c->path, (int)(kv->key_len < 64 ? kv->key_len : 64), kv->key, (unsigned long long)n);
+        return kf_error_set(c->err, KF_ERR_FORMAT,
+                            "%s: key '%.*s' claims %llu array elements, more than the file holds", c->path,
+                            (int)(kv->key_len < 64 ? kv->key_len : 64), kv->key, (unsigned long long)n);
     if (at != KF_GGUF_STRING) {
         c->pos += (size_t)n * elem;
         return KF_OK;
@@ -206,12 +207,13 @@ static kf_status place_tensors(kf_gguf *g, kf_error *err) {
         kf_gguf_tensor *t = &g->tensors[i];
         int nl = (int)t->name_len;
         if (t->offset % g->alignment != 0)
-            return kf_error_set(err, KF_ERR_FORMAT, "%s: tensor '%.*s' offset %llu is not a multiple of the alignment %u",
-                                g->path, nl, t->name, (unsigned long long)t->offset, g->alignment);
+            return kf_error_set(err, KF_ERR_FORMAT,
+                                "%s: tensor '%.*s' offset %llu is not a multiple of the alignment %u", g->path, nl,
+                                t->name, (unsigned long long)t->offset, g->alignment);
         if (t->offset > SIZE_MAX || !kf_range_ok((size_t)t->offset, t->nbytes, data_size))
             return kf_error_set(err, KF_ERR_FORMAT,
-                                "%s: tensor '%.*s' data [%llu, +%zu) lies outside the data section (%zu bytes)", g->path,
-                                nl, t->name, (unsigned long long)t->offset, t->nbytes, data_size);
+                                "%s: tensor '%.*s' data [%llu, +%zu) lies outside the data section (%zu bytes)",
+                                g->path, nl, t->name, (unsigned long long)t->offset, t->nbytes, data_size);
         t->data = (const uint8_t *)g->map.data + g->data_offset + t->offset;
     }
     if (g->n_tensors < 2) return KF_OK;
@@ -247,8 +249,9 @@ static kf_status parse(kf_gguf *g, kf_error *err) {
     // A key/value takes at least 12 bytes, a tensor info at least 32.
     size_t left = c.size - c.pos;
     if (nkv > left / 12 || nt > left / 32)
-        return kf_error_set(err, KF_ERR_FORMAT, "%s: header claims %llu tensors and %llu keys, more than the file holds",
-                            g->path, (unsigned long long)nt, (unsigned long long)nkv);
+        return kf_error_set(err, KF_ERR_FORMAT,
+                            "%s: header claims %llu tensors and %llu keys, more than the file holds", g->path,
+                            (unsigned long long)nt, (unsigned long long)nkv);
     g->n_kv = (int64_t)nkv;
     g->n_tensors = (int64_t)nt;
     g->kv = calloc(nkv ? nkv : 1, sizeof *g->kv);
@@ -336,23 +339,24 @@ void kf_gguf_tensor_to_f32(const kf_gguf_tensor *t, float *dst) {
 
 // ---- typed getters ----
 
-static bool is_int_type(kf_gguf_type t) {
-    return t <= KF_GGUF_INT32 || t == KF_GGUF_UINT64 || t == KF_GGUF_INT64;
-}
+static bool is_int_type(kf_gguf_type t) { return t <= KF_GGUF_INT32 || t == KF_GGUF_UINT64 || t == KF_GGUF_INT64; }
 
-// Reads integer element i of type t at p; false when a uint64 does not fit int64.
+// Reads the integer of type t at p (an integer type); false when a uint64
+// does not fit int64. Little-endian host, as everywhere in kfuse.
 static bool int_at(kf_gguf_type t, const uint8_t *p, int64_t *v) {
+    uint64_t u = 0;
+    memcpy(&u, p, scalar_size(t));
     switch (t) {
-    case KF_GGUF_UINT8: *v = p[0]; return true;
-    case KF_GGUF_INT8: *v = (int8_t)p[0]; return true;
-    case KF_GGUF_UINT16: { uint16_t x; memcpy(&x, p, 2); *v = x; return true; }
-    case KF_GGUF_INT16: { int16_t x; memcpy(&x, p, 2); *v = x; return true; }
-    case KF_GGUF_UINT32: { uint32_t x; memcpy(&x, p, 4); *v = x; return true; }
-    case KF_GGUF_INT32: { int32_t x; memcpy(&x, p, 4); *v = x; return true; }
-    case KF_GGUF_INT64: { int64_t x; memcpy(&x, p, 8); *v = x; return true; }
-    case KF_GGUF_UINT64: { uint64_t x; memcpy(&x, p, 8); *v = (int64_t)x; return x <= (uint64_t)INT64_MAX; }
-    default: return false;
+    case KF_GGUF_INT8: *v = (int8_t)u; break;
+    case KF_GGUF_INT16: *v = (int16_t)u; break;
+    case KF_GGUF_INT32: *v = (int32_t)u; break;
+    case KF_GGUF_UINT64:
+        if (u > (uint64_t)INT64_MAX) return false;
+        *v = (int64_t)u;
+        break;
+    default: *v = (int64_t)u; break; // unsigned types; INT64 as is
     }
+    return true;
 }
 
 static kf_status missing(const kf_gguf *g, const char *key, bool required, kf_error *err) {
@@ -537,21 +541,21 @@ typedef struct {
     int ndim;
     int64_t ne[KF_MAX_DIMS]; // outer-first
     kf_dtype dtype;
-    tensor_part parts[3];    // concatenated along rows (GPT-2's fused QKV)
+    tensor_part parts[3]; // concatenated along rows (GPT-2's fused QKV)
     int n_parts;
-    const void *raw;         // bytes already in dtype, instead of parts
+    const void *raw; // bytes already in dtype, instead of parts
     int rope_heads;
     uint64_t offset;
     size_t nbytes;
 } writer_tensor;
 
 struct kf_gguf_writer {
-    uint8_t *kv;       // serialised key/values
+    uint8_t *kv; // serialised key/values
     size_t kv_len, kv_cap;
     int64_t n_kv;
     writer_tensor *tensors;
     int64_t n_tensors, cap_tensors;
-    kf_error err;      // first failure of an add, reported by save
+    kf_error err; // first failure of an add, reported by save
 };
 
 kf_status kf_gguf_writer_init(kf_gguf_writer **out, kf_error *err) {
@@ -656,6 +660,11 @@ static writer_tensor *w_new_tensor(kf_gguf_writer *w, const char *name, int ndim
                      (long long)ne[ndim - 1]);
         return NULL;
     }
+    for (int64_t i = 0; i < w->n_tensors; i++)
+        if (strcmp(w->tensors[i].name, name) == 0) {
+            kf_error_set(&w->err, KF_ERR_ARG, "tensor '%s' added twice", name);
+            return NULL;
+        }
     if (w->n_tensors == w->cap_tensors) {
         int64_t cap = w->cap_tensors ? 2 * w->cap_tensors : 64;
         writer_tensor *t = realloc(w->tensors, sizeof *t * (size_t)cap);
@@ -731,8 +740,12 @@ static void quantize_q8_0(const float *x, uint8_t *dst, int64_t n) {
 static void encode(kf_dtype dtype, const float *x, void *out, int64_t n) {
     uint16_t *h = out;
     switch (dtype) {
-    case KF_DTYPE_F16: for (int64_t i = 0; i < n; i++) h[i] = kf_f32_to_f16(x[i]); break;
-    case KF_DTYPE_BF16: for (int64_t i = 0; i < n; i++) h[i] = kf_f32_to_bf16(x[i]); break;
+    case KF_DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) h[i] = kf_f32_to_f16(x[i]);
+        break;
+    case KF_DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) h[i] = kf_f32_to_bf16(x[i]);
+        break;
     case KF_DTYPE_Q8_0: quantize_q8_0(x, out, n); break;
     default: memcpy(out, x, sizeof(float) * (size_t)n); break;
     }
@@ -794,7 +807,8 @@ kf_status kf_gguf_writer_save(kf_gguf_writer *w, const char *path, kf_error *err
     FILE *f = buf ? fopen(tmp, "wb") : NULL;
     if (!f) {
         free(buf);
-        return buf ? kf_error_set(err, KF_ERR_IO, "%s: cannot create", tmp) : kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
+        if (!buf) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
+        return kf_error_set(err, KF_ERR_IO, "%s: cannot create", tmp);
     }
     uint32_t version = 3;
     uint64_t nt = (uint64_t)w->n_tensors, nkv = (uint64_t)w->n_kv;
@@ -885,8 +899,8 @@ static kf_status load_tensor(loader *ld, const char *name, kf_tensor *dst, bool 
         return KF_OK;
     }
     if (t->ndim > 2)
-        return kf_error_set(ld->err, KF_ERR_FORMAT, "%s: tensor %s has %d dimensions, expected at most 2",
-                            ld->g->path, name, t->ndim);
+        return kf_error_set(ld->err, KF_ERR_FORMAT, "%s: tensor %s has %d dimensions, expected at most 2", ld->g->path,
+                            name, t->ndim);
     kf_tensor_set_shape(dst, t->ndim, t->ne);
     dst->src_dtype = t->dtype;
     int64_t n = kf_tensor_nelem(dst), rows = t->ne[0], cols = t->ndim == 2 ? t->ne[1] : 1;
@@ -975,11 +989,12 @@ static kf_status load_llama(loader *ld, const char *arch) {
     int64_t experts = 0;
     if ((st = kf_gguf_get_int(g, KEY("expert_count"), false, &experts, ld->err)) != KF_OK) return st;
     if (experts > 0)
-        return kf_error_set(ld->err, KF_ERR_UNSUPPORTED, "%s: mixture-of-experts models (%lld experts) are not supported",
-                            g->path, (long long)experts);
+        return kf_error_set(ld->err, KF_ERR_UNSUPPORTED,
+                            "%s: mixture-of-experts models (%lld experts) are not supported", g->path,
+                            (long long)experts);
     if (kf_gguf_find_tensor(g, "rope_freqs.weight"))
-        return kf_error_set(ld->err, KF_ERR_UNSUPPORTED, "%s: per-frequency RoPE factors (rope_freqs) are not supported",
-                            g->path);
+        return kf_error_set(ld->err, KF_ERR_UNSUPPORTED,
+                            "%s: per-frequency RoPE factors (rope_freqs) are not supported", g->path);
     int head_dim = 0, rope_dim = 0, v_dim = 0;
     double eps, theta = 10000.0;
     if ((st = get_hparam(ld, KEY("attention.head_count_kv"), false, 1, m->n_head, &m->n_head_kv)) != KF_OK ||
@@ -1074,8 +1089,10 @@ static kf_status load_gpt2(loader *ld) {
         return st;
     // llama.cpp's converter stores GPT-2's tied head as a copy; identical
     // bytes mean tied.
-    const kf_gguf_tensor *out = kf_gguf_find_tensor(g, "output.weight"), *emb = kf_gguf_find_tensor(g, "token_embd.weight");
-    if (!out || (out->dtype == emb->dtype && out->nbytes == emb->nbytes && memcmp(out->data, emb->data, out->nbytes) == 0))
+    const kf_gguf_tensor *out = kf_gguf_find_tensor(g, "output.weight");
+    const kf_gguf_tensor *emb = kf_gguf_find_tensor(g, "token_embd.weight");
+    if (!out ||
+        (out->dtype == emb->dtype && out->nbytes == emb->nbytes && memcmp(out->data, emb->data, out->nbytes) == 0))
         set_tied(m);
     for (int l = 0; l < m->n_layer; l++) {
         kf_layer *L = &m->layers[l];
@@ -1089,13 +1106,11 @@ static kf_status load_gpt2(loader *ld) {
         kf_tensor fused = {0};
         snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", l);
         if ((st = load_tensor(ld, name, &fused, false, 0)) != KF_OK) return st;
-        if (kf_tensor_present(&fused) && (st = split_qkv(ld, name, &fused, &L->wq, &L->wk, &L->wv)) != KF_OK)
-            return st;
+        if (kf_tensor_present(&fused) && (st = split_qkv(ld, name, &fused, &L->wq, &L->wk, &L->wv)) != KF_OK) return st;
         memset(&fused, 0, sizeof fused);
         snprintf(name, sizeof name, "blk.%d.attn_qkv.bias", l);
         if ((st = load_tensor(ld, name, &fused, false, 0)) != KF_OK) return st;
-        if (kf_tensor_present(&fused) && (st = split_qkv(ld, name, &fused, &L->bq, &L->bk, &L->bv)) != KF_OK)
-            return st;
+        if (kf_tensor_present(&fused) && (st = split_qkv(ld, name, &fused, &L->bq, &L->bk, &L->bv)) != KF_OK) return st;
     }
     return KF_OK;
 }
@@ -1108,8 +1123,8 @@ static kf_status load_model(loader *ld, const char *arch) {
     m->n_layer = m->n_embd = m->n_head = m->n_ctx_train = 0;
     // Every layer has tensors, so more layers than tensors is malformed.
     int64_t max_layers = g->n_tensors < INT32_MAX ? g->n_tensors : INT32_MAX;
-#define HP(name, req, lo, hi, dst)                                                              \
-    snprintf(key, sizeof key, "%s." name, arch);                                                \
+#define HP(name, req, lo, hi, dst)                                                                                     \
+    snprintf(key, sizeof key, "%s." name, arch);                                                                       \
     if ((st = get_hparam(ld, key, req, lo, hi, dst)) != KF_OK) return st
     HP("block_count", true, 1, max_layers, &m->n_layer);
     HP("embedding_length", true, 1, INT32_MAX, &m->n_embd);
@@ -1119,8 +1134,10 @@ static kf_status load_model(loader *ld, const char *arch) {
     m->n_head_kv = m->n_head;
     m->layers = calloc((size_t)m->n_layer, sizeof *m->layers);
     if (!m->layers) return kf_error_set(ld->err, KF_ERR_NOMEM, "%s: out of memory", g->path);
-    if (strcmp(arch, "gpt2") == 0) st = load_gpt2(ld);
-    else st = load_llama(ld, arch);
+    if (strcmp(arch, "gpt2") == 0)
+        st = load_gpt2(ld);
+    else
+        st = load_llama(ld, arch);
     if (st != KF_OK) return st;
     m->n_vocab = (int)(m->tok_embd.ne[0] < INT32_MAX ? m->tok_embd.ne[0] : 0);
     int64_t bos = -1, eos = -1;
@@ -1143,8 +1160,8 @@ kf_status kf_model_load_gguf(kf_model **out, const char *path, kf_error *err) {
         return st;
     }
     if (strcmp(arch, "llama") != 0 && strcmp(arch, "qwen2") != 0 && strcmp(arch, "gpt2") != 0) {
-        st = kf_error_set(err, KF_ERR_UNSUPPORTED,
-                          "%s: architecture '%s' is not supported (llama, qwen2 and gpt2 are)", path, arch);
+        st = kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (llama, qwen2 and gpt2 are)",
+                          path, arch);
         free(arch);
         kf_gguf_close(g);
         return st;
@@ -1179,10 +1196,11 @@ kf_status kf_model_load_gguf(kf_model **out, const char *path, kf_error *err) {
 static kf_status add_tokenizer(kf_gguf_writer *w, const kf_model *m, const kf_tokenizer *tok, const char *path,
                                kf_error *err) {
     if (kf_tokenizer_kind(tok) != KF_TOK_SPM)
-        return kf_error_set(err, KF_ERR_UNSUPPORTED,
-                            "%s: writing a byte-level vocabulary needs its merges, which the tokenizer does not expose; "
-                            "write the model without a tokenizer",
-                            path);
+        return kf_error_set(
+            err, KF_ERR_UNSUPPORTED,
+            "%s: writing a byte-level vocabulary needs its merges, which the tokenizer does not expose; "
+            "write the model without a tokenizer",
+            path);
     int n_tok = kf_tokenizer_n_vocab(tok), V = m->n_vocab;
     if (n_tok > V)
         return kf_error_set(err, KF_ERR_ARG, "%s: tokenizer has %d pieces but the model only %d embedding rows", path,
@@ -1216,8 +1234,10 @@ static kf_status add_tokenizer(kf_gguf_writer *w, const kf_model *m, const kf_to
     kf_gguf_writer_add_f32_array(w, "tokenizer.ggml.scores", scores, V);
     kf_gguf_writer_add_i32_array(w, "tokenizer.ggml.token_type", types, V);
     free(pieces), free(pads), free(scores), free(types);
-    if (kf_tokenizer_bos(tok) >= 0) kf_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)kf_tokenizer_bos(tok));
-    if (kf_tokenizer_eos(tok) >= 0) kf_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)kf_tokenizer_eos(tok));
+    if (kf_tokenizer_bos(tok) >= 0)
+        kf_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)kf_tokenizer_bos(tok));
+    if (kf_tokenizer_eos(tok) >= 0)
+        kf_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)kf_tokenizer_eos(tok));
     if (unk >= 0) kf_gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)unk);
     kf_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", kf_tokenizer_add_bos(tok));
     return KF_OK;
@@ -1298,7 +1318,8 @@ static void add_layer(kf_gguf_writer *w, const kf_model *m, int l, kf_dtype wtyp
             snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", l);
             w_add_concat(w, name, 2, (int64_t[]){rows, C}, parts, 3, wtype);
             if (kf_tensor_present(&L->bq)) {
-                tensor_part bparts[3] = {{L->bq.data, L->bq.ne[0]}, {L->bk.data, L->bk.ne[0]}, {L->bv.data, L->bv.ne[0]}};
+                tensor_part bparts[3] = {
+                    {L->bq.data, L->bq.ne[0]}, {L->bk.data, L->bk.ne[0]}, {L->bv.data, L->bv.ne[0]}};
                 snprintf(name, sizeof name, "blk.%d.attn_qkv.bias", l);
                 w_add_concat(w, name, 1, (int64_t[]){rows}, bparts, 3, KF_DTYPE_F32);
             }
@@ -1316,8 +1337,8 @@ static void add_layer(kf_gguf_writer *w, const kf_model *m, int l, kf_dtype wtyp
 static kf_status check_writable(const kf_model *m, const char *path, kf_dtype wtype, kf_error *err) {
     kf_status st = kf_model_validate(m, path, err);
     if (st != KF_OK) return st;
-    bool llama = m->arch == KF_ARCH_LLAMA && m->norm == KF_NORM_RMS && m->act == KF_ACT_SILU &&
-                 m->pos == KF_POS_ROPE && m->gated_ffn;
+    bool llama = m->arch == KF_ARCH_LLAMA && m->norm == KF_NORM_RMS && m->act == KF_ACT_SILU && m->pos == KF_POS_ROPE &&
+                 m->gated_ffn;
     bool gpt2 = m->arch == KF_ARCH_GPT2 && m->norm == KF_NORM_LAYER && m->act == KF_ACT_GELU_TANH &&
                 m->pos == KF_POS_LEARNED && !m->gated_ffn;
     if (!llama && !gpt2)

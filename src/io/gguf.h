@@ -58,9 +58,9 @@ typedef struct {
     int64_t dims[KF_MAX_DIMS]; // as in the file: innermost first
     int64_t ne[KF_MAX_DIMS];   // outer-first, as kf_tensor
     kf_dtype dtype;
-    uint64_t offset;           // from the start of the data section
+    uint64_t offset; // from the start of the data section
     size_t nbytes;
-    const uint8_t *data;       // inside the map, bounds already checked
+    const uint8_t *data; // inside the map, bounds already checked
 } kf_gguf_tensor;
 
 typedef struct {

@@ -22,8 +22,8 @@ static int64_t expected_floats(const l2c_header *h, bool shared) {
     int64_t KV = C / h->n_heads * h->n_kv_heads, Dh = C / h->n_heads;
     // Each factor is below 2^31 and at most three are multiplied, so only
     // the sums and triple products need care: compute in double first.
-    double approx = (double)V * C * (shared ? 1 : 2) + (double)L * (2.0 * C + 2.0 * C * C + 2.0 * KV * C + 3.0 * F * C) +
-                    C + (double)T * Dh;
+    double approx = (double)V * C * (shared ? 1 : 2) +
+                    (double)L * (2.0 * C + 2.0 * C * C + 2.0 * KV * C + 3.0 * F * C) + C + (double)T * Dh;
     if (approx > 4e18) return -1;
     return V * C * (shared ? 1 : 2) + L * (2 * C + 2 * C * C + 2 * KV * C + 3 * F * C) + C + T * Dh;
 }
@@ -35,15 +35,14 @@ static kf_status read_header(const kf_mmap *map, const char *path, l2c_header *h
     memcpy(v, map->data, sizeof v);
     *h = (l2c_header){v[0], v[1], v[2], v[3], v[4], v[5] == INT32_MIN ? 0 : v[5] < 0 ? -v[5] : v[5], v[6]};
     *shared = v[5] > 0;
-    if (h->dim <= 0 || h->hidden_dim <= 0 || h->n_layers <= 0 || h->n_heads <= 0 ||
-        h->n_kv_heads <= 0 || h->vocab_size <= 0 || h->seq_len <= 0 || h->dim % h->n_heads != 0 ||
-        h->n_heads % h->n_kv_heads != 0 || (h->dim / h->n_heads) % 2 != 0)
+    if (h->dim <= 0 || h->hidden_dim <= 0 || h->n_layers <= 0 || h->n_heads <= 0 || h->n_kv_heads <= 0 ||
+        h->vocab_size <= 0 || h->seq_len <= 0 || h->dim % h->n_heads != 0 || h->n_heads % h->n_kv_heads != 0 ||
+        (h->dim / h->n_heads) % 2 != 0)
         return kf_error_set(err, KF_ERR_FORMAT,
                             "%s: bad llama2.c header (dim %d, hidden %d, layers %d, heads %d/%d, vocab %d, seq_len %d)",
                             path, v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
     int64_t n = expected_floats(h, *shared);
-    if (n < 0 || (uint64_t)n > (SIZE_MAX - L2C_HEADER_BYTES) / 4 ||
-        map->size != L2C_HEADER_BYTES + (size_t)n * 4)
+    if (n < 0 || (uint64_t)n > (SIZE_MAX - L2C_HEADER_BYTES) / 4 || map->size != L2C_HEADER_BYTES + (size_t)n * 4)
         return kf_error_set(err, KF_ERR_FORMAT,
                             "%s: file is %zu bytes but its llama2.c header (dim %d, hidden %d, layers %d, heads %d/%d, "
                             "vocab %d, seq_len %d) implies %.0f",
@@ -169,8 +168,8 @@ static kf_status check_writable(const kf_model *m, const char *path, kf_error *e
     if (st != KF_OK) return st;
     if (m->arch != KF_ARCH_LLAMA || m->norm != KF_NORM_RMS || m->act != KF_ACT_SILU || m->pos != KF_POS_ROPE ||
         !m->gated_ffn)
-        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: llama2.c holds only Llama-architecture models, not %s",
-                            path, kf_arch_name(m->arch));
+        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: llama2.c holds only Llama-architecture models, not %s", path,
+                            kf_arch_name(m->arch));
     if ((int64_t)m->head_dim * m->n_head != m->n_embd)
         return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: llama2.c needs head_dim * n_head == n_embd (%d * %d != %d)",
                             path, m->head_dim, m->n_head, m->n_embd);
@@ -210,11 +209,12 @@ kf_status kf_llama2c_write(const kf_model *m, const char *path, kf_error *err) {
         free(freq);
         return kf_error_set(err, KF_ERR_IO, "%s: cannot create", tmp);
     }
-    int32_t hdr[7] = {m->n_embd, (int32_t)F, m->n_layer, m->n_head, m->n_head_kv,
-                      m->tied_head ? m->n_vocab : -m->n_vocab, m->n_ctx_train};
+    int32_t hdr[7] = {m->n_embd,     (int32_t)F,   m->n_layer,
+                      m->n_head,     m->n_head_kv, m->tied_head ? m->n_vocab : -m->n_vocab,
+                      m->n_ctx_train};
     bool ok = fwrite(hdr, sizeof hdr, 1, f) == 1 && write_rows(f, m->tok_embd.data, m->n_vocab, C, 0);
     const kf_layer *Ls = m->layers;
-#define EACH_LAYER(expr) \
+#define EACH_LAYER(expr)                                                                                               \
     for (int l = 0; ok && l < m->n_layer; l++) ok = (expr)
     EACH_LAYER(write_rows(f, Ls[l].attn_norm_w.data, C, 1, 0));
     EACH_LAYER(write_rows(f, Ls[l].wq.data, C, C, m->n_head));

@@ -46,8 +46,8 @@ static kf_status build(kf_tokenizer **out, const kf_gguf *g, kf_error *err) {
     } else if (strcmp(model, "gpt2") == 0) {
         spec.kind = KF_TOK_BYTELEVEL;
     } else {
-        st = kf_error_set(err, KF_ERR_UNSUPPORTED,
-                          "%s: tokenizer model '%s' is not supported (llama and gpt2 are)", g->path, model);
+        st = kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: tokenizer model '%s' is not supported (llama and gpt2 are)",
+                          g->path, model);
         goto done;
     }
     // Byte-level tokenizers differ by their pre-tokenizer split; kfuse has GPT-2's.
