@@ -124,6 +124,8 @@ static void assert_models_equal(const kf_model *a, const kf_model *b, float tol)
     assert_int_equal(a->n_ctx_train, b->n_ctx_train);
     assert_float_equal(a->norm_eps, b->norm_eps, 0);
     assert_int_equal(a->tied_head, b->tied_head);
+    assert_int_equal(a->bos_id, b->bos_id);
+    assert_int_equal(a->eos_id, b->eos_id);
     for (int l = 0; l < a->n_layer; l++) assert_int_equal(a->layers[l].n_ff, b->layers[l].n_ff);
     int na = kf_model_list_tensors(a, NULL, 0), nb = kf_model_list_tensors(b, NULL, 0);
     assert_int_equal(na, nb);

@@ -112,8 +112,10 @@ static void test_wrong_size(void **state) {
     kf_error err = {0};
     int n_ff[2] = {24, 24};
     kf_model *m = make_llama(2, n_ff, false), *g = NULL;
-    m->norm_eps = 1e-5f; // the values llama2.c assumes: the file records neither
+    m->norm_eps = 1e-5f; // the values llama2.c assumes: the file records none of them
     m->rope_theta = 10000.0f;
+    m->bos_id = 1;
+    m->eos_id = 2;
     char path[256];
     tmp_file(path, "size.bin");
     ASSERT_OK(kf_llama2c_write(m, path, &err));

@@ -1370,6 +1370,10 @@ kf_status kf_gguf_write_typed(const kf_model *m, const kf_tokenizer *tok, const 
         kf_gguf_writer_free(w);
         return st;
     }
+    if (!tok) { // keep the model's special ids even without a vocabulary
+        if (m->bos_id >= 0) kf_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)m->bos_id);
+        if (m->eos_id >= 0) kf_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)m->eos_id);
+    }
     add_model_tensor(w, "token_embd.weight", &m->tok_embd, wtype, 0);
     add_model_tensor(w, "position_embd.weight", &m->pos_embd, wtype, 0);
     add_model_tensor(w, "output_norm.weight", &m->out_norm_w, wtype, 0);
