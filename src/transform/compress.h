@@ -1,0 +1,99 @@
+// `kfuse compress`: fold or prune FFN neurons, or drop whole blocks, with an
+// optional least-squares refit of each changed down projection, layer by layer.
+//
+// Progressive schedule (default): for l = 0 .. L-1, the calibration windows
+// run through the model as it is now (layers < l already compressed), the
+// FFN activations of layer l are accumulated (kf_moments), layer l is
+// grouped/pruned from those statistics and refitted so that its output on its
+// *current* input matches the original layer's, then the next layer is done.
+// Errors of earlier layers are thus seen by later ones. With a statistics
+// file (from `kfuse analyze`), every layer uses the file's statistics of the
+// original model instead and no calibration pass is made.
+//
+// Allocation (target params): from the original model's statistics, the error
+// E||delta FFN out||^2 of each layer at widths F*j/16 (j = 1..16) is measured
+// for the chosen method; neurons are then removed greedily, one step of one
+// layer at a time, where the error added per parameter saved is smallest,
+// until the target is met.
+#ifndef KF_TRANSFORM_COMPRESS_H
+#define KF_TRANSFORM_COMPRESS_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "model/model.h"
+#include "stats/statsfile.h"
+#include "transform/ffn.h"
+
+typedef enum {
+    KF_CMP_FOLD = 0,
+    KF_CMP_PRUNE_MAGNITUDE,
+    KF_CMP_PRUNE_WANDA,
+    KF_CMP_PRUNE_ACT,
+    KF_CMP_RANDOM,
+    KF_CMP_DROP_LAYERS,
+} kf_cmp_method;
+
+typedef enum {
+    KF_GROUP_CORR = 0,      // average linkage on 1 - |rho|
+    KF_GROUP_KMEANS_ACT,    // k-means on each neuron's correlation profile (row of the correlation matrix)
+    KF_GROUP_KMEANS_WEIGHT, // k-means on [gate row, up row]
+} kf_group_kind;
+
+typedef void (*kf_compress_progress_fn)(void *user, const char *stage, int layer, int n_layer);
+
+typedef struct {
+    kf_cmp_method method;
+    kf_group_kind group;
+    int refit;             // least-squares refit of w_down
+    double lambda_rel;     // ridge of the refit, relative to mean diag of the Gram
+    uint64_t seed;
+    int ctx, batch;        // calibration windows: tokens per sequence, sequences per forward call
+    const int *widths;     // (n_layer) target FFN widths, or NULL
+    const double *thresholds; // (n_layer) fold: correlation-distance cut per layer, or NULL
+    int n_drop;            // drop-layers: blocks to remove
+    const kf_statsfile *stats; // statistics of the original model (kf_analyze), or NULL
+    kf_compress_progress_fn progress;
+    void *progress_user;
+} kf_compress_opts;
+
+void kf_compress_opts_default(kf_compress_opts *o);
+
+typedef struct {
+    int layer;       // index in the original model
+    int n_ff_before, n_ff_after;
+    double t_cut;    // fold with correlation groups: distance of the last merge applied (NaN otherwise)
+    double rel_err;  // E||delta FFN out||^2 / E||FFN out||^2 on the layer's calibration input
+} kf_compress_layer;
+
+typedef struct {
+    int n_layer_before;
+    kf_compress_layer *layers; // (n_layer_before)
+    int n_dropped;
+    int *dropped;              // (n_dropped) original indices of removed blocks, increasing
+    double *block_influence;   // (n_layer_before) drop-layers only, else NULL
+    int64_t n_calib_tokens;
+} kf_compress_report;
+
+void kf_compress_report_free(kf_compress_report *r);
+
+// Compresses m in place. ids (n_ids): calibration tokens (cut into windows
+// of ctx, first token replaced by bos_id when >= 0); may be NULL when a
+// statistics file replaces the calibration pass or the method needs none.
+kf_status kf_compress_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, const kf_compress_opts *o,
+                          kf_compress_report *rep, kf_error *err);
+
+// Greedy allocation of FFN widths (n_layer) that keeps at most target_params
+// parameters in all (a fraction of nothing: an absolute count), using the
+// original model's statistics collected from ids (or o->stats).
+kf_status kf_compress_allocate(const kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id,
+                               const kf_compress_opts *o, int64_t target_params, int *widths, kf_error *err);
+
+// Parameters of one FFN neuron of layer l (rows of gate/up, bias, down column).
+int64_t kf_compress_neuron_params(const kf_model *m, int l);
+
+// Block Influence of every block (n_layer): 1 - mean cos(block input, block output).
+kf_status kf_compress_block_influence(const kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, int ctx,
+                                      int batch, double *bi, kf_error *err);
+
+#endif

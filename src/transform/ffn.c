@@ -1,0 +1,218 @@
+#include "transform/ffn.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analyze/corrclust.h"
+
+// Copies rows idx of src (F,C) into a new (k,C) tensor of the model.
+static kf_status take_rows(kf_model *m, kf_tensor *t, const int *idx, int k, int64_t C, kf_error *err) {
+    if (!kf_tensor_present(t)) return KF_OK;
+    kf_tensor nt = {0};
+    int64_t ne[2] = {k, C}; // a 1-D bias uses ne[0] only, with C = 1
+    kf_status s = kf_model_alloc_tensor(m, &nt, t->ndim, ne, err);
+    if (s != KF_OK) return s;
+    for (int i = 0; i < k; i++) memcpy(nt.data + (size_t)i * C, t->data + (size_t)idx[i] * C, sizeof(float) * (size_t)C);
+    nt.src_dtype = t->src_dtype;
+    *t = nt;
+    return KF_OK;
+}
+
+kf_status kf_ffn_select(kf_model *m, int l, const int *idx, int k, const float *w_down_new, kf_error *err) {
+    if (l < 0 || l >= m->n_layer) return kf_error_set(err, KF_ERR_ARG, "transform: layer %d out of range", l);
+    kf_layer *ly = &m->layers[l];
+    const int F = ly->n_ff, C = m->n_embd;
+    if (k < 1 || k > F)
+        return kf_error_set(err, KF_ERR_ARG, "transform: layer %d: width %d is not in [1, %d]", l, k, F);
+    for (int i = 0; i < k; i++)
+        if (idx[i] < 0 || idx[i] >= F || (i > 0 && idx[i] == idx[i - 1]))
+            return kf_error_set(err, KF_ERR_INTERNAL, "transform: layer %d: bad neuron index %d", l, idx[i]);
+    kf_status s;
+    if ((s = take_rows(m, &ly->w_gate, idx, k, C, err)) != KF_OK) return s;
+    if ((s = take_rows(m, &ly->w_up, idx, k, C, err)) != KF_OK) return s;
+    if ((s = take_rows(m, &ly->b_up, idx, k, 1, err)) != KF_OK) return s;
+    kf_tensor nd = {0};
+    int64_t ne[2] = {C, k};
+    if ((s = kf_model_alloc_tensor(m, &nd, 2, ne, err)) != KF_OK) return s;
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < k; i++)
+            nd.data[(size_t)c * k + i] = w_down_new ? w_down_new[(size_t)c * k + i] : ly->w_down.data[(size_t)c * F + idx[i]];
+    nd.src_dtype = ly->w_down.src_dtype;
+    ly->w_down = nd;
+    ly->n_ff = k;
+    return KF_OK;
+}
+
+void kf_ffn_scores(const kf_model *m, int l, kf_score_kind kind, const double *sum_sq, const double *sum_abs, int64_t n,
+                   uint64_t seed, double *score) {
+    const kf_layer *ly = &m->layers[l];
+    const int F = ly->n_ff, C = m->n_embd;
+    const float *wd = ly->w_down.data;
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + (uint64_t)l + 1;
+    for (int j = 0; j < F; j++) {
+        double col2 = 0, col1 = 0, row2 = 0;
+        for (int c = 0; c < C; c++) {
+            double w = wd[(size_t)c * F + j];
+            col2 += w * w;
+            col1 += fabs(w);
+        }
+        for (int c = 0; c < C; c++) {
+            double u = ly->w_up.data[(size_t)j * C + c];
+            double g = kf_tensor_present(&ly->w_gate) ? ly->w_gate.data[(size_t)j * C + c] : 0;
+            row2 += u * u + g * g;
+        }
+        switch (kind) {
+        case KF_SCORE_MAGNITUDE: score[j] = sqrt(row2) * sqrt(col2); break;
+        case KF_SCORE_WANDA: score[j] = sqrt(sum_sq[j] / (double)n) * col1; break;
+        case KF_SCORE_ACT: score[j] = sum_abs[j] / (double)n; break;
+        case KF_SCORE_RANDOM:
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            score[j] = (double)(x >> 11) / 9007199254740992.0;
+            break;
+        }
+    }
+}
+
+typedef struct {
+    double s;
+    int j;
+} scored;
+
+static int by_score_desc(const void *a, const void *b) {
+    const scored *x = a, *y = b;
+    if (x->s != y->s) return x->s < y->s ? 1 : -1;
+    return x->j - y->j;
+}
+
+static int int_cmp(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+kf_status kf_ffn_top_k(const double *score, int F, int k, int *idx, kf_error *err) {
+    if (k < 1 || k > F) return kf_error_set(err, KF_ERR_ARG, "transform: width %d is not in [1, %d]", k, F);
+    scored *v = malloc(sizeof *v * (size_t)F);
+    if (!v) return kf_error_set(err, KF_ERR_NOMEM, "transform: out of memory for %d scores", F);
+    for (int j = 0; j < F; j++) v[j] = (scored){isnan(score[j]) ? -INFINITY : score[j], j};
+    qsort(v, (size_t)F, sizeof *v, by_score_desc);
+    for (int i = 0; i < k; i++) idx[i] = v[i].j;
+    qsort(idx, (size_t)k, sizeof *idx, int_cmp);
+    free(v);
+    return KF_OK;
+}
+
+void kf_ffn_representatives(const double *corr, int F, const int32_t *labels, int k, int *reps) {
+    double *best = malloc(sizeof *best * (size_t)k);
+    for (int g = 0; g < k; g++) best[g] = -1, reps[g] = -1;
+    // O(F^2): for each neuron, the sum of rho^2 over its own group.
+    for (int i = 0; i < F; i++) {
+        double s = 0;
+        for (int j = 0; j < F; j++)
+            if (labels[j] == labels[i]) s += corr[(size_t)i * F + j] * corr[(size_t)i * F + j];
+        if (s > best[labels[i]]) best[labels[i]] = s, reps[labels[i]] = i;
+    }
+    free(best);
+}
+
+static int uf_find(int *p, int x) {
+    while (p[x] != x) x = p[x] = p[p[x]];
+    return x;
+}
+
+kf_status kf_ffn_group_corr_k(const double *corr, int F, int k, int32_t *labels, double *t_cut, kf_error *err) {
+    if (k < 1 || k > F) return kf_error_set(err, KF_ERR_ARG, "fold: width %d is not in [1, %d]", k, F);
+    *t_cut = 0;
+    if (k == F || F < 2) {
+        for (int j = 0; j < F; j++) labels[j] = j;
+        return KF_OK;
+    }
+    kf_linkage z = {0};
+    kf_status s = kf_corrclust_run(corr, F, &z, err);
+    if (s != KF_OK) return s;
+    // Union-find over the linkage ids (F leaves + F-1 merged clusters).
+    int *p = malloc(sizeof *p * (size_t)(2 * F)), *map = malloc(sizeof *map * (size_t)(2 * F));
+    if (!p || !map) {
+        s = kf_error_set(err, KF_ERR_NOMEM, "fold: out of memory for %d neurons", F);
+        goto done;
+    }
+    for (int i = 0; i < 2 * F; i++) p[i] = i, map[i] = -1;
+    for (int q = 0; q < F - k; q++) {
+        p[uf_find(p, z.a[q])] = F + q;
+        p[uf_find(p, z.b[q])] = F + q;
+        *t_cut = z.dist[q];
+    }
+    int next = 0;
+    for (int j = 0; j < F; j++) {
+        int r = uf_find(p, j);
+        if (map[r] < 0) map[r] = next++;
+        labels[j] = map[r];
+    }
+    if (next != k) s = kf_error_set(err, KF_ERR_INTERNAL, "fold: cut gave %d groups, wanted %d", next, k);
+done:
+    free(p);
+    free(map);
+    kf_linkage_free(&z);
+    return s;
+}
+
+kf_status kf_ffn_group_corr_t(const double *corr, int F, double t, int32_t *labels, int *k, kf_error *err) {
+    if (F < 2) {
+        for (int j = 0; j < F; j++) labels[j] = j;
+        *k = F;
+        return KF_OK;
+    }
+    kf_linkage z = {0};
+    kf_status s = kf_corrclust_run(corr, F, &z, err);
+    if (s == KF_OK) s = kf_linkage_cut(&z, t, labels, k, err);
+    kf_linkage_free(&z);
+    return s;
+}
+
+void kf_ffn_merge_down(const kf_model *m, int l, const double *cov, const int32_t *labels, const int *reps, int k,
+                       float *w_down_new) {
+    const kf_layer *ly = &m->layers[l];
+    const int F = ly->n_ff, C = m->n_embd;
+    memset(w_down_new, 0, sizeof *w_down_new * (size_t)C * k);
+    for (int j = 0; j < F; j++) {
+        int g = labels[j], r = reps[g];
+        double vr = cov[(size_t)r * F + r];
+        double beta = j == r ? 1.0 : vr > 0 ? cov[(size_t)j * F + r] / vr : 0.0;
+        for (int c = 0; c < C; c++) w_down_new[(size_t)c * k + g] += (float)(beta * ly->w_down.data[(size_t)c * F + j]);
+    }
+}
+
+kf_status kf_ffn_error(const double *M, int64_t n, const float *w_down, int C, int F, const int *idx, int k,
+                       const float *w_new, double *err_out, double *ref, kf_error *err) {
+    double *W = malloc(sizeof *W * (size_t)C * F), *Wn = malloc(sizeof *Wn * (size_t)C * k);
+    double *P = malloc(sizeof *P * (size_t)C * F), *G = malloc(sizeof *G * (size_t)k * k);
+    double *X = malloc(sizeof *X * (size_t)k * F);
+    kf_status s = KF_OK;
+    if (!W || !Wn || !P || !G || !X) {
+        s = kf_error_set(err, KF_ERR_NOMEM, "transform: out of memory for the error of a %d-wide layer", F);
+        goto done;
+    }
+    for (int64_t i = 0; i < (int64_t)C * F; i++) W[i] = w_down[i];
+    for (int64_t i = 0; i < (int64_t)C * k; i++) Wn[i] = w_new[i];
+    for (int a = 0; a < k; a++) {
+        const double *row = M + (size_t)idx[a] * F;
+        for (int b = 0; b < k; b++) G[(size_t)a * k + b] = row[idx[b]];
+        memcpy(X + (size_t)a * F, row, sizeof *X * (size_t)F);
+    }
+    // ||A W^T - A_k Wn^T||^2 = tr(W M W^T) - 2 tr(Wn X W^T) + tr(Wn G Wn^T)
+    double t0 = 0, t1 = 0, t2 = 0;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, F, F, 1.0, W, F, M, F, 0.0, P, F);
+    for (int64_t i = 0; i < (int64_t)C * F; i++) t0 += P[i] * W[i];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, F, k, 1.0, Wn, k, X, F, 0.0, P, F);
+    for (int64_t i = 0; i < (int64_t)C * F; i++) t1 += P[i] * W[i];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, k, k, 1.0, Wn, k, G, k, 0.0, P, k);
+    for (int64_t i = 0; i < (int64_t)C * k; i++) t2 += P[i] * Wn[i];
+    double e = (t0 - 2 * t1 + t2) / (double)n;
+    *err_out = e > 0 ? e : 0;
+    *ref = t0 / (double)n;
+done:
+    free(W);
+    free(Wn);
+    free(P);
+    free(G);
+    free(X);
+    return s;
+}

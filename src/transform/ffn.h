@@ -1,0 +1,59 @@
+// FFN surgery on one layer and the per-neuron choices behind it: which
+// neurons to keep (prune scores), how to group them (fold), and the error a
+// new down projection leaves, all from the layer's activation statistics.
+//
+// Every new FFN is "a subset of the old neurons + a new w_down": a pruned
+// layer keeps idx with the old columns (or refitted ones); a folded layer
+// keeps one representative per group, whose gate/up rows it copies, with a
+// down column that sums the group's columns weighted by least-squares
+// coefficients (or refitted). Hence the new activations are columns of the
+// old ones on the same input, and every Gram matrix the refit needs is a
+// sub-block of the layer's uncentred second moment M = sum a a^T (F,F).
+#ifndef KF_TRANSFORM_FFN_H
+#define KF_TRANSFORM_FFN_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "model/model.h"
+
+// Replaces layer l's FFN by neurons idx (k, distinct, in [0, n_ff)): rows idx
+// of w_gate/w_up/b_up, and w_down_new (C,k) or, when NULL, columns idx of the
+// old w_down. New tensors are owned by the model.
+kf_status kf_ffn_select(kf_model *m, int l, const int *idx, int k, const float *w_down_new, kf_error *err);
+
+typedef enum {
+    KF_SCORE_MAGNITUDE = 0, // ||[gate_j; up_j]|| * ||w_down[:, j]||
+    KF_SCORE_WANDA,         // sqrt(E a_j^2) * sum_i |w_down[i, j]|   (structured Wanda on the down input)
+    KF_SCORE_ACT,           // E |a_j|
+    KF_SCORE_RANDOM,        // uniform, seeded
+} kf_score_kind;
+
+// Per-neuron importance (F) of layer l. Wanda and activation scores need
+// second_moment (F, diagonal read: sum a_j^2) / sum_abs (F) and n rows.
+void kf_ffn_scores(const kf_model *m, int l, kf_score_kind kind, const double *sum_sq, const double *sum_abs, int64_t n,
+                   uint64_t seed, double *score);
+// The k neurons of largest score, in increasing index order (ties: lower index).
+kf_status kf_ffn_top_k(const double *score, int F, int k, int *idx, kf_error *err);
+
+// Groups (labels F in [0,k)) -> representatives reps (k): the member with the
+// largest sum of rho^2 to its group, as the analyze thresholds do.
+void kf_ffn_representatives(const double *corr, int F, const int32_t *labels, int k, int *reps);
+// Average-linkage clustering on 1 - |rho| cut to exactly k groups (the first
+// F-k merges); *t_cut = distance of the last merge applied (0 when k == F).
+kf_status kf_ffn_group_corr_k(const double *corr, int F, int k, int32_t *labels, double *t_cut, kf_error *err);
+// The same clustering cut at distance t (scipy fcluster 'distance'); *k = groups.
+kf_status kf_ffn_group_corr_t(const double *corr, int F, double t, int32_t *labels, int *k, kf_error *err);
+
+// Down columns of the merged neurons (C,k): column g = sum over members j of
+// beta_j w_down[:, j], beta_j = cov_jr / cov_rr (1 for r; 0 when var_r = 0).
+void kf_ffn_merge_down(const kf_model *m, int l, const double *cov, const int32_t *labels, const int *reps, int k,
+                       float *w_down_new);
+
+// Mean squared FFN-output error per token of replacing w_down (C,F) on
+// activations A by w_new (C,k) on A[:, idx]: from M (F,F) = sum a a^T over n
+// rows, G = M[idx,idx], X = M[idx,:]. *ref gets E||w_down a||^2 (the scale).
+kf_status kf_ffn_error(const double *M, int64_t n, const float *w_down, int C, int F, const int *idx, int k,
+                       const float *w_new, double *err_out, double *ref, kf_error *err);
+
+#endif
