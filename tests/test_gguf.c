@@ -91,6 +91,17 @@ static void assert_interleaved_in_file(const kf_gguf *g, const char *name, const
                                     4 * (size_t)cols);
 }
 
+// The F32 Q/K weights of each layer as stored in the file.
+static void file_qk(const kf_gguf *f, int n_layer, const float **wq, const float **wk) {
+    char name[64];
+    for (int l = 0; l < n_layer; l++) {
+        snprintf(name, sizeof name, "blk.%d.attn_q.weight", l);
+        wq[l] = (const float *)kf_gguf_find_tensor(f, name)->data;
+        snprintf(name, sizeof name, "blk.%d.attn_k.weight", l);
+        wk[l] = (const float *)kf_gguf_find_tensor(f, name)->data;
+    }
+}
+
 static void test_llama_1_4m_roundtrip(void **state) {
     (void)state;
     kf_error err = {0};
@@ -115,6 +126,14 @@ static void test_llama_1_4m_roundtrip(void **state) {
     assert_int_equal(emb->dims[1], 4096);
     assert_interleaved_in_file(f, "blk.0.attn_q.weight", &m->layers[0].wq, m->n_head);
     assert_interleaved_in_file(f, "blk.3.attn_k.weight", &m->layers[3].wk, m->n_head_kv);
+    // llama.cpp's RoPE on the file's own Q/K rows gives PyTorch's logits; the
+    // same pass on rotate-half rows does not (the check can fail).
+    const float *wq[4], *wk[4], *wq_hf[4], *wk_hf[4];
+    file_qk(f, 4, wq, wk);
+    for (int l = 0; l < 4; l++) wq_hf[l] = m->layers[l].wq.data, wk_hf[l] = m->layers[l].wk.data;
+    d = ref_interleaved_logits_diff(g, wq, wk, "llama-gutenberg-1.4m");
+    if (d > LOGITS_TOL) fail_msg("interleaved reference on the file differs from PyTorch by %g", d);
+    assert_true(ref_interleaved_logits_diff(g, wq_hf, wk_hf, "llama-gutenberg-1.4m") > 1e-2);
     int64_t v;
     ASSERT_OK(kf_gguf_get_int(f, "llama.feed_forward_length", true, &v, &err));
     assert_int_equal(v, 384);
@@ -143,6 +162,10 @@ static void test_gqa_bf16_roundtrip(void **state) {
     ASSERT_OK(kf_gguf_open(&f, path, &err));
     assert_interleaved_in_file(f, "blk.1.attn_k.weight", &m->layers[1].wk, m->n_head_kv);
     assert_interleaved_in_file(f, "blk.1.attn_q.weight", &m->layers[1].wq, m->n_head);
+    const float *wq[2], *wk[2];
+    file_qk(f, 2, wq, wk);
+    d = ref_interleaved_logits_diff(g, wq, wk, "llama-gqa-bf16");
+    if (d > LOGITS_TOL) fail_msg("interleaved reference on the file differs from PyTorch by %g", d);
     kf_gguf_close(f);
     kf_model_free(g);
 

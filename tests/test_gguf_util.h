@@ -188,4 +188,117 @@ static double fixture_logits_diff(const kf_model *m, const char *name) {
     return worst;
 }
 
+// An independent Llama forward pass (double precision, naive loops) with the
+// RoPE of llama.cpp's `llama` architecture and llama2.c's run.c: adjacent
+// pairs (2i, 2i+1) of each head rotate by pos * theta^(-2i/Dh). Run on wq/wk
+// exactly as stored in a written file, it checks that the file is what those
+// programs expect. Returns the largest |logit - fixture| like
+// fixture_logits_diff.
+static void ref_matvec(const float *w, const double *x, double *y, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++) {
+        double acc = 0;
+        for (int64_t c = 0; c < cols; c++) acc += (double)w[r * cols + c] * x[c];
+        y[r] = acc;
+    }
+}
+
+static void ref_rmsnorm(const double *x, const float *w, double *y, int64_t n, double eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    double s = 1.0 / sqrt(ss / (double)n + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * s * w[i];
+}
+
+static void ref_rope_interleaved(double *v, int n_heads, int D, int pos, double theta) {
+    for (int h = 0; h < n_heads; h++)
+        for (int i = 0; i < D / 2; i++) {
+            double a = pos * pow(theta, -2.0 * i / D), c = cos(a), s = sin(a);
+            double *p = v + h * D + 2 * i, x0 = p[0], x1 = p[1];
+            p[0] = x0 * c - x1 * s;
+            p[1] = x0 * s + x1 * c;
+        }
+}
+
+// m: a Llama whose wq/wk are replaced by wq_file[l]/wk_file[l] (interleaved rows).
+static double ref_interleaved_logits_diff(const kf_model *m, const float *const *wq_file, const float *const *wk_file,
+                                          const char *name) {
+    char path[1200];
+    kf_error err = {0};
+    char *text, *ref;
+    size_t len;
+    snprintf(path, sizeof path, "%s/tests/fixtures/models/%s.ids.txt", kf_test_root(), name);
+    ASSERT_OK(kf_file_read_all(path, &text, &len, &err));
+    int ids[256], T = 0;
+    for (char *p = text; *p && T < 256;) {
+        ids[T++] = (int)strtol(p, &p, 10);
+        while (*p == ',' || *p == ' ' || *p == '\n') p++;
+    }
+    free(text);
+    snprintf(path, sizeof path, "%s/tests/fixtures/models/%s.logits.bin", kf_test_root(), name);
+    ASSERT_OK(kf_file_read_all(path, &ref, &len, &err));
+    int C = m->n_embd, H = m->n_head, Hkv = m->n_head_kv, D = m->head_dim, V = m->n_vocab;
+    int Q = H * D, KV = Hkv * D, Fmax = 0;
+    for (int l = 0; l < m->n_layer; l++) Fmax = m->layers[l].n_ff > Fmax ? m->layers[l].n_ff : Fmax;
+    double *x = calloc((size_t)T * C, sizeof *x), *h = malloc(sizeof *h * C), *q = malloc(sizeof *q * Q);
+    double *k = malloc(sizeof *k * (size_t)T * KV), *v = malloc(sizeof *v * (size_t)T * KV);
+    double *att = malloc(sizeof *att * Q), *o = malloc(sizeof *o * C), *g = malloc(sizeof *g * Fmax);
+    double *u = malloc(sizeof *u * Fmax), *sc = malloc(sizeof *sc * T), *logit = malloc(sizeof *logit * V);
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < C; c++) x[(int64_t)t * C + c] = m->tok_embd.data[(int64_t)ids[t] * C + c];
+    for (int l = 0; l < m->n_layer; l++) {
+        const kf_layer *L = &m->layers[l];
+        int F = L->n_ff;
+        for (int t = 0; t < T; t++) { // K, V of every position first (causal: t attends to 0..t)
+            ref_rmsnorm(x + (int64_t)t * C, L->attn_norm_w.data, h, C, m->norm_eps);
+            ref_matvec(wk_file[l], h, k + (int64_t)t * KV, KV, C);
+            ref_matvec(L->wv.data, h, v + (int64_t)t * KV, KV, C);
+            ref_rope_interleaved(k + (int64_t)t * KV, Hkv, D, t, m->rope_theta);
+        }
+        for (int t = 0; t < T; t++) {
+            double *xt = x + (int64_t)t * C;
+            ref_rmsnorm(xt, L->attn_norm_w.data, h, C, m->norm_eps);
+            ref_matvec(wq_file[l], h, q, Q, C);
+            ref_rope_interleaved(q, H, D, t, m->rope_theta);
+            for (int hd = 0; hd < H; hd++) {
+                int kh = hd / (H / Hkv);
+                double mx = -INFINITY, sum = 0;
+                for (int s = 0; s <= t; s++) {
+                    double d = 0;
+                    for (int i = 0; i < D; i++) d += q[hd * D + i] * k[(int64_t)s * KV + kh * D + i];
+                    sc[s] = d / sqrt((double)D);
+                    mx = sc[s] > mx ? sc[s] : mx;
+                }
+                for (int s = 0; s <= t; s++) sum += sc[s] = exp(sc[s] - mx);
+                for (int i = 0; i < D; i++) {
+                    double a = 0;
+                    for (int s = 0; s <= t; s++) a += sc[s] / sum * v[(int64_t)s * KV + kh * D + i];
+                    att[hd * D + i] = a;
+                }
+            }
+            ref_matvec(L->wo.data, att, o, C, Q);
+            for (int c = 0; c < C; c++) xt[c] += o[c];
+            ref_rmsnorm(xt, L->ffn_norm_w.data, h, C, m->norm_eps);
+            ref_matvec(L->w_gate.data, h, g, F, C);
+            ref_matvec(L->w_up.data, h, u, F, C);
+            for (int j = 0; j < F; j++) g[j] = g[j] / (1 + exp(-g[j])) * u[j];
+            ref_matvec(L->w_down.data, g, o, C, F);
+            for (int c = 0; c < C; c++) xt[c] += o[c];
+        }
+    }
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        ref_rmsnorm(x + (int64_t)t * C, m->out_norm_w.data, h, C, m->norm_eps);
+        ref_matvec(m->lm_head.data, h, logit, V, C);
+        for (int i = 0; i < V; i++) {
+            float r;
+            memcpy(&r, ref + 4 * ((int64_t)t * V + i), 4);
+            double d = fabs(logit[i] - r);
+            if (isnan(d) || d > worst) worst = isnan(d) ? INFINITY : d;
+        }
+    }
+    free(x), free(h), free(q), free(k), free(v), free(att), free(o), free(g), free(u), free(sc), free(logit);
+    free(ref);
+    return worst;
+}
+
 #endif

@@ -60,15 +60,23 @@ static void test_llama_1_4m_roundtrip(void **state) {
     const float *freq = raw + 7 + V * C + L * (2 * C + 4 * C * C + 3 * F * C) + C; // freq_cis_real (T, D/2)
     assert_float_equal(freq[0], 1.0f, 0);
     assert_float_equal(freq[3 * (D / 2) + 1], cosf(3.0f * powf(10000.0f, -2.0f / 32)), 1e-6);
-    free(raw);
 
     ASSERT_OK(kf_model_load_llama2c(&g, path, &err));
+    // run.c's RoPE (adjacent pairs) on the file's own wq/wk gives PyTorch's logits.
+    const float *wq[4], *wk[4];
+    for (int l = 0; l < 4; l++) {
+        wq[l] = raw + 7 + V * C + L * C + l * C * C;
+        wk[l] = raw + 7 + V * C + L * C + L * C * C + l * C * C;
+    }
+    double d = ref_interleaved_logits_diff(g, wq, wk, "llama-gutenberg-1.4m");
+    if (d > LOGITS_TOL) fail_msg("run.c-style reference on the file differs from PyTorch by %g", d);
+    free(raw);
     assert_string_equal(g->format, "llama2c");
     assert_models_equal(m, g, 0);
     assert_float_equal(g->rope_theta, 10000.0f, 0);
     assert_int_equal(g->bos_id, 1);
     assert_int_equal(g->eos_id, 2);
-    double d = fixture_logits_diff(g, "llama-gutenberg-1.4m");
+    d = fixture_logits_diff(g, "llama-gutenberg-1.4m");
     if (d > LOGITS_TOL) fail_msg("logits differ from PyTorch by %g", d);
     kf_model_free(g);
     // kf_model_load picks the loader from the .bin suffix.
@@ -93,15 +101,24 @@ static void test_gqa_untied_roundtrip(void **state) {
     int32_t want[7] = {64, 96, 2, 4, 2, -256, 64}; // unshared classifier: negative vocab
     assert_memory_equal(hdr, want, sizeof want);
     assert_memory_equal(raw + n / 4 - 256 * 64, m->lm_head.data, 4 * 256 * 64); // wcls last
-    free(raw);
     ASSERT_OK(kf_model_load_llama2c(&g, path, &err));
     assert_false(g->tied_head);
     assert_models_equal(m, g, 0);
     // llama2.c does not record theta; with the fixture's, the GQA model's
-    // logits (wk permuted in 2 KV heads) match PyTorch.
+    // logits (wk permuted in 2 KV heads) match PyTorch, through kfuse and
+    // through a run.c-style pass on the file's rows.
     g->rope_theta = m->rope_theta;
     double d = fixture_logits_diff(g, "llama-gqa-bf16");
     if (d > LOGITS_TOL) fail_msg("logits differ from PyTorch by %g", d);
+    int64_t C = 64, V = 256, L = 2, KV = 32;
+    const float *wq[2], *wk[2];
+    for (int l = 0; l < 2; l++) {
+        wq[l] = raw + 7 + V * C + L * C + l * C * C;
+        wk[l] = raw + 7 + V * C + L * C + L * C * C + l * KV * C;
+    }
+    d = ref_interleaved_logits_diff(g, wq, wk, "llama-gqa-bf16");
+    if (d > LOGITS_TOL) fail_msg("run.c-style reference on the file differs from PyTorch by %g", d);
+    free(raw);
     kf_model_free(g);
     kf_model_free(m);
     remove(path);
