@@ -695,6 +695,50 @@ static void test_tokenizer_json_to_gguf(void **state) {
     remove(path);
 }
 
+// GPT-2's real tokenizer (50257 pieces, 50000 merges; from the shared data
+// folder beside the repository) through a GGUF tokenizes WikiText-2 (first
+// 200 KB) exactly as the original tokenizer.json.
+static void test_tokenizer_gpt2_to_gguf(void **state) {
+    (void)state;
+    kf_error err = {0};
+    char dir[1024], wiki[1024], path[256];
+    snprintf(dir, sizeof dir, "%s/../shared/models/gpt2-tokenizer", kf_test_root());
+    if (!kf_dir_exists(dir)) {
+        printf("SKIP: %s not found (the shared data folder sits beside the repository)\n", dir);
+        return;
+    }
+    snprintf(wiki, sizeof wiki, "%s/data/wikitext-2-raw/wiki.test.raw", kf_test_root());
+    kf_tokenizer *tok, *back;
+    ASSERT_OK(kf_tokenizer_load_hf(&tok, dir, &err));
+    int n_ff[1] = {32};
+    kf_model *m = make_llama_vocab(1, n_ff, false, kf_tokenizer_n_vocab(tok));
+    tmp_file(path, "gpt2tok.gguf");
+    ASSERT_OK(kf_gguf_write(m, tok, path, &err));
+    ASSERT_OK(kf_tokenizer_load_gguf(&back, path, &err));
+    assert_int_equal(kf_tokenizer_kind(back), KF_TOK_BYTELEVEL);
+    assert_int_equal(kf_tokenizer_n_merges(back), kf_tokenizer_n_merges(tok));
+    assert_int_equal(kf_tokenizer_eos(back), kf_tokenizer_eos(tok));
+    char *text;
+    size_t len;
+    ASSERT_OK(kf_file_read_all(wiki, &text, &len, &err));
+    if (len > 200000) len = 200000;
+    while (len > 0 && text[len - 1] != '\n') len--;
+    int32_t *a, *b;
+    size_t na, nb;
+    ASSERT_OK(kf_tokenizer_encode(tok, text, len, false, &a, &na, &err));
+    ASSERT_OK(kf_tokenizer_encode(back, text, len, false, &b, &nb, &err));
+    assert_true(na > 30000);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, sizeof *a * na);
+    free(a);
+    free(b);
+    free(text);
+    kf_tokenizer_free(back);
+    kf_tokenizer_free(tok);
+    kf_model_free(m);
+    remove(path);
+}
+
 // GPT-2's byte-to-character map (printable bytes stand for themselves, the
 // others for 256 + n), as UTF-8 into out.
 static void byte_char(int byte, char *out) {
@@ -752,11 +796,27 @@ static void test_tokenizer_bytelevel_gguf(void **state) {
     assert_int_equal(n, 4);
     assert_memory_equal(ids, want, sizeof want);
     free(ids);
-    // Byte-level vocabularies cannot be written yet (tokenizer.h does not
-    // expose merges): a clear error.
+    // Through the model writer (vocabulary padded to 264 embedding rows)
+    // and back: same pieces, merges and ids.
     int n_ff[1] = {32};
-    kf_model *m = make_llama(1, n_ff, false);
-    ASSERT_FAILS(kf_gguf_write(m, tok, path, &err), path, "byte-level");
+    kf_model *m = make_llama_vocab(1, n_ff, false, 264);
+    ASSERT_OK(kf_gguf_write(m, tok, path, &err));
+    kf_tokenizer *back;
+    ASSERT_OK(kf_tokenizer_load_for_model(&back, path, 264, &err));
+    assert_int_equal(kf_tokenizer_n_vocab(back), 264);
+    assert_string_equal(kf_tokenizer_piece(back, 258), "hell");
+    assert_string_equal(kf_tokenizer_piece(back, 263), "[PAD263]");
+    assert_int_equal(kf_tokenizer_n_merges(back), 3);
+    int32_t l, r;
+    assert_true(kf_tokenizer_merge(back, 2, &l, &r));
+    assert_int_equal(l, 256);
+    assert_int_equal(r, 257);
+    assert_int_equal(kf_tokenizer_eos(back), 259);
+    ASSERT_OK(kf_tokenizer_encode(back, "hello hell", 10, false, &ids, &n, &err));
+    assert_int_equal(n, 4);
+    assert_memory_equal(ids, want, sizeof want);
+    free(ids);
+    kf_tokenizer_free(back);
     kf_model_free(m);
     kf_tokenizer_free(tok);
 
@@ -794,6 +854,7 @@ int main(void) {
         cmocka_unit_test(test_bad_models),
         cmocka_unit_test(test_tokenizer_spm_roundtrip),
         cmocka_unit_test(test_tokenizer_json_to_gguf),
+        cmocka_unit_test(test_tokenizer_gpt2_to_gguf),
         cmocka_unit_test(test_tokenizer_bytelevel_gguf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

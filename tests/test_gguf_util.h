@@ -63,16 +63,16 @@ static void fill_random(kf_model *m, kf_tensor *t, int ndim, int64_t d0, int64_t
     for (int64_t i = 0; i < kf_tensor_nelem(t); i++) t->data[i] = 0.5f * rng_uniform();
 }
 
-// A small Llama in memory: GQA 4/2 heads of 8, one FFN width per layer
-// (n_ff[l]), untied head, Q/K/V biases when with_bias.
-static kf_model *make_llama(int n_layer, const int *n_ff, bool with_bias) {
+// A small Llama in memory: vocabulary n_vocab, GQA 4/2 heads of 8, one FFN
+// width per layer (n_ff[l]), untied head, Q/K/V biases when with_bias.
+static kf_model *make_llama_vocab(int n_layer, const int *n_ff, bool with_bias, int n_vocab) {
     kf_model *m = kf_model_new();
     m->arch = KF_ARCH_LLAMA;
     m->norm = KF_NORM_RMS;
     m->act = KF_ACT_SILU;
     m->pos = KF_POS_ROPE;
     m->gated_ffn = true;
-    m->n_vocab = 40;
+    m->n_vocab = n_vocab;
     m->n_embd = 32;
     m->n_layer = n_layer;
     m->n_head = 4;
@@ -105,6 +105,10 @@ static kf_model *make_llama(int n_layer, const int *n_ff, bool with_bias) {
         fill_random(m, &L->w_down, 2, C, n_ff[l]);
     }
     return m;
+}
+
+static kf_model *make_llama(int n_layer, const int *n_ff, bool with_bias) {
+    return make_llama_vocab(n_layer, n_ff, with_bias, 40);
 }
 
 // Hyper-parameters equal, and every tensor present in both with the same

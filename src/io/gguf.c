@@ -1188,19 +1188,35 @@ kf_status kf_model_load_gguf(kf_model **out, const char *path, kf_error *err) {
     return KF_OK;
 }
 
-// Tokenizer metadata as llama.cpp reads it. The vocabulary is padded to the
-// model's embedding rows with unused "[PADn]" pieces, as llama.cpp's converter
-// does. An SPM vocabulary without scores (from a tokenizer.json, whose merges
-// follow SentencePiece's piece order) gets score -id for normal pieces, which
-// gives SentencePiece's merge priority.
+// Byte-level merges as llama.cpp stores them: "left right", rank = index.
+static void add_merges(kf_gguf_writer *w, const kf_tokenizer *tok) {
+    int n = kf_tokenizer_n_merges(tok);
+    char **merges = calloc((size_t)n + 1, sizeof *merges);
+    bool ok = merges != NULL;
+    for (int i = 0; ok && i < n; i++) {
+        int32_t a, b;
+        ok = kf_tokenizer_merge(tok, i, &a, &b);
+        const char *l = ok ? kf_tokenizer_piece(tok, a) : NULL, *r = ok ? kf_tokenizer_piece(tok, b) : NULL;
+        ok = l && r && (merges[i] = malloc(strlen(l) + strlen(r) + 2)) != NULL;
+        if (ok) sprintf(merges[i], "%s %s", l, r);
+    }
+    if (ok)
+        kf_gguf_writer_add_str_array(w, "tokenizer.ggml.merges", (const char *const *)merges, n);
+    else
+        kf_error_set(&w->err, KF_ERR_NOMEM, "out of memory writing the merges");
+    for (int i = 0; merges && i < n; i++) free(merges[i]);
+    free(merges);
+}
+
+// Tokenizer metadata as llama.cpp reads it: `llama` (SentencePiece-style:
+// pieces, scores, types) or `gpt2` (byte-level: pieces, types, merges, GPT-2
+// pre-tokenizer). The vocabulary is padded to the model's embedding rows with
+// unused "[PADn]" pieces, as llama.cpp's converter does. An SPM vocabulary
+// without scores (from a tokenizer.json, whose merges follow SentencePiece's
+// piece order) gets score -id for normal pieces: SentencePiece's priority.
 static kf_status add_tokenizer(kf_gguf_writer *w, const kf_model *m, const kf_tokenizer *tok, const char *path,
                                kf_error *err) {
-    if (kf_tokenizer_kind(tok) != KF_TOK_SPM)
-        return kf_error_set(
-            err, KF_ERR_UNSUPPORTED,
-            "%s: writing a byte-level vocabulary needs its merges, which the tokenizer does not expose; "
-            "write the model without a tokenizer",
-            path);
+    bool spm = kf_tokenizer_kind(tok) == KF_TOK_SPM;
     int n_tok = kf_tokenizer_n_vocab(tok), V = m->n_vocab;
     if (n_tok > V)
         return kf_error_set(err, KF_ERR_ARG, "%s: tokenizer has %d pieces but the model only %d embedding rows", path,
@@ -1229,10 +1245,12 @@ static kf_status add_tokenizer(kf_gguf_writer *w, const kf_model *m, const kf_to
             types[i] = KF_PIECE_UNUSED;
         }
     }
-    kf_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    kf_gguf_writer_add_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
+    if (!spm) kf_gguf_writer_add_str(w, "tokenizer.ggml.pre", "gpt-2");
     kf_gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", pieces, V);
-    kf_gguf_writer_add_f32_array(w, "tokenizer.ggml.scores", scores, V);
+    if (spm) kf_gguf_writer_add_f32_array(w, "tokenizer.ggml.scores", scores, V);
     kf_gguf_writer_add_i32_array(w, "tokenizer.ggml.token_type", types, V);
+    if (!spm) add_merges(w, tok);
     free(pieces), free(pads), free(scores), free(types);
     if (kf_tokenizer_bos(tok) >= 0)
         kf_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)kf_tokenizer_bos(tok));

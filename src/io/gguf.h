@@ -133,8 +133,7 @@ void kf_gguf_writer_add_raw(kf_gguf_writer *w, const char *name, int ndim, const
 kf_status kf_gguf_writer_save(kf_gguf_writer *w, const char *path, kf_error *err);
 
 // Writes a model as GGUF that llama.cpp can load (architecture `llama` or
-// `gpt2`), with the tokenizer's vocabulary when tok is non-NULL (SentencePiece-
-// style only: byte-level merges are not exposed by tokenizer.h). Weights are
+// `gpt2`), with the tokenizer's vocabulary when tok is non-NULL. Weights are
 // F32; kf_gguf_write_typed stores 2-D weights as F16, BF16 or Q8_0 instead
 // (norms and biases stay F32).
 kf_status kf_gguf_write(const kf_model *m, const kf_tokenizer *tok, const char *path, kf_error *err);
