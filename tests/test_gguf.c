@@ -363,11 +363,13 @@ static void test_q8_0_hand_built(void **state) {
 
     // The writer's Q8_0: each value within half a quantisation step of the
     // original, the step being max|x| / 127 of its block (+0.2% for the f16 scale).
-    int n_ff[1] = {32};
+    int n_ff[1] = {24};
     kf_model *m = make_llama(1, n_ff, false), *g;
     ASSERT_OK(kf_gguf_write_typed(m, NULL, path, KF_DTYPE_Q8_0, &err));
     ASSERT_OK(kf_model_load_gguf(&g, path, &err));
     assert_int_equal(g->layers[0].w_up.src_dtype, KF_DTYPE_Q8_0);
+    assert_int_equal(g->layers[0].w_down.src_dtype, KF_DTYPE_F16); // rows of 24: no whole Q8_0 block
+    assert_int_equal(g->out_norm_w.src_dtype, KF_DTYPE_F32);
     const kf_tensor *pairs[][2] = {
         {&m->layers[0].w_up, &g->layers[0].w_up}, {&m->layers[0].wq, &g->layers[0].wq}, {&m->lm_head, &g->lm_head}};
     for (size_t p = 0; p < 3; p++) {

@@ -1318,10 +1318,17 @@ static void add_hparams(kf_gguf_writer *w, const kf_model *m, const char *arch, 
 #undef KEY
 }
 
-// 2-D weights take the chosen type; norms and biases stay F32 (as llama.cpp's converter does).
+// 2-D weights take the chosen type, except that Q8_0 needs rows of whole
+// 32-blocks and other rows fall back to F16; norms and biases stay F32 (all
+// as llama.cpp's converter does).
+static kf_dtype weight_type(kf_dtype wtype, int64_t row_len) {
+    return wtype == KF_DTYPE_Q8_0 && row_len % 32 != 0 ? KF_DTYPE_F16 : wtype;
+}
+
 static void add_model_tensor(kf_gguf_writer *w, const char *name, const kf_tensor *t, kf_dtype wtype, int rope_heads) {
     if (!kf_tensor_present(t)) return;
-    kf_gguf_writer_add_tensor(w, name, t->ndim, t->ne, t->data, t->ndim == 2 ? wtype : KF_DTYPE_F32, rope_heads);
+    kf_dtype d = t->ndim == 2 ? weight_type(wtype, t->ne[1]) : KF_DTYPE_F32;
+    kf_gguf_writer_add_tensor(w, name, t->ndim, t->ne, t->data, d, rope_heads);
 }
 
 static void add_layer(kf_gguf_writer *w, const kf_model *m, int l, kf_dtype wtype) {
@@ -1334,7 +1341,7 @@ static void add_layer(kf_gguf_writer *w, const kf_model *m, int l, kf_dtype wtyp
             int64_t C = m->n_embd, rows = L->wq.ne[0] + L->wk.ne[0] + L->wv.ne[0];
             tensor_part parts[3] = {{L->wq.data, L->wq.ne[0]}, {L->wk.data, L->wk.ne[0]}, {L->wv.data, L->wv.ne[0]}};
             snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", l);
-            w_add_concat(w, name, 2, (int64_t[]){rows, C}, parts, 3, wtype);
+            w_add_concat(w, name, 2, (int64_t[]){rows, C}, parts, 3, weight_type(wtype, C));
             if (kf_tensor_present(&L->bq)) {
                 tensor_part bparts[3] = {
                     {L->bq.data, L->bq.ne[0]}, {L->bk.data, L->bk.ne[0]}, {L->bv.data, L->bv.ne[0]}};
