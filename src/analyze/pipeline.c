@@ -36,6 +36,7 @@ void kf_analyze_opts_default(kf_analyze_opts *o) {
     o->n_contexts = 5;
     o->context_radius = 4;
     o->joint_max_dims = 8192;
+    o->resid_stride = 4;
     o->n_ranks = 1;
 }
 
@@ -98,6 +99,8 @@ typedef struct {
     const kf_model *m;
     int L, C, R, N;          // layers, width, residual representations, rows per call
     int joint;
+    int stride;              // joint residual rows: tokens whose index is a multiple of it
+    int64_t t0;              // token index of the current call's first row
     kf_moments **ffn;        // (L) owned by stats
     kf_moments *resid_all;   // joint (R*C) or NULL
     kf_moments **resid;      // (R) per representation when not joint
@@ -128,13 +131,14 @@ static void rec_finish_call(recorder *r, int n) {
     const size_t C = (size_t)r->C, NC = (size_t)r->N * C;
     for (int l = 0; l < r->L; l++)
         kf_bi_add(&r->bi[l], r->resid_buf + l * NC, r->resid_buf + (l + 1) * NC, n, r->C);
-    if (r->joint) {
+    if (r->joint) { // rows of tokens whose index is a multiple of the stride, in blocks
         const size_t RC = (size_t)r->R * C;
-        for (int r0 = 0; r0 < n && r->st == KF_OK; r0 += KF_MOMENTS_BLOCK) {
-            int nb = n - r0 < KF_MOMENTS_BLOCK ? n - r0 : KF_MOMENTS_BLOCK;
-            for (int i = 0; i < nb; i++)
+        int i = (int)((r->stride - r->t0 % r->stride) % r->stride);
+        while (i < n && r->st == KF_OK) {
+            int nb = 0;
+            for (; nb < KF_MOMENTS_BLOCK && i < n; nb++, i += r->stride)
                 for (int rep = 0; rep < r->R; rep++)
-                    memcpy(r->rows + i * RC + rep * C, r->resid_buf + rep * NC + (size_t)(r0 + i) * C, C * sizeof(float));
+                    memcpy(r->rows + nb * RC + rep * C, r->resid_buf + rep * NC + (size_t)i * C, C * sizeof(float));
             r->st = kf_moments_add(r->resid_all, r->rows, nb, &r->err);
         }
         return;
@@ -300,7 +304,7 @@ static kf_status concept_clusters(const float *X, int F, int d, const double *co
         for (int k = 4; k <= 32 && nc < MAX_CAND; k *= 2)
             if (k <= F / 4) cand[nc++] = k;
     if (nc == 0) cand[nc++] = F >= 2 ? 2 : 1;
-    kf_kmeans_opts ko = {.max_iter = 50, .n_init = 3, .seed = o->seed, .balanced = 0};
+    kf_kmeans_opts ko = {.max_iter = 30, .n_init = 3, .seed = o->seed, .balanced = 0};
     int k_max = 1;
     for (int c = 0; c < nc; c++) k_max = cand[c] > k_max ? cand[c] : k_max;
     float *centres = malloc((size_t)k_max * d * sizeof *centres);
@@ -319,7 +323,7 @@ static kf_status concept_clusters(const float *X, int F, int d, const double *co
         int nonempty = 0;
         for (int i = 0; i < F && nonempty < 2; i++) nonempty = labels[i] != labels[0] ? 2 : 1;
         if (cand[c] >= 2 && nonempty == 2) {
-            st = kf_silhouette(X, F, d, labels, cand[c], F <= 4096 ? 0 : 2048, o->seed, &s, NULL, err);
+            st = kf_silhouette(X, F, d, labels, cand[c], F <= 1024 ? 0 : 1024, o->seed, &s, NULL, err);
             if (st != KF_OK) goto done;
         }
         sil[c] = s;
@@ -567,6 +571,7 @@ static kf_status recorder_init(recorder *r, const kf_model *m, const kf_analyze_
     r->R = m->n_layer + 1;
     r->N = o->batch * o->ctx;
     r->joint = (int64_t)r->R * r->C <= o->joint_max_dims;
+    r->stride = o->resid_stride;
     r->S = a->S;
     r->ffn_sample = a->ffn_sample;
     r->resid_sample = a->resid_sample;
@@ -607,6 +612,7 @@ static kf_status record(recorder *r, kf_ctx *ctx, const int32_t *ids, int64_t n_
         int B = (b + 1) * o->batch <= n_seq ? o->batch : (int)(n_seq - b * o->batch);
         int64_t t0 = b * o->batch * (int64_t)o->ctx;
         fill_slots(r->slot, t0, B * o->ctx, sample_pos, r->S);
+        r->t0 = t0;
         kf_status st = kf_forward_prefill(ctx, ids + t0, B, o->ctx, NULL, err);
         if (st != KF_OK) return st;
         if (r->st != KF_OK) {
@@ -631,7 +637,7 @@ static kf_status check_opts(const kf_model *m, const int32_t *ids, int64_t n_ids
         return kf_error_set(err, KF_ERR_ARG, "analyze: %lld calibration tokens, need at least one sequence of %d",
                             (long long)n_use, o->ctx);
     if (!(o->threshold >= 0 && o->threshold <= 1) || !(o->epsilon > 0) || o->k < 0 || o->sample_tokens < 1 ||
-        o->n_contexts < 1 || o->context_radius < 0 || o->rank < 0 || o->rank >= o->n_ranks)
+        o->n_contexts < 1 || o->context_radius < 0 || o->resid_stride < 1 || o->rank < 0 || o->rank >= o->n_ranks)
         return kf_error_set(err, KF_ERR_ARG, "analyze: bad option (threshold, epsilon, k, sample or rank)");
     for (int64_t i = 0; i < n_use; i++)
         if (ids[i] < 0 || ids[i] >= m->n_vocab)
@@ -851,6 +857,8 @@ kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32
         cJSON_AddNumberToObject(op, "epsilon", o->epsilon);
         cJSON_AddNumberToObject(op, "coact_topk", rec.ffn[0]->topk);
         cJSON_AddNumberToObject(op, "context_tokens", (double)o->context_tokens);
+        cJSON_AddNumberToObject(op, "resid_stride", o->resid_stride);
+        cJSON_AddNumberToObject(op, "resid_tokens", rec.joint ? (double)rec.resid_all->n : (double)n_rec);
     }
 
     // Layer level: CKA and Block Influence.

@@ -13,6 +13,12 @@
 //   statistics, its off-diagonal blocks give exact linear CKA and the
 //   cross-layer correlations); wider models get per-layer "resid.<r>" moments
 //   and minibatch CKA (kf_cka_mb) instead, and no cross-layer clustering.
+//   The joint accumulator costs (R*C)^2/2 multiply-adds per token in double,
+//   more than the forward pass of a small model, so it takes every
+//   resid_stride-th token (default 4; a fixed subsample by token index, the
+//   same however the batches are split): 16k tokens of a 64k run still give
+//   n >> R*C for the CKA and the correlations. The FFN statistics and Block
+//   Influence take every token.
 //   Block Influence per block from the input/output pair. A fixed, seeded
 //   sample of tokens (chosen before recording, so independent of how the
 //   batches are split) keeps its FFN activations for k-means profiles.
@@ -49,6 +55,7 @@ typedef struct {
     int n_contexts;       // top contexts kept per cluster
     int context_radius;   // tokens shown on each side of a context's token
     int joint_max_dims;   // largest (L+1)*C recorded as one joint accumulator
+    int resid_stride;     // the joint accumulator takes tokens whose index is a multiple of it
     int rank, n_ranks;    // MPI rank and size (0, 1 without MPI)
     kf_analyze_progress_fn progress;
     void *progress_user;
@@ -56,7 +63,7 @@ typedef struct {
 
 // Defaults: 65536 tokens, ctx 256, batch 4, t 0.3, k auto, seed 1, eps 0.05,
 // 2048 sampled tokens, 8192 context tokens, 5 contexts of radius 4, joint up
-// to 8192 dims, single process.
+// to 8192 dims with stride 4, single process.
 void kf_analyze_opts_default(kf_analyze_opts *o);
 
 typedef struct {
