@@ -1,0 +1,273 @@
+// kfuse compress MODEL -f CALIB.txt --method fold|prune-magnitude|prune-wanda|prune-act|random|drop-layers
+//   [--widths w0,w1,.. | --ffn-keep F | --target-params F | --thresholds analysis.json | --drop N]
+//   [--uniform --no-refit --lambda X --group corr|kmeans-act|kmeans-weight --stats FILE
+//    --tokens N --ctx N --seed S --json] -o OUT [--format hf|gguf|llama2c]
+// Everything is computed before anything is written: a target that cannot be
+// met, bad widths or statistics from another model stop with one line and no
+// output.
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "analyze/pipeline.h"
+#include "cli.h"
+#include "core/file.h"
+#include "core/progress.h"
+#include "io/gguf.h"
+#include "io/hf_write.h"
+#include "io/llama2c.h"
+#include "transform/compress.h"
+#include "transform/refit.h"
+
+static const char *method_names[] = {"fold", "prune-magnitude", "prune-wanda", "prune-act", "random", "drop-layers"};
+static const char *group_names[] = {"corr", "kmeans-act", "kmeans-weight"};
+
+static int pick(const char *v, const char *const *names, int n, const char *opt) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(v, names[i])) return i;
+    kf_cli_failf("compress: %s '%s' is not known", opt, v);
+}
+
+static int parse_widths(const char *s, int *w, int cap) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (errno || end == p || x < 1 || x > 1 << 24 || (*end && *end != ',') || n == cap)
+            kf_cli_failf("compress: --widths '%s' is not a list of positive integers", s);
+        w[n++] = (int)x;
+        p = *end ? end + 1 : end;
+    }
+    return n;
+}
+
+// Per-layer correlation cut "t" from analyze's analysis.json (thresholds.layers[].t).
+static void read_thresholds(const char *path, int L, double *t) {
+    size_t len;
+    char *txt = kf_cli_read_text(path, &len);
+    cJSON *root = cJSON_ParseWithLength(txt, len);
+    free(txt);
+    cJSON *arr = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "thresholds"), "layers");
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != L)
+        kf_cli_failf("%s: no thresholds.layers array of %d layers", path, L);
+    for (int l = 0; l < L; l++) {
+        cJSON *e = cJSON_GetArrayItem(arr, l), *v = cJSON_GetObjectItem(e, "t");
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 1))
+            kf_cli_failf("%s: layer %d has no threshold t in [0, 1]", path, l);
+        t[l] = v->valuedouble;
+    }
+    cJSON_Delete(root);
+}
+
+// Copies src to dst through dst.tmp and a rename.
+static void copy_file(const char *src, const char *dst) {
+    size_t len;
+    char *buf = kf_cli_read_text(src, &len), tmp[2100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", dst);
+    FILE *f = fopen(tmp, "wb");
+    if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0 || rename(tmp, dst) != 0)
+        kf_cli_failf("%s: cannot write", dst);
+    free(buf);
+}
+
+static void on_progress(void *user, const char *stage, int layer, int n_layer) {
+    char extra[64];
+    snprintf(extra, sizeof extra, "%s %d", stage, layer);
+    kf_progress_update(user, layer, extra);
+}
+
+int kf_cmd_compress(int argc, char **argv) {
+    const char *path = NULL, *calib = NULL, *out = NULL, *format = "hf", *stats_path = NULL, *thr_path = NULL;
+    int method = -1, group = KF_GROUP_CORR, n_w = 0, n_drop = 0, ctx = 256;
+    int widths[1024];
+    double keep = 0, target = 0, lambda = KF_REFIT_LAMBDA;
+    long n_tokens = 65536, seed = 1;
+    bool refit = true, uniform = false, json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-f")) calib = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(a, "-o")) out = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(a, "--method")) method = pick(kf_cli_str(argc, argv, &i), method_names, 6, "--method");
+        else if (!strcmp(a, "--group")) group = pick(kf_cli_str(argc, argv, &i), group_names, 3, "--group");
+        else if (!strcmp(a, "--format")) format = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(a, "--widths")) n_w = parse_widths(kf_cli_str(argc, argv, &i), widths, 1024);
+        else if (!strcmp(a, "--ffn-keep")) keep = kf_cli_double(argc, argv, &i, 1e-9, 1);
+        else if (!strcmp(a, "--target-params")) target = kf_cli_double(argc, argv, &i, 1e-9, 1);
+        else if (!strcmp(a, "--thresholds")) thr_path = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(a, "--drop")) n_drop = (int)kf_cli_long(argc, argv, &i, 1, 1 << 20);
+        else if (!strcmp(a, "--stats")) stats_path = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(a, "--lambda")) lambda = kf_cli_double(argc, argv, &i, 0, 1e6);
+        else if (!strcmp(a, "--tokens")) n_tokens = kf_cli_long(argc, argv, &i, 2, 1L << 40);
+        else if (!strcmp(a, "--ctx")) ctx = (int)kf_cli_long(argc, argv, &i, 2, 1 << 20);
+        else if (!strcmp(a, "--seed")) seed = kf_cli_long(argc, argv, &i, 0, 1L << 62);
+        else if (!strcmp(a, "--no-refit")) refit = false;
+        else if (!strcmp(a, "--uniform")) uniform = true;
+        else if (!strcmp(a, "--json")) json = true;
+        else if (a[0] == '-') kf_cli_failf("compress: unknown option %s", a);
+        else if (!path) path = a;
+        else kf_cli_failf("compress: unexpected argument %s", a);
+    }
+    if (!path) kf_cli_failf("compress: MODEL is required");
+    if (method < 0) kf_cli_failf("compress: --method is required (%s, ...)", method_names[0]);
+    if (!out) kf_cli_failf("compress: -o OUT is required");
+    if (strcmp(format, "hf") && strcmp(format, "gguf") && strcmp(format, "llama2c"))
+        kf_cli_failf("compress: --format must be hf, gguf or llama2c, not '%s'", format);
+    int n_targets = (n_w > 0) + (keep > 0) + (target > 0) + (thr_path != NULL) + (n_drop > 0);
+    if (n_targets != 1)
+        kf_cli_failf("compress: give exactly one of --widths, --ffn-keep, --target-params, --thresholds, --drop");
+    if ((method == KF_CMP_DROP_LAYERS) != (n_drop > 0))
+        kf_cli_failf("compress: --drop N goes with --method drop-layers, and only with it");
+    if (thr_path && method != KF_CMP_FOLD) kf_cli_failf("compress: --thresholds needs --method fold");
+
+    kf_tokenizer *tok;
+    kf_model *m = kf_cli_load_model(path, &tok);
+    const int L = m->n_layer;
+    const int64_t params0 = kf_model_n_params(m), bytes0 = kf_model_weight_bytes(m);
+    kf_error err = {0};
+    kf_statsfile stats = {0};
+    if (stats_path && kf_statsfile_load(&stats, stats_path, kf_analyze_fingerprint(m), &err) != KF_OK) kf_cli_fail(&err);
+    if (n_w && n_w != L) kf_cli_failf("compress: --widths lists %d widths, the model has %d layers", n_w, L);
+    for (int l = 0; l < n_w; l++)
+        if (widths[l] > m->layers[l].n_ff)
+            kf_cli_failf("compress: width %d for layer %d is larger than the layer (%d neurons)", widths[l], l,
+                         m->layers[l].n_ff);
+    if (keep > 0)
+        for (int l = 0; l < L; l++) widths[l] = (int)fmax(1, lround(keep * m->layers[l].n_ff)), n_w = L;
+    if (uniform && n_w)
+        for (int l = 1; l < L; l++)
+            if (widths[l] != widths[0]) kf_cli_failf("compress: --uniform with widths that differ per layer");
+
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (calib) {
+        size_t len;
+        char *text = kf_cli_read_text(calib, &len);
+        if (kf_tokenizer_encode(tok, text, len, true, &ids, &n_ids, &err) != KF_OK) {
+            kf_error e2;
+            kf_error_set(&e2, err.code, "%s: %s", calib, err.msg);
+            kf_cli_fail(&e2);
+        }
+        free(text);
+        if ((long)n_ids > n_tokens) n_ids = (size_t)n_tokens;
+    } else if (!stats_path || method == KF_CMP_DROP_LAYERS) {
+        kf_cli_failf("compress: -f CALIB.txt is required%s", method == KF_CMP_DROP_LAYERS ? "" : " (or --stats FILE)");
+    }
+
+    kf_compress_opts o;
+    kf_compress_opts_default(&o);
+    o.method = (kf_cmp_method)method;
+    o.group = (kf_group_kind)group;
+    o.refit = refit && method != KF_CMP_DROP_LAYERS;
+    o.lambda_rel = lambda;
+    o.seed = (uint64_t)seed;
+    o.ctx = ctx;
+    o.n_drop = n_drop;
+    o.stats = stats_path ? &stats : NULL;
+    double thr[1024];
+    if (thr_path) {
+        if (L > 1024) kf_cli_failf("compress: too many layers");
+        read_thresholds(thr_path, L, thr);
+        o.thresholds = thr;
+    }
+    kf_progress bar;
+    kf_progress_init(&bar, "compress", "layers", L);
+    o.progress = on_progress;
+    o.progress_user = &bar;
+    double t0 = kf_time_now();
+    if (target > 0) {
+        int64_t goal = (int64_t)floor(target * (double)params0);
+        if (uniform) {
+            // One width k for every layer (layers of equal n_ff): the largest that meets the goal.
+            int64_t per = 0, base = params0;
+            for (int l = 0; l < L; l++) {
+                if (m->layers[l].n_ff != m->layers[0].n_ff) kf_cli_failf("compress: --uniform needs equal layer widths");
+                per += kf_compress_neuron_params(m, l);
+                base -= (int64_t)m->layers[l].n_ff * kf_compress_neuron_params(m, l);
+            }
+            int64_t k = per > 0 ? (goal - base) / per : 0;
+            if (k < 1)
+                kf_cli_failf("compress: target of %lld parameters cannot be met with one FFN width (the rest of the "
+                             "model alone has %lld)", (long long)goal, (long long)base);
+            if (k > m->layers[0].n_ff) k = m->layers[0].n_ff;
+            for (int l = 0; l < L; l++) widths[l] = (int)k;
+        } else if (kf_compress_allocate(m, ids, (int64_t)n_ids, kf_tokenizer_bos(tok), &o, goal, widths, &err) != KF_OK) {
+            kf_progress_done(&bar);
+            kf_cli_fail(&err);
+        }
+        n_w = L;
+    }
+    if (n_w) o.widths = widths;
+    kf_compress_report rep;
+    kf_status s = kf_compress_run(m, ids, (int64_t)n_ids, kf_tokenizer_bos(tok), &o, &rep, &err);
+    kf_progress_done(&bar);
+    if (s != KF_OK) kf_cli_fail(&err);
+    double secs = kf_time_now() - t0;
+
+    // Export: only now is anything written.
+    if (!strcmp(format, "hf")) {
+        if (kf_hf_write(m, out, &err) != KF_OK) kf_cli_fail(&err);
+        const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tokenizer.bin",
+                                   "generation_config.json", "special_tokens_map.json"};
+        for (size_t i = 0; i < sizeof tok_files / sizeof tok_files[0]; i++) {
+            char src[2048], dst[2048];
+            if (!kf_dir_exists(path) || !kf_path_join(src, sizeof src, path, tok_files[i]) || !kf_file_exists(src))
+                continue;
+            if (!kf_path_join(dst, sizeof dst, out, tok_files[i])) kf_cli_failf("%s: path too long", out);
+            copy_file(src, dst);
+        }
+    } else if (!strcmp(format, "gguf")) {
+        if (kf_gguf_write(m, tok, out, &err) != KF_OK) kf_cli_fail(&err);
+    } else {
+        if (kf_llama2c_write(m, out, &err) != KF_OK) kf_cli_fail(&err);
+    }
+
+    cJSON *o_js = cJSON_CreateObject();
+    cJSON_AddStringToObject(o_js, "model", path);
+    cJSON_AddStringToObject(o_js, "method", method_names[method]);
+    if (method == KF_CMP_FOLD) cJSON_AddStringToObject(o_js, "group", group_names[group]);
+    cJSON_AddBoolToObject(o_js, "refit", o.refit);
+    if (o.refit) cJSON_AddNumberToObject(o_js, "lambda_rel", lambda);
+    cJSON_AddStringToObject(o_js, "calibration", calib ? calib : "");
+    cJSON_AddNumberToObject(o_js, "calibration_tokens", (double)rep.n_calib_tokens);
+    cJSON_AddStringToObject(o_js, "stats", stats_path ? stats_path : "");
+    cJSON_AddNumberToObject(o_js, "params_before", (double)params0);
+    cJSON_AddNumberToObject(o_js, "params_after", (double)kf_model_n_params(m));
+    cJSON_AddNumberToObject(o_js, "weight_bytes_before", (double)bytes0);
+    cJSON_AddNumberToObject(o_js, "weight_bytes_after", (double)kf_model_weight_bytes(m));
+    cJSON *ly = cJSON_AddArrayToObject(o_js, "layers");
+    for (int l = 0; l < rep.n_layer_before; l++) {
+        const kf_compress_layer *r = &rep.layers[l];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "layer", r->layer);
+        cJSON_AddNumberToObject(e, "n_ff_before", r->n_ff_before);
+        cJSON_AddNumberToObject(e, "n_ff_after", r->n_ff_after);
+        if (!isnan(r->t_cut)) cJSON_AddNumberToObject(e, "threshold", r->t_cut);
+        if (!isnan(r->rel_err)) cJSON_AddNumberToObject(e, "rel_err", r->rel_err);
+        if (rep.block_influence) cJSON_AddNumberToObject(e, "block_influence", rep.block_influence[l]);
+        cJSON_AddItemToArray(ly, e);
+    }
+    cJSON *dr = cJSON_AddArrayToObject(o_js, "dropped");
+    for (int i = 0; i < rep.n_dropped; i++) cJSON_AddItemToArray(dr, cJSON_CreateNumber(rep.dropped[i]));
+    cJSON_AddStringToObject(o_js, "output", out);
+    cJSON_AddStringToObject(o_js, "format", format);
+    cJSON_AddNumberToObject(o_js, "seconds", secs);
+    char *txt = json ? cJSON_Print(o_js) : cJSON_PrintUnformatted(o_js);
+    printf("%s\n", txt);
+    free(txt);
+    cJSON_Delete(o_js);
+    if (!json)
+        fprintf(stderr, "compress: %s, %lld -> %lld parameters in %.1f s, written to %s (%s)\n", method_names[method],
+                (long long)params0, (long long)kf_model_n_params(m), secs, out, format);
+    kf_compress_report_free(&rep);
+    kf_statsfile_free(&stats);
+    free(ids);
+    kf_tokenizer_free(tok);
+    kf_model_free(m);
+    return 0;
+}
