@@ -135,6 +135,23 @@ kf_status kf_model_validate(const kf_model *m, const char *what, kf_error *err) 
         CHECK(&L->b_down, "b_down", l, 1, C, 0, false);
         if (!m->gated_ffn && kf_tensor_present(&L->w_gate))
             return kf_error_set(err, KF_ERR_FORMAT, "%s: layer %d has a gate but the FFN is not gated", what, l);
+        if (L->n_expert == 0) continue;
+        // mixture of experts: equal experts, a router of the declared kind, a selection rule
+        int64_t E = L->n_expert;
+        if (E < 0 || F % E != 0 || L->top_k < 0 || L->top_k > E || (L->top_k == 0 && !(L->coverage > 0 && L->coverage <= 1)))
+            return kf_error_set(err, KF_ERR_FORMAT,
+                                "%s: layer %d has a bad expert layout (%lld experts of %lld neurons, top-k %d, "
+                                "coverage %g)", what, l, (long long)E, (long long)F, L->top_k, (double)L->coverage);
+        bool lin = L->router == KF_ROUTER_LINEAR, mlp = L->router == KF_ROUTER_MLP;
+        if (!lin && !mlp && L->router != KF_ROUTER_ORACLE)
+            return kf_error_set(err, KF_ERR_FORMAT, "%s: layer %d has an unknown router kind %d", what, l, (int)L->router);
+        int64_t Hr = mlp && kf_tensor_present(&L->router_w) ? L->router_w.ne[0] : E;
+        CHECK(&L->router_w, "router_w", l, 2, Hr, C, lin || mlp);
+        CHECK(&L->router_b, "router_b", l, 1, Hr, 0, false);
+        CHECK(&L->router_w2, "router_w2", l, 2, E, Hr, mlp);
+        CHECK(&L->router_b2, "router_b2", l, 1, E, 0, false);
+        if (!mlp && (kf_tensor_present(&L->router_w2) || kf_tensor_present(&L->router_b2)))
+            return kf_error_set(err, KF_ERR_FORMAT, "%s: layer %d has a second router layer but no MLP router", what, l);
     }
 #undef CHECK
     return KF_OK;
@@ -173,6 +190,10 @@ int kf_model_list_tensors(const kf_model *m, kf_named_tensor *out, int cap) {
         ADD(&L->b_up, "b_up", l);
         ADD(&L->w_down, "w_down", l);
         ADD(&L->b_down, "b_down", l);
+        ADD(&L->router_w, "router_w", l);
+        ADD(&L->router_b, "router_b", l);
+        ADD(&L->router_w2, "router_w2", l);
+        ADD(&L->router_b2, "router_b2", l);
     }
     ADD(&m->out_norm_w, "out_norm_w", -1);
     ADD(&m->out_norm_b, "out_norm_b", -1);

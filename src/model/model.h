@@ -29,6 +29,13 @@ typedef enum { KF_NORM_RMS = 0, KF_NORM_LAYER } kf_norm_kind;
 typedef enum { KF_ACT_SILU = 0, KF_ACT_GELU_TANH } kf_act_kind;
 typedef enum { KF_POS_ROPE = 0, KF_POS_LEARNED } kf_pos_kind;
 
+// Router of a mixture-of-experts FFN (kfuse moefy, src/runtime/moe.h).
+typedef enum {
+    KF_ROUTER_LINEAR = 0, // scores (E) = router_w x + router_b (trained, or expert means: "similarity")
+    KF_ROUTER_MLP,        // scores (E) = router_w2 relu(router_w x + router_b) + router_b2
+    KF_ROUTER_ORACLE,     // scores = true per-expert output norms (all experts computed: an upper bound)
+} kf_router_kind;
+
 typedef struct {
     // attention; C = n_embd, Dh = head_dim, H = n_head, Hkv = n_head_kv
     kf_tensor attn_norm_w, attn_norm_b; // (C); bias only for LayerNorm
@@ -41,6 +48,17 @@ typedef struct {
     kf_tensor w_up, b_up;               // (F, C), optional (F)
     kf_tensor w_down, b_down;           // (C, F), optional (C)
     int n_ff;
+    // mixture of experts (kfuse moefy). Dense layers have n_expert == 0 and
+    // use none of this. Otherwise expert e is neurons [e*S, (e+1)*S),
+    // S = F / n_expert, and per token only the experts the router selects
+    // are computed: the top_k best scores, or (top_k == 0) the fewest
+    // experts whose positive scores cover a share `coverage` of their sum.
+    int n_expert;                       // E
+    kf_router_kind router;
+    int top_k;
+    float coverage;
+    kf_tensor router_w, router_b;       // linear (E, C), (E); MLP first layer (Hr, C), (Hr)
+    kf_tensor router_w2, router_b2;     // MLP only: (E, Hr), (E)
 } kf_layer;
 
 typedef struct kf_buffer kf_buffer; // owned allocations, freed with the model

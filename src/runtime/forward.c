@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "runtime/kernels.h"
+#include "runtime/moe.h"
 
 // Row-wise loops run in parallel only from this many rows on.
 #define KF_PAR_ROWS 8
@@ -43,6 +44,7 @@ struct kf_ctx {
 
     float *k_cache, *v_cache;   // (n_layer, kv_len, KV)
     float *rope_cos, *rope_sin; // (n_pos, Dh/2), RoPE models only
+    kf_moe_ws *moe;             // mixture-of-experts layers only (runtime/moe.h)
 
     kf_hook_fn hook;
     void *hook_user;
@@ -110,6 +112,14 @@ kf_status kf_ctx_init(kf_ctx **out, const kf_model *m, int max_tokens, int kv_le
         return kf_error_set(err, KF_ERR_NOMEM, "forward: out of memory for a context of %d tokens", max_tokens);
     }
     if (m->pos == KF_POS_ROPE) kf_rope_table(c->rope_cos, c->rope_sin, n_pos, m->head_dim, m->rope_theta);
+    for (int l = 0; l < m->n_layer; l++)
+        if (m->layers[l].n_expert > 0) {
+            if ((s = kf_moe_ws_init(&c->moe, m, max_tokens, err)) != KF_OK) {
+                kf_ctx_free(c);
+                return s;
+            }
+            break;
+        }
     *out = c;
     return KF_OK;
 }
@@ -119,6 +129,7 @@ void kf_ctx_free(kf_ctx *c) {
     float *bufs[] = {c->x, c->xn, c->proj, c->q, c->att, c->k, c->v, c->gate,
                      c->act, c->k_cache, c->v_cache, c->rope_cos, c->rope_sin};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    kf_moe_ws_free(c->moe);
     free(c);
 }
 
@@ -238,15 +249,20 @@ static void forward(kf_ctx *c, const int32_t *tokens, int B, int T, int pos0, bo
         // --- feed-forward ---
         norm_rows(m, c->xn, c->x, &L->ffn_norm_w, &L->ffn_norm_b, N); // xn (N, C)
         run_hook(c, l, KF_HOOK_FFN_IN, c->xn, N, C);
-        linear(c->act, c->xn, &L->w_up, &L->b_up, N); // act (N, F)
-        if (m->gated_ffn) {
-            linear(c->gate, c->xn, &L->w_gate, NULL, N); // gate (N, F)
-            activate(m, c->act, c->gate, (int64_t)N * F);
+        if (L->n_expert > 0) { // mixture of experts: only the routed experts' neurons
+            kf_moe_ffn(c->moe, m, L, c->xn, N, c->act, c->gate, c->proj); // act (N, F), proj (N, C)
+            run_hook(c, l, KF_HOOK_FFN_ACT, c->act, N, F);
         } else {
-            activate(m, c->act, NULL, (int64_t)N * F);
+            linear(c->act, c->xn, &L->w_up, &L->b_up, N); // act (N, F)
+            if (m->gated_ffn) {
+                linear(c->gate, c->xn, &L->w_gate, NULL, N); // gate (N, F)
+                activate(m, c->act, c->gate, (int64_t)N * F);
+            } else {
+                activate(m, c->act, NULL, (int64_t)N * F);
+            }
+            run_hook(c, l, KF_HOOK_FFN_ACT, c->act, N, F);
+            linear(c->proj, c->act, &L->w_down, &L->b_down, N); // proj (N, C)
         }
-        run_hook(c, l, KF_HOOK_FFN_ACT, c->act, N, F);
-        linear(c->proj, c->act, &L->w_down, &L->b_down, N); // proj (N, C)
         run_hook(c, l, KF_HOOK_FFN_OUT, c->proj, N, C);
         add_rows(c->x, c->proj, (int64_t)N * C);
         run_hook(c, l, KF_HOOK_BLOCK_OUT, c->x, N, C);

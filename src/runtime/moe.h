@@ -1,0 +1,66 @@
+// The feed-forward step of a mixture-of-experts layer (kf_layer.n_expert > 0,
+// made by `kfuse moefy`), called by the forward pass in place of the dense FFN.
+//
+// Expert e owns neurons [e*S, (e+1)*S) of the layer (S = F / E): rows of
+// w_gate/w_up/b_up and columns of w_down, so the weights keep the standard
+// dense layout on disk and in memory. Per token the router scores the E
+// experts (kf_router_kind in model.h) and selects top-k, or the fewest
+// experts covering a share of the positive scores; unselected experts'
+// activations are zero, and the output is
+//   y (C) = sum over selected e of w_down[:, e] act_e + b_down.
+//
+// Decode (one row): the router runs, then only the selected slices are read:
+// gate/up rows of expert e are one contiguous (S, C) block, multiplied with
+// the optimised kf_matvec; the down projection reads, for each output row,
+// the selected experts' runs of S contiguous floats (a column block of the
+// row-major (C, F) w_down) -- runs of S floats stream at full bandwidth for
+// S >= 64 or so, and keeping (C, F) avoids a second copy or a non-standard
+// file layout.
+// Prefill (N rows): tokens are grouped by expert and each expert runs one
+// sgemm on its gathered rows (strided sgemm on the w_down column block), so
+// the work is the selected share of the dense work. The masked dense path
+// (full sgemm, unselected activations zeroed) is kept for the oracle router,
+// which needs every expert's output anyway, and is exposed for the benchmark
+// that compares the two (bench/bench_moe.c).
+#ifndef KF_RUNTIME_MOE_H
+#define KF_RUNTIME_MOE_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "model/model.h"
+
+typedef struct kf_moe_ws kf_moe_ws;
+
+// Workspace for N <= max_tokens rows of every MoE layer of m (NULL-safe free).
+kf_status kf_moe_ws_init(kf_moe_ws **out, const kf_model *m, int max_tokens, kf_error *err);
+void kf_moe_ws_free(kf_moe_ws *ws);
+
+// FFN of MoE layer L on N rows: xn (N, C) normalised input; act (N, F) and
+// gate (N, F) scratch, act left holding the activations that entered w_down
+// (zero for unselected experts); out (N, C) the FFN output (+ b_down).
+void kf_moe_ffn(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act, float *gate,
+                float *out);
+
+// The two prefill strategies, for the benchmark; kf_moe_ffn picks grouped
+// for N > 1 (masked for the oracle router).
+void kf_moe_ffn_grouped(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act,
+                        float *gate, float *out);
+void kf_moe_ffn_masked(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act,
+                       float *gate, float *out);
+
+// Router scores (N, E) of L for xn (N, C) (linear and MLP routers only).
+void kf_moe_router_scores(kf_moe_ws *ws, const kf_layer *L, const float *xn, int N, float *scores);
+
+// Selection from one token's scores (E): writes the chosen experts in
+// increasing index order to sel and returns their count. top_k > 0: the k
+// highest scores (ties to the lower index); else the fewest experts, taken by
+// decreasing score, whose max(score, 0) sum reaches coverage * the total (at
+// least one). order (E) is scratch.
+int kf_moe_select(const float *scores, int E, int top_k, float coverage, int *sel, int *order);
+
+// Per-expert output norms (N, E): contrib[r, e] = ||w_down[:, e] act_e(r)||
+// for activations act (N, F) of layer L; y (N, C) scratch.
+void kf_moe_expert_norms(const kf_layer *L, int C, const float *act, int N, float *contrib, float *y);
+
+#endif
