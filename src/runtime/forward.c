@@ -23,8 +23,12 @@
 #include "runtime/kernels.h"
 #include "runtime/moe.h"
 
-// Row-wise loops run in parallel only from this many rows on.
-#define KF_PAR_ROWS 8
+// Cheap element-wise loops (norms, RoPE, residual adds, biases) are memory
+// bound: they run in parallel only from this many elements on, since every
+// parallel region ends in a barrier that costs more than a small loop.
+#define KF_PAR_ELEMS (1 << 20)
+// The FFN activation (one exp or tanh per element) pays off sooner.
+#define KF_PAR_ACT (1 << 15)
 
 struct kf_ctx {
     const kf_model *m;
@@ -154,7 +158,7 @@ static void linear(float *Y, const float *X, const kf_tensor *W, const kf_tensor
     else
         kf_matmul(Y, X, W->data, N, C, OC);
     if (!b || !kf_tensor_present(b)) return;
-#pragma omp parallel for if (N >= KF_PAR_ROWS)
+#pragma omp parallel for if ((int64_t)N * OC >= KF_PAR_ELEMS)
     for (int r = 0; r < N; r++)
         for (int i = 0; i < OC; i++) Y[(int64_t)r * OC + i] += b->data[i];
 }
@@ -162,7 +166,7 @@ static void linear(float *Y, const float *X, const kf_tensor *W, const kf_tensor
 // y (N, C) = norm(x) per row, RMSNorm or LayerNorm as the model says.
 static void norm_rows(const kf_model *m, float *y, const float *x, const kf_tensor *w, const kf_tensor *b, int N) {
     const int C = m->n_embd;
-#pragma omp parallel for if (N >= KF_PAR_ROWS)
+#pragma omp parallel for if ((int64_t)N * C >= KF_PAR_ELEMS)
     for (int r = 0; r < N; r++) {
         if (m->norm == KF_NORM_RMS)
             kf_rmsnorm(y + (int64_t)r * C, x + (int64_t)r * C, w->data, C, m->norm_eps);
@@ -173,14 +177,14 @@ static void norm_rows(const kf_model *m, float *y, const float *x, const kf_tens
 
 // x (n) += y (n)
 static void add_rows(float *x, const float *y, int64_t n) {
-#pragma omp parallel for if (n >= 4096)
+#pragma omp parallel for if (n >= KF_PAR_ELEMS)
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 
 // FFN activations in place: act (n) = f(gate) * act when gated, else f(act).
 static void activate(const kf_model *m, float *act, const float *gate, int64_t n) {
     const bool silu = m->act == KF_ACT_SILU;
-#pragma omp parallel for if (n >= 4096)
+#pragma omp parallel for if (n >= KF_PAR_ACT)
     for (int64_t i = 0; i < n; i++) {
         float a = gate ? gate[i] : act[i];
         float f = silu ? kf_silu(a) : kf_gelu_tanh(a);
@@ -223,7 +227,7 @@ static void forward(kf_ctx *c, const int32_t *tokens, int B, int T, int pos0, bo
         linear(c->k, c->xn, &L->wk, &L->bk, N);                         // k (N, KV)
         linear(c->v, c->xn, &L->wv, &L->bv, N);                         // v (N, KV)
         if (m->pos == KF_POS_ROPE) {
-#pragma omp parallel for if (N >= KF_PAR_ROWS)
+#pragma omp parallel for if ((int64_t)N * Q >= KF_PAR_ELEMS)
             for (int r = 0; r < N; r++) {
                 const int64_t p = (int64_t)(pos0 + r % T) * half; // table row of this position
                 kf_rope(c->q + (int64_t)r * Q, H, Dh, c->rope_cos + p, c->rope_sin + p);
