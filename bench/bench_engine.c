@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "core/progress.h"
 #include "eval/bench.h"
@@ -66,6 +67,20 @@ static void *xalloc(size_t bytes) {
         exit(1);
     }
     return p;
+}
+
+// CPU seconds (user + system) of the process so far.
+static double cpu_seconds(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec * 1e-6;
+}
+
+// Share of `threads` cores the process got since (wall0, cpu0): near 1 on an
+// idle machine; well below 1 means other processes took the cores and the
+// numbers measured in that span are contention-limited.
+static double cpu_share(double wall0, double cpu0, int threads) {
+    return (cpu_seconds() - cpu0) / ((kf_time_now() - wall0) * threads);
 }
 
 // ---- memory bandwidth -------------------------------------------------------------
@@ -305,6 +320,7 @@ int main(int argc, char **argv) {
            openblas_get_config());
 
     // (a) bandwidth
+    double w0 = kf_time_now(), c0 = cpu_seconds();
     int64_t n_d = (int64_t)stream_mb * 1000000 / 8;
     double v[N_STREAM_PASSES];
     stream_triad(n_d, v, N_STREAM_PASSES);
@@ -313,6 +329,8 @@ int main(int argc, char **argv) {
     stream_read(3 * n_d * 2, v, N_STREAM_PASSES);
     kf_bench_stat rd = kf_bench_summarise(v, N_STREAM_PASSES);
     print_stat_row(&rc, "stream", "read_f32", N_STREAM_PASSES, rd, "GB/s");
+    double share_stream = cpu_share(w0, c0, threads);
+    w0 = kf_time_now(), c0 = cpu_seconds();
 
     // (b) sgemm at the model's shapes
     gemm_shape sh[MAX_SHAPES];
@@ -339,6 +357,8 @@ int main(int argc, char **argv) {
     }
     double mix = mm_flops / mm_ideal_s / 1e9;
     print_stat_row(&rc, "openblas", "sgemm_mix", N_GEMM_REPS, (kf_bench_stat){mix, mix, mix}, "GFLOP/s");
+    double share_gemm = cpu_share(w0, c0, threads);
+    w0 = kf_time_now(), c0 = cpu_seconds();
 
     // (c) kfuse
     kf_bench_result r;
@@ -346,6 +366,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_engine: %s\n", err.msg);
         return 1;
     }
+    double share_kfuse = cpu_share(w0, c0, threads);
+    printf("{\"engine\": \"info\", \"test\": \"cpu_share\", \"threads\": %d, \"stream\": %.3f, \"sgemm\": %.3f, "
+           "\"kfuse\": %.3f}\n",
+           threads, share_stream, share_gemm, share_kfuse);
     char name[32];
     snprintf(name, sizeof name, "pp%d", T);
     print_stat_row(&rc, "kfuse", name, repeats, r.pp, "tokens/s");
@@ -385,6 +409,9 @@ int main(int argc, char **argv) {
            r.pp.max, pp_gflops);
     printf("%-34s %10.2f %10.2f %10.2f  tokens/s (%.2f GB/s of weights)\n", "kfuse decode", r.tg.median, r.tg.min,
            r.tg.max, tg_gbps);
+    printf("CPU share of %d cores: stream %.0f%%, sgemm %.0f%%, kfuse %.0f%% (below ~95%%: other processes "
+           "took the cores; the numbers are contention-limited)\n",
+           threads, 100 * share_stream, 100 * share_gemm, 100 * share_kfuse);
     printf("decode: %.1f%% of triad best (target >= 75%%); prefill: %.1f%% of sgemm mix (target >= 60%%)\n",
            100 * tg_gbps / triad.max, 100 * pp_gflops / mix);
     kf_model_free(m);

@@ -85,6 +85,9 @@ for name in ("decode_bw_fraction", "prefill_gemm_fraction"):
     r = get(k, "kfuse", name)
     print(f"{name:<22} {100 * r['value']:6.1f}%  target >= {100 * r['target']:.0f}%"
           f"  {'met' if r['value'] >= r['target'] else 'MISSED'}")
+ks, ts = get(k, "info", "cpu_share"), get(t, "info", "cpu_share")
+print(f"CPU share of the {ks['threads']} cores (1.0 = machine to itself): stream {ks['stream']:.2f}, "
+      f"sgemm {ks['sgemm']:.2f}, kfuse {ks['kfuse']:.2f}, torch {ts['torch']:.2f}")
 print(f"\n{'small model':<22} {'test':<7} {'kfuse t/s':>10} {'torch t/s':>10} {'kfuse/torch':>12}")
 s = rows("small.jsonl")
 for m in ("llama-gutenberg-6.5m", "llama-gutenberg-1.4m"):

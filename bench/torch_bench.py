@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import statistics
 import struct
 import time
@@ -120,6 +121,11 @@ class Llama:
         return F.linear(self.rmsnorm(x, self.norm), self.head)
 
 
+def cpu_seconds():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
 def summarise(v):
     return {"median": statistics.median(v), "min": min(v), "max": max(v)}
 
@@ -170,6 +176,7 @@ def main():
         ids = torch.tensor([(i * 7919 + 13) % m.V for i in range(n_ctx)], dtype=torch.int64)
         m.alloc_cache(n_ctx)
         pp, tg = [], []
+        w0, c0 = time.perf_counter(), cpu_seconds()
         for r in range(-1, a.repeats):  # r = -1 warms up
             t0 = time.perf_counter()
             m.forward(ids[:a.prompt], 0)
@@ -182,6 +189,8 @@ def main():
             if r >= 0:
                 pp.append(a.prompt / t_pp)
                 tg.append(a.gen / t_tg)
+        share = (cpu_seconds() - c0) / ((time.perf_counter() - w0) * a.threads)
+    print(json.dumps({"engine": "info", "test": "cpu_share", "threads": a.threads, "torch": round(share, 3)}))
     print(row(f"pp{a.prompt}", a.threads, a.repeats, summarise(pp), "tokens/s"))
     print(row(f"tg{a.gen}", a.threads, a.repeats, summarise(tg), "tokens/s"))
 
