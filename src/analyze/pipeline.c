@@ -105,7 +105,6 @@ typedef struct {
     kf_moments *resid_all;   // joint (R*C) or NULL
     kf_moments **resid;      // (R) per representation when not joint
     kf_cka_mb cka;           // minibatch CKA when not joint
-    int cka_B;
     kf_bi_acc *bi;           // (L)
     float *resid_buf;        // (R, N, C) residual stream of the current call
     float *rows;             // (KF_MOMENTS_BLOCK, R*C) concatenated rows
@@ -446,8 +445,6 @@ typedef struct {
 } topctx;
 
 typedef struct {
-    const kf_model *m;
-    const kf_moments *const *ffn;
     topctx *act, *wgt;   // (L) each
     double **mu, **isd; // (L) each (F)
     double *csum;        // (max k) scratch
@@ -597,9 +594,7 @@ static kf_status recorder_init(recorder *r, const kf_model *m, const kf_analyze_
         snprintf(name, sizeof name, "resid.%d", rep);
         if ((st = kf_statsfile_add(&a->stats, name, r->C, 0, 1e-6f, &r->resid[rep], err)) != KF_OK) return st;
     }
-    int n = r->N < 256 ? r->N : 511;
-    r->cka_B = n;
-    return kf_cka_mb_init(&r->cka, r->R, n, err);
+    return kf_cka_mb_init(&r->cka, r->R, r->N < 256 ? r->N : 511, err);
 }
 
 // Runs this rank's share of the calibration batches through the model.
@@ -668,7 +663,7 @@ static kf_status find_contexts(const kf_model *m, kf_ctx *ctx, const kf_tokenize
         if (act[l].k > max_k) max_k = act[l].k;
         if (wgt[l].k > max_k) max_k = wgt[l].k;
     }
-    ctxpass cp = {.m = m, .ffn = ffn};
+    ctxpass cp = {0};
     cp.act = calloc((size_t)L, sizeof *cp.act);
     cp.wgt = calloc((size_t)L, sizeof *cp.wgt);
     cp.mu = calloc((size_t)L, sizeof *cp.mu);
@@ -807,7 +802,6 @@ kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32
     cJSON **act_obj = calloc((size_t)L, sizeof *act_obj), **wgt_obj = calloc((size_t)L, sizeof *wgt_obj);
     double *cka = malloc((size_t)R * R * sizeof *cka), *big = NULL, *corr = NULL;
     float *X = NULL;
-    int32_t *lab = NULL;
     cJSON *root = NULL;
     kf_linkage z = {0};
     if ((st = recorder_init(&rec, m, o, out, err)) != KF_OK) goto done;
@@ -1040,7 +1034,6 @@ done:
     free(big);
     free(corr);
     free(X);
-    free(lab);
     kf_ctx_free(ctx);
     recorder_free(&rec);
     return st;
