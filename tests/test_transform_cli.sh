@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # kfuse compress: a JSON summary with the chosen per-layer widths and
 # thresholds, an HF output (with tokenizer) that kfuse eval loads; a greedy
-# --target-params allocation that meets its target; and the refusals (widths
+# --target-params allocation that meets its target; a --max-ppl-increase
+# search whose result stays within the increase on its validation windows;
+# and the refusals (widths
 # larger than a layer, an impossible target, a wrong number of widths), each
 # one line with no output written.
 set -eu
@@ -19,9 +21,14 @@ for f in config.json model.safetensors tokenizer.json; do [ -f "$tmp/fold/$f" ] 
 "$KFUSE" eval "$tmp/fold" --ref "$m" -f "$tmp/eval.txt" --ctx 64 --no-bench --json >"$tmp/eval.json"
 
 "$KFUSE" compress "$m" "${common[@]}" --method prune-act --target-params 0.8 -o "$tmp/alloc" --json >"$tmp/alloc.json"
+"$KFUSE" compress "$m" -f "$tmp/calib.txt" --tokens 2048 --ctx 64 --method prune-wanda --max-ppl-increase 10 \
+    -o "$tmp/ppl" --json 2>/dev/null >"$tmp/ppl.json"
 /usr/bin/python3 - "$tmp" <<'PY'
 import json, sys
 d = sys.argv[1]
+p = json.load(open(d + "/ppl.json"))
+assert p["validation_ppl_after"] <= 1.10 * p["validation_ppl_before"], p
+assert p["params_after"] < p["params_before"] and p["params_after"] <= p["kept_fraction"] * p["params_before"], p
 f = json.load(open(d + "/fold.json"))
 assert [l["n_ff_after"] for l in f["layers"]] == [192] * 4, f["layers"]
 assert all(0 <= l["threshold"] <= 1 and 0 <= l["rel_err"] < 1 for l in f["layers"])
@@ -48,4 +55,4 @@ refuse "larger than the layer" --method fold --widths 384,385,100,100
 refuse "cannot be met" --method prune-magnitude --target-params 0.05
 refuse "lists 2 widths" --method random --widths 10,10
 refuse "cannot drop" --method drop-layers --drop 4
-echo "7 passed, 0 failed"
+echo "8 passed, 0 failed"

@@ -1,5 +1,5 @@
-// kfuse compress MODEL -f CALIB.txt --method fold|prune-magnitude|prune-wanda|prune-act|random|drop-layers
-//   [--widths w0,w1,.. | --ffn-keep F | --target-params F | --thresholds analysis.json | --drop N]
+// kfuse compress MODEL [-f CALIB.txt] --method fold|prune-magnitude|prune-wanda|prune-act|random|drop-layers
+//   [--widths w0,w1,.. | --ffn-keep F | --target-params F | --max-ppl-increase P | --thresholds analysis.json | --drop N]
 //   [--uniform --no-refit --lambda X --group corr|kmeans-act|kmeans-weight --stats FILE
 //    --tokens N --ctx N --seed S --json] -o OUT [--format hf|gguf|llama2c]
 // Everything is computed before anything is written: a target that cannot be
@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "core/file.h"
 #include "core/progress.h"
+#include "eval/perplexity.h"
 #include "io/gguf.h"
 #include "io/hf_write.h"
 #include "io/llama2c.h"
@@ -82,11 +83,57 @@ static void on_progress(void *user, const char *stage, int layer, int n_layer) {
     kf_progress_update(user, layer, extra);
 }
 
+// --max-ppl-increase: bisection on the kept parameter fraction. Each trial
+// loads the model afresh, allocates widths greedily, compresses on the
+// calibration windows and measures perplexity on the held-back validation
+// windows; returns the smallest fraction found within the allowed increase.
+static double search_fraction(const char *path, const kf_compress_opts *base, const int32_t *cal, int64_t n_cal,
+                              const int32_t *val, int64_t n_val, int bos, double max_inc, double *ppl0_out,
+                              double *ppl_out) {
+    kf_error err = {0};
+    kf_model *m0 = kf_cli_load_model(path, NULL);
+    kf_ppl_result r;
+    if (kf_eval_perplexity(m0, val, n_val, base->ctx, bos, &r, NULL, NULL, &err) != KF_OK) kf_cli_fail(&err);
+    const double ppl0 = r.ppl, limit = ppl0 * (1 + max_inc / 100);
+    const int64_t params0 = kf_model_n_params(m0);
+    kf_model_free(m0);
+    double lo = 0.05, hi = 1, best = -1;
+    for (int it = 0; it < 6; it++) {
+        double f = it == 0 ? 0.5 : 0.5 * (lo + hi);
+        kf_model *m = kf_cli_load_model(path, NULL);
+        int widths[1024];
+        kf_compress_opts o = *base;
+        o.progress = NULL;
+        kf_compress_report rep = {0};
+        int ok = kf_compress_allocate(m, cal, n_cal, bos, &o, (int64_t)floor(f * (double)params0), widths, &err) == KF_OK;
+        if (ok) {
+            o.widths = widths;
+            if (kf_compress_run(m, cal, n_cal, bos, &o, &rep, &err) != KF_OK) kf_cli_fail(&err);
+            if (kf_eval_perplexity(m, val, n_val, o.ctx, bos, &r, NULL, NULL, &err) != KF_OK) kf_cli_fail(&err);
+            ok = r.ppl <= limit;
+            fprintf(stderr, "compress: keep %.3f of the parameters: validation ppl %.3f (limit %.3f)\n", f, r.ppl, limit);
+        }
+        if (ok) {
+            best = f, hi = f;
+            *ppl_out = r.ppl;
+        } else {
+            lo = f;
+        }
+        kf_compress_report_free(&rep);
+        kf_model_free(m);
+    }
+    *ppl0_out = ppl0;
+    if (best < 0)
+        kf_cli_failf("compress: --max-ppl-increase %g%% cannot be met: keeping %.3f of the parameters already exceeds "
+                     "ppl %.3f on the validation windows", max_inc, hi, limit);
+    return best;
+}
+
 int kf_cmd_compress(int argc, char **argv) {
     const char *path = NULL, *calib = NULL, *out = NULL, *format = "hf", *stats_path = NULL, *thr_path = NULL;
     int method = -1, group = KF_GROUP_CORR, n_w = 0, n_drop = 0, ctx = 256;
     int widths[1024];
-    double keep = 0, target = 0, lambda = KF_REFIT_LAMBDA;
+    double keep = 0, target = 0, max_inc = -1, lambda = KF_REFIT_LAMBDA;
     long n_tokens = 65536, seed = 1;
     bool refit = true, uniform = false, json = false;
     for (int i = 1; i < argc; i++) {
@@ -99,6 +146,7 @@ int kf_cmd_compress(int argc, char **argv) {
         else if (!strcmp(a, "--widths")) n_w = parse_widths(kf_cli_str(argc, argv, &i), widths, 1024);
         else if (!strcmp(a, "--ffn-keep")) keep = kf_cli_double(argc, argv, &i, 1e-9, 1);
         else if (!strcmp(a, "--target-params")) target = kf_cli_double(argc, argv, &i, 1e-9, 1);
+        else if (!strcmp(a, "--max-ppl-increase")) max_inc = kf_cli_double(argc, argv, &i, 0, 1e6);
         else if (!strcmp(a, "--thresholds")) thr_path = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--drop")) n_drop = (int)kf_cli_long(argc, argv, &i, 1, 1 << 20);
         else if (!strcmp(a, "--stats")) stats_path = kf_cli_str(argc, argv, &i);
@@ -118,15 +166,20 @@ int kf_cmd_compress(int argc, char **argv) {
     if (!out) kf_cli_failf("compress: -o OUT is required");
     if (strcmp(format, "hf") && strcmp(format, "gguf") && strcmp(format, "llama2c"))
         kf_cli_failf("compress: --format must be hf, gguf or llama2c, not '%s'", format);
-    int n_targets = (n_w > 0) + (keep > 0) + (target > 0) + (thr_path != NULL) + (n_drop > 0);
+    int n_targets = (n_w > 0) + (keep > 0) + (target > 0) + (max_inc >= 0) + (thr_path != NULL) + (n_drop > 0);
     if (n_targets != 1)
-        kf_cli_failf("compress: give exactly one of --widths, --ffn-keep, --target-params, --thresholds, --drop");
+        kf_cli_failf("compress: give exactly one of --widths, --ffn-keep, --target-params, --max-ppl-increase, "
+                     "--thresholds, --drop");
     if ((method == KF_CMP_DROP_LAYERS) != (n_drop > 0))
         kf_cli_failf("compress: --drop N goes with --method drop-layers, and only with it");
     if (thr_path && method != KF_CMP_FOLD) kf_cli_failf("compress: --thresholds needs --method fold");
+    if (max_inc >= 0 && (!calib || uniform || stats_path))
+        kf_cli_failf("compress: --max-ppl-increase needs -f CALIB.txt, and neither --uniform nor --stats");
 
-    kf_tokenizer *tok;
-    kf_model *m = kf_cli_load_model(path, &tok);
+    // The tokenizer is needed to encode calibration text and for GGUF's vocabulary.
+    kf_tokenizer *tok = NULL;
+    kf_model *m = kf_cli_load_model(path, calib || !strcmp(format, "gguf") ? &tok : NULL);
+    const int bos = tok ? kf_tokenizer_bos(tok) : m->bos_id;
     const int L = m->n_layer;
     const int64_t params0 = kf_model_n_params(m), bytes0 = kf_model_weight_bytes(m);
     kf_error err = {0};
@@ -155,8 +208,11 @@ int kf_cmd_compress(int argc, char **argv) {
         }
         free(text);
         if ((long)n_ids > n_tokens) n_ids = (size_t)n_tokens;
-    } else if (!stats_path || method == KF_CMP_DROP_LAYERS) {
-        kf_cli_failf("compress: -f CALIB.txt is required%s", method == KF_CMP_DROP_LAYERS ? "" : " (or --stats FILE)");
+    } else if (method == KF_CMP_DROP_LAYERS || (!stats_path && (refit || method == KF_CMP_FOLD ||
+                                                                method == KF_CMP_PRUNE_WANDA ||
+                                                                method == KF_CMP_PRUNE_ACT))) {
+        kf_cli_failf("compress: -f CALIB.txt is required for %s%s", method_names[method],
+                     method == KF_CMP_DROP_LAYERS ? "" : refit ? " with refit (or --stats FILE)" : " (or --stats FILE)");
     }
 
     kf_compress_opts o;
@@ -174,6 +230,14 @@ int kf_cmd_compress(int argc, char **argv) {
         if (L > 1024) kf_cli_failf("compress: too many layers");
         read_thresholds(thr_path, L, thr);
         o.thresholds = thr;
+    }
+    double ppl0 = 0, ppl_found = 0;
+    if (max_inc >= 0) {
+        // The last quarter of the calibration windows validates, the rest calibrates.
+        int64_t n_win = (int64_t)n_ids / ctx, n_v = n_win / 4;
+        if (n_v < 1) kf_cli_failf("compress: --max-ppl-increase needs at least 4 calibration windows of %d tokens", ctx);
+        n_ids = (size_t)((n_win - n_v) * ctx);
+        target = search_fraction(path, &o, ids, (int64_t)n_ids, ids + n_ids, n_v * ctx, bos, max_inc, &ppl0, &ppl_found);
     }
     kf_progress bar;
     kf_progress_init(&bar, "compress", "layers", L);
@@ -196,7 +260,7 @@ int kf_cmd_compress(int argc, char **argv) {
                              "model alone has %lld)", (long long)goal, (long long)base);
             if (k > m->layers[0].n_ff) k = m->layers[0].n_ff;
             for (int l = 0; l < L; l++) widths[l] = (int)k;
-        } else if (kf_compress_allocate(m, ids, (int64_t)n_ids, kf_tokenizer_bos(tok), &o, goal, widths, &err) != KF_OK) {
+        } else if (kf_compress_allocate(m, ids, (int64_t)n_ids, bos, &o, goal, widths, &err) != KF_OK) {
             kf_progress_done(&bar);
             kf_cli_fail(&err);
         }
@@ -204,7 +268,7 @@ int kf_cmd_compress(int argc, char **argv) {
     }
     if (n_w) o.widths = widths;
     kf_compress_report rep;
-    kf_status s = kf_compress_run(m, ids, (int64_t)n_ids, kf_tokenizer_bos(tok), &o, &rep, &err);
+    kf_status s = kf_compress_run(m, ids, (int64_t)n_ids, bos, &o, &rep, &err);
     kf_progress_done(&bar);
     if (s != KF_OK) kf_cli_fail(&err);
     double secs = kf_time_now() - t0;
@@ -254,6 +318,12 @@ int kf_cmd_compress(int argc, char **argv) {
     }
     cJSON *dr = cJSON_AddArrayToObject(o_js, "dropped");
     for (int i = 0; i < rep.n_dropped; i++) cJSON_AddItemToArray(dr, cJSON_CreateNumber(rep.dropped[i]));
+    if (max_inc >= 0) {
+        cJSON_AddNumberToObject(o_js, "max_ppl_increase_pct", max_inc);
+        cJSON_AddNumberToObject(o_js, "kept_fraction", target);
+        cJSON_AddNumberToObject(o_js, "validation_ppl_before", ppl0);
+        cJSON_AddNumberToObject(o_js, "validation_ppl_after", ppl_found);
+    }
     cJSON_AddStringToObject(o_js, "output", out);
     cJSON_AddStringToObject(o_js, "format", format);
     cJSON_AddNumberToObject(o_js, "seconds", secs);
