@@ -602,6 +602,7 @@ static kf_status record(recorder *r, kf_ctx *ctx, const int32_t *ids, int64_t n_
                         const int64_t *sample_pos, kf_error *err) {
     int64_t n_batches = (n_seq + o->batch - 1) / o->batch, mine = 0, done = 0;
     for (int64_t b = o->rank; b < n_batches; b += o->n_ranks) mine += (b + 1) * o->batch <= n_seq ? o->batch : n_seq - b * o->batch;
+    progress(o, "recording", 0, mine * o->ctx); // starts the clock of the rate and ETA
     kf_ctx_set_hook(ctx, rec_hook, r, (1u << KF_HOOK_BLOCK_IN) | (1u << KF_HOOK_FFN_ACT) | (1u << KF_HOOK_BLOCK_OUT));
     for (int64_t b = o->rank; b < n_batches; b += o->n_ranks) {
         int B = (b + 1) * o->batch <= n_seq ? o->batch : (int)(n_seq - b * o->batch);
@@ -690,6 +691,7 @@ static kf_status find_contexts(const kf_model *m, kf_ctx *ctx, const kf_tokenize
     }
     int64_t n_ctx_tok = o->context_tokens < n_rec ? o->context_tokens : n_rec;
     int64_t n_seq = n_ctx_tok / o->ctx > 0 ? n_ctx_tok / o->ctx : 1;
+    progress(o, "contexts", 0, n_seq * o->ctx);
     kf_ctx_set_hook(ctx, ctx_hook, &cp, 1u << KF_HOOK_FFN_ACT);
     for (int64_t s0 = 0; s0 < n_seq; s0 += o->batch) {
         int B = s0 + o->batch <= n_seq ? o->batch : (int)(n_seq - s0);
