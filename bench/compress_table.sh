@@ -7,6 +7,9 @@
 # two held-out books. Prints a markdown table; every model and JSON is kept
 # in $OUT_DIR. Sizes are environment variables (defaults in brackets):
 #   CALIB_TOKENS [8192], CALIB_BYTES per book [12000], EVAL_BYTES per text [40000], CTX [256]
+# and what to run: ROWS_ORIGINAL [1], METHODS [fold fold-corr prune-magnitude
+# prune-wanda prune-act random], KEEPS [0.75 0.5 0.25], DROPS [1 2 3].
+# "fold" is --group corr-energy (the default), "fold-corr" is --group corr.
 # usage: bench/compress_table.sh [KFUSE] [MODEL]
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,20 +42,21 @@ PY
 
 echo "| method | refit | FFN kept | wiki ppl | wiki KL | wiki KL p99 | books ppl | books KL | books KL p99 | books top-1 | params |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
-echo "| original | - | 100% | $(ev "$model" original) |"
-for keep in 0.75 0.5 0.25; do
-    for method in fold prune-magnitude prune-wanda prune-act random; do
+[ "${ROWS_ORIGINAL:-1}" = 1 ] && echo "| original | - | 100% | $(ev "$model" original) |"
+for keep in ${KEEPS:-0.75 0.5 0.25}; do
+    for method in ${METHODS:-fold fold-corr prune-magnitude prune-wanda prune-act random}; do
         for refit in yes no; do
             name=$method-$keep-$refit
-            flag=""
-            [ "$refit" = no ] && flag=--no-refit
-            "$kfuse" compress "$model" -f "$out/calib.txt" --tokens "$ct" --ctx "$ctx" --method "$method" \
-                --ffn-keep "$keep" $flag -o "$out/$name" >"$out/$name.compress.json" 2>/dev/null
+            args=(--method "$method")
+            [ "$method" = fold-corr ] && args=(--method fold --group corr)
+            [ "$refit" = no ] && args+=(--no-refit)
+            "$kfuse" compress "$model" -f "$out/calib.txt" --tokens "$ct" --ctx "$ctx" "${args[@]}" \
+                --ffn-keep "$keep" -o "$out/$name" >"$out/$name.compress.json" 2>/dev/null
             echo "| $method | $refit | $(/usr/bin/python3 -c "print(f'{float($keep):.0%}')") | $(ev "$out/$name" "$name") |"
         done
     done
 done
-for n in 1 2 3; do
+for n in ${DROPS:-1 2 3}; do
     name=drop-$n
     "$kfuse" compress "$model" -f "$out/calib.txt" --tokens "$ct" --ctx "$ctx" --method drop-layers --drop "$n" \
         -o "$out/$name" >"$out/$name.compress.json" 2>/dev/null

@@ -103,7 +103,7 @@ static void duplicate_layer0(kf_model *m) {
     assert_int_equal(kf_model_validate(m, "test", &err), KF_OK);
 }
 
-static void fold_duplicates(int refit, double lambda) {
+static void fold_duplicates(kf_group_kind group, int refit, double lambda) {
     kf_model *orig = load_small(), *m = load_small();
     const int F = orig->layers[0].n_ff, C = orig->n_embd, V = orig->n_vocab, L = orig->n_layer;
     duplicate_layer0(m);
@@ -113,6 +113,7 @@ static void fold_duplicates(int refit, double lambda) {
     kf_compress_opts o;
     kf_compress_opts_default(&o);
     o.method = KF_CMP_FOLD;
+    o.group = group;
     o.refit = refit;
     o.lambda_rel = lambda;
     o.ctx = CTX;
@@ -129,8 +130,8 @@ static void fold_duplicates(int refit, double lambda) {
     run_first(m, lb, fb);
     double sf, sl;
     double df = max_abs_diff(fa, fb, (size_t)CTX * C, &sf), dl = max_abs_diff(la, lb, (size_t)CTX * V, &sl);
-    printf("fold of duplicates (refit %d): FFN out max diff %.3g (scale %.3g), logits %.3g (scale %.3g)\n", refit, df, sf,
-           dl, sl);
+    printf("fold of duplicates (group %d, refit %d): FFN out max diff %.3g (scale %.3g), logits %.3g (scale %.3g)\n",
+           (int)group, refit, df, sf, dl, sl);
     assert_true(df <= 1e-5 * sf);
     assert_true(dl <= 1e-5 * sl);
     free(la), free(lb), free(fa), free(fb);
@@ -139,8 +140,14 @@ static void fold_duplicates(int refit, double lambda) {
     kf_model_free(m);
 }
 
-static void test_fold_duplicates(void **state) { fold_duplicates(0, 0); }
-static void test_fold_duplicates_refit(void **state) { fold_duplicates(1, 1e-9); }
+static void test_fold_duplicates(void **state) {
+    fold_duplicates(KF_GROUP_CORR, 0, 0);
+    fold_duplicates(KF_GROUP_CORR_ENERGY, 0, 0);
+}
+static void test_fold_duplicates_refit(void **state) {
+    fold_duplicates(KF_GROUP_CORR, 1, 1e-9);
+    fold_duplicates(KF_GROUP_CORR_ENERGY, 1, 1e-9);
+}
 
 static void prune_run(kf_cmp_method method, int refit, uint64_t seed, kf_model **out, kf_compress_report *rep) {
     kf_model *m = load_small();

@@ -15,7 +15,7 @@
 void kf_compress_opts_default(kf_compress_opts *o) {
     memset(o, 0, sizeof *o);
     o->method = KF_CMP_FOLD;
-    o->group = KF_GROUP_CORR;
+    o->group = KF_GROUP_CORR_ENERGY;
     o->refit = 1;
     o->lambda_rel = KF_REFIT_LAMBDA;
     o->seed = 1;
@@ -194,6 +194,55 @@ done:
     return s;
 }
 
+// Energy-weighted correlation groups: merging j into i loses about
+// (1 - rho_ij^2) of the smaller neuron's output energy e = E[a^2] ||w_down col||^2,
+// so the clustering distance is (1 - rho^2) min(e_i, e_j) / max e, passed to
+// the average-linkage clustering as a pseudo-correlation c = 1 - d.
+static kf_status group_energy(const kf_model *m, int l, const layer_stats *ls, int k, int32_t *labels, double *t_cut,
+                              kf_error *err) {
+    const int F = ls->F, C = m->n_embd;
+    const float *wd = m->layers[l].w_down.data;
+    double *e = malloc(sizeof *e * (size_t)F), *c = malloc(sizeof *c * (size_t)F * F);
+    if (!e || !c) {
+        free(e);
+        free(c);
+        return kf_error_set(err, KF_ERR_NOMEM, "fold: out of memory for layer %d", l);
+    }
+    double emax = 0;
+    for (int j = 0; j < F; j++) {
+        double w2 = 0;
+        for (int i = 0; i < C; i++) w2 += (double)wd[(size_t)i * F + j] * wd[(size_t)i * F + j];
+        e[j] = ls->sum_sq[j] / (double)ls->n * w2;
+        emax = e[j] > emax ? e[j] : emax;
+    }
+    for (int i = 0; i < F; i++)
+        for (int j = 0; j < F; j++) {
+            double r = ls->corr[(size_t)i * F + j], lo = e[i] < e[j] ? e[i] : e[j];
+            c[(size_t)i * F + j] = i == j ? 1.0 : 1.0 - (1.0 - r * r) * (emax > 0 ? lo / emax : 1.0);
+        }
+    kf_status s = kf_ffn_group_corr_k(c, F, k, labels, t_cut, err);
+    free(e);
+    free(c);
+    return s;
+}
+
+// Representative of each group: its member of largest output energy.
+static void energy_representatives(const kf_model *m, int l, const layer_stats *ls, const int32_t *labels, int k,
+                                   int *reps) {
+    const int F = ls->F, C = m->n_embd;
+    const float *wd = m->layers[l].w_down.data;
+    double *best = malloc(sizeof *best * (size_t)k);
+    if (!best) return; // keeps the correlation representatives
+    for (int g = 0; g < k; g++) best[g] = -1;
+    for (int j = 0; j < F; j++) {
+        double w2 = 0;
+        for (int i = 0; i < C; i++) w2 += (double)wd[(size_t)i * F + j] * wd[(size_t)i * F + j];
+        double e = ls->sum_sq[j] / (double)ls->n * w2;
+        if (e > best[labels[j]]) best[labels[j]] = e, reps[labels[j]] = j;
+    }
+    free(best);
+}
+
 // The new layer as "neurons idx (k) + down projection w_new (C,k)", without
 // touching the model. k_want > 0 gives the width; else t (fold) gives the cut.
 // idx and w_new hold F and C*F entries. rel_err is NaN without statistics.
@@ -221,6 +270,8 @@ static kf_status plan_layer(const kf_model *m, int l, const layer_stats *ls, con
             *t_cut = t;
         } else if (o->group == KF_GROUP_CORR) {
             if ((s = kf_ffn_group_corr_k(ls->corr, F, k, labels, t_cut, err)) != KF_OK) goto done;
+        } else if (o->group == KF_GROUP_CORR_ENERGY) {
+            if ((s = group_energy(m, l, ls, k, labels, t_cut, err)) != KF_OK) goto done;
         } else if ((s = group_kmeans(m, l, ls, o, k, labels, err)) != KF_OK) {
             goto done;
         }
@@ -234,6 +285,7 @@ static kf_status plan_layer(const kf_model *m, int l, const layer_stats *ls, con
         }
         k = kk;
         kf_ffn_representatives(ls->corr, F, labels, k, reps);
+        if (o->group == KF_GROUP_CORR_ENERGY) energy_representatives(m, l, ls, labels, k, reps);
         // Order groups by representative so the kept neurons stay in index order.
         for (int g = 0; g < k; g++) idx[g] = reps[g];
         qsort(idx, (size_t)k, sizeof *idx, idx_cmp);

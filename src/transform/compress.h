@@ -38,6 +38,7 @@ typedef enum {
     KF_GROUP_CORR = 0,      // average linkage on 1 - |rho|
     KF_GROUP_KMEANS_ACT,    // k-means on each neuron's correlation profile (row of the correlation matrix)
     KF_GROUP_KMEANS_WEIGHT, // k-means on [gate row, up row]
+    KF_GROUP_CORR_ENERGY,   // average linkage on (1 - rho^2) min(e_i, e_j) / max e, e_j = E[a_j^2] ||w_down[:,j]||^2
 } kf_group_kind;
 
 typedef void (*kf_compress_progress_fn)(void *user, const char *stage, int layer, int n_layer);
