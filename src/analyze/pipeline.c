@@ -816,7 +816,9 @@ kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32
     double t_rec = kf_time_now();
     if ((st = record(&rec, ctx, ids, n_seq, o, out->sample_pos, err)) != KF_OK) goto done;
 #ifdef KF_HAVE_MPI
-    if (o->n_ranks > 1 && (st = mpi_reduce(&rec, err)) != KF_OK) goto done;
+    int mpi_up = 0;
+    MPI_Initialized(&mpi_up);
+    if (o->n_ranks > 1 && mpi_up && (st = mpi_reduce(&rec, err)) != KF_OK) goto done;
 #endif
     double rec_s = seconds_since(t_rec);
     if (o->rank != 0) goto done;

@@ -27,6 +27,9 @@
 // round-robin to ranks; the accumulators are re-centred on the global mean
 // and their sums MPI_Allreduce'd; the sampled activations are summed (each
 // sample row is filled by exactly one rank). Rank 0 then analyses alone.
+// Without MPI running, rank/n_ranks still select this rank's share of the
+// batches and nothing is reduced: kf_statsfile_merge of the ranks' statistics
+// gives the statistics of the whole run.
 #ifndef KF_ANALYZE_PIPELINE_H
 #define KF_ANALYZE_PIPELINE_H
 
