@@ -18,7 +18,7 @@
 
 #include "analyze/pipeline.h"
 
-enum { N_IDS = 1536 };
+enum { N_IDS = 1024 };
 
 static kf_model *model;
 static int32_t ids[N_IDS];
@@ -100,9 +100,9 @@ static void test_split_merge_and_statsfile(void **state) {
         assert_non_null(b);
         assert_moments_close(&full.stats.entries[i]->m, b);
     }
-    // N_IDS / 128 = 12 sequences of 128 tokens; resid.all takes every 4th token.
-    assert_int_equal(kf_statsfile_get(&full.stats, "layer.0.ffn_act")->n, 1536);
-    assert_int_equal(kf_statsfile_get(&full.stats, "resid.all")->n, 384);
+    // N_IDS / 128 = 8 sequences of 128 tokens; resid.all takes every 4th token.
+    assert_int_equal(kf_statsfile_get(&full.stats, "layer.0.ffn_act")->n, 1024);
+    assert_int_equal(kf_statsfile_get(&full.stats, "resid.all")->n, 256);
 
     char path[] = "/tmp/kf_test_analyze_XXXXXX";
     int fd = mkstemp(path);
