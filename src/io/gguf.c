@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "moe/moe_io.h"
+
 #define GGUF_MAGIC "GGUF"
 #define GGUF_DEFAULT_ALIGNMENT 32
 #define GGUF_MAX_NAME 64 // ggml's limit, NUL included
@@ -1407,7 +1409,8 @@ kf_status kf_gguf_write_typed(const kf_model *m, const kf_tokenizer *tok, const 
     // GPT-2's is stored as a copy, as llama.cpp's converter does.
     if (!m->tied_head || !llama) add_model_tensor(w, "output.weight", &m->lm_head, wtype, 0);
     for (int l = 0; l < m->n_layer; l++) add_layer(w, m, l, wtype);
-    st = kf_gguf_writer_save(w, path, err);
+    st = kf_moe_gguf_add(w, m, err); // routers of a MoEfied model (moe/moe_io.h)
+    if (st == KF_OK) st = kf_gguf_writer_save(w, path, err);
     kf_gguf_writer_free(w);
     return st;
 }

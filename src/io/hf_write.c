@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "io/hf_arch.h"
+#include "moe/moe_io.h"
 
 kf_status kf_hf_outs_add(kf_hf_outs *o, const kf_tensor *t, kf_error *err, const char *fmt, ...) {
     if (o->n == o->cap) {
@@ -172,6 +173,7 @@ kf_status kf_hf_write(const kf_model *m, const char *dir, kf_error *err) {
     cJSON *cfg = cJSON_CreateObject();
     char paths[4][1100] = {"", "", "", ""};
     kf_status s = cfg ? write_files(m, dir, &o, cfg, paths, err) : kf_error_set(err, KF_ERR_NOMEM, "out of memory");
+    if (s == KF_OK) s = kf_moe_hf_write(m, dir, err); // routers of a MoEfied model (moe/moe_io.h)
     if (s != KF_OK)
         for (int i = 0; i < 2; i++)
             if (paths[i][0]) remove(paths[i]);

@@ -89,7 +89,7 @@ static void dense(float *Y, const float *X, const kf_tensor *W, const kf_tensor 
         kf_matvec(Y, W->data, X, OC, IC);
     else
         kf_matmul(Y, X, W->data, N, IC, OC);
-    if (!kf_tensor_present(b)) return;
+    if (!b || !kf_tensor_present(b)) return;
     for (int r = 0; r < N; r++)
         for (int i = 0; i < OC; i++) Y[(int64_t)r * OC + i] += b->data[i];
 }
@@ -137,12 +137,12 @@ static void down_sliced(float *y, const float *W, const float *a, int C, int F, 
 
 // ---- router and selection ----------------------------------------------------------
 
-void kf_moe_router_scores(kf_moe_ws *ws, const kf_layer *L, const float *xn, int N, float *scores) {
+void kf_moe_router_scores(const kf_layer *L, const float *xn, int N, float *scores, float *hidden) {
     if (L->router == KF_ROUTER_MLP) {
         const int Hr = (int)L->router_w.ne[0];
-        dense(ws->hidden, xn, &L->router_w, &L->router_b, N); // hidden (N, Hr)
-        for (int64_t i = 0; i < (int64_t)N * Hr; i++) ws->hidden[i] = ws->hidden[i] > 0 ? ws->hidden[i] : 0;
-        dense(scores, ws->hidden, &L->router_w2, &L->router_b2, N); // scores (N, E)
+        dense(hidden, xn, &L->router_w, &L->router_b, N); // hidden (N, Hr)
+        for (int64_t i = 0; i < (int64_t)N * Hr; i++) hidden[i] = hidden[i] > 0 ? hidden[i] : 0;
+        dense(scores, hidden, &L->router_w2, &L->router_b2, N); // scores (N, E)
     } else {
         dense(scores, xn, &L->router_w, &L->router_b, N); // scores (N, E)
     }
@@ -180,12 +180,12 @@ int kf_moe_select(const float *s, int E, int top_k, float coverage, int *sel, in
     return k;
 }
 
-void kf_moe_expert_norms(const kf_layer *L, int C, const float *act, int N, float *contrib, float *y) {
-    const int F = L->n_ff, E = L->n_expert, S = F / E;
+void kf_moe_expert_norms(const float *w_down, int C, int F, int E, const float *act, int N, float *contrib, float *y) {
+    const int S = F / E;
     for (int e = 0; e < E; e++) {
         // y (N, C) = act[:, eS:(e+1)S] w_down[:, eS:(e+1)S]^T
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, C, S, 1.0f, act + (int64_t)e * S, F,
-                    L->w_down.data + (int64_t)e * S, F, 0.0f, y, C);
+                    w_down + (int64_t)e * S, F, 0.0f, y, C);
         for (int r = 0; r < N; r++) {
             double ss = 0;
             for (int c = 0; c < C; c++) ss += (double)y[(int64_t)r * C + c] * y[(int64_t)r * C + c];
@@ -213,7 +213,7 @@ static void add_bias(float *Y, const kf_tensor *b, int N, int OC) {
 static void ffn_decode(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, float *act, float *gate,
                        float *out) {
     const int C = m->n_embd, F = L->n_ff, S = F / L->n_expert;
-    kf_moe_router_scores(ws, L, xn, 1, ws->scores);
+    kf_moe_router_scores(L, xn, 1, ws->scores, ws->hidden);
     select_rows(ws, L, 1);
     const int n = ws->n_sel[0];
     memset(act, 0, sizeof(float) * (size_t)F);
@@ -234,7 +234,7 @@ void kf_moe_ffn_grouped(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, con
                         float *gate, float *out) {
     (void)gate;
     const int C = m->n_embd, F = L->n_ff, E = L->n_expert, S = F / E;
-    kf_moe_router_scores(ws, L, xn, N, ws->scores);
+    kf_moe_router_scores(L, xn, N, ws->scores, ws->hidden);
     select_rows(ws, L, N);
     memset(ws->n_rows, 0, sizeof(int) * (size_t)E);
     for (int r = 0; r < N; r++)
@@ -281,9 +281,9 @@ void kf_moe_ffn_masked(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, cons
     if (m->gated_ffn) dense(gate, xn, &L->w_gate, NULL, N);
     activate(m, act, m->gated_ffn ? gate : NULL, (int64_t)N * F);
     if (L->router == KF_ROUTER_ORACLE)
-        kf_moe_expert_norms(L, C, act, N, ws->scores, ws->y);
+        kf_moe_expert_norms(L->w_down.data, C, F, E, act, N, ws->scores, ws->y);
     else
-        kf_moe_router_scores(ws, L, xn, N, ws->scores);
+        kf_moe_router_scores(L, xn, N, ws->scores, ws->hidden);
     select_rows(ws, L, N);
     for (int r = 0; r < N; r++) { // zero the unselected experts' activations
         const int *sel = ws->sel + (int64_t)r * E;

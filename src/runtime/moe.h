@@ -49,8 +49,9 @@ void kf_moe_ffn_grouped(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, con
 void kf_moe_ffn_masked(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act,
                        float *gate, float *out);
 
-// Router scores (N, E) of L for xn (N, C) (linear and MLP routers only).
-void kf_moe_router_scores(kf_moe_ws *ws, const kf_layer *L, const float *xn, int N, float *scores);
+// Router scores (N, E) of L for xn (N, C) (linear and MLP routers only);
+// hidden (N, Hr) is scratch for an MLP router.
+void kf_moe_router_scores(const kf_layer *L, const float *xn, int N, float *scores, float *hidden);
 
 // Selection from one token's scores (E): writes the chosen experts in
 // increasing index order to sel and returns their count. top_k > 0: the k
@@ -59,8 +60,8 @@ void kf_moe_router_scores(kf_moe_ws *ws, const kf_layer *L, const float *xn, int
 // least one). order (E) is scratch.
 int kf_moe_select(const float *scores, int E, int top_k, float coverage, int *sel, int *order);
 
-// Per-expert output norms (N, E): contrib[r, e] = ||w_down[:, e] act_e(r)||
-// for activations act (N, F) of layer L; y (N, C) scratch.
-void kf_moe_expert_norms(const kf_layer *L, int C, const float *act, int N, float *contrib, float *y);
+// Per-expert output norms (N, E): contrib[r, e] = ||w_down[:, eS:(e+1)S] act_e(r)||
+// for w_down (C, F) and activations act (N, F); y (N, C) scratch.
+void kf_moe_expert_norms(const float *w_down, int C, int F, int E, const float *act, int N, float *contrib, float *y);
 
 #endif

@@ -1,0 +1,40 @@
+// Saving and loading the mixture-of-experts fields of a MoEfied model (see
+// docs/formats.md, "Mixture of experts"). The FFN weights themselves stay in
+// the standard dense layout and names (experts are consecutive neuron
+// ranges), so any reader sees an equivalent dense model; the routers and the
+// selection rule are extra:
+//   HF folder: config.json "kfuse_moe" {n_expert, router, top_k, coverage:
+//              per-layer arrays} + moe_router.safetensors (F32 tensors
+//              layers.<l>.router.weight/.bias, layers.<l>.router2.weight/.bias)
+//   GGUF:      kfuse.moe.n_expert / .router / .top_k (i32 arrays, per layer),
+//              kfuse.moe.coverage (f32 array) + F32 tensors
+//              blk.<l>.ffn_router.weight/.bias, blk.<l>.ffn_router2.weight/.bias
+// Router kinds are written as names in config.json ("linear", "mlp",
+// "oracle") and as kf_router_kind numbers in GGUF.
+#ifndef KF_MOE_MOE_IO_H
+#define KF_MOE_MOE_IO_H
+
+#include <stdbool.h>
+
+#include "core/status.h"
+#include "io/gguf.h"
+#include "model/model.h"
+
+bool kf_moe_model_has_experts(const kf_model *m);
+
+// After kf_hf_write has written dir: adds "kfuse_moe" to dir/config.json and
+// writes dir/moe_router.safetensors (both through a temporary and a rename).
+// Does nothing for a dense model.
+kf_status kf_moe_hf_write(const kf_model *m, const char *dir, kf_error *err);
+
+// Adds the keys and router tensors to a GGUF being written (nothing for a
+// dense model); the tensors' data must live until the writer saves.
+kf_status kf_moe_gguf_add(kf_gguf_writer *w, const kf_model *m, kf_error *err);
+
+// After a model was loaded from path (HF folder or GGUF): reads the MoE
+// fields when the file has them, validates them against the model, and
+// leaves a dense model untouched. Router tensors are copied into buffers the
+// model owns.
+kf_status kf_moe_load(kf_model *m, const char *path, kf_error *err);
+
+#endif

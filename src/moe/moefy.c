@@ -1,0 +1,287 @@
+// The moefy pipeline (moefy.h): statistics, split, reorder, router sample,
+// routers, expert fields.
+#include "moe/moefy.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/router.h"
+#include "moe/split.h"
+#include "runtime/forward.h"
+#include "runtime/moe.h"
+
+void kf_moefy_opts_default(kf_moefy_opts *o) {
+    *o = (kf_moefy_opts){.n_expert = 16,
+                         .split = KF_SPLIT_KMEANS,
+                         .router = KF_MOEFY_MLP,
+                         .top_k = 4,
+                         .coverage = 0.9f,
+                         .ctx = 256,
+                         .batch = 4,
+                         .n_tokens = 65536,
+                         .router_tokens = 16384,
+                         .hidden = 64,
+                         .epochs = 8,
+                         .lr = 5e-3f,
+                         .fold_keep = 0.25,
+                         .seed = 1};
+}
+
+void kf_moefy_report_free(kf_moefy_report *r) {
+    if (!r) return;
+    free(r->layers);
+    r->layers = NULL;
+}
+
+// ---- calibration passes through the hooks -------------------------------------------
+
+typedef struct {
+    const kf_model *m;
+    int E;
+    kf_moments *mo;   // pass 1: (n_layer) activation statistics
+    float **X, **Y;   // pass 2: (n_layer) each (cap, C) and (cap, E)
+    int cur, cap;     // pass 2: rows filled, rows wanted
+    float *scratch;   // pass 2: (rows per call, C)
+    kf_status st;
+    kf_error err;
+} recorder;
+
+static void record_hook(void *user, int l, kf_hook_point p, float *x, int n, int dim) {
+    recorder *r = user;
+    if (r->st != KF_OK) return;
+    if (r->mo) {
+        if (p == KF_HOOK_FFN_ACT) r->st = kf_moments_add(&r->mo[l], x, n, &r->err);
+        return;
+    }
+    int take = r->cap - r->cur < n ? r->cap - r->cur : n;
+    if (take <= 0) return;
+    const kf_layer *L = &r->m->layers[l];
+    const int C = r->m->n_embd;
+    if (p == KF_HOOK_FFN_IN)
+        memcpy(r->X[l] + (int64_t)r->cur * C, x, sizeof(float) * (size_t)take * C);
+    else if (p == KF_HOOK_FFN_ACT)
+        kf_moe_expert_norms(L->w_down.data, C, dim, r->E, x, take, r->Y[l] + (int64_t)r->cur * r->E, r->scratch);
+}
+
+// Runs windows of ctx tokens (B per call) from ids through m with the
+// recorder hooked; stops after max_tokens tokens or, in pass 2, when the
+// sample is full. *done: tokens run.
+static kf_status run_windows(const kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, int ctx, int B,
+                             int64_t max_tokens, recorder *r, unsigned points, int64_t *done, kf_error *err) {
+    const int64_t n_win = (n_ids < max_tokens ? n_ids : max_tokens) / ctx;
+    if (n_win < 1)
+        return kf_error_set(err, KF_ERR_ARG, "moefy: %lld calibration tokens do not fill one window of %d",
+                            (long long)n_ids, ctx);
+    kf_ctx *c;
+    kf_status s = kf_ctx_init(&c, m, B * ctx, 0, err);
+    if (s != KF_OK) return s;
+    int32_t *win = malloc(sizeof(int32_t) * (size_t)B * ctx);
+    if (!win) {
+        kf_ctx_free(c);
+        return kf_error_set(err, KF_ERR_NOMEM, "moefy: out of memory");
+    }
+    kf_ctx_set_hook(c, record_hook, r, points);
+    *done = 0;
+    for (int64_t w = 0; w < n_win && s == KF_OK && r->st == KF_OK; w += B) {
+        if (!r->mo && r->cur >= r->cap) break;
+        const int nb = n_win - w < B ? (int)(n_win - w) : B;
+        memcpy(win, ids + w * ctx, sizeof(int32_t) * (size_t)nb * ctx);
+        for (int b = 0; b < nb; b++)
+            if (bos_id >= 0) win[(int64_t)b * ctx] = bos_id;
+        s = kf_forward_prefill(c, win, nb, ctx, NULL, err);
+        *done += (int64_t)nb * ctx;
+        if (!r->mo) r->cur = r->cur + nb * ctx < r->cap ? r->cur + nb * ctx : r->cap;
+    }
+    if (s == KF_OK && r->st != KF_OK) s = kf_error_set(err, r->st, "%s", r->err.msg);
+    free(win);
+    kf_ctx_free(c);
+    return s;
+}
+
+// ---- the pipeline ------------------------------------------------------------------------
+
+static kf_status check_opts(const kf_model *m, const kf_moefy_opts *o, kf_error *err) {
+    const int E = o->n_expert;
+    if (E < 1) return kf_error_set(err, KF_ERR_ARG, "moefy: need at least one expert");
+    if (o->top_k < 0 || o->top_k > E || (o->top_k == 0 && !(o->coverage > 0 && o->coverage <= 1)))
+        return kf_error_set(err, KF_ERR_ARG, "moefy: top-k %d must be in [1, %d], or coverage in (0, 1]", o->top_k, E);
+    if (o->ctx < 2 || o->batch < 1 || o->router_tokens < 16 || o->epochs < 1 || o->hidden < 1 || !(o->lr > 0))
+        return kf_error_set(err, KF_ERR_ARG, "moefy: bad options (ctx %d, batch %d, router tokens %d, epochs %d)",
+                            o->ctx, o->batch, o->router_tokens, o->epochs);
+    if (m->pos == KF_POS_LEARNED && o->ctx > m->n_ctx_train)
+        return kf_error_set(err, KF_ERR_ARG, "moefy: ctx %d exceeds the model's %d positions", o->ctx, m->n_ctx_train);
+    for (int l = 0; l < m->n_layer; l++) {
+        const kf_layer *L = &m->layers[l];
+        if (L->n_expert > 0) return kf_error_set(err, KF_ERR_ARG, "moefy: layer %d is already a mixture of experts", l);
+        if (L->n_ff % E != 0 || L->n_ff < E)
+            return kf_error_set(err, KF_ERR_ARG, "moefy: layer %d's %d neurons do not form %d equal experts", l,
+                                L->n_ff, E);
+    }
+    return KF_OK;
+}
+
+// Statistics of layer l: from the file, or from the pass-1 accumulators.
+static kf_status layer_stats(const kf_model *m, const kf_moefy_opts *o, kf_moments *mo, int l, const kf_moments **out,
+                             kf_error *err) {
+    if (!o->stats) {
+        *out = &mo[l];
+        return KF_OK;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "layer.%d.ffn_act", l);
+    const kf_moments *f = kf_statsfile_get(o->stats, name);
+    if (!f || f->d != m->layers[l].n_ff)
+        return kf_error_set(err, KF_ERR_ARG, "moefy: the statistics file has no %s of %d dims", name,
+                            m->layers[l].n_ff);
+    *out = f;
+    return KF_OK;
+}
+
+kf_status kf_moefy_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, const kf_moefy_opts *o,
+                       kf_moefy_report *rep, kf_error *err) {
+    memset(rep, 0, sizeof *rep);
+    kf_status s = check_opts(m, o, err);
+    if (s != KF_OK) return s;
+    if (!ids || n_ids < o->ctx)
+        return kf_error_set(err, KF_ERR_ARG, "moefy: calibration text of %lld tokens is shorter than one window (%d)",
+                            (long long)n_ids, o->ctx);
+    const int L = m->n_layer, E = o->n_expert, C = m->n_embd;
+    rep->n_layer = L;
+    rep->layers = calloc((size_t)L, sizeof *rep->layers);
+    kf_moments *mo = NULL;
+    int32_t *labels = NULL;
+    recorder r = {.m = m, .E = E};
+    r.X = calloc((size_t)L, sizeof *r.X);
+    r.Y = calloc((size_t)L, sizeof *r.Y);
+    if (!rep->layers || !r.X || !r.Y) {
+        s = kf_error_set(err, KF_ERR_NOMEM, "moefy: out of memory");
+        goto done;
+    }
+
+    // 1. statistics
+    const bool need_stats = o->split != KF_SPLIT_KMEANS;
+    if (need_stats && !o->stats) {
+        if (!(mo = calloc((size_t)L, sizeof *mo))) {
+            s = kf_error_set(err, KF_ERR_NOMEM, "moefy: out of memory");
+            goto done;
+        }
+        for (int l = 0; l < L && s == KF_OK; l++) {
+            const int F = m->layers[l].n_ff;
+            int topk = o->split == KF_SPLIT_COACT ? (o->coact_topk > 0 ? o->coact_topk : (F / 32 > 4 ? F / 32 : 4)) : 0;
+            if (topk > F) topk = F;
+            s = kf_moments_init(&mo[l], F, topk, 0, err);
+        }
+        if (s != KF_OK) goto done;
+        if (o->progress) o->progress(o->progress_user, "statistics", 0, L);
+        r.mo = mo;
+        s = run_windows(m, ids, n_ids, bos_id, o->ctx, o->batch, o->n_tokens, &r, 1u << KF_HOOK_FFN_ACT,
+                        &rep->n_calib_tokens, err);
+        r.mo = NULL;
+        if (s != KF_OK) goto done;
+    }
+
+    // 2. split and reorder
+    int maxF = 0;
+    for (int l = 0; l < L; l++) maxF = m->layers[l].n_ff > maxF ? m->layers[l].n_ff : maxF;
+    if (!(labels = malloc(sizeof(int32_t) * (size_t)maxF))) {
+        s = kf_error_set(err, KF_ERR_NOMEM, "moefy: out of memory");
+        goto done;
+    }
+    for (int l = 0; l < L; l++) {
+        if (o->progress) o->progress(o->progress_user, "split", l, L);
+        const kf_moments *st = NULL;
+        if (need_stats && (s = layer_stats(m, o, mo, l, &st, err)) != KF_OK) goto done;
+        if (o->split == KF_SPLIT_KMEANS) s = kf_moe_split_kmeans(m, l, E, o->seed, labels, err);
+        else if (o->split == KF_SPLIT_COACT) s = kf_moe_split_coact(st, E, o->seed + (uint64_t)l, labels, err);
+        else s = kf_moe_split_fold(st, E, o->fold_keep, labels, err);
+        if (s == KF_OK) s = kf_moe_permute_layer(m, l, labels, E, NULL, err);
+        if (s != KF_OK) goto done;
+    }
+
+    // 3. router sample
+    const int cap = o->router_tokens;
+    r.cap = cap;
+    r.scratch = malloc(sizeof(float) * (size_t)o->batch * o->ctx * C);
+    if (!r.scratch) {
+        s = kf_error_set(err, KF_ERR_NOMEM, "moefy: out of memory");
+        goto done;
+    }
+    for (int l = 0; l < L; l++) {
+        r.X[l] = malloc(sizeof(float) * (size_t)cap * C);
+        r.Y[l] = malloc(sizeof(float) * (size_t)cap * E);
+        if (!r.X[l] || !r.Y[l]) {
+            s = kf_error_set(err, KF_ERR_NOMEM, "moefy: out of memory for a router sample of %d tokens", cap);
+            goto done;
+        }
+    }
+    if (o->progress) o->progress(o->progress_user, "sample", 0, L);
+    int64_t ran;
+    s = run_windows(m, ids, n_ids, bos_id, o->ctx, o->batch, n_ids, &r,
+                    (1u << KF_HOOK_FFN_IN) | (1u << KF_HOOK_FFN_ACT), &ran, err);
+    if (s != KF_OK) goto done;
+    const int n = r.cur, n_val = n / 8, n_tr = n - n_val;
+    if (n_val < 1) {
+        s = kf_error_set(err, KF_ERR_ARG, "moefy: a router sample of %d tokens leaves none held out", n);
+        goto done;
+    }
+    rep->n_train = n_tr;
+    rep->n_heldout = n_val;
+    rep->k_eval = o->top_k > 0 ? o->top_k : (E / 4 > 1 ? E / 4 : 1);
+
+    // 4. routers, 5. expert fields
+    for (int l = 0; l < L; l++) {
+        if (o->progress) o->progress(o->progress_user, "router", l, L);
+        kf_layer *ly = &m->layers[l];
+        kf_moefy_layer *lr = &rep->layers[l];
+        const float *Xv = r.X[l] + (int64_t)n_tr * C, *Yv = r.Y[l] + (int64_t)n_tr * E;
+        ly->top_k = o->top_k;
+        ly->coverage = o->top_k > 0 ? 0 : o->coverage;
+        if ((s = kf_router_similarity(m, l, E, err)) != KF_OK) goto done;
+        if ((s = kf_router_recall(ly, E, Xv, Yv, n_val, rep->k_eval, &lr->recall_similarity, &lr->share, err)) !=
+            KF_OK)
+            goto done;
+        lr->recall = lr->recall_similarity;
+        lr->loss = NAN;
+        if (o->router == KF_MOEFY_LINEAR || o->router == KF_MOEFY_MLP) {
+            kf_router_train_opts to;
+            kf_router_train_opts_default(&to);
+            to.hidden = o->router == KF_MOEFY_MLP ? o->hidden : 0;
+            to.epochs = o->epochs;
+            to.lr = o->lr;
+            to.seed = o->seed;
+            if ((s = kf_router_train(m, l, E, r.X[l], r.Y[l], n_tr, &to, &lr->loss, err)) != KF_OK) goto done;
+            if ((s = kf_router_recall(ly, E, Xv, Yv, n_val, rep->k_eval, &lr->recall, &lr->share, err)) != KF_OK)
+                goto done;
+        } else if (o->router == KF_MOEFY_ORACLE) {
+            ly->router = KF_ROUTER_ORACLE;
+            ly->router_w = ly->router_b = ly->router_w2 = ly->router_b2 = (kf_tensor){0};
+            lr->recall = 1;
+            double picked = 0;
+            int *sel = malloc(sizeof(int) * (size_t)E * 2);
+            if (!sel) {
+                s = kf_error_set(err, KF_ERR_NOMEM, "moefy: out of memory");
+                goto done;
+            }
+            for (int i = 0; i < n_val; i++)
+                picked += kf_moe_select(Yv + (int64_t)i * E, E, ly->top_k, ly->coverage, sel, sel + E);
+            free(sel);
+            lr->share = picked / ((double)n_val * E);
+        }
+        ly->n_expert = E;
+    }
+    s = kf_model_validate(m, "moefy", err);
+done:
+    if (mo)
+        for (int l = 0; l < L; l++) kf_moments_free(&mo[l]);
+    free(mo);
+    free(labels);
+    for (int l = 0; r.X && l < L; l++) free(r.X[l]);
+    for (int l = 0; r.Y && l < L; l++) free(r.Y[l]);
+    free(r.X);
+    free(r.Y);
+    free(r.scratch);
+    if (s != KF_OK) kf_moefy_report_free(rep);
+    return s;
+}
