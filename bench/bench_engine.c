@@ -303,6 +303,7 @@ int main(int argc, char **argv) {
             return 2;
         } else path = argv[i];
     }
+    setvbuf(stdout, NULL, _IOLBF, 0); // rows appear as they are measured, also through a pipe
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
     row_ctx rc = {threads, repeats};
