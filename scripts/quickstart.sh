@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Installs what kfuse needs, builds it, and runs the main job on the model
 # shipped in the repository (models/llama-gutenberg-6.5m):
-# its description, its perplexity on WikiText-2 test, a short generation, and
-# its redundancy analysis (build/analyze-6.5m/report.html).
+#   1. its description, its perplexity on WikiText-2 test, a short generation;
+#   2. where it repeats itself: out/analyze/report.html (+ analysis.json);
+#   3. a compressed copy, FFN neurons folded to half width with least-squares
+#      refit (out/fold50, a Hugging Face folder), and what that cost and
+#      gained against the original: perplexity, KL, top-1 agreement, speed.
+# Calibration text: data/calib/calib.txt (training-split books, not the
+# evaluation texts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
 model=models/llama-gutenberg-6.5m
+calib=data/calib/calib.txt
+wiki=data/wikitext-2-raw/wiki.test.raw
+mkdir -p out
 set -x
 build/kfuse info "$model"
-build/kfuse perplexity "$model" -f data/wikitext-2-raw/wiki.test.raw --ctx 256
+build/kfuse perplexity "$model" -f "$wiki" --ctx 256
 build/kfuse generate "$model" -p "It was a dark and stormy night" -n 48 --seed 1
-calib=../shared/data/corpus/dracula.txt # calibration: the shared corpus when present, else WikiText-2
-[ -f "$calib" ] || calib=data/wikitext-2-raw/wiki.test.raw
-build/kfuse analyze "$model" -f "$calib" --tokens 16384 -o build/analyze-6.5m
+build/kfuse analyze "$model" -f "$calib" --tokens 16384 -o out/analyze
+build/kfuse compress "$model" -f "$calib" --method fold --ffn-keep 0.5 --tokens 16384 -o out/fold50
+build/kfuse eval out/fold50 --ref "$model" -f "$wiki" --ctx 256
