@@ -14,7 +14,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
 OUT=${2:-/tmp/kf_moe_quality}
 KFUSE=$BUILD/kfuse
-CORPUS=/work/shared/data/corpus
+CORPUS=${CORPUS:-$ROOT/../shared/data/corpus}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$OUT"
 cat "$CORPUS/adventures-of-sherlock-holmes.txt" "$CORPUS/alice-in-wonderland.txt" "$CORPUS/frankenstein.txt" \
@@ -23,7 +23,7 @@ head -c 100000 "$ROOT/data/wikitext-2-raw/wiki.test.raw" > "$OUT/wiki.txt"
 head -c 100000 "$CORPUS/picture-of-dorian-gray.txt" > "$OUT/dorian.txt"
 head -c 100000 "$CORPUS/treasure-island.txt" > "$OUT/treasure.txt"
 
-MODELS=${MODELS:-"$ROOT/models/llama-gutenberg-6.5m /work/shared/models/gpt2-gutenberg-5.9m"}
+MODELS=${MODELS:-"$ROOT/models/llama-gutenberg-6.5m $ROOT/../shared/models/gpt2-gutenberg-5.9m"}
 SPLITS=${SPLITS:-"kmeans coact fold"}
 ROUTERS=${ROUTERS:-"similarity linear mlp oracle"}
 SELECTS=${SELECTS:-"--top-k=3 --top-k=8 --top-k=16 --coverage=0.9"}
