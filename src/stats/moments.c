@@ -25,7 +25,7 @@ kf_status kf_moments_init(kf_moments *m, int d, int topk, float eps, kf_error *e
     m->block = malloc(ud * KF_MOMENTS_BLOCK * sizeof *m->block);
     if (topk > 0) {
         m->coact = calloc(ud * (ud + 1) / 2, sizeof *m->coact);
-        m->top = malloc((size_t)topk * sizeof *m->top);
+        m->top = malloc((size_t)KF_MOMENTS_BLOCK * topk * sizeof *m->top);
     }
     if (!m->shift || !m->sum || !m->sxx || !m->n_pos || !m->n_nz || !m->sum_abs || !m->max || !m->min ||
         !m->block || (topk > 0 && (!m->coact || !m->top))) {
@@ -68,11 +68,11 @@ void kf_moments_reset(kf_moments *m) {
     if (m->coact) memset(m->coact, 0, ud * (ud + 1) / 2 * sizeof *m->coact);
 }
 
-// Counts the co-activations of one row x (d): its top-k dimensions by value,
-// ties going to the lower index.
-static void moments_count_topk(kf_moments *m, const float *x) {
-    int k = m->topk, cnt = 0, *top = m->top;
-    for (int j = 0; j < m->d; j++) {
+// The top-k dimensions of one row x (d) by value, ties going to the lower
+// index, written to top (k) in ascending index order.
+static void moments_row_topk(const float *x, int d, int k, int *top) {
+    int cnt = 0;
+    for (int j = 0; j < d; j++) {
         if (cnt == k && !(x[j] > x[top[k - 1]])) continue;
         int p = cnt < k ? cnt++ : k - 1; // slot freed at the end
         while (p > 0 && x[j] > x[top[p - 1]]) {
@@ -89,8 +89,48 @@ static void moments_count_topk(kf_moments *m, const float *x) {
         }
         top[b] = v;
     }
-    for (int a = 0; a < cnt; a++)
-        for (int b = a; b < cnt; b++) m->coact[kf_packed_index(m->d, top[a], top[b])]++;
+}
+
+// One block X (nb, d), nb <= KF_MOMENTS_BLOCK: shifted copy into m->block and
+// the per-dimension counters. Columns are split across threads (each column's
+// sums still run over the rows in order, so the result does not depend on
+// the thread count); the rows' top-k sets are found in parallel and counted
+// serially.
+static void moments_add_block(kf_moments *m, const float *X, int nb) {
+    const int d = m->d, k = m->topk;
+    const float eps = m->eps;
+    const double *restrict shift = m->shift;
+    double *restrict sum = m->sum, *restrict sum_abs = m->sum_abs, *restrict blk = m->block;
+    int64_t *restrict n_pos = m->n_pos, *restrict n_nz = m->n_nz;
+    float *restrict mx = m->max, *restrict mn = m->min;
+    const int64_t work = (int64_t)nb * d;
+#pragma omp parallel for schedule(static) if (work >= 32768)
+    for (int j0 = 0; j0 < d; j0 += 64) {
+        const int j1 = j0 + 64 < d ? j0 + 64 : d;
+        for (int r = 0; r < nb; r++) {
+            const float *restrict x = X + (size_t)r * d;
+            double *restrict y = blk + (size_t)r * d;
+            for (int j = j0; j < j1; j++) {
+                float a = x[j], aa = fabsf(a);
+                double v = (double)a - shift[j];
+                y[j] = v;
+                sum[j] += v;
+                sum_abs[j] += aa;
+                n_pos[j] += a > 0;
+                n_nz[j] += aa > eps;
+                mx[j] = a > mx[j] ? a : mx[j];
+                mn[j] = a < mn[j] ? a : mn[j];
+            }
+        }
+    }
+    if (k == 0) return;
+#pragma omp parallel for schedule(static) if (work >= 32768)
+    for (int r = 0; r < nb; r++) moments_row_topk(X + (size_t)r * d, d, k, m->top + (size_t)r * k);
+    for (int r = 0; r < nb; r++) {
+        const int *top = m->top + (size_t)r * k;
+        for (int a = 0; a < k; a++)
+            for (int b = a; b < k; b++) m->coact[kf_packed_index(d, top[a], top[b])]++;
+    }
 }
 
 kf_status kf_moments_add(kf_moments *m, const float *X, int n_rows, kf_error *err) {
@@ -108,21 +148,7 @@ kf_status kf_moments_add(kf_moments *m, const float *X, int n_rows, kf_error *er
     }
     for (int r0 = 0; r0 < n_rows; r0 += KF_MOMENTS_BLOCK) {
         int nb = n_rows - r0 < KF_MOMENTS_BLOCK ? n_rows - r0 : KF_MOMENTS_BLOCK;
-        for (int r = 0; r < nb; r++) {
-            const float *x = X + (size_t)(r0 + r) * d;
-            double *y = m->block + (size_t)r * d;
-            for (int j = 0; j < d; j++) {
-                float a = x[j];
-                y[j] = (double)a - m->shift[j];
-                m->sum[j] += y[j];
-                m->sum_abs[j] += fabsf(a);
-                m->n_pos[j] += a > 0;
-                m->n_nz[j] += fabsf(a) > m->eps;
-                if (a > m->max[j]) m->max[j] = a;
-                if (a < m->min[j]) m->min[j] = a;
-            }
-            if (m->topk > 0) moments_count_topk(m, x);
-        }
+        moments_add_block(m, X + (size_t)r0 * d, nb);
         // sxx (d,d) += block^T block, block (nb,d)
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, nb, 1.0, m->block, d, 1.0, m->sxx, d);
     }

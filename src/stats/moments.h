@@ -23,7 +23,7 @@
 
 #include "core/status.h"
 
-#define KF_MOMENTS_BLOCK 128 // rows per dsyrk block
+#define KF_MOMENTS_BLOCK 512 // rows per dsyrk block
 
 typedef struct {
     int d;            // dimension
@@ -41,7 +41,7 @@ typedef struct {
     float *min;       // (d) smallest value (+inf before any row)
     uint32_t *coact;  // (d*(d+1)/2) packed upper triangle, see kf_moments_coact
     double *block;    // (KF_MOMENTS_BLOCK, d) scratch for the shifted rows
-    int *top;         // (topk) scratch for one row's top-k indices
+    int *top;         // (KF_MOMENTS_BLOCK, topk) scratch: each row's top-k indices
 } kf_moments;
 
 kf_status kf_moments_init(kf_moments *m, int d, int topk, float eps, kf_error *err);
