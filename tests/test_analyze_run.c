@@ -55,6 +55,7 @@ static void small_opts(kf_analyze_opts *o) {
     o->k = 4;
     o->sample_tokens = 128;
     o->context_tokens = 256;
+    o->f64_products = 1; // the split-merge check below is at double precision
 }
 
 static void assert_moments_close(const kf_moments *a, const kf_moments *b) {

@@ -1,6 +1,6 @@
 // kfuse analyze MODEL -f CALIB.txt [--tokens N --ctx N --batch B --threshold t
 //   --k K --epsilon e --seed S --sample S --coact-topk K --context-tokens N
-//   --resid-stride N --dump-npy DIR] -o DIR
+//   --resid-stride N --f64-products --dump-npy DIR] -o DIR
 // Writes DIR/report.html, DIR/analysis.json and DIR/stats.kfs. Under mpirun
 // (built with MPI) the calibration batches are split across the ranks.
 #include <errno.h>
@@ -64,6 +64,7 @@ int kf_cmd_analyze(int argc, char **argv) {
         else if (!strcmp(argv[i], "--coact-topk")) o.coact_topk = (int)kf_cli_long(argc, argv, &i, 1, 1 << 16);
         else if (!strcmp(argv[i], "--context-tokens")) o.context_tokens = (int)kf_cli_long(argc, argv, &i, 4, 1 << 24);
         else if (!strcmp(argv[i], "--resid-stride")) o.resid_stride = (int)kf_cli_long(argc, argv, &i, 1, 1 << 16);
+        else if (!strcmp(argv[i], "--f64-products")) o.f64_products = 1;
         else if (!strcmp(argv[i], "--dump-npy")) npy_dir = kf_cli_str(argc, argv, &i);
         else if (argv[i][0] == '-') kf_cli_failf("analyze: unknown option %s", argv[i]);
         else if (!path) path = argv[i];

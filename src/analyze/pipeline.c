@@ -587,12 +587,17 @@ static kf_status recorder_init(recorder *r, const kf_model *m, const kf_analyze_
         if (topk > F) topk = F;
         snprintf(name, sizeof name, "layer.%d.ffn_act", l);
         if ((st = kf_statsfile_add(&a->stats, name, F, topk, 1e-6f, &r->ffn[l], err)) != KF_OK) return st;
+        if (!o->f64_products && (st = kf_moments_set_f32(r->ffn[l], err)) != KF_OK) return st;
     }
-    if (r->joint)
-        return kf_statsfile_add(&a->stats, "resid.all", r->R * r->C, 0, 1e-6f, &r->resid_all, err);
+    if (r->joint) {
+        if ((st = kf_statsfile_add(&a->stats, "resid.all", r->R * r->C, 0, 1e-6f, &r->resid_all, err)) != KF_OK)
+            return st;
+        return o->f64_products ? KF_OK : kf_moments_set_f32(r->resid_all, err);
+    }
     for (int rep = 0; rep < r->R; rep++) {
         snprintf(name, sizeof name, "resid.%d", rep);
         if ((st = kf_statsfile_add(&a->stats, name, r->C, 0, 1e-6f, &r->resid[rep], err)) != KF_OK) return st;
+        if (!o->f64_products && (st = kf_moments_set_f32(r->resid[rep], err)) != KF_OK) return st;
     }
     return kf_cka_mb_init(&r->cka, r->R, r->N < 256 ? r->N : 511, err);
 }
@@ -856,6 +861,7 @@ kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32
         cJSON_AddNumberToObject(op, "coact_topk", rec.ffn[0]->topk);
         cJSON_AddNumberToObject(op, "context_tokens", (double)o->context_tokens);
         cJSON_AddNumberToObject(op, "resid_stride", o->resid_stride);
+        cJSON_AddBoolToObject(op, "f64_products", o->f64_products != 0);
         cJSON_AddNumberToObject(op, "resid_tokens", rec.joint ? (double)rec.resid_all->n : (double)n_rec);
     }
 

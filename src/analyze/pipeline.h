@@ -59,6 +59,7 @@ typedef struct {
     int context_radius;   // tokens shown on each side of a context's token
     int joint_max_dims;   // largest (L+1)*C recorded as one joint accumulator
     int resid_stride;     // the joint accumulator takes tokens whose index is a multiple of it
+    int f64_products;     // second moments summed in double throughout (default: float per block, kf_moments_set_f32)
     int rank, n_ranks;    // MPI rank and size (0, 1 without MPI)
     kf_analyze_progress_fn progress;
     void *progress_user;
@@ -66,7 +67,7 @@ typedef struct {
 
 // Defaults: 65536 tokens, ctx 256, batch 4, t 0.3, k auto, seed 1, eps 0.05,
 // 2048 sampled tokens, 8192 context tokens, 5 contexts of radius 4, joint up
-// to 8192 dims with stride 4, single process.
+// to 8192 dims with stride 4, float products per block, single process.
 void kf_analyze_opts_default(kf_analyze_opts *o);
 
 typedef struct {

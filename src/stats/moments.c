@@ -36,6 +36,20 @@ kf_status kf_moments_init(kf_moments *m, int d, int topk, float eps, kf_error *e
     return KF_OK;
 }
 
+kf_status kf_moments_set_f32(kf_moments *m, kf_error *err) {
+    if (m->sxxf) return KF_OK;
+    size_t ud = (size_t)m->d;
+    m->blockf = malloc(ud * KF_MOMENTS_BLOCK * sizeof *m->blockf);
+    m->sxxf = calloc(ud * ud, sizeof *m->sxxf);
+    if (!m->blockf || !m->sxxf) {
+        free(m->blockf);
+        free(m->sxxf);
+        m->blockf = m->sxxf = NULL;
+        return kf_error_set(err, KF_ERR_NOMEM, "moments: out of memory for the float products of d = %d", m->d);
+    }
+    return KF_OK;
+}
+
 void kf_moments_free(kf_moments *m) {
     free(m->shift);
     free(m->sum);
@@ -47,6 +61,8 @@ void kf_moments_free(kf_moments *m) {
     free(m->min);
     free(m->coact);
     free(m->block);
+    free(m->blockf);
+    free(m->sxxf);
     free(m->top);
     memset(m, 0, sizeof *m);
 }
@@ -101,6 +117,7 @@ static void moments_add_block(kf_moments *m, const float *X, int nb) {
     const float eps = m->eps;
     const double *restrict shift = m->shift;
     double *restrict sum = m->sum, *restrict sum_abs = m->sum_abs, *restrict blk = m->block;
+    float *restrict blkf = m->blockf; // the shifted rows go here instead in f32 mode
     int64_t *restrict n_pos = m->n_pos, *restrict n_nz = m->n_nz;
     float *restrict mx = m->max, *restrict mn = m->min;
     const int64_t work = (int64_t)nb * d;
@@ -110,10 +127,12 @@ static void moments_add_block(kf_moments *m, const float *X, int nb) {
         for (int r = 0; r < nb; r++) {
             const float *restrict x = X + (size_t)r * d;
             double *restrict y = blk + (size_t)r * d;
+            float *restrict yf = blkf ? blkf + (size_t)r * d : NULL;
             for (int j = j0; j < j1; j++) {
                 float a = x[j], aa = fabsf(a);
                 double v = (double)a - shift[j];
-                y[j] = v;
+                if (yf) yf[j] = (float)v;
+                else y[j] = v;
                 sum[j] += v;
                 sum_abs[j] += aa;
                 n_pos[j] += a > 0;
@@ -149,8 +168,21 @@ kf_status kf_moments_add(kf_moments *m, const float *X, int n_rows, kf_error *er
     for (int r0 = 0; r0 < n_rows; r0 += KF_MOMENTS_BLOCK) {
         int nb = n_rows - r0 < KF_MOMENTS_BLOCK ? n_rows - r0 : KF_MOMENTS_BLOCK;
         moments_add_block(m, X + (size_t)r0 * d, nb);
-        // sxx (d,d) += block^T block, block (nb,d)
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, nb, 1.0, m->block, d, 1.0, m->sxx, d);
+        if (!m->sxxf) { // sxx (d,d) += block^T block, block (nb,d)
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, nb, 1.0, m->block, d, 1.0, m->sxx, d);
+            continue;
+        }
+        // sxxf (d,d) += blockf^T blockf in float (sxxf is 0 between blocks),
+        // then moved into sxx in double
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, d, nb, 1.0f, m->blockf, d, 1.0f, m->sxxf, d);
+        double *restrict sxx = m->sxx;
+        float *restrict sf = m->sxxf;
+#pragma omp parallel for schedule(dynamic, 16) if ((int64_t)d * d >= 65536)
+        for (int i = 0; i < d; i++)
+            for (int j = i; j < d; j++) {
+                sxx[(size_t)i * d + j] += sf[(size_t)i * d + j];
+                sf[(size_t)i * d + j] = 0;
+            }
     }
     m->n += n_rows;
     return KF_OK;

@@ -11,7 +11,12 @@
 // double accumulation keeps the error near double rounding over millions of
 // rows (an ssyrk float scratch would add ~1e-7 relative error per product and
 // per block before the double sum). dsyrk costs about twice ssyrk; accuracy
-// was chosen over speed.
+// was chosen over speed by default. kf_moments_set_f32 trades it for
+// speed: each block's products are summed in float (cblas_ssyrk, half the
+// time of dsyrk) and the block's sum then added to Sxx in double, so the
+// covariance is within ~1e-6 of its natural scale sqrt(var_i var_j) (float
+// rounding of one block of at most KF_MOMENTS_BLOCK rows), however many
+// rows are added. The shift and every other counter stay as above.
 //
 // Memory for d dims: d*d doubles for Sxx (only the upper triangle is used)
 // plus, with topk > 0, d*(d+1)/2 uint32 co-activation counts; e.g. d = 11008
@@ -41,11 +46,17 @@ typedef struct {
     float *min;       // (d) smallest value (+inf before any row)
     uint32_t *coact;  // (d*(d+1)/2) packed upper triangle, see kf_moments_coact
     double *block;    // (KF_MOMENTS_BLOCK, d) scratch for the shifted rows
+    float *blockf;    // (KF_MOMENTS_BLOCK, d) the same in float; f32 mode only
+    float *sxxf;      // (d,d) one block's products in float; f32 mode only (NULL: double)
     int *top;         // (KF_MOMENTS_BLOCK, topk) scratch: each row's top-k indices
 } kf_moments;
 
 kf_status kf_moments_init(kf_moments *m, int d, int topk, float eps, kf_error *err);
 void kf_moments_free(kf_moments *m);
+
+// Switches m to float products per block (see the top of this file); d*d
+// floats more memory. Results before and after the switch add up as usual.
+kf_status kf_moments_set_f32(kf_moments *m, kf_error *err);
 // Zeroes all counts and forgets the shift, keeping d, topk and eps.
 void kf_moments_reset(kf_moments *m);
 
