@@ -111,7 +111,7 @@ static void moments_row_topk(const float *x, int d, int k, int *top) {
 // the per-dimension counters. Columns are split across threads (each column's
 // sums still run over the rows in order, so the result does not depend on
 // the thread count); the rows' top-k sets are found in parallel and counted
-// serially.
+// serially; both in one parallel region.
 static void moments_add_block(kf_moments *m, const float *X, int nb) {
     const int d = m->d, k = m->topk;
     const float eps = m->eps;
@@ -121,30 +121,41 @@ static void moments_add_block(kf_moments *m, const float *X, int nb) {
     int64_t *restrict n_pos = m->n_pos, *restrict n_nz = m->n_nz;
     float *restrict mx = m->max, *restrict mn = m->min;
     const int64_t work = (int64_t)nb * d;
-#pragma omp parallel for schedule(static) if (work >= 32768)
-    for (int j0 = 0; j0 < d; j0 += 64) {
-        const int j1 = j0 + 64 < d ? j0 + 64 : d;
-        for (int r = 0; r < nb; r++) {
-            const float *restrict x = X + (size_t)r * d;
-            double *restrict y = blk + (size_t)r * d;
-            float *restrict yf = blkf ? blkf + (size_t)r * d : NULL;
-            for (int j = j0; j < j1; j++) {
-                float a = x[j], aa = fabsf(a);
-                double v = (double)a - shift[j];
-                if (yf) yf[j] = (float)v;
-                else y[j] = v;
-                sum[j] += v;
-                sum_abs[j] += aa;
-                n_pos[j] += a > 0;
-                n_nz[j] += aa > eps;
-                mx[j] = a > mx[j] ? a : mx[j];
-                mn[j] = a < mn[j] ? a : mn[j];
+#pragma omp parallel if (work >= 32768)
+    {
+#pragma omp for schedule(static) nowait
+        for (int j0 = 0; j0 < d; j0 += 64) {
+            const int j1 = j0 + 64 < d ? j0 + 64 : d;
+            for (int r = 0; r < nb; r++) {
+                const float *restrict x = X + (size_t)r * d;
+                if (blkf) {
+                    float *restrict yf = blkf + (size_t)r * d;
+                    for (int j = j0; j < j1; j++) yf[j] = (float)((double)x[j] - shift[j]);
+                } else {
+                    double *restrict y = blk + (size_t)r * d;
+                    for (int j = j0; j < j1; j++) y[j] = (double)x[j] - shift[j];
+                }
+                // three loops of one element type each, so that each vectorises
+                for (int j = j0; j < j1; j++) {
+                    sum[j] += (double)x[j] - shift[j];
+                    sum_abs[j] += fabsf(x[j]);
+                }
+                for (int j = j0; j < j1; j++) {
+                    n_pos[j] += x[j] > 0;
+                    n_nz[j] += fabsf(x[j]) > eps;
+                }
+                for (int j = j0; j < j1; j++) {
+                    mx[j] = x[j] > mx[j] ? x[j] : mx[j];
+                    mn[j] = x[j] < mn[j] ? x[j] : mn[j];
+                }
             }
+        }
+        if (k > 0) {
+#pragma omp for schedule(static)
+            for (int r = 0; r < nb; r++) moments_row_topk(X + (size_t)r * d, d, k, m->top + (size_t)r * k);
         }
     }
     if (k == 0) return;
-#pragma omp parallel for schedule(static) if (work >= 32768)
-    for (int r = 0; r < nb; r++) moments_row_topk(X + (size_t)r * d, d, k, m->top + (size_t)r * k);
     for (int r = 0; r < nb; r++) {
         const int *top = m->top + (size_t)r * k;
         for (int a = 0; a < k; a++)
