@@ -185,18 +185,18 @@ static void redundancy_section(kf_strbuf *b, const cJSON *a) {
     nums(get(red, "ffn_seconds"), fs, L);
     nums(get(red, "resid_seconds"), rsec, R);
     kf_strbuf_printf(b, "<table><tr><th class=l>layer</th><th>FFN neurons</th><th>redundant at t = %g</th>"
-                        "<th>FFN clustering s</th><th>residual redundant at t = %g</th><th>residual clustering s</th></tr>\n",
+                        "<th>FFN clustering ms</th><th>residual redundant at t = %g</th><th>residual clustering ms</th></tr>\n",
                      num(op, "threshold"), num(op, "threshold"));
     const cJSON *ffw = get(get(a, "model"), "n_ff");
     int ti = (int)lround(num(op, "threshold") * 10) - 1; // headline grid index, when t is on it
     for (int l = 0; l < L; l++) {
         const cJSON *w = cJSON_GetArrayItem(ffw, l);
-        kf_strbuf_printf(b, "<tr><td class=l>L%d</td><td>%g</td><td>%.1f%%</td><td>%.3f</td>", l, w ? w->valuedouble : NAN,
-                         100 * at[l], fs[l]);
+        kf_strbuf_printf(b, "<tr><td class=l>L%d</td><td>%g</td><td>%.1f%%</td><td>%.1f</td>", l, w ? w->valuedouble : NAN,
+                         100 * at[l], 1000 * fs[l]);
         if (ti >= 0 && ti < nt && fabs((ti + 1) / 10.0 - num(op, "threshold")) < 1e-9)
             kf_strbuf_printf(b, "<td>%.1f%%</td>", 100 * res[(size_t)(l + 1) * nt + ti]);
         else kf_strbuf_puts(b, "<td>&ndash;</td>");
-        kf_strbuf_printf(b, "<td>%.3f</td></tr>\n", rsec[l + 1]);
+        kf_strbuf_printf(b, "<td>%.2f</td></tr>\n", 1000 * rsec[l + 1]);
     }
     kf_strbuf_puts(b, "</table>\n");
     if (ns == R + 1)

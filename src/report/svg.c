@@ -76,6 +76,10 @@ static void range_of(const double *v, int n, double *lo, double *hi) {
     if (!isfinite(*lo)) *lo = 0, *hi = 1;
     if (*lo > 0) *lo = 0;
     if (*hi <= *lo) *hi = *lo + 1;
+    // out to whole tick steps, so the top and bottom of the data have a labelled tick
+    double step = nice_step(*hi - *lo, 5);
+    *hi = ceil(*hi / step - 1e-9) * step;
+    *lo = floor(*lo / step + 1e-9) * step;
 }
 
 void kf_svg_heatmap(kf_strbuf *b, const kf_plot_opts *o, const double *v, int rows, int cols,
@@ -97,6 +101,10 @@ void kf_svg_heatmap(kf_strbuf *b, const kf_plot_opts *o, const double *v, int ro
             kf_strbuf_puts(b, " / ");
             label_or_index(b, col_labels, j);
             kf_strbuf_printf(b, ": %.4g</title></rect>\n", x);
+            if (cw >= 30 && ch >= 16 && isfinite(x)) // the value in the cell, dark text on light colours
+                kf_strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"%s\">%.2f</text>\n",
+                                 ML + (j + 0.5) * cw, MT + (i + 0.5) * ch + 4,
+                                 vmax > vmin && (x - vmin) / (vmax - vmin) > 0.6 ? "#000" : "#fff", x);
         }
     int every = rows > 24 ? (rows + 23) / 24 : 1; // at most ~24 tick labels per axis
     for (int i = 0; i < rows; i += every) {
