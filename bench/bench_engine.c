@@ -288,7 +288,7 @@ static int arg_int(int argc, char **argv, int *i, int lo, int hi) {
 int main(int argc, char **argv) {
     const char *path = "/tmp/kfuse-bench/llama-2048x16", *dump = NULL;
     int threads = omp_get_num_procs(), T = 512, n_gen = 32, repeats = 3, stream_mb = 256;
-    int do_breakdown = 0;
+    int do_breakdown = 0, no_mmap = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t")) threads = arg_int(argc, argv, &i, 1, 1024);
         else if (!strcmp(argv[i], "-p")) T = arg_int(argc, argv, &i, 1, 1 << 16);
@@ -296,10 +296,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-r")) repeats = arg_int(argc, argv, &i, 1, 1000);
         else if (!strcmp(argv[i], "--stream-mb")) stream_mb = arg_int(argc, argv, &i, 1, 1 << 16);
         else if (!strcmp(argv[i], "--breakdown")) do_breakdown = 1;
+        else if (!strcmp(argv[i], "--no-mmap")) no_mmap = 1;
         else if (!strcmp(argv[i], "--dump-logits") && i + 1 < argc) dump = argv[++i];
         else if (argv[i][0] == '-') {
             fprintf(stderr, "usage: bench_engine [MODEL] [-t N] [-p N] [-n N] [-r N] [--stream-mb MB] "
-                            "[--breakdown] [--dump-logits PATH]\n");
+                            "[--breakdown] [--no-mmap] [--dump-logits PATH]\n");
             return 2;
         } else path = argv[i];
     }
@@ -310,14 +311,14 @@ int main(int argc, char **argv) {
 
     kf_error err = {0};
     kf_model *m = NULL;
-    if (kf_model_load(&m, path, &err) != KF_OK) {
+    if (kf_model_load(&m, path, &err) != KF_OK || (no_mmap && kf_model_load_to_memory(m, &err) != KF_OK)) {
         fprintf(stderr, "bench_engine: %s\n", err.msg);
         return 1;
     }
     if (dump) return dump_logits(m, dump);
     printf("{\"engine\": \"info\", \"test\": \"config\", \"threads\": %d, \"model\": \"%s\", \"params\": %lld, "
-           "\"weight_bytes\": %lld, \"prompt\": %d, \"gen\": %d, \"openblas\": \"%s\"}\n",
-           threads, path, (long long)kf_model_n_params(m), (long long)kf_model_weight_bytes(m), T, n_gen,
+           "\"no_mmap\": %d, \"weight_bytes\": %lld, \"prompt\": %d, \"gen\": %d, \"openblas\": \"%s\"}\n",
+           threads, path, (long long)kf_model_n_params(m), no_mmap, (long long)kf_model_weight_bytes(m), T, n_gen,
            openblas_get_config());
 
     // (a) bandwidth

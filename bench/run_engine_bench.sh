@@ -50,8 +50,8 @@ echo "== logits check (8 tokens, prefill and decode, kfuse vs torch)"
 "$BUILD/bench/bench_engine" "$MODEL" -t "$T" --dump-logits "$OUT/kfuse_logits.bin"
 $PY "$ROOT/bench/torch_bench.py" "$MODEL" -t "$T" --check "$OUT/kfuse_logits.bin" | tee "$OUT/check.jsonl"
 
-echo "== kfuse: bench_engine -t $T -p $P -n $N -r $R $BREAKDOWN"
-"$BUILD/bench/bench_engine" "$MODEL" -t "$T" -p "$P" -n "$N" -r "$R" $BREAKDOWN | tee "$OUT/kfuse.txt"
+echo "== kfuse: bench_engine -t $T -p $P -n $N -r $R --no-mmap $BREAKDOWN"
+"$BUILD/bench/bench_engine" "$MODEL" -t "$T" -p "$P" -n "$N" -r "$R" --no-mmap $BREAKDOWN | tee "$OUT/kfuse.txt"
 echo "== torch: torch_bench.py -t $T -p $P -n $N -r $R"
 $PY "$ROOT/bench/torch_bench.py" "$MODEL" -t "$T" -p "$P" -n "$N" -r "$R" | tee "$OUT/torch.jsonl"
 

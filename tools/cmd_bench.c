@@ -1,4 +1,4 @@
-// kfuse bench MODEL [-p 512 -n 128 -r 5 -t THREADS --json]
+// kfuse bench MODEL [-p 512 -n 128 -r 5 -t THREADS --no-mmap --json]
 #include <omp.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,13 +9,14 @@
 int kf_cmd_bench(int argc, char **argv) {
     const char *path = NULL;
     int n_prompt = 512, n_gen = 128, repeats = 5;
-    bool json = false;
+    bool json = false, no_mmap = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-p")) n_prompt = (int)kf_cli_long(argc, argv, &i, 1, 1 << 16);
         else if (!strcmp(argv[i], "-n")) n_gen = (int)kf_cli_long(argc, argv, &i, 1, 1 << 16);
         else if (!strcmp(argv[i], "-r")) repeats = (int)kf_cli_long(argc, argv, &i, 1, 1000);
         else if (!strcmp(argv[i], "-t")) omp_set_num_threads((int)kf_cli_long(argc, argv, &i, 1, 1024));
         else if (!strcmp(argv[i], "--json")) json = true;
+        else if (!strcmp(argv[i], "--no-mmap")) no_mmap = true;
         else if (argv[i][0] == '-') kf_cli_failf("bench: unknown option %s", argv[i]);
         else if (!path) path = argv[i];
         else kf_cli_failf("bench: unexpected argument %s", argv[i]);
@@ -24,6 +25,7 @@ int kf_cmd_bench(int argc, char **argv) {
     kf_model *m = kf_cli_load_model(path, NULL);
     kf_bench_result r;
     kf_error err = {0};
+    if (no_mmap && kf_model_load_to_memory(m, &err) != KF_OK) kf_cli_fail(&err);
     if (kf_bench_run(m, n_prompt, n_gen, repeats, &r, &err) != KF_OK) kf_cli_fail(&err);
     // One machine-readable row per test, same keys in both outputs.
     const char *fmt_json = "{\"model\": \"%s\", \"test\": \"%s%d\", \"threads\": %d, \"repeats\": %d, "

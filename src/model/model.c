@@ -202,6 +202,48 @@ int kf_model_list_tensors(const kf_model *m, kf_named_tensor *out, int cap) {
     return n;
 }
 
+static bool in_maps(const kf_model *m, const float *p) {
+    for (int i = 0; i < m->n_maps; i++) {
+        const char *b = m->maps[i].data;
+        if ((const char *)p >= b && (const char *)p < b + m->maps[i].size) return true;
+    }
+    return false;
+}
+
+kf_status kf_model_load_to_memory(kf_model *m, kf_error *err) {
+    int n = kf_model_list_tensors(m, NULL, 0);
+    kf_named_tensor *ts = malloc(sizeof *ts * (size_t)(n > 0 ? n : 1));
+    if (!ts) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", m->path);
+    kf_model_list_tensors(m, ts, n);
+    // The list is in forward order (embeddings, layers, head); each tensor
+    // starts on a 64-byte boundary.
+    int64_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (in_maps(m, ts[i].t->data)) total += (kf_tensor_nelem(ts[i].t) + 15) & ~(int64_t)15;
+    float *buf = total ? kf_model_alloc(m, total) : NULL;
+    if (total && !buf) {
+        free(ts);
+        return kf_error_set(err, KF_ERR_NOMEM, "%s: cannot hold %lld bytes of weights in memory", m->path,
+                            (long long)total * 4);
+    }
+    const float *tok_embd_old = m->tok_embd.data;
+    for (int i = 0; i < n; i++) {
+        kf_tensor *t = (kf_tensor *)ts[i].t; // the model is ours to change; the list is read-only by design
+        if (!in_maps(m, t->data)) continue;
+        int64_t e = kf_tensor_nelem(t);
+        memcpy(buf, t->data, (size_t)e * sizeof(float));
+        t->data = buf;
+        buf += (e + 15) & ~(int64_t)15;
+    }
+    if (m->tied_head && m->lm_head.data == tok_embd_old) m->lm_head.data = m->tok_embd.data;
+    free(ts);
+    for (int i = 0; i < m->n_maps; i++) kf_mmap_close(&m->maps[i]);
+    free(m->maps);
+    m->maps = NULL;
+    m->n_maps = 0;
+    return KF_OK;
+}
+
 static int64_t n_or_zero(const kf_tensor *t) { return kf_tensor_present(t) ? kf_tensor_nelem(t) : 0; }
 
 int64_t kf_model_n_params(const kf_model *m) {

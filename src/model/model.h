@@ -114,6 +114,13 @@ kf_status kf_model_alloc_tensor(kf_model *m, kf_tensor *t, int ndim, const int64
 // Registers a memory map whose lifetime becomes the model's.
 kf_status kf_model_add_map(kf_model *m, kf_mmap map, kf_error *err);
 
+// Copies every weight that points into a memory map into one owned buffer,
+// in the order a decode step reads them, and releases the maps (llama.cpp's
+// --no-mmap). Decode streams all weights per token; from anonymous memory it
+// runs at the machine's bandwidth, from the file mapping it did not here
+// (bench/RESULTS.md). Costs one copy of the weights in RAM.
+kf_status kf_model_load_to_memory(kf_model *m, kf_error *err);
+
 // Checks every tensor's presence and shape against the hyper-parameters and
 // each layer's n_ff; err names `what` (usually the file) on mismatch.
 kf_status kf_model_validate(const kf_model *m, const char *what, kf_error *err);
