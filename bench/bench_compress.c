@@ -4,7 +4,8 @@
 // (medians), the decode speedup, the weight-bytes ratio, and whether the
 // acceptance bound decode speedup >= 0.8 x bytes ratio holds.
 //
-//   bench_compress ORIGINAL COMPRESSED [-p 512] [-n 64] [-r 5]
+//   bench_compress ORIGINAL COMPRESSED [-p 512] [-n 64] [-r 5] [--no-mmap]
+// --no-mmap copies both models' weights into memory first (kf_model_load_to_memory).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,25 +15,27 @@
 
 int main(int argc, char **argv) {
     const char *paths[2] = {NULL, NULL};
-    int p = 512, n = 64, r = 5, np = 0;
+    int p = 512, n = 64, r = 5, np = 0, no_mmap = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-p") && i + 1 < argc) p = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-r") && i + 1 < argc) r = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-mmap")) no_mmap = 1;
         else if (argv[i][0] != '-' && np < 2) paths[np++] = argv[i];
         else {
-            fprintf(stderr, "usage: bench_compress ORIGINAL COMPRESSED [-p 512] [-n 64] [-r 5]\n");
+            fprintf(stderr, "usage: bench_compress ORIGINAL COMPRESSED [-p 512] [-n 64] [-r 5] [--no-mmap]\n");
             return 2;
         }
     }
     if (np != 2 || p < 1 || n < 1 || r < 1) {
-        fprintf(stderr, "usage: bench_compress ORIGINAL COMPRESSED [-p 512] [-n 64] [-r 5]\n");
+        fprintf(stderr, "usage: bench_compress ORIGINAL COMPRESSED [-p 512] [-n 64] [-r 5] [--no-mmap]\n");
         return 2;
     }
     kf_model *m[2] = {NULL, NULL};
     kf_error err = {0};
     for (int k = 0; k < 2; k++)
-        if (kf_model_load(&m[k], paths[k], &err) != KF_OK) {
+        if (kf_model_load(&m[k], paths[k], &err) != KF_OK ||
+            (no_mmap && kf_model_load_to_memory(m[k], &err) != KF_OK)) {
             fprintf(stderr, "bench_compress: %s\n", err.msg);
             return 1;
         }
