@@ -54,7 +54,9 @@ int main(int argc, char **argv) {
     const int E = argc > 2 ? atoi(argv[2]) : 16, K = argc > 3 ? atoi(argv[3]) : 4, N = argc > 4 ? atoi(argv[4]) : 32;
     kf_model *m;
     kf_error err = {0};
-    if (kf_model_load(&m, argv[1], &err) != KF_OK) {
+    // Weights copied into memory, as `kfuse bench --no-mmap`: decode streams
+    // them at the machine's bandwidth there (bench/RESULTS.md).
+    if (kf_model_load(&m, argv[1], &err) != KF_OK || kf_model_load_to_memory(m, &err) != KF_OK) {
         fprintf(stderr, "bench_moe: %s\n", err.msg);
         return 1;
     }
