@@ -151,6 +151,8 @@ static inline float dot_avx2(const float *w, const float *x, int C) {
     return s;
 }
 
+float kf_dot(const float *a, const float *b, int n) { return dot_avx2(a, b, n); }
+
 void kf_matvec_avx2(float *y, const float *W, const float *x, int OC, int C) {
     // Four rows per iteration (eight accumulators) so each load of x feeds four FMAs.
     const int n_blocks = (OC + 3) / 4;

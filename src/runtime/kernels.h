@@ -51,6 +51,8 @@ void kf_matvec(float *y, const float *W, const float *x, int OC, int C);
 // The two SIMD variants, exposed for tests; kf_matvec_avx512 needs a CPU with
 // AVX-512F (kf_cpu_has_avx512()).
 void kf_matvec_avx2(float *y, const float *W, const float *x, int OC, int C);
+// Dot product of n floats (AVX2/FMA, two accumulators, scalar tail).
+float kf_dot(const float *a, const float *b, int n);
 void kf_matvec_avx512(float *y, const float *W, const float *x, int OC, int C);
 int kf_cpu_has_avx512(void);
 

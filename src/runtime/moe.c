@@ -6,7 +6,6 @@
 #include "runtime/moe.h"
 
 #include <cblas.h>
-#include <immintrin.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -104,25 +103,6 @@ static void activate(const kf_model *m, float *u, const float *g, int64_t n) {
     }
 }
 
-static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-static inline float dot(const float *a, const float *b, int n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int j = 0;
-    for (; j + 16 <= n; j += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), s1);
-    }
-    float s = hsum256(_mm256_add_ps(s0, s1));
-    for (; j < n; j++) s += a[j] * b[j];
-    return s;
-}
-
 // y (C) = sum over the n selected experts e of W[:, eS:(e+1)S] a[eS:(e+1)S],
 // W (C, F) row-major: each output row reads n runs of S contiguous floats.
 static void down_sliced(float *y, const float *W, const float *a, int C, int F, int S, const int *sel, int n) {
@@ -130,7 +110,7 @@ static void down_sliced(float *y, const float *W, const float *a, int C, int F, 
     for (int c = 0; c < C; c++) {
         const float *w = W + (int64_t)c * F;
         float s = 0;
-        for (int i = 0; i < n; i++) s += dot(w + (int64_t)sel[i] * S, a + (int64_t)sel[i] * S, S);
+        for (int i = 0; i < n; i++) s += kf_dot(w + (int64_t)sel[i] * S, a + (int64_t)sel[i] * S, S);
         y[c] = s;
     }
 }
