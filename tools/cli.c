@@ -1,5 +1,6 @@
 #include "cli.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -71,4 +72,25 @@ char *kf_cli_read_text(const char *path, size_t *len) {
     char *buf;
     if (kf_file_read_all(path, &buf, len, &err) != KF_OK) kf_cli_fail(&err);
     return buf;
+}
+
+int32_t *kf_cli_tokenize_file(const kf_tokenizer *tok, const char *path, bool add_bos, size_t *n_ids) {
+    size_t len;
+    char *text = kf_cli_read_text(path, &len);
+    kf_error err = {0}, named;
+    int32_t *ids;
+    if (kf_tokenizer_encode(tok, text, len, add_bos, &ids, n_ids, &err) != KF_OK) {
+        kf_error_set(&named, err.code, "%s: %s", path, err.msg);
+        kf_cli_fail(&named);
+    }
+    free(text);
+    return ids;
+}
+
+void kf_cli_print_json(cJSON *o, bool pretty) {
+    char *txt = pretty ? cJSON_Print(o) : cJSON_PrintUnformatted(o);
+    if (!txt) kf_cli_failf("out of memory printing JSON");
+    printf("%s\n", txt);
+    free(txt);
+    cJSON_Delete(o);
 }

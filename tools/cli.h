@@ -25,6 +25,12 @@ const char *kf_cli_default_model(void);
 kf_model *kf_cli_load_model(const char *path, kf_tokenizer **tok);
 // Reads a whole text file, or fails.
 char *kf_cli_read_text(const char *path, size_t *len);
+// Reads and tokenizes a text file (BOS first when add_bos), or fails with a
+// line naming the file (e.g. the byte offset of invalid UTF-8).
+int32_t *kf_cli_tokenize_file(const kf_tokenizer *tok, const char *path, bool add_bos, size_t *n_ids);
+// Prints a JSON object on stdout (indented when pretty) and deletes it.
+struct cJSON;
+void kf_cli_print_json(struct cJSON *o, bool pretty);
 
 int kf_cmd_info(int argc, char **argv);
 int kf_cmd_generate(int argc, char **argv);

@@ -199,14 +199,7 @@ int kf_cmd_compress(int argc, char **argv) {
     int32_t *ids = NULL;
     size_t n_ids = 0;
     if (calib) {
-        size_t len;
-        char *text = kf_cli_read_text(calib, &len);
-        if (kf_tokenizer_encode(tok, text, len, true, &ids, &n_ids, &err) != KF_OK) {
-            kf_error e2;
-            kf_error_set(&e2, err.code, "%s: %s", calib, err.msg);
-            kf_cli_fail(&e2);
-        }
-        free(text);
+        ids = kf_cli_tokenize_file(tok, calib, true, &n_ids);
         if ((long)n_ids > n_tokens) n_ids = (size_t)n_tokens;
     } else if (method == KF_CMP_DROP_LAYERS || (!stats_path && (refit || method == KF_CMP_FOLD ||
                                                                 method == KF_CMP_PRUNE_WANDA ||
@@ -327,10 +320,7 @@ int kf_cmd_compress(int argc, char **argv) {
     cJSON_AddStringToObject(o_js, "output", out);
     cJSON_AddStringToObject(o_js, "format", format);
     cJSON_AddNumberToObject(o_js, "seconds", secs);
-    char *txt = json ? cJSON_Print(o_js) : cJSON_PrintUnformatted(o_js);
-    printf("%s\n", txt);
-    free(txt);
-    cJSON_Delete(o_js);
+    kf_cli_print_json(o_js, json);
     if (!json)
         fprintf(stderr, "compress: %s, %lld -> %lld parameters in %.1f s, written to %s (%s)\n", method_names[method],
                 (long long)params0, (long long)kf_model_n_params(m), secs, out, format);

@@ -56,17 +56,9 @@ int kf_cmd_eval(int argc, char **argv) {
     if (ref->n_vocab != m->n_vocab)
         kf_cli_failf("eval: vocabularies differ: %s has %d entries, %s has %d", path, m->n_vocab, ref_path,
                      ref->n_vocab);
-    size_t len;
-    char *text = kf_cli_read_text(text_path, &len);
     kf_error err = {0};
-    int32_t *ids;
     size_t n_ids;
-    if (kf_tokenizer_encode(tok, text, len, true, &ids, &n_ids, &err) != KF_OK) {
-        kf_error e2;
-        kf_error_set(&e2, err.code, "%s: %s", text_path, err.msg);
-        kf_cli_fail(&e2);
-    }
-    free(text);
+    int32_t *ids = kf_cli_tokenize_file(tok, text_path, true, &n_ids);
     kf_progress bar;
     kf_progress_init(&bar, "eval", "windows", (int64_t)(n_ids / (size_t)ctx));
     kf_compare_result r;
@@ -96,10 +88,7 @@ int kf_cmd_eval(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "bench_gen", bench_n);
             cJSON_AddNumberToObject(o, "bench_repeats", bench_r);
         }
-        char *txt = cJSON_Print(o);
-        printf("%s\n", txt);
-        free(txt);
-        cJSON_Delete(o);
+        kf_cli_print_json(o, true);
     } else {
         printf("%s: %lld tokens scored (ctx %d)\n", text_path, (long long)r.n_scored, ctx);
         printf("%-10s %12s %12s\n", "", "model", "reference");

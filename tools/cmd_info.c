@@ -85,10 +85,7 @@ int kf_cmd_info(int argc, char **argv) {
             cJSON_AddNumberToObject(L, "ffn_params", (double)layer_params(&m->layers[l], true));
             cJSON_AddItemToArray(layers, L);
         }
-        char *txt = cJSON_Print(o);
-        printf("%s\n", txt);
-        free(txt);
-        cJSON_Delete(o);
+        kf_cli_print_json(o, true);
     } else {
         printf("model       %s (%s)\n", m->path, m->format);
         printf("arch        %s: %s, %s%s, %s positions", kf_arch_name(m->arch), norm, m->gated_ffn ? "gated " : "",

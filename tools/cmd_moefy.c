@@ -109,15 +109,8 @@ int kf_cmd_moefy(int argc, char **argv) {
         if (kf_statsfile_load(&stats, stats_path, kf_analyze_fingerprint(m), &err) != KF_OK) kf_cli_fail(&err);
         o.stats = &stats;
     }
-    size_t len, n_ids = 0;
-    int32_t *ids = NULL;
-    char *text = kf_cli_read_text(calib, &len);
-    if (kf_tokenizer_encode(tok, text, len, true, &ids, &n_ids, &err) != KF_OK) {
-        kf_error e2;
-        kf_error_set(&e2, err.code, "%s: %s", calib, err.msg);
-        kf_cli_fail(&e2);
-    }
-    free(text);
+    size_t n_ids = 0;
+    int32_t *ids = kf_cli_tokenize_file(tok, calib, true, &n_ids);
 
     kf_progress bar;
     kf_progress_init(&bar, "moefy", "layers", m->n_layer);
@@ -170,10 +163,7 @@ int kf_cmd_moefy(int argc, char **argv) {
     cJSON_AddStringToObject(js, "output", out);
     cJSON_AddStringToObject(js, "format", format);
     cJSON_AddNumberToObject(js, "seconds", secs);
-    char *txt = json ? cJSON_Print(js) : cJSON_PrintUnformatted(js);
-    printf("%s\n", txt);
-    free(txt);
-    cJSON_Delete(js);
+    kf_cli_print_json(js, json);
     if (!json)
         fprintf(stderr, "moefy: %d experts (%s split, %s router), recall@%d %.3f (similarity %.3f), share %.3f, %.1f s, written to %s\n",
                 E, split_names[o.split], router_names[o.router], rep.k_eval, mr, ms, msh, secs, out);

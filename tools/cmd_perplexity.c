@@ -41,17 +41,9 @@ int kf_cmd_perplexity(int argc, char **argv) {
     if (!path) path = kf_cli_default_model();
     kf_tokenizer *tok;
     kf_model *m = kf_cli_load_model(path, &tok);
-    size_t len;
-    char *text = kf_cli_read_text(text_path, &len);
     kf_error err = {0};
-    int32_t *ids;
     size_t n_ids;
-    if (kf_tokenizer_encode(tok, text, len, true, &ids, &n_ids, &err) != KF_OK) {
-        kf_error e2;
-        kf_error_set(&e2, err.code, "%s: %s", text_path, err.msg);
-        kf_cli_fail(&e2);
-    }
-    free(text);
+    int32_t *ids = kf_cli_tokenize_file(tok, text_path, true, &n_ids);
     if (!json) fprintf(stderr, "perplexity: %zu tokens, %lld windows of %d\n", n_ids, (long long)(n_ids / (size_t)ctx), ctx);
     ppl_view view = {.json = json};
     kf_progress_init(&view.bar, "perplexity", "windows", (int64_t)(n_ids / (size_t)ctx));
@@ -73,10 +65,7 @@ int kf_cmd_perplexity(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "nll_mean", r.nll_mean);
         cJSON_AddNumberToObject(o, "seconds", r.seconds);
         cJSON_AddNumberToObject(o, "tokens_per_s", tps);
-        char *txt = cJSON_Print(o);
-        printf("%s\n", txt);
-        free(txt);
-        cJSON_Delete(o);
+        kf_cli_print_json(o, true);
     } else {
         printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_se);
         fprintf(stderr, "perplexity: %lld tokens scored in %.2f s (%.0f tokens/s through the model)\n",
