@@ -12,13 +12,13 @@
 
 #include <cjson/cJSON.h>
 
-static const char *kf_test_root(void) {
+static inline const char *kf_test_root(void) {
     const char *r = getenv("KF_ROOT");
     return r ? r : ".";
 }
 
 // A fresh folder under /tmp; out must hold 64 bytes.
-static void tmp_dir(char *out) {
+static inline void tmp_dir(char *out) {
     snprintf(out, 64, "/tmp/kf_hf_test_XXXXXX");
     if (!mkdtemp(out)) {
         perror("mkdtemp");
@@ -27,7 +27,7 @@ static void tmp_dir(char *out) {
 }
 
 // Removes a flat folder and the files in it.
-static void rm_tree(const char *dir) {
+static inline void rm_tree(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
@@ -41,7 +41,7 @@ static void rm_tree(const char *dir) {
     rmdir(dir);
 }
 
-static void write_bytes(const char *path, const void *data, size_t n) {
+static inline void write_bytes(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f || fwrite(data, 1, n, f) != n || fclose(f) != 0) {
         perror(path);
@@ -49,7 +49,7 @@ static void write_bytes(const char *path, const void *data, size_t n) {
     }
 }
 
-static void write_text_file(const char *dir, const char *name, const char *text) {
+static inline void write_text_file(const char *dir, const char *name, const char *text) {
     char p[1200];
     snprintf(p, sizeof p, "%s/%s", dir, name);
     write_bytes(p, text, strlen(text));
@@ -63,14 +63,14 @@ typedef struct {
     uint64_t begin, end; // data_offsets
 } st_entry;
 
-static size_t st_elem_size(const char *dtype) {
+static inline size_t st_elem_size(const char *dtype) {
     if (!strcmp(dtype, "F32")) return 4;
     if (!strcmp(dtype, "F16") || !strcmp(dtype, "BF16")) return 2;
     return 1;
 }
 
 // Lays entries out back to back; returns the data size.
-static uint64_t st_layout(st_entry *e, int n) {
+static inline uint64_t st_layout(st_entry *e, int n) {
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
         uint64_t k = st_elem_size(e[i].dtype);
@@ -83,7 +83,7 @@ static uint64_t st_layout(st_entry *e, int n) {
 
 // Header JSON, padded with spaces to a multiple of 8 plus `extra` (so extra
 // != 0 misaligns the data section). Caller frees.
-static char *st_header(const st_entry *e, int n, int extra, size_t *len) {
+static inline char *st_header(const st_entry *e, int n, int extra, size_t *len) {
     size_t cap = 256 + (size_t)n * 256 + 16;
     char *h = malloc(cap);
     size_t k = (size_t)snprintf(h, cap, "{\"__metadata__\":{\"format\":\"pt\"}");
@@ -102,7 +102,7 @@ static char *st_header(const st_entry *e, int n, int extra, size_t *len) {
 }
 
 // Writes u64 header length, header, data.
-static void write_st(const char *path, const st_entry *e, int n, const void *data, size_t data_len, int extra) {
+static inline void write_st(const char *path, const st_entry *e, int n, const void *data, size_t data_len, int extra) {
     size_t hlen;
     char *h = st_header(e, n, extra, &hlen);
     size_t total = 8 + hlen + data_len;
@@ -117,7 +117,7 @@ static void write_st(const char *path, const st_entry *e, int n, const void *dat
 
 // Needs cmocka and cJSON included first.
 // Reads tensor `name` (F32) of a .safetensors file straight from disk.
-static float *read_raw(const char *path, const char *name, int64_t *n) {
+static inline float *read_raw(const char *path, const char *name, int64_t *n) {
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
     uint64_t hlen = 0;
