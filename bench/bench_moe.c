@@ -1,5 +1,5 @@
 // Decode speed of a MoEfied model against the dense one, in the same run.
-//   bench_moe MODEL [E=16] [K=4] [N=32]
+//   bench_moe MODEL [E=16] [K=4] [N=32] [R=5]
 // MODEL is typically the bandwidth-bound bench model of bench/make_bench_model
 // (hidden 2048, 16 layers, FFN 5632, random Llama). Every layer is turned,
 // in memory, into E experts of consecutive neurons with a similarity router
@@ -7,6 +7,8 @@
 // the FFN neurons are computed per token. Prints decode tokens/s of both, the
 // FFN share of decode time (timed between the FFN_IN and FFN_OUT hooks), and
 // the router's own time per token (kf_moe_router_scores + selection).
+// Dense and MoE runs alternate R times after a warm-up pair (the same weights:
+// only n_expert is switched); each figure is the median with min and max.
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -46,12 +48,34 @@ static double decode_run(const kf_model *m, int N, double *ffn_share) {
     return (N - 1) / dt;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// median, min, max of n values (sorted in place)
+static void stats3(double *v, int n, double out[3]) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    out[0] = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    out[1] = v[0];
+    out[2] = v[n - 1];
+}
+
+static void set_experts(kf_model *m, int E) {
+    for (int l = 0; l < m->n_layer; l++) m->layers[l].n_expert = E;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_moe MODEL [E=16] [K=4] [N=32]\n");
+        fprintf(stderr, "usage: bench_moe MODEL [E=16] [K=4] [N=32] [R=5]\n");
         return 2;
     }
     const int E = argc > 2 ? atoi(argv[2]) : 16, K = argc > 3 ? atoi(argv[3]) : 4, N = argc > 4 ? atoi(argv[4]) : 32;
+    const int R = argc > 5 ? atoi(argv[5]) : 5;
+    if (E < 1 || K < 1 || K > E || N < 2 || R < 1 || R > 100) {
+        fprintf(stderr, "bench_moe: need 1 <= K <= E, N >= 2, 1 <= R <= 100\n");
+        return 2;
+    }
     kf_model *m;
     kf_error err = {0};
     // Weights copied into memory, as `kfuse bench --no-mmap`: decode streams
@@ -60,36 +84,44 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_moe: %s\n", err.msg);
         return 1;
     }
-    double share_dense, share_moe;
-    double tps_dense = decode_run(m, N, &share_dense);
     for (int l = 0; l < m->n_layer; l++) {
-        if (kf_router_similarity(m, l, E, &err) != KF_OK) {
-            fprintf(stderr, "bench_moe: %s\n", err.msg);
+        if (m->layers[l].n_ff % E != 0 || kf_router_similarity(m, l, E, &err) != KF_OK) {
+            fprintf(stderr, "bench_moe: layer %d: %s\n", l, err.msg[0] ? err.msg : "n_ff is not a multiple of E");
             return 1;
         }
-        m->layers[l].n_expert = E;
         m->layers[l].top_k = K;
     }
-    double tps_moe = decode_run(m, N, &share_moe);
+    double tps[2][100], ffn_ms[2][100], share;
+    for (int r = -1; r < R; r++) // r = -1: warm-up pair
+        for (int moe = 0; moe < 2; moe++) {
+            set_experts(m, moe ? E : 0);
+            double t = decode_run(m, N, &share);
+            if (r < 0) continue;
+            tps[moe][r] = t;
+            ffn_ms[moe][r] = 1e3 / t * share;
+        }
     // router cost alone: scores + selection for every layer, per token
-    const int C = m->n_embd, R = 200;
+    const int C = m->n_embd, RR = 200;
     float *x = malloc(sizeof(float) * (size_t)C), scores[1024], hidden[1];
     int sel[1024], order[1024];
     for (int i = 0; i < C; i++) x[i] = (float)((i * 37) % 11) / 11.0f - 0.5f;
     double t0 = kf_time_now();
-    for (int r = 0; r < R; r++)
+    for (int r = 0; r < RR; r++)
         for (int l = 0; l < m->n_layer && E <= 1024; l++) {
             kf_moe_router_scores(&m->layers[l], x, 1, scores, hidden);
             kf_moe_select(scores, E, K, 0, sel, order);
         }
-    double router_ms = (kf_time_now() - t0) / R * 1e3;
-    double ms_dense = 1e3 / tps_dense, ms_moe = 1e3 / tps_moe;
-    printf("{\"model\": \"%s\", \"experts\": %d, \"top_k\": %d, \"ffn_share_computed\": %.4f,\n"
-           " \"dense\": {\"decode_tok_s\": %.2f, \"ms_per_token\": %.2f, \"ffn_ms\": %.2f, \"ffn_share_of_time\": %.3f},\n"
-           " \"moe\": {\"decode_tok_s\": %.2f, \"ms_per_token\": %.2f, \"ffn_ms\": %.2f, \"ffn_share_of_time\": %.3f,"
-           " \"router_ms\": %.3f},\n \"speedup\": %.3f, \"ffn_time_ratio\": %.3f}\n",
-           argv[1], E, K, (double)K / E, tps_dense, ms_dense, ms_dense * share_dense, share_dense, tps_moe, ms_moe,
-           ms_moe * share_moe, share_moe, router_ms, tps_moe / tps_dense, (ms_moe * share_moe) / (ms_dense * share_dense));
+    double router_ms = (kf_time_now() - t0) / RR * 1e3;
+    double td[3], tm[3], fd[3], fm[3];
+    stats3(tps[0], R, td), stats3(tps[1], R, tm), stats3(ffn_ms[0], R, fd), stats3(ffn_ms[1], R, fm);
+    printf("{\"model\": \"%s\", \"experts\": %d, \"top_k\": %d, \"ffn_share_computed\": %.4f, \"tokens\": %d,"
+           " \"repeats\": %d,\n"
+           " \"dense\": {\"decode_tok_s\": [%.2f, %.2f, %.2f], \"ffn_ms\": [%.2f, %.2f, %.2f]},\n"
+           " \"moe\": {\"decode_tok_s\": [%.2f, %.2f, %.2f], \"ffn_ms\": [%.2f, %.2f, %.2f], \"router_ms\": %.3f},\n"
+           " \"speedup\": %.3f, \"ffn_time_ratio\": %.3f, \"ffn_time_ratio_without_router\": %.3f}\n",
+           argv[1], E, K, (double)K / E, N, R, td[0], td[1], td[2], fd[0], fd[1], fd[2], tm[0], tm[1], tm[2], fm[0],
+           fm[1], fm[2], router_ms, tm[0] / td[0], fm[0] / fd[0], (fm[0] - router_ms) / fd[0]);
+    fprintf(stderr, "bench_moe: figures are [median, min, max]; ffn_ms per token, timed between the FFN_IN and FFN_OUT hooks\n");
     free(x);
     kf_model_free(m);
     return 0;

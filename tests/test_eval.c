@@ -69,6 +69,15 @@ static void test_self_and_damaged(void **state) {
     wd->data = z;
     assert_int_equal(kf_eval_compare(b, a, ids, N_TOK, CTX, 1, &r, NULL, NULL, &err), KF_OK);
     assert_true(r.kl_mean > 1e-4 && r.kl_p99 >= r.kl_mean && r.kl_max >= r.kl_p99 && r.top1 < 1.0);
+    // Several models against one reference pass: each result equals the
+    // single-model comparison (the undamaged copy compares as identical).
+    const kf_model *both[2] = {b, a};
+    kf_compare_result rm[2];
+    assert_int_equal(kf_eval_compare_many(both, 2, a, ids, N_TOK, CTX, 1, rm, NULL, NULL, &err), KF_OK);
+    assert_true(rm[0].kl_mean == r.kl_mean && rm[0].kl_p99 == r.kl_p99 && rm[0].kl_max == r.kl_max);
+    assert_true(rm[0].top1 == r.top1 && rm[0].model.ppl == r.model.ppl && rm[0].ref.ppl == r.ref.ppl);
+    assert_true(rm[0].n_scored == r.n_scored && rm[1].n_scored == r.n_scored);
+    assert_true(rm[1].kl_mean == 0 && rm[1].top1 == 1.0 && rm[1].model.ppl == r.ref.ppl);
     // Recompute the first window's mean KL independently from full logits.
     kf_compare_result r1;
     assert_int_equal(kf_eval_compare(b, a, ids, CTX, CTX, 1, &r1, NULL, NULL, &err), KF_OK);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kfuse eval: a model against itself reports KL 0, agreement 1, equal
 # perplexities, sizes and both speeds in one JSON; a reference with another
-# vocabulary is one clear error line.
+# vocabulary is one clear error line; several models in one run match the
+# one-model runs; --top-k on a dense model is an error.
 set -eu
 : "${KFUSE:?}" "${KF_ROOT:?}"
 tmp=$(mktemp -d)
@@ -26,4 +27,19 @@ if "$KFUSE" eval "$m" --ref "$KF_ROOT/tests/fixtures/models/gpt2-tiny" -f "$tmp/
 fi
 grep -q "vocabularies differ" "$tmp/err" || { cat "$tmp/err"; exit 1; }
 [ "$(wc -l <"$tmp/err")" -eq 1 ] || { echo "FAIL: error is not one line"; exit 1; }
-echo "2 passed, 0 failed"
+# Two models in one run: an array of the one-model objects, each as alone.
+"$KFUSE" eval "$m" "$m" --ref "$m" -f "$tmp/t.txt" --ctx 64 --json --no-bench >"$tmp/two.json"
+/usr/bin/python3 - "$tmp/o.json" "$tmp/two.json" <<'PY'
+import json, sys
+one, two = (json.load(open(p)) for p in sys.argv[1:3])
+assert isinstance(two, list) and len(two) == 2, two
+for o in two:
+    assert o["n_scored"] == one["n_scored"] and o["kl_mean"] == 0 and o["ffn_share"] == 1
+    assert o["model"]["ppl"] == one["model"]["ppl"] and o["ref"]["ppl"] == one["ref"]["ppl"]
+print("two-model eval ok")
+PY
+if "$KFUSE" eval "$m" --ref "$m" -f "$tmp/t.txt" --top-k 2 2>"$tmp/err"; then
+    echo "FAIL: --top-k accepted for a dense model"; exit 1
+fi
+grep -q "no mixture-of-experts layer" "$tmp/err" || { cat "$tmp/err"; exit 1; }
+echo "4 passed, 0 failed"

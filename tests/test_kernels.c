@@ -66,6 +66,22 @@ static void test_matvec_avx512(void **state) {
 
 static void test_matvec_dispatch(void **state) { check_matvec(kf_matvec); }
 
+// y += W^T a on a sub-block of a wider matrix (row stride ldw > n), against
+// the reference; y starts non-zero to check that it accumulates.
+static void test_matvec_t(void **state) {
+    for (int R = 1; R <= 13; R++)
+        for (int n = 1; n <= 41; n += 4) {
+            const int ldw = n + 5;
+            float *W = rand_buf((int64_t)R * ldw), *a = rand_buf(R), *y = rand_buf(n), *r = malloc(sizeof *r * n);
+            memcpy(r, y, sizeof *r * n);
+            kf_matvec_t(y, W, a, R, n, ldw);
+            kf_ref_matvec_t(r, W, a, R, n, ldw);
+            for (int c = 0; c < n; c++)
+                if (fabsf(y[c] - r[c]) > dot_tol(R) * (R + 1)) fail_msg("matvec_t R=%d n=%d col %d: %g vs %g", R, n, c, y[c], r[c]);
+            free(W), free(a), free(y), free(r);
+        }
+}
+
 static void test_matmul(void **state) {
     const int Ns[] = {1, 2, 7, 33}, Cs[] = {1, 5, 64, 67}, OCs[] = {1, 3, 17, 130};
     for (int a = 0; a < 4; a++)
@@ -205,7 +221,7 @@ static void test_scalar_functions(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matvec_avx2),   cmocka_unit_test(test_matvec_avx512),
-        cmocka_unit_test(test_matvec_dispatch), cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_matvec_dispatch), cmocka_unit_test(test_matvec_t), cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_attention),     cmocka_unit_test(test_attention_causal),
         cmocka_unit_test(test_rope),          cmocka_unit_test(test_norms),
         cmocka_unit_test(test_scalar_functions),

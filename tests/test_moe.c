@@ -102,6 +102,22 @@ static void logits_of(const kf_model *m, float *prefill, float *decode) {
     kf_ctx_free(c);
 }
 
+// kf_ctx_ffn_share after a prefill and NTEST decode steps of the test tokens.
+static double share_of(const kf_model *m) {
+    kf_ctx *c;
+    kf_error err = {0};
+    float *logits = malloc(sizeof(float) * (size_t)NTEST * m->n_vocab);
+    if (kf_ctx_init(&c, m, NTEST, NTEST, &err) != KF_OK) fail_msg("%s", err.msg);
+    const int32_t *t = ids + n_ids - NTEST;
+    if (kf_forward_prefill(c, t, 1, NTEST, logits, &err) != KF_OK) fail_msg("%s", err.msg);
+    for (int p = 0; p < NTEST; p++)
+        if (kf_forward_decode(c, t[p], p, logits, &err) != KF_OK) fail_msg("%s", err.msg);
+    double share = kf_ctx_ffn_share(c);
+    kf_ctx_free(c);
+    free(logits);
+    return share;
+}
+
 static double max_abs_diff(const float *a, const float *b, size_t n) {
     double d = 0;
     for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i]));
@@ -201,6 +217,9 @@ static void test_sparse_changes_and_oracle_best(void **state) {
     small_opts(&o, 16, KF_SPLIT_KMEANS, KF_MOEFY_SIMILARITY, 4);
     kf_model *m = moefy(&o, NULL);
     logits_of(m, a, NULL);
+    // top-4 of 16 on every layer: a quarter of the neurons, prefill and decode
+    assert_true(share_of(dense) == 1.0);
+    assert_true(fabs(share_of(m) - 0.25) < 1e-12);
     for (int l = 0; l < m->n_layer; l++) m->layers[l].router = KF_ROUTER_ORACLE;
     logits_of(m, b, NULL);
     double d_sim = max_abs_diff(ref, a, n), d_orc = max_abs_diff(ref, b, n);

@@ -18,6 +18,7 @@ typedef struct {
     double kl_max;
     double top1;              // share of scored tokens whose argmax agrees
     int64_t n_scored;
+    double ffn_share;         // share of the model's FFN neurons computed per token (< 1 for MoE models)
 } kf_compare_result;
 
 // KL(softmax(p) || softmax(q)) over n logits, in double.
@@ -26,5 +27,13 @@ double kf_kl_logits(const float *p, const float *q, int n);
 // Both models must share the vocabulary size; windows as kf_eval_perplexity.
 kf_status kf_eval_compare(const kf_model *m, const kf_model *ref, const int32_t *tokens, int64_t n_tokens, int ctx,
                           int bos_id, kf_compare_result *out, kf_ppl_progress_fn progress, void *user, kf_error *err);
+
+// The same for n_models models against one reference, whose logits are
+// computed once per window (a table of candidates costs n_models + 1 forward
+// passes instead of 2 * n_models). out has n_models entries; each equals what
+// kf_eval_compare gives for that model alone. Progress reports models[0].
+kf_status kf_eval_compare_many(const kf_model *const *models, int n_models, const kf_model *ref,
+                               const int32_t *tokens, int64_t n_tokens, int ctx, int bos_id, kf_compare_result *out,
+                               kf_ppl_progress_fn progress, void *user, kf_error *err);
 
 #endif

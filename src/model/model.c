@@ -264,3 +264,25 @@ int64_t kf_model_weight_bytes(const kf_model *m) {
     if (!m->tied_head) n -= n_or_zero(&m->tok_embd);
     return n * (int64_t)sizeof(float);
 }
+
+kf_status kf_model_set_expert_selection(kf_model *m, int top_k, float coverage, kf_error *err) {
+    int n_moe = 0;
+    for (int l = 0; l < m->n_layer; l++) {
+        const kf_layer *L = &m->layers[l];
+        if (L->n_expert == 0) continue;
+        n_moe++;
+        if (top_k > L->n_expert)
+            return kf_error_set(err, KF_ERR_ARG, "%s: top-k %d exceeds the %d experts of layer %d", m->path, top_k,
+                                L->n_expert, l);
+    }
+    if (n_moe == 0) return kf_error_set(err, KF_ERR_ARG, "%s: no mixture-of-experts layer to select experts in", m->path);
+    if (top_k <= 0 && !(coverage > 0 && coverage <= 1))
+        return kf_error_set(err, KF_ERR_ARG, "%s: coverage must be in (0, 1], got %g", m->path, (double)coverage);
+    for (int l = 0; l < m->n_layer; l++) {
+        kf_layer *L = &m->layers[l];
+        if (L->n_expert == 0) continue;
+        L->top_k = top_k > 0 ? top_k : 0;
+        L->coverage = top_k > 0 ? L->coverage : coverage;
+    }
+    return KF_OK;
+}

@@ -135,6 +135,11 @@ typedef struct {
 } kf_named_tensor;
 int kf_model_list_tensors(const kf_model *m, kf_named_tensor *out, int cap);
 
+// Changes the expert selection of every mixture-of-experts layer: top_k > 0
+// fixed top-k, else dynamic-k with coverage in (0, 1]. Fails (changing
+// nothing) if the model has no such layer or top_k exceeds a layer's experts.
+kf_status kf_model_set_expert_selection(kf_model *m, int top_k, float coverage, kf_error *err);
+
 int64_t kf_model_n_params(const kf_model *m);     // tied head counted once
 int64_t kf_model_weight_bytes(const kf_model *m); // fp32 bytes read per decoded token (all weights once)
 const char *kf_arch_name(kf_arch a);

@@ -49,6 +49,7 @@ struct kf_ctx {
     float *k_cache, *v_cache;   // (n_layer, kv_len, KV)
     float *rope_cos, *rope_sin; // (n_pos, Dh/2), RoPE models only
     kf_moe_ws *moe;             // mixture-of-experts layers only (runtime/moe.h)
+    int64_t ffn_used, ffn_all;  // FFN neurons computed / present, summed over rows and layers
 
     kf_hook_fn hook;
     void *hook_user;
@@ -254,7 +255,7 @@ static void forward(kf_ctx *c, const int32_t *tokens, int B, int T, int pos0, bo
         norm_rows(m, c->xn, c->x, &L->ffn_norm_w, &L->ffn_norm_b, N); // xn (N, C)
         run_hook(c, l, KF_HOOK_FFN_IN, c->xn, N, C);
         if (L->n_expert > 0) { // mixture of experts: only the routed experts' neurons
-            kf_moe_ffn(c->moe, m, L, c->xn, N, c->act, c->gate, c->proj); // act (N, F), proj (N, C)
+            c->ffn_used += kf_moe_ffn(c->moe, m, L, c->xn, N, c->act, c->gate, c->proj); // act (N, F), proj (N, C)
             run_hook(c, l, KF_HOOK_FFN_ACT, c->act, N, F);
         } else {
             linear(c->act, c->xn, &L->w_up, &L->b_up, N); // act (N, F)
@@ -266,7 +267,9 @@ static void forward(kf_ctx *c, const int32_t *tokens, int B, int T, int pos0, bo
             }
             run_hook(c, l, KF_HOOK_FFN_ACT, c->act, N, F);
             linear(c->proj, c->act, &L->w_down, &L->b_down, N); // proj (N, C)
+            c->ffn_used += (int64_t)N * F;
         }
+        c->ffn_all += (int64_t)N * F;
         run_hook(c, l, KF_HOOK_FFN_OUT, c->proj, N, C);
         add_rows(c->x, c->proj, (int64_t)N * C);
         run_hook(c, l, KF_HOOK_BLOCK_OUT, c->x, N, C);
@@ -312,3 +315,5 @@ kf_status kf_forward_decode(kf_ctx *c, int32_t token, int pos, float *logits, kf
     forward(c, &token, 1, 1, pos, true, false, logits);
     return KF_OK;
 }
+
+double kf_ctx_ffn_share(const kf_ctx *c) { return c->ffn_all ? (double)c->ffn_used / (double)c->ffn_all : 1.0; }

@@ -47,4 +47,9 @@ kf_status kf_forward_prefill(kf_ctx *ctx, const int32_t *tokens, int B, int T, f
 // positions 0..pos-1; writes logits (V).
 kf_status kf_forward_decode(kf_ctx *ctx, int32_t token, int pos, float *logits, kf_error *err);
 
+// Share of FFN neurons computed per token so far, over all calls and layers:
+// below 1 only for mixture-of-experts layers, whose unselected experts are
+// skipped (1.0 before any call).
+double kf_ctx_ffn_share(const kf_ctx *ctx);
+
 #endif

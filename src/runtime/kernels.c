@@ -20,6 +20,11 @@ void kf_ref_matvec(float *y, const float *W, const float *x, int OC, int C) {
     }
 }
 
+void kf_ref_matvec_t(float *y, const float *W, const float *a, int R, int n, int64_t ldw) {
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < n; c++) y[c] += a[r] * W[r * ldw + c];
+}
+
 void kf_ref_matmul(float *Y, const float *X, const float *W, int N, int C, int OC) {
     for (int n = 0; n < N; n++) kf_ref_matvec(Y + (int64_t)n * OC, W, X + (int64_t)n * C, OC, C);
 }
@@ -152,6 +157,27 @@ static inline float dot_avx2(const float *w, const float *x, int C) {
 }
 
 float kf_dot(const float *a, const float *b, int n) { return dot_avx2(a, b, n); }
+
+void kf_matvec_t(float *y, const float *W, const float *a, int R, int n, int64_t ldw) {
+    int r = 0;
+    for (; r + 4 <= R; r += 4) {
+        const float *w0 = W + r * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+        const __m256 a0 = _mm256_set1_ps(a[r]), a1 = _mm256_set1_ps(a[r + 1]), a2 = _mm256_set1_ps(a[r + 2]),
+                     a3 = _mm256_set1_ps(a[r + 3]);
+        int c = 0;
+        for (; c + 8 <= n; c += 8) {
+            __m256 acc = _mm256_loadu_ps(y + c);
+            acc = _mm256_fmadd_ps(a0, _mm256_loadu_ps(w0 + c), acc);
+            acc = _mm256_fmadd_ps(a1, _mm256_loadu_ps(w1 + c), acc);
+            acc = _mm256_fmadd_ps(a2, _mm256_loadu_ps(w2 + c), acc);
+            acc = _mm256_fmadd_ps(a3, _mm256_loadu_ps(w3 + c), acc);
+            _mm256_storeu_ps(y + c, acc);
+        }
+        for (; c < n; c++) y[c] += a[r] * w0[c] + a[r + 1] * w1[c] + a[r + 2] * w2[c] + a[r + 3] * w3[c];
+    }
+    for (; r < R; r++)
+        for (int c = 0; c < n; c++) y[c] += a[r] * W[r * ldw + c];
+}
 
 void kf_matvec_avx2(float *y, const float *W, const float *x, int OC, int C) {
     // Four rows per iteration (eight accumulators) so each load of x feeds four FMAs.

@@ -19,6 +19,9 @@
 void kf_ref_matvec(float *y, const float *W, const float *x, int OC, int C);
 // Y (N, OC) = X (N, C) W^T, W (OC, C)
 void kf_ref_matmul(float *Y, const float *X, const float *W, int N, int C, int OC);
+// y (n) += W^T a: y[c] += sum over r < R of a[r] W[r * ldw + c], W holding R
+// rows of at least n floats (row stride ldw).
+void kf_ref_matvec_t(float *y, const float *W, const float *a, int R, int n, int64_t ldw);
 // Causal attention, reference: see kf_attention for the layout. scores must
 // hold pos0 + T floats.
 void kf_ref_attention(float *out, const float *q, const float *k, const float *v, int B, int T, int pos0, int H,
@@ -55,6 +58,9 @@ void kf_matvec_avx2(float *y, const float *W, const float *x, int OC, int C);
 float kf_dot(const float *a, const float *b, int n);
 void kf_matvec_avx512(float *y, const float *W, const float *x, int OC, int C);
 int kf_cpu_has_avx512(void);
+// y (n) += W^T a as kf_ref_matvec_t (AVX2/FMA, single thread): four rows of W
+// per pass over y, so y stays in L1 and W streams front to back.
+void kf_matvec_t(float *y, const float *W, const float *a, int R, int n, int64_t ldw);
 
 // Causal attention with grouped K/V heads, scale 1/sqrt(Dh).
 // B sequences of T queries each; query t of sequence b sits at position

@@ -6,11 +6,13 @@
 #include "runtime/moe.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
 #include "runtime/kernels.h"
 
 // The sliced down projection runs in parallel from this many multiply-adds on.
@@ -18,6 +20,9 @@
 
 struct kf_moe_ws {
     int max_tokens;
+    int n_layer;
+    float **wdt;   // (n_layer) per MoE layer: w_down transposed to (F, C), so expert e's
+                   // down projection is the contiguous (S, C) block of rows [eS, (e+1)S)
     float *scores; // (N, E) router scores or true expert norms
     float *hidden; // (N, Hr) MLP router hidden layer
     int *sel;      // (N, E) selected experts of each row, increasing
@@ -28,6 +33,8 @@ struct kf_moe_ws {
     float *gx;     // (N, C) rows gathered for one expert
     float *g, *u;  // (N, S) gate and up outputs of one expert
     float *y;      // (N, C) one expert's output
+    float *part;   // (n_part, C) per-thread partial outputs of decode
+    int n_part;
 };
 
 static void *alloc_zero(int64_t a, int64_t b, size_t elem) {
@@ -36,6 +43,15 @@ static void *alloc_zero(int64_t a, int64_t b, size_t elem) {
     if (b < 1) b = 1;
     if (__builtin_mul_overflow(a, b, &n) || n > ((int64_t)1 << 40)) return NULL;
     return calloc((size_t)n, elem);
+}
+
+// dst (cols, rows) = src (rows, cols) transposed, in 32x32 tiles.
+static void transpose(float *dst, const float *src, int rows, int cols) {
+#pragma omp parallel for schedule(static)
+    for (int r0 = 0; r0 < rows; r0 += 32)
+        for (int c0 = 0; c0 < cols; c0 += 32)
+            for (int r = r0; r < r0 + 32 && r < rows; r++)
+                for (int c = c0; c < c0 + 32 && c < cols; c++) dst[(int64_t)c * rows + r] = src[(int64_t)r * cols + c];
 }
 
 kf_status kf_moe_ws_init(kf_moe_ws **out, const kf_model *m, int max_tokens, kf_error *err) {
@@ -63,8 +79,20 @@ kf_status kf_moe_ws_init(kf_moe_ws **out, const kf_model *m, int max_tokens, kf_
     w->g = alloc_zero(N, S, sizeof(float));
     w->u = alloc_zero(N, S, sizeof(float));
     w->y = alloc_zero(N, C, sizeof(float));
-    if (!w->scores || !w->hidden || !w->sel || !w->n_sel || !w->order || !w->rows || !w->n_rows || !w->gx || !w->g ||
-        !w->u || !w->y) {
+    w->n_part = omp_get_max_threads();
+    w->part = alloc_zero(w->n_part, C, sizeof(float));
+    w->n_layer = m->n_layer;
+    w->wdt = alloc_zero(m->n_layer, 1, sizeof(float *));
+    bool ok = w->scores && w->hidden && w->sel && w->n_sel && w->order && w->rows && w->n_rows && w->gx && w->g &&
+              w->u && w->y && w->part && w->wdt;
+    for (int l = 0; ok && l < m->n_layer; l++) {
+        const kf_layer *L = &m->layers[l];
+        if (L->n_expert <= 0) continue;
+        const int F = L->n_ff;
+        if (!(w->wdt[l] = kf_alloc_large((size_t)F * (size_t)C * sizeof(float)))) ok = false;
+        else transpose(w->wdt[l], L->w_down.data, C, F);
+    }
+    if (!ok) {
         kf_moe_ws_free(w);
         return kf_error_set(err, KF_ERR_NOMEM, "moe: out of memory for a workspace of %d tokens", max_tokens);
     }
@@ -74,8 +102,12 @@ kf_status kf_moe_ws_init(kf_moe_ws **out, const kf_model *m, int max_tokens, kf_
 
 void kf_moe_ws_free(kf_moe_ws *w) {
     if (!w) return;
-    void *bufs[] = {w->scores, w->hidden, w->sel, w->n_sel, w->order, w->rows, w->n_rows, w->gx, w->g, w->u, w->y};
+    void *bufs[] = {w->scores, w->hidden, w->sel,   w->n_sel, w->order, w->rows,
+                    w->n_rows, w->gx,     w->g,     w->u,     w->y,     w->part};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    if (w->wdt)
+        for (int l = 0; l < w->n_layer; l++) free(w->wdt[l]);
+    free(w->wdt);
     free(w);
 }
 
@@ -100,18 +132,6 @@ static void activate(const kf_model *m, float *u, const float *g, int64_t n) {
         float a = g ? g[i] : u[i];
         float f = silu ? kf_silu(a) : kf_gelu_tanh(a);
         u[i] = g ? f * u[i] : f;
-    }
-}
-
-// y (C) = sum over the n selected experts e of W[:, eS:(e+1)S] a[eS:(e+1)S],
-// W (C, F) row-major: each output row reads n runs of S contiguous floats.
-static void down_sliced(float *y, const float *W, const float *a, int C, int F, int S, const int *sel, int n) {
-#pragma omp parallel for schedule(static) if ((int64_t)C * S * n >= KF_MOE_PAR_MIN)
-    for (int c = 0; c < C; c++) {
-        const float *w = W + (int64_t)c * F;
-        float s = 0;
-        for (int i = 0; i < n; i++) s += kf_dot(w + (int64_t)sel[i] * S, a + (int64_t)sel[i] * S, S);
-        y[c] = s;
     }
 }
 
@@ -175,11 +195,16 @@ void kf_moe_expert_norms(const float *w_down, int C, int F, int E, const float *
 }
 
 // Routes rows with precomputed scores (N, E) into ws->sel / ws->n_sel.
-static void select_rows(kf_moe_ws *ws, const kf_layer *L, int N) {
+// Returns the number of selected neurons over all rows.
+static int64_t select_rows(kf_moe_ws *ws, const kf_layer *L, int N) {
     const int E = L->n_expert;
-    for (int r = 0; r < N; r++)
+    int64_t n = 0;
+    for (int r = 0; r < N; r++) {
         ws->n_sel[r] = kf_moe_select(ws->scores + (int64_t)r * E, E, L->top_k, L->coverage, ws->sel + (int64_t)r * E,
                                      ws->order);
+        n += ws->n_sel[r];
+    }
+    return n * (L->n_ff / E);
 }
 
 static void add_bias(float *Y, const kf_tensor *b, int N, int OC) {
@@ -190,32 +215,60 @@ static void add_bias(float *Y, const kf_tensor *b, int N, int OC) {
 
 // ---- the three paths ----------------------------------------------------------------
 
-static void ffn_decode(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, float *act, float *gate,
-                       float *out) {
+// Decode, one row, in one parallel region. The selected experts' neurons are
+// cut into blocks of KF_MOE_BLK; each thread takes whole blocks and, for each,
+// computes the gate/up rows (contiguous in w_gate/w_up) and at once adds the
+// block's down projection, the matching contiguous rows of wdt, into its own
+// partial output (C, in L1). Every weight is thus read in long contiguous
+// runs. After the barrier the partial outputs are summed, threads splitting
+// the columns.
+#define KF_MOE_BLK 176
+static int64_t ffn_decode(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, float *act, float *gate,
+                          float *out) {
     const int C = m->n_embd, F = L->n_ff, S = F / L->n_expert;
+    const float *wdt = ws->wdt[L - m->layers];
     kf_moe_router_scores(L, xn, 1, ws->scores, ws->hidden);
-    select_rows(ws, L, 1);
-    const int n = ws->n_sel[0];
-    memset(act, 0, sizeof(float) * (size_t)F);
-    for (int i = 0; i < n; i++) {
-        const int64_t off = (int64_t)ws->sel[i] * S; // first neuron of the expert
-        float *a = act + off;
-        kf_matvec(a, L->w_up.data + off * C, xn, S, C); // a (S) = w_up[off:off+S] xn
-        if (kf_tensor_present(&L->b_up))
-            for (int j = 0; j < S; j++) a[j] += L->b_up.data[off + j];
-        if (m->gated_ffn) kf_matvec(gate + off, L->w_gate.data + off * C, xn, S, C);
-        activate(m, a, m->gated_ffn ? gate + off : NULL, S);
+    const int64_t used = select_rows(ws, L, 1);
+    const int n = ws->n_sel[0], nblk = (S + KF_MOE_BLK - 1) / KF_MOE_BLK;
+    const int *sel = ws->sel;
+    memset(act, 0, sizeof(float) * (size_t)F); // unselected experts stay zero
+    int nt = (int64_t)C * S * n >= KF_MOE_PAR_MIN ? omp_get_max_threads() : 1;
+    if (nt > ws->n_part) nt = ws->n_part;
+#pragma omp parallel num_threads(nt)
+    {
+        const int th = omp_get_thread_num(), T = omp_get_num_threads();
+        float *part = ws->part + (int64_t)th * C; // this thread's share of out (C)
+        memset(part, 0, sizeof(float) * (size_t)C);
+#pragma omp for schedule(static)
+        for (int t = 0; t < n * nblk; t++) {
+            const int j0 = (t % nblk) * KF_MOE_BLK, rows = S - j0 < KF_MOE_BLK ? S - j0 : KF_MOE_BLK;
+            const int64_t off = (int64_t)sel[t / nblk] * S + j0; // first neuron of the block
+            float *a = act + off;
+            kf_matvec(a, L->w_up.data + off * C, xn, rows, C); // a (rows) = w_up[off:off+rows] xn
+            if (kf_tensor_present(&L->b_up))
+                for (int j = 0; j < rows; j++) a[j] += L->b_up.data[off + j];
+            if (m->gated_ffn) kf_matvec(gate + off, L->w_gate.data + off * C, xn, rows, C);
+            activate(m, a, m->gated_ffn ? gate + off : NULL, rows);
+            kf_matvec_t(part, wdt + off * C, a, rows, C, C); // part (C) += wdt[off:off+rows]^T a
+        }
+        const int c0 = (int)((int64_t)C * th / T), c1 = (int)((int64_t)C * (th + 1) / T);
+        for (int c = c0; c < c1; c++) {
+            float v = 0;
+            for (int p = 0; p < T; p++) v += ws->part[(int64_t)p * C + c];
+            out[c] = v;
+        }
     }
-    down_sliced(out, L->w_down.data, act, C, F, S, ws->sel, n); // out (C)
     add_bias(out, &L->b_down, 1, C);
+    return used;
 }
 
-void kf_moe_ffn_grouped(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act,
-                        float *gate, float *out) {
+int64_t kf_moe_ffn_grouped(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act,
+                           float *gate, float *out) {
     (void)gate;
     const int C = m->n_embd, F = L->n_ff, E = L->n_expert, S = F / E;
+    const float *wdt = ws->wdt[L - m->layers];
     kf_moe_router_scores(L, xn, N, ws->scores, ws->hidden);
-    select_rows(ws, L, N);
+    const int64_t used = select_rows(ws, L, N);
     memset(ws->n_rows, 0, sizeof(int) * (size_t)E);
     for (int r = 0; r < N; r++)
         for (int i = 0; i < ws->n_sel[r]; i++) {
@@ -241,9 +294,9 @@ void kf_moe_ffn_grouped(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, con
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, S, C, 1.0f, ws->gx, C, L->w_gate.data + off * C, C,
                         0.0f, ws->g, S);
         activate(m, ws->u, m->gated_ffn ? ws->g : NULL, (int64_t)n * S);
-        // y (n, C) = u w_down[:, off:off+S]^T: the column block, row stride F
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, C, S, 1.0f, ws->u, S, L->w_down.data + off, F, 0.0f,
-                    ws->y, C);
+        // y (n, C) = u wdt[off:off+S]: the expert's contiguous (S, C) block
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, S, 1.0f, ws->u, S, wdt + off * C, C, 0.0f, ws->y,
+                    C);
         for (int i = 0; i < n; i++) {
             float *o = out + (int64_t)rows[i] * C;
             const float *y = ws->y + (int64_t)i * C;
@@ -252,10 +305,11 @@ void kf_moe_ffn_grouped(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, con
         }
     }
     add_bias(out, &L->b_down, N, C);
+    return used;
 }
 
-void kf_moe_ffn_masked(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act,
-                       float *gate, float *out) {
+int64_t kf_moe_ffn_masked(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act,
+                          float *gate, float *out) {
     const int C = m->n_embd, F = L->n_ff, E = L->n_expert, S = F / E;
     dense(act, xn, &L->w_up, &L->b_up, N); // act (N, F)
     if (m->gated_ffn) dense(gate, xn, &L->w_gate, NULL, N);
@@ -264,7 +318,7 @@ void kf_moe_ffn_masked(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, cons
         kf_moe_expert_norms(L->w_down.data, C, F, E, act, N, ws->scores, ws->y);
     else
         kf_moe_router_scores(L, xn, N, ws->scores, ws->hidden);
-    select_rows(ws, L, N);
+    const int64_t used = select_rows(ws, L, N);
     for (int r = 0; r < N; r++) { // zero the unselected experts' activations
         const int *sel = ws->sel + (int64_t)r * E;
         for (int e = 0, i = 0; e < E; e++) {
@@ -275,15 +329,16 @@ void kf_moe_ffn_masked(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, cons
             memset(act + (int64_t)r * F + (int64_t)e * S, 0, sizeof(float) * (size_t)S);
         }
     }
-    dense(out, act, &L->w_down, &L->b_down, N); // out (N, C)
+    // out (N, C) = act wdt, the transposed down projection
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, F, 1.0f, act, F, ws->wdt[L - m->layers], C, 0.0f, out,
+                C);
+    add_bias(out, &L->b_down, N, C);
+    return used;
 }
 
-void kf_moe_ffn(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act, float *gate,
-                float *out) {
-    if (L->router == KF_ROUTER_ORACLE)
-        kf_moe_ffn_masked(ws, m, L, xn, N, act, gate, out);
-    else if (N == 1)
-        ffn_decode(ws, m, L, xn, act, gate, out);
-    else
-        kf_moe_ffn_grouped(ws, m, L, xn, N, act, gate, out);
+int64_t kf_moe_ffn(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act,
+                   float *gate, float *out) {
+    if (L->router == KF_ROUTER_ORACLE) return kf_moe_ffn_masked(ws, m, L, xn, N, act, gate, out);
+    if (N == 1) return ffn_decode(ws, m, L, xn, act, gate, out);
+    return kf_moe_ffn_grouped(ws, m, L, xn, N, act, gate, out);
 }

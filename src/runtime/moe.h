@@ -11,14 +11,18 @@
 //
 // Decode (one row): the router runs, then only the selected slices are read:
 // gate/up rows of expert e are one contiguous (S, C) block, multiplied with
-// the optimised kf_matvec; the down projection reads, for each output row,
-// the selected experts' runs of S contiguous floats (a column block of the
-// row-major (C, F) w_down) -- runs of S floats stream at full bandwidth for
-// S >= 64 or so, and keeping (C, F) avoids a second copy or a non-standard
-// file layout.
+// the optimised kf_matvec. The down columns of an expert are not contiguous
+// in the standard (C, F) w_down, and reading C runs of S floats per expert
+// streamed at half the speed of the gate/up blocks (bench/RESULTS.md). So the
+// workspace keeps w_down transposed to (F, C), made once from the model when
+// the workspace is created: expert e's down projection is then the
+// contiguous (S, C) block of rows [eS, (e+1)S), read front to back by
+// kf_matvec_t. Files keep the standard layout; the model's own w_down is not
+// read by the forward pass of a MoE layer, so with mmapped weights its pages
+// are never loaded.
 // Prefill (N rows): tokens are grouped by expert and each expert runs one
-// sgemm on its gathered rows (strided sgemm on the w_down column block), so
-// the work is the selected share of the dense work. The masked dense path
+// sgemm on its gathered rows (on the transposed down block), so the work is
+// the selected share of the dense work. The masked dense path
 // (full sgemm, unselected activations zeroed) is kept for the oracle router,
 // which needs every expert's output anyway, and is exposed for the benchmark
 // that compares the two (bench/bench_moe.c).
@@ -39,15 +43,16 @@ void kf_moe_ws_free(kf_moe_ws *ws);
 // FFN of MoE layer L on N rows: xn (N, C) normalised input; act (N, F) and
 // gate (N, F) scratch, act left holding the activations that entered w_down
 // (zero for unselected experts); out (N, C) the FFN output (+ b_down).
-void kf_moe_ffn(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act, float *gate,
+// Returns the number of neurons of the selected experts, summed over rows.
+int64_t kf_moe_ffn(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act, float *gate,
                 float *out);
 
 // The two prefill strategies, for the benchmark; kf_moe_ffn picks grouped
 // for N > 1 (masked for the oracle router).
-void kf_moe_ffn_grouped(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act,
-                        float *gate, float *out);
-void kf_moe_ffn_masked(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act,
-                       float *gate, float *out);
+int64_t kf_moe_ffn_grouped(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act,
+                           float *gate, float *out);
+int64_t kf_moe_ffn_masked(kf_moe_ws *ws, const kf_model *m, const kf_layer *L, const float *xn, int N, float *act,
+                          float *gate, float *out);
 
 // Router scores (N, E) of L for xn (N, C) (linear and MLP routers only);
 // hidden (N, Hr) is scratch for an MLP router.
