@@ -1,5 +1,7 @@
 #include "model/model.h"
 
+#include "core/mem.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,7 @@ kf_model *kf_model_new(void) {
 float *kf_model_alloc(kf_model *m, int64_t n) {
     if (n < 0) return NULL;
     size_t bytes = sizeof(kf_buffer) + (size_t)n * sizeof(float);
-    kf_buffer *b = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    kf_buffer *b = kf_alloc_large(bytes); // weights: huge pages where possible (core/mem.h)
     if (!b) return NULL;
     memset(b->data, 0, (size_t)n * sizeof(float));
     b->next = m->buffers;
