@@ -109,7 +109,7 @@ static void test_split_merge_and_statsfile(void **state) {
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     close(fd);
-    uint64_t fp = kf_analyze_fingerprint(model);
+    uint64_t fp = kf_model_fingerprint(model);
     assert_true(fp == full.stats.fingerprint);
     assert_int_equal(kf_statsfile_save(&full.stats, path, &err), KF_OK);
     kf_statsfile back;

@@ -35,17 +35,17 @@ typedef struct {
 
 static void fixture_init(fixture *f) {
     static const st_entry base[N_BASE] = {
-        {"model.embed_tokens.weight", "F32", 2, {16, 8}},
-        {"model.layers.0.input_layernorm.weight", "F32", 1, {8}},
-        {"model.layers.0.self_attn.q_proj.weight", "F32", 2, {8, 8}},
-        {"model.layers.0.self_attn.k_proj.weight", "F32", 2, {8, 8}},
-        {"model.layers.0.self_attn.v_proj.weight", "F32", 2, {8, 8}},
-        {"model.layers.0.self_attn.o_proj.weight", "F32", 2, {8, 8}},
-        {"model.layers.0.post_attention_layernorm.weight", "F32", 1, {8}},
-        {"model.layers.0.mlp.gate_proj.weight", "F32", 2, {12, 8}},
-        {"model.layers.0.mlp.up_proj.weight", "F32", 2, {12, 8}},
-        {"model.layers.0.mlp.down_proj.weight", "F32", 2, {8, 12}},
-        {"model.norm.weight", "F32", 1, {8}},
+        {"model.embed_tokens.weight", "F32", 2, {16, 8}, 0, 0},
+        {"model.layers.0.input_layernorm.weight", "F32", 1, {8}, 0, 0},
+        {"model.layers.0.self_attn.q_proj.weight", "F32", 2, {8, 8}, 0, 0},
+        {"model.layers.0.self_attn.k_proj.weight", "F32", 2, {8, 8}, 0, 0},
+        {"model.layers.0.self_attn.v_proj.weight", "F32", 2, {8, 8}, 0, 0},
+        {"model.layers.0.self_attn.o_proj.weight", "F32", 2, {8, 8}, 0, 0},
+        {"model.layers.0.post_attention_layernorm.weight", "F32", 1, {8}, 0, 0},
+        {"model.layers.0.mlp.gate_proj.weight", "F32", 2, {12, 8}, 0, 0},
+        {"model.layers.0.mlp.up_proj.weight", "F32", 2, {12, 8}, 0, 0},
+        {"model.layers.0.mlp.down_proj.weight", "F32", 2, {8, 12}, 0, 0},
+        {"model.norm.weight", "F32", 1, {8}, 0, 0},
     };
     memcpy(f->e, base, sizeof base);
     f->n = N_BASE;

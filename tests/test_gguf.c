@@ -345,7 +345,7 @@ static void test_q8_0_hand_built(void **state) {
     put(&b, blocks, sizeof blocks);
     char path[256];
     tmp_file(path, "q8.gguf");
-    write_file(path, b.b, b.n);
+    write_bytes(path, b.b, b.n);
     kf_gguf *f;
     ASSERT_OK(kf_gguf_open(&f, path, &err));
     const kf_gguf_tensor *t = kf_gguf_find_tensor(f, "q");
@@ -404,7 +404,7 @@ static void expect_open_error(const bytes *b, const char *what) {
     kf_error err = {0};
     char path[256];
     tmp_file(path, "bad.gguf");
-    write_file(path, b->b, b->n);
+    write_bytes(path, b->b, b->n);
     kf_gguf *f = NULL;
     ASSERT_FAILS(kf_gguf_open(&f, path, &err), path, what);
     assert_null(f);
@@ -421,7 +421,7 @@ static void test_bad_files(void **state) {
     valid_file(&b);
     char path[256];
     tmp_file(path, "valid.gguf");
-    write_file(path, b.b, b.n);
+    write_bytes(path, b.b, b.n);
     kf_gguf *f;
     ASSERT_OK(kf_gguf_open(&f, path, &err)); // the base of every case below is valid
     assert_int_equal(f->n_tensors, 2);
@@ -548,7 +548,7 @@ static void test_mutations(void **state) {
             buf[at] = (char)(rng_uniform() * 128);
         }
         if (it % 5 == 0) len = (size_t)((rng_uniform() + 1) * 0.5 * (double)n) % n;
-        write_file(path, buf, len);
+        write_bytes(path, buf, len);
         kf_model *m = NULL;
         err.msg[0] = 0;
         if (kf_model_load_gguf(&m, path, &err) == KF_OK) {
@@ -578,18 +578,18 @@ static void test_bad_models(void **state) {
     put_header(&b, 3, 0, 2);
     put_kv_str(&b, "general.architecture", "llama");
     put_kv_u32(&b, "llama.embedding_length", 32);
-    write_file(path, b.b, b.n);
+    write_bytes(path, b.b, b.n);
     ASSERT_FAILS(kf_model_load_gguf(&m, path, &err), path, "missing key llama.block_count");
 
     b = (bytes){0};
     put_header(&b, 3, 0, 1);
     put_kv_str(&b, "general.architecture", "mamba");
-    write_file(path, b.b, b.n);
+    write_bytes(path, b.b, b.n);
     ASSERT_FAILS(kf_model_load_gguf(&m, path, &err), path, "architecture 'mamba' is not supported");
 
     b = (bytes){0};
     put_header(&b, 3, 0, 0);
-    write_file(path, b.b, b.n);
+    write_bytes(path, b.b, b.n);
     ASSERT_FAILS(kf_model_load_gguf(&m, path, &err), path, "missing key general.architecture");
 
     // Hyper-parameters and globals but no layer tensors.

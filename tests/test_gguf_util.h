@@ -14,6 +14,7 @@
 #include "core/file.h"
 #include "model/model.h"
 #include "runtime/forward.h"
+#include "test_util.h"
 
 // Fails with the library's message when a call does not return KF_OK.
 #define ASSERT_OK(call)                                                                                                \
@@ -32,22 +33,9 @@
             fail_msg("%s: message '%s' should name %s and say '%s'", #call, err.msg, path, what);                      \
     } while (0)
 
-static const char *kf_test_root(void) {
-    const char *r = getenv("KF_ROOT");
-    return r ? r : ".";
-}
-
 // A per-process path under /tmp; out must hold 256 bytes.
 static void tmp_file(char *out, const char *name) {
     snprintf(out, 256, "/tmp/kf_gguf_test_%d_%s", (int)getpid(), name);
-}
-
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(data, 1, n, f) != n || fclose(f) != 0) {
-        perror(path);
-        exit(1);
-    }
 }
 
 static uint32_t rng_state = 12345;

@@ -12,10 +12,7 @@
 
 #include <cjson/cJSON.h>
 
-static inline const char *kf_test_root(void) {
-    const char *r = getenv("KF_ROOT");
-    return r ? r : ".";
-}
+#include "test_util.h"
 
 // A fresh folder under /tmp; out must hold 64 bytes.
 static inline void tmp_dir(char *out) {
@@ -39,14 +36,6 @@ static inline void rm_tree(const char *dir) {
         }
     closedir(d);
     rmdir(dir);
-}
-
-static inline void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(data, 1, n, f) != n || fclose(f) != 0) {
-        perror(path);
-        exit(1);
-    }
 }
 
 static inline void write_text_file(const char *dir, const char *name, const char *text) {

@@ -299,17 +299,17 @@ static void test_f16_bf16(void **state) {
     (void)state;
     // A tiny Llama (V 16, C 8, 1 layer, 2 heads, FFN 12) with every dtype.
     st_entry e[] = {
-        {"model.embed_tokens.weight", "F16", 2, {16, 8}},
-        {"model.layers.0.input_layernorm.weight", "BF16", 1, {8}},
-        {"model.layers.0.self_attn.q_proj.weight", "F32", 2, {8, 8}},
-        {"model.layers.0.self_attn.k_proj.weight", "BF16", 2, {8, 8}},
-        {"model.layers.0.self_attn.v_proj.weight", "F16", 2, {8, 8}},
-        {"model.layers.0.self_attn.o_proj.weight", "F32", 2, {8, 8}},
-        {"model.layers.0.post_attention_layernorm.weight", "F16", 1, {8}},
-        {"model.layers.0.mlp.gate_proj.weight", "BF16", 2, {12, 8}},
-        {"model.layers.0.mlp.up_proj.weight", "F16", 2, {12, 8}},
-        {"model.layers.0.mlp.down_proj.weight", "F32", 2, {8, 12}},
-        {"model.norm.weight", "BF16", 1, {8}},
+        {"model.embed_tokens.weight", "F16", 2, {16, 8}, 0, 0},
+        {"model.layers.0.input_layernorm.weight", "BF16", 1, {8}, 0, 0},
+        {"model.layers.0.self_attn.q_proj.weight", "F32", 2, {8, 8}, 0, 0},
+        {"model.layers.0.self_attn.k_proj.weight", "BF16", 2, {8, 8}, 0, 0},
+        {"model.layers.0.self_attn.v_proj.weight", "F16", 2, {8, 8}, 0, 0},
+        {"model.layers.0.self_attn.o_proj.weight", "F32", 2, {8, 8}, 0, 0},
+        {"model.layers.0.post_attention_layernorm.weight", "F16", 1, {8}, 0, 0},
+        {"model.layers.0.mlp.gate_proj.weight", "BF16", 2, {12, 8}, 0, 0},
+        {"model.layers.0.mlp.up_proj.weight", "F16", 2, {12, 8}, 0, 0},
+        {"model.layers.0.mlp.down_proj.weight", "F32", 2, {8, 12}, 0, 0},
+        {"model.norm.weight", "BF16", 1, {8}, 0, 0},
     };
     int n = (int)(sizeof e / sizeof e[0]);
     size_t bytes = st_layout(e, n);

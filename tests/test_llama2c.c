@@ -143,22 +143,22 @@ static void test_wrong_size(void **state) {
     size_t n;
     char *b;
     ASSERT_OK(kf_file_read_all(path, &b, &n, &err));
-    write_file(path, b, n - 4); // one float short
+    write_bytes(path, b, n - 4); // one float short
     ASSERT_FAILS(kf_model_load_llama2c(&g, path, &err), path, "implies");
     assert_null(g);
     char *longer = calloc(1, n + 4);
     memcpy(longer, b, n);
-    write_file(path, longer, n + 4); // one float too many
+    write_bytes(path, longer, n + 4); // one float too many
     ASSERT_FAILS(kf_model_load_llama2c(&g, path, &err), path, "implies");
-    write_file(path, b, 20);
+    write_bytes(path, b, 20);
     ASSERT_FAILS(kf_model_load_llama2c(&g, path, &err), path, "too short");
     int32_t bad[7] = {30, 24, 2, 4, 4, 40, 16}; // 30 is not a multiple of 4 heads
     memcpy(longer, bad, sizeof bad);
-    write_file(path, longer, n);
+    write_bytes(path, longer, n);
     ASSERT_FAILS(kf_model_load_llama2c(&g, path, &err), path, "bad llama2.c header");
     int32_t huge[7] = {1 << 30, 1 << 30, 1 << 30, 1, 1, 1 << 30, 1 << 30}; // no overflow in the size check
     memcpy(longer, huge, sizeof huge);
-    write_file(path, longer, n);
+    write_bytes(path, longer, n);
     ASSERT_FAILS(kf_model_load_llama2c(&g, path, &err), path, "implies");
     free(longer);
     free(b);

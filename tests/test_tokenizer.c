@@ -19,18 +19,12 @@
 
 #include "core/file.h"
 #include "tokenizer/tokenizer.h"
+#include "test_util.h"
 
 static char g_root[1024], g_build[1024], g_llama[1200], g_shared[1200], g_tmp[1200];
 
 static void path_of(char *out, size_t n, const char *dir, const char *name) {
     if ((size_t)snprintf(out, n, "%s/%s", dir, name) >= n) fail_msg("path too long: %s/%s", dir, name);
-}
-
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, n, f), n);
-    fclose(f);
 }
 
 static char *read_file(const char *path, size_t *n) {
@@ -124,7 +118,7 @@ static void test_truncated_tokenizer_json(void **state) {
     kf_tokenizer *tok;
     kf_error err = {0};
     for (size_t cut = 0; cut < size; cut += size / 23) {
-        write_file(dst, buf, cut);
+        write_bytes(dst, buf, cut);
         kf_status st = kf_tokenizer_load_hf(&tok, dir, &err);
         if (st != KF_ERR_FORMAT) fail_msg("tokenizer.json cut to %zu bytes: status %d (%s)", cut, st, err.msg);
         assert_null(tok);
@@ -147,21 +141,21 @@ static void test_truncated_tokenizer_bin(void **state) {
     kf_error err = {0};
     int n_cuts = 0;
     for (size_t cut = 0; cut < size; cut += cut < 64 ? 1 : 997) {
-        write_file(dst, buf, cut);
+        write_bytes(dst, buf, cut);
         kf_status st = kf_tokenizer_load_llama2c(&tok, dst, 4096, &err);
         if (st != KF_ERR_FORMAT) fail_msg("truncated to %zu bytes: status %d (%s)", cut, st, err.msg);
         assert_null(tok);
         assert_one_line(&err, dst);
         n_cuts++;
     }
-    write_file(dst, buf, size - 1);
+    write_bytes(dst, buf, size - 1);
     assert_int_equal(kf_tokenizer_load_llama2c(&tok, dst, 4096, &err), KF_ERR_FORMAT);
     assert_one_line(&err, "truncated");
     // token 0's length set to -5, then to 1 GiB
     int32_t bad[2] = {-5, 1 << 30};
     for (int k = 0; k < 2; k++) {
         memcpy(buf + 8, &bad[k], 4);
-        write_file(dst, buf, size);
+        write_bytes(dst, buf, size);
         assert_int_equal(kf_tokenizer_load_llama2c(&tok, dst, 4096, &err), KF_ERR_FORMAT);
         assert_one_line(&err, "token 0 has length");
     }
@@ -222,7 +216,7 @@ static void test_load_for_model(void **state) {
     char dir[2048], path[2048], src[2048];
     make_dir(dir, sizeof dir, "llama2c_model");
     path_of(path, sizeof path, dir, "model.bin");
-    write_file(path, "x", 1);
+    write_bytes(path, "x", 1);
     path_of(src, sizeof src, dir, "tokenizer.bin");
     unlink(src);
     kf_tokenizer *bin;
@@ -232,7 +226,7 @@ static void test_load_for_model(void **state) {
     size_t size;
     char *buf = read_file(src, &size);
     path_of(path, sizeof path, dir, "tokenizer.bin");
-    write_file(path, buf, size);
+    write_bytes(path, buf, size);
     free(buf);
     path_of(path, sizeof path, dir, "model.bin");
     if (kf_tokenizer_load_for_model(&bin, path, 4096, &err) != KF_OK) fail_msg("%s", err.msg);
@@ -245,7 +239,7 @@ static void test_load_for_model(void **state) {
     kf_tokenizer_free(tok);
 
     path_of(path, sizeof path, dir, "model.gguf");
-    write_file(path, "GGUF", 4);
+    write_bytes(path, "GGUF", 4);
     assert_int_not_equal(kf_tokenizer_load_for_model(&tok, path, 0, &err), KF_OK); // a 4-byte, truncated GGUF
     assert_null(tok);
     assert_one_line(&err, "model.gguf");
@@ -262,11 +256,11 @@ static void test_config_files(void **state) {
     size_t size;
     char *buf = read_file(src, &size);
     path_of(path, sizeof path, dir, "tokenizer.json");
-    write_file(path, buf, size);
+    write_bytes(path, buf, size);
     free(buf);
     const char *tc = "{\"add_bos_token\": false, \"bos_token\": {\"content\": \"</s>\"}, \"eos_token\": \"<unk>\"}";
     path_of(path, sizeof path, dir, "tokenizer_config.json");
-    write_file(path, tc, strlen(tc));
+    write_bytes(path, tc, strlen(tc));
     path_of(path, sizeof path, dir, "generation_config.json");
     unlink(path);
     kf_tokenizer *tok;
@@ -277,12 +271,12 @@ static void test_config_files(void **state) {
     assert_int_equal(kf_tokenizer_eos(tok), 0);
     kf_tokenizer_free(tok);
     const char *gc = "{\"bos_token_id\": 1, \"eos_token_id\": [2, 0]}";
-    write_file(path, gc, strlen(gc));
+    write_bytes(path, gc, strlen(gc));
     if (kf_tokenizer_load_hf(&tok, dir, &err) != KF_OK) fail_msg("%s", err.msg);
     assert_int_equal(kf_tokenizer_bos(tok), 1);
     assert_int_equal(kf_tokenizer_eos(tok), 2);
     kf_tokenizer_free(tok);
-    write_file(path, "{\"eos_token_id\": ", 17);
+    write_bytes(path, "{\"eos_token_id\": ", 17);
     assert_int_equal(kf_tokenizer_load_hf(&tok, dir, &err), KF_ERR_FORMAT);
     assert_one_line(&err, "generation_config.json");
 }
@@ -308,7 +302,7 @@ static void test_metaspace_form(void **state) {
     make_dir(dir, sizeof dir, "metaspace");
     path_of(path, sizeof path, dir, "tokenizer.json");
     char *json = cJSON_PrintUnformatted(root);
-    write_file(path, json, strlen(json));
+    write_bytes(path, json, strlen(json));
     free(json);
 
     kf_tokenizer *orig, *tok;
@@ -322,7 +316,7 @@ static void test_metaspace_form(void **state) {
 
     cJSON_ReplaceItemInObject(meta, "split", cJSON_CreateTrue());
     json = cJSON_PrintUnformatted(root);
-    write_file(path, json, strlen(json));
+    write_bytes(path, json, strlen(json));
     free(json);
     if (kf_tokenizer_load_hf(&tok, path, &err) != KF_OK) fail_msg("%s", err.msg);
     int32_t two = -1, one = -1;

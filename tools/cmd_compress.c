@@ -184,7 +184,7 @@ int kf_cmd_compress(int argc, char **argv) {
     const int64_t params0 = kf_model_n_params(m), bytes0 = kf_model_weight_bytes(m);
     kf_error err = {0};
     kf_statsfile stats = {0};
-    if (stats_path && kf_statsfile_load(&stats, stats_path, kf_analyze_fingerprint(m), &err) != KF_OK) kf_cli_fail(&err);
+    if (stats_path && kf_statsfile_load(&stats, stats_path, kf_model_fingerprint(m), &err) != KF_OK) kf_cli_fail(&err);
     if (n_w && n_w != L) kf_cli_failf("compress: --widths lists %d widths, the model has %d layers", n_w, L);
     for (int l = 0; l < n_w; l++)
         if (widths[l] > m->layers[l].n_ff)

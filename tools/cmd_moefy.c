@@ -106,7 +106,7 @@ int kf_cmd_moefy(int argc, char **argv) {
     kf_error err = {0};
     kf_statsfile stats = {0};
     if (stats_path) {
-        if (kf_statsfile_load(&stats, stats_path, kf_analyze_fingerprint(m), &err) != KF_OK) kf_cli_fail(&err);
+        if (kf_statsfile_load(&stats, stats_path, kf_model_fingerprint(m), &err) != KF_OK) kf_cli_fail(&err);
         o.stats = &stats;
     }
     size_t n_ids = 0;

@@ -90,8 +90,4 @@ void kf_analysis_free(kf_analysis *a);
 // sample_pos.npy (S) <i8 token indices.
 kf_status kf_analysis_dump_npy(const kf_analysis *a, const char *dir, kf_error *err);
 
-// 64-bit FNV-1a fingerprint of a model: hyper-parameters, per-layer widths,
-// every tensor's shape and up to 4096 evenly spaced values of each.
-uint64_t kf_analyze_fingerprint(const kf_model *m);
-
 #endif

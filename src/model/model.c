@@ -288,3 +288,29 @@ kf_status kf_model_set_expert_selection(kf_model *m, int top_k, float coverage, 
     }
     return KF_OK;
 }
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001B3ull;
+    return h;
+}
+
+uint64_t kf_model_fingerprint(const kf_model *m) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    int hp[] = {(int)m->arch, m->n_vocab, m->n_embd, m->n_layer, m->n_head, m->n_head_kv, m->head_dim};
+    h = fnv1a(h, hp, sizeof hp);
+    for (int l = 0; l < m->n_layer; l++) h = fnv1a(h, &m->layers[l].n_ff, sizeof(int));
+    int n = kf_model_list_tensors(m, NULL, 0);
+    kf_named_tensor *ts = malloc((size_t)(n > 0 ? n : 1) * sizeof *ts);
+    if (!ts) return h;
+    n = kf_model_list_tensors(m, ts, n);
+    for (int i = 0; i < n; i++) {
+        const kf_tensor *t = ts[i].t;
+        h = fnv1a(h, ts[i].name, strlen(ts[i].name));
+        h = fnv1a(h, t->ne, sizeof t->ne);
+        int64_t ne = kf_tensor_nelem(t), step = ne > 4096 ? ne / 4096 : 1;
+        for (int64_t k = 0; k < ne; k += step) h = fnv1a(h, &t->data[k], sizeof(float));
+    }
+    free(ts);
+    return h;
+}

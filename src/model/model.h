@@ -140,6 +140,11 @@ int kf_model_list_tensors(const kf_model *m, kf_named_tensor *out, int cap);
 // nothing) if the model has no such layer or top_k exceeds a layer's experts.
 kf_status kf_model_set_expert_selection(kf_model *m, int top_k, float coverage, kf_error *err);
 
+// 64-bit FNV-1a fingerprint of a model: hyper-parameters, per-layer widths,
+// every tensor's shape and up to 4096 evenly spaced values of each (ties a
+// statistics file to the model it was gathered on).
+uint64_t kf_model_fingerprint(const kf_model *m);
+
 int64_t kf_model_n_params(const kf_model *m);     // tied head counted once
 int64_t kf_model_weight_bytes(const kf_model *m); // fp32 bytes read per decoded token (all weights once)
 const char *kf_arch_name(kf_arch a);
