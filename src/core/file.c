@@ -88,3 +88,17 @@ bool kf_path_join(char *out, size_t n, const char *dir, const char *name) {
     int r = snprintf(out, n, "%s/%s", dir, name);
     return r > 0 && (size_t)r < n;
 }
+
+kf_status kf_file_commit(FILE *f, bool ok, const char *tmp, const char *path, kf_error *err) {
+    if (fclose(f) != 0) ok = false;
+    if (!ok) {
+        remove(tmp);
+        return kf_error_set(err, KF_ERR_IO, "%s: write failed", tmp);
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        remove(tmp);
+        return kf_error_set(err, KF_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
+    }
+    return KF_OK;
+}

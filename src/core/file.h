@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "core/status.h"
 
@@ -19,6 +20,10 @@ void kf_mmap_close(kf_mmap *m);
 // Reads a whole file into a malloc'd, NUL-terminated buffer (*len excludes the NUL).
 kf_status kf_file_read_all(const char *path, char **buf, size_t *len, kf_error *err);
 bool kf_file_exists(const char *path);
+// Finishes a file written under a temporary name: closes f, then renames tmp
+// to path if every write succeeded (ok) and the close did too, else removes
+// tmp. A failed write thus never leaves a half-written file at path.
+kf_status kf_file_commit(FILE *f, bool ok, const char *tmp, const char *path, kf_error *err);
 bool kf_dir_exists(const char *path);
 // dir + "/" + name into out; returns false if it does not fit.
 bool kf_path_join(char *out, size_t n, const char *dir, const char *name);

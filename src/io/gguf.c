@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/file.h"
 #include "moe/moe_io.h"
 
 #define GGUF_MAGIC "GGUF"
@@ -837,16 +838,7 @@ kf_status kf_gguf_writer_save(kf_gguf_writer *w, const char *path, kf_error *err
         at = t->offset + t->nbytes;
     }
     free(buf);
-    if (fclose(f) != 0) ok = false;
-    if (!ok) {
-        remove(tmp);
-        return kf_error_set(err, KF_ERR_IO, "%s: write failed", tmp);
-    }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return kf_error_set(err, KF_ERR_IO, "%s: cannot rename %s into place", path, tmp);
-    }
-    return KF_OK;
+    return kf_file_commit(f, ok, tmp, path, err);
 }
 
 // ---- models ----

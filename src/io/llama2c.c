@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/file.h"
 #include "io/gguf.h"
 
 #define L2C_HEADER_BYTES 28
@@ -229,14 +230,5 @@ kf_status kf_llama2c_write(const kf_model *m, const char *path, kf_error *err) {
     ok = ok && write_rows(f, m->out_norm_w.data, C, 1, 0) && write_rows(f, freq, 2 * T, Dh / 2, 0);
     if (ok && !m->tied_head) ok = write_rows(f, m->lm_head.data, m->n_vocab, C, 0);
     free(freq);
-    if (fclose(f) != 0) ok = false;
-    if (!ok) {
-        remove(tmp);
-        return kf_error_set(err, KF_ERR_IO, "%s: write failed", tmp);
-    }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return kf_error_set(err, KF_ERR_IO, "%s: cannot rename %s into place", path, tmp);
-    }
-    return KF_OK;
+    return kf_file_commit(f, ok, tmp, path, err);
 }

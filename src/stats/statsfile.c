@@ -137,16 +137,7 @@ kf_status kf_statsfile_save(const kf_statsfile *f, const char *path, kf_error *e
         fwrite(&f->fingerprint, 8, 1, fp) != 1)
         w.ok = 0;
     for (int i = 0; i < f->n && w.ok; i++) write_entry(&w, f->entries[i]);
-    if (fclose(fp) != 0) w.ok = 0;
-    if (!w.ok) {
-        remove(tmp);
-        return kf_error_set(err, KF_ERR_IO, "%s: write failed", tmp);
-    }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return kf_error_set(err, KF_ERR_IO, "%s: cannot rename from %s: %s", path, tmp, strerror(errno));
-    }
-    return KF_OK;
+    return kf_file_commit(fp, w.ok, tmp, path, err);
 }
 
 typedef struct {
