@@ -233,6 +233,106 @@ static void test_drop_layers(void **state) {
     kf_model_free(m);
 }
 
+// Merging block 1's FFN into block 0 is exact when nothing changes the
+// residual stream between the two FFNs: block 0's FFN and block 1's attention
+// are zeroed, so both FFNs would read the same stream. Checked on the Llama
+// (RMSNorm, SwiGLU) and on the GPT-2 fixture (LayerNorm with biases, which
+// exercises the bias correction).
+static void merge_exact(const char *rel) {
+    char path[1024];
+    const char *root = getenv("KF_ROOT");
+    snprintf(path, sizeof path, "%s/%s", root ? root : ".", rel);
+    kf_model *m = NULL;
+    kf_error err = {0};
+    if (kf_model_load(&m, path, &err) != KF_OK) fail_msg("%s", err.msg);
+    kf_layer *l1 = &m->layers[0], *l2 = &m->layers[1];
+    float *z = kf_model_alloc(m, kf_tensor_nelem(&l1->w_down) + kf_tensor_nelem(&l2->wo) + 2 * m->n_embd);
+    assert_non_null(z);
+    l1->w_down.data = z;
+    l2->wo.data = z + kf_tensor_nelem(&l1->w_down);
+    float *zc = l2->wo.data + kf_tensor_nelem(&l2->wo);
+    if (kf_tensor_present(&l1->b_down)) l1->b_down.data = zc;
+    if (kf_tensor_present(&l2->bo)) l2->bo.data = zc + m->n_embd;
+    const int V = m->n_vocab, F1 = l1->n_ff, F2 = l2->n_ff, T = 32;
+    float *a = malloc(sizeof *a * T * V), *b = malloc(sizeof *b * T * V);
+    kf_ctx *c;
+    assert_int_equal(kf_ctx_init(&c, m, T, 0, &err), KF_OK);
+    int32_t tok[32];
+    for (int i = 0; i < T; i++) tok[i] = ids[i] % V;
+    assert_int_equal(kf_forward_prefill(c, tok, 1, T, a, &err), KF_OK);
+    kf_ctx_free(c);
+    assert_int_equal(kf_compress_merge_ffn(m, 0, 1, &err), KF_OK);
+    assert_int_equal(m->layers[0].n_ff, F1 + F2);
+    memmove(&m->layers[1], &m->layers[2], sizeof *m->layers * (size_t)(m->n_layer - 2));
+    m->n_layer--;
+    assert_int_equal(kf_model_validate(m, "merged", &err), KF_OK);
+    assert_int_equal(kf_ctx_init(&c, m, T, 0, &err), KF_OK);
+    assert_int_equal(kf_forward_prefill(c, tok, 1, T, b, &err), KF_OK);
+    kf_ctx_free(c);
+    double scale, d = max_abs_diff(a, b, (size_t)T * V, &scale);
+    print_message("%s: merged block 1 into 0: max |dlogit| %.2e (scale %.2f)\n", rel, d, scale);
+    assert_true(d <= 1e-4 * (scale > 1 ? scale : 1));
+    free(a), free(b);
+    kf_model_free(m);
+}
+
+static void test_merge_exact(void **state) {
+    merge_exact("models/llama-gutenberg-1.4m");
+    merge_exact("tests/fixtures/models/gpt2-tiny");
+}
+
+// drop-layers --merge through kf_compress_run: the same block is removed as
+// without --merge, its FFN lives on in the next kept block (every FFN neuron
+// kept), and the model runs. Whether that beats plain dropping is a measured
+// result (docs/RESULTS.md), not a property.
+static void test_drop_merge(void **state) {
+    float *ref = NULL, *lg[2] = {NULL, NULL}, *ff = NULL;
+    double d[2];
+    for (int merge = 0; merge < 2; merge++) {
+        kf_model *m = load_small();
+        const int V = m->n_vocab, L = m->n_layer;
+        if (!ref) {
+            ref = malloc(sizeof *ref * CTX * V);
+            ff = malloc(sizeof *ff * CTX * m->n_embd);
+            run_first(m, ref, ff);
+        }
+        int64_t F_total = 0;
+        for (int l = 0; l < L; l++) F_total += m->layers[l].n_ff;
+        kf_compress_opts o;
+        kf_compress_opts_default(&o);
+        o.method = KF_CMP_DROP_LAYERS;
+        o.n_drop = 1;
+        o.merge = merge;
+        o.ctx = CTX;
+        kf_compress_report rep;
+        kf_error err = {0};
+        assert_int_equal(kf_compress_run(m, ids, NT, 1, &o, &rep, &err), KF_OK);
+        assert_int_equal(m->n_layer, L - 1);
+        int64_t F_after = 0;
+        for (int l = 0; l < m->n_layer; l++) F_after += m->layers[l].n_ff;
+        static int dropped_plain = -1;
+        if (!merge) dropped_plain = rep.dropped[0];
+        else assert_int_equal(rep.dropped[0], dropped_plain);
+        if (merge) {
+            assert_non_null(rep.merged_into);
+            int want = rep.dropped[0] + 1 < L ? rep.dropped[0] + 1 : rep.dropped[0] - 1;
+            assert_int_equal(rep.merged_into[0], want);
+            assert_int_equal(F_after, F_total); // every FFN neuron kept
+        } else {
+            assert_null(rep.merged_into);
+        }
+        lg[merge] = malloc(sizeof *lg[merge] * CTX * V);
+        run_first(m, lg[merge], ff);
+        for (int i = 0; i < CTX * V; i++) assert_true(isfinite(lg[merge][i]));
+        double scale;
+        d[merge] = max_abs_diff(ref, lg[merge], (size_t)CTX * V, &scale);
+        kf_compress_report_free(&rep);
+        kf_model_free(m);
+    }
+    print_message("drop 1 block: max |dlogit| %.3f plain, %.3f with --merge\n", d[0], d[1]);
+    free(ref), free(ff), free(lg[0]), free(lg[1]);
+}
+
 static void test_bad_widths(void **state) {
     kf_model *m = load_small();
     int widths[16];
@@ -259,6 +359,8 @@ int main(void) {
         cmocka_unit_test(test_prune_refit_helps),
         cmocka_unit_test(test_random_seeded),
         cmocka_unit_test(test_drop_layers),
+        cmocka_unit_test(test_merge_exact),
+        cmocka_unit_test(test_drop_merge),
         cmocka_unit_test(test_bad_widths),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -1,5 +1,6 @@
 // kfuse compress MODEL [-f CALIB.txt] --method fold|prune-magnitude|prune-wanda|prune-act|random|drop-layers
-//   [--widths w0,w1,.. | --ffn-keep F | --target-params F | --max-ppl-increase P | --thresholds analysis.json | --drop N]
+//   [--widths w0,w1,.. | --ffn-keep F | --target-params F | --max-ppl-increase P | --thresholds analysis.json |
+//    --drop N [--merge]]
 //   [--uniform --no-refit --lambda X --group corr|kmeans-act|kmeans-weight --stats FILE
 //    --tokens N --ctx N --seed S --json] -o OUT [--format hf|gguf|llama2c]
 // Everything is computed before anything is written: a target that cannot be
@@ -135,7 +136,7 @@ int kf_cmd_compress(int argc, char **argv) {
     int widths[1024];
     double keep = 0, target = 0, max_inc = -1, lambda = KF_REFIT_LAMBDA;
     long n_tokens = 65536, seed = 1;
-    bool refit = true, uniform = false, json = false;
+    bool refit = true, uniform = false, json = false, merge = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-f")) calib = kf_cli_str(argc, argv, &i);
@@ -156,6 +157,7 @@ int kf_cmd_compress(int argc, char **argv) {
         else if (!strcmp(a, "--seed")) seed = kf_cli_long(argc, argv, &i, 0, 1L << 62);
         else if (!strcmp(a, "--no-refit")) refit = false;
         else if (!strcmp(a, "--uniform")) uniform = true;
+        else if (!strcmp(a, "--merge")) merge = true;
         else if (!strcmp(a, "--json")) json = true;
         else if (a[0] == '-') kf_cli_failf("compress: unknown option %s", a);
         else if (!path) path = a;
@@ -172,6 +174,7 @@ int kf_cmd_compress(int argc, char **argv) {
                      "--thresholds, --drop");
     if ((method == KF_CMP_DROP_LAYERS) != (n_drop > 0))
         kf_cli_failf("compress: --drop N goes with --method drop-layers, and only with it");
+    if (merge && n_drop == 0) kf_cli_failf("compress: --merge goes with --method drop-layers --drop N");
     if (thr_path && method != KF_CMP_FOLD) kf_cli_failf("compress: --thresholds needs --method fold");
     if (max_inc >= 0 && (!calib || uniform || stats_path))
         kf_cli_failf("compress: --max-ppl-increase needs -f CALIB.txt, and neither --uniform nor --stats");
@@ -217,6 +220,7 @@ int kf_cmd_compress(int argc, char **argv) {
     o.seed = (uint64_t)seed;
     o.ctx = ctx;
     o.n_drop = n_drop;
+    o.merge = merge;
     o.stats = stats_path ? &stats : NULL;
     double thr[1024];
     if (thr_path) {
@@ -311,6 +315,10 @@ int kf_cmd_compress(int argc, char **argv) {
     }
     cJSON *dr = cJSON_AddArrayToObject(o_js, "dropped");
     for (int i = 0; i < rep.n_dropped; i++) cJSON_AddItemToArray(dr, cJSON_CreateNumber(rep.dropped[i]));
+    if (rep.merged_into) {
+        cJSON *mi = cJSON_AddArrayToObject(o_js, "merged_into");
+        for (int i = 0; i < rep.n_dropped; i++) cJSON_AddItemToArray(mi, cJSON_CreateNumber(rep.merged_into[i]));
+    }
     if (max_inc >= 0) {
         cJSON_AddNumberToObject(o_js, "max_ppl_increase_pct", max_inc);
         cJSON_AddNumberToObject(o_js, "kept_fraction", target);

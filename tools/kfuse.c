@@ -14,7 +14,7 @@ static const struct {
     {"perplexity", kf_cmd_perplexity, "MODEL -f TEXT [--ctx N --json]  llama.cpp protocol"},
     {"bench", kf_cmd_bench, "MODEL [-p 512 -n 128 -r 5 -t T --no-mmap --json]   prefill and decode tokens/s"},
     {"analyze", kf_cmd_analyze, "MODEL -f CALIB.txt -o DIR [--tokens N --ctx N --threshold t --k K]  redundancy report"},
-    {"compress", kf_cmd_compress, "MODEL -f CALIB --method fold|prune-*|random|drop-layers --widths|--ffn-keep|--target-params|--drop -o OUT"},
+    {"compress", kf_cmd_compress, "MODEL -f CALIB --method fold|prune-*|random|drop-layers --widths|--ffn-keep|--target-params|--drop N [--merge] -o OUT"},
     {"moefy", kf_cmd_moefy, "MODEL -f CALIB --experts E [--split kmeans|coact|fold --router similarity|linear|mlp|oracle --top-k K|--coverage t] -o OUT"},
     {"eval", kf_cmd_eval, "MODEL [MODEL...] --ref ORIGINAL -f TEXT [--ctx N --json --top-k K]  ppl, KL, top-1, size, speed"},
 };

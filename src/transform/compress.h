@@ -53,6 +53,8 @@ typedef struct {
     const int *widths;     // (n_layer) target FFN widths, or NULL
     const double *thresholds; // (n_layer) fold: correlation-distance cut per layer, or NULL
     int n_drop;            // drop-layers: blocks to remove
+    int merge;             // drop-layers: fold each removed block's FFN into its kept neighbour
+                           // instead of deleting it (only its attention is removed)
     const kf_statsfile *stats; // statistics of the original model (kf_analyze), or NULL
     kf_compress_progress_fn progress;
     void *progress_user;
@@ -72,6 +74,7 @@ typedef struct {
     kf_compress_layer *layers; // (n_layer_before)
     int n_dropped;
     int *dropped;              // (n_dropped) original indices of removed blocks, increasing
+    int *merged_into;          // (n_dropped) with merge: original index of the block that took its FFN
     double *block_influence;   // (n_layer_before) drop-layers only, else NULL
     int64_t n_calib_tokens;
 } kf_compress_report;
@@ -83,6 +86,12 @@ void kf_compress_report_free(kf_compress_report *r);
 // statistics file replaces the calibration pass or the method needs none.
 kf_status kf_compress_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, const kf_compress_opts *o,
                           kf_compress_report *rep, kf_error *err);
+
+// Appends the FFN of block src to the FFN of block dst (dst's width grows by
+// src's), rescaling src's input weights for dst's normalisation; src itself
+// is left in place (drop-layers --merge removes it afterwards). Exact when
+// the two FFNs would see the same residual stream.
+kf_status kf_compress_merge_ffn(kf_model *m, int dst, int src, kf_error *err);
 
 // Greedy allocation of FFN widths (n_layer) that keeps at most target_params
 // parameters in all (a fraction of nothing: an absolute count), using the
