@@ -163,7 +163,7 @@ static void redundancy_section(kf_strbuf *b, const cJSON *a) {
     kf_svg_lines(b, &o1, t, nt, ffn, L, names);
     double *rs = malloc((size_t)(R + 1) * nt * sizeof *rs);
     const char *rn[MAX_SERIES];
-    char rnm[MAX_SERIES][16];
+    char rnm[MAX_SERIES][24];
     int ns = R;
     if (rs) {
         memcpy(rs, res, (size_t)R * nt * sizeof *rs);
