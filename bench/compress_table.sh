@@ -13,7 +13,7 @@
 # Sizes are environment variables (defaults in brackets):
 #   CALIB_TOKENS [32768], CALIB_BYTES per book [16000], EVAL_BYTES per text [300000], CTX [256]
 # and what to run: METHODS [fold fold-corr prune-magnitude prune-wanda
-# prune-act random], KEEPS [0.75 0.5 0.25], DROPS [1 2 3].
+# prune-act random], KEEPS [0.75 0.5 0.25], DROPS [1 2 3] (each also with --merge).
 # "fold" is --group corr-energy (the default), "fold-corr" is --group corr.
 # usage: bench/compress_table.sh [KFUSE] [MODEL]
 set -eu
@@ -61,6 +61,11 @@ for n in ${DROPS:-1 2 3}; do
     build "drop-$n" --method drop-layers --drop "$n"
     dropped=$(/usr/bin/python3 -c "import json; print(json.load(open('$out/drop-$n.compress.json'))['dropped'])")
     echo "drop-$n|drop $n blocks $dropped|-|100%" >>"$out/rows.txt"
+done
+for n in ${DROPS:-1 2 3}; do # --merge: the dropped blocks' FFNs move into the next kept block
+    build "drop-$n-merge" --method drop-layers --drop "$n" --merge
+    into=$(/usr/bin/python3 -c "import json; d=json.load(open('$out/drop-$n-merge.compress.json')); print(d['dropped'], '->', d['merged_into'])")
+    echo "drop-$n-merge|drop $n blocks $into, FFN merged|-|100%" >>"$out/rows.txt"
 done
 
 # Phase 2: one eval per text, all models against the original.
