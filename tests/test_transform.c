@@ -28,15 +28,18 @@
 
 static int32_t ids[NT];
 
-static kf_model *load_small(void) {
+// A model from a path relative to the source root.
+static kf_model *load_rel(const char *rel) {
     char path[1024];
     const char *root = getenv("KF_ROOT");
-    snprintf(path, sizeof path, "%s/models/llama-gutenberg-1.4m", root ? root : ".");
+    snprintf(path, sizeof path, "%s/%s", root ? root : ".", rel);
     kf_model *m = NULL;
     kf_error err = {0};
     if (kf_model_load(&m, path, &err) != KF_OK) fail_msg("%s", err.msg);
     return m;
 }
+
+static kf_model *load_small(void) { return load_rel("models/llama-gutenberg-1.4m"); }
 
 static int setup(void **state) {
     uint64_t x = 0x1234567887654321ull;
@@ -239,12 +242,8 @@ static void test_drop_layers(void **state) {
 // (RMSNorm, SwiGLU) and on the GPT-2 fixture (LayerNorm with biases, which
 // exercises the bias correction).
 static void merge_exact(const char *rel) {
-    char path[1024];
-    const char *root = getenv("KF_ROOT");
-    snprintf(path, sizeof path, "%s/%s", root ? root : ".", rel);
-    kf_model *m = NULL;
+    kf_model *m = load_rel(rel);
     kf_error err = {0};
-    if (kf_model_load(&m, path, &err) != KF_OK) fail_msg("%s", err.msg);
     kf_layer *l1 = &m->layers[0], *l2 = &m->layers[1];
     float *z = kf_model_alloc(m, kf_tensor_nelem(&l1->w_down) + kf_tensor_nelem(&l2->wo) + 2 * m->n_embd);
     assert_non_null(z);
