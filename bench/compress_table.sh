@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Regenerates the compression table of docs/RESULTS.md: every method with and
 # without the least-squares refit at FFN widths 75/50/25%, and dropping 1/2/3
-# blocks, on llama-gutenberg-6.5m. Calibration: the start of six training
-# books of ../shared/data/corpus (never the held-out picture-of-dorian-gray.txt
-# or treasure-island.txt); evaluation: the start of WikiText-2 test and of the
-# two held-out books (half each). Prints a markdown table; every model and JSON
-# is kept in $OUT_DIR.
+# blocks (plain and --merge), on llama-gutenberg-6.5m. Calibration: the start
+# of six training books of ../shared/data/corpus (never the held-out
+# picture-of-dorian-gray.txt or treasure-island.txt); evaluation: WikiText-2
+# test and the two held-out books, whole. Prints a markdown table; every
+# model and JSON is kept in $OUT_DIR.
 #
-# Two phases: (1) build every compressed model (a model already in $OUT_DIR is
-# reused, so an interrupted run resumes); (2) one `kfuse eval` per text scores
-# all models against the original, which is computed once per window.
+# Two phases, both resumable: (1) build every compressed model (a model with
+# its summary in $OUT_DIR is reused); (2) for each text, one `kfuse eval`
+# scores all models that have no result for it yet against the original
+# (computed once per window) and the results are kept one file per model
+# ($OUT_DIR/eval/TEXT/NAME.json); the two texts are scored concurrently, each
+# on half of the cores. A row added later is thus scored alone.
 # Sizes are environment variables (defaults in brackets):
-#   CALIB_TOKENS [32768], CALIB_BYTES per book [16000], EVAL_BYTES per text [300000], CTX [256]
-# and what to run: METHODS [fold fold-corr prune-magnitude prune-wanda
-# prune-act random], KEEPS [0.75 0.5 0.25], DROPS [1 2 3] (each also with --merge).
-# "fold" is --group corr-energy (the default), "fold-corr" is --group corr.
+#   CALIB_TOKENS [32768], CALIB_BYTES per book [16000], CTX [256],
+#   EVAL_BYTES per text [whole texts; books: half each]
+# and what to run: METHODS [fold fold-energy fold-corr prune-magnitude
+# prune-wanda prune-act random], KEEPS [0.75 0.5 0.25], DROPS [1 2 3].
+# "fold" is the default grouping (--group ls), "fold-energy" --group
+# corr-energy, "fold-corr" --group corr.
 # usage: bench/compress_table.sh [KFUSE] [MODEL]
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,15 +29,16 @@ corpus=${CORPUS:-$root/../shared/data/corpus}
 out=${OUT_DIR:-/tmp/kfuse_compress_table}
 ct=${CALIB_TOKENS:-32768}
 cb=${CALIB_BYTES:-16000}
-eb=${EVAL_BYTES:-300000}
+eb=${EVAL_BYTES:-}
 ctx=${CTX:-256}
-mkdir -p "$out"
+mkdir -p "$out/eval/wiki" "$out/eval/books"
 : >"$out/calib.txt"
 for b in emma dracula frankenstein moby-dick pride-and-prejudice great-expectations; do
     head -c "$cb" "$corpus/$b.txt" >>"$out/calib.txt"
 done
-head -c "$eb" "$root/data/wikitext-2-raw/wiki.test.raw" >"$out/wiki.txt"
-{ head -c "$((eb / 2))" "$corpus/picture-of-dorian-gray.txt"; head -c "$((eb / 2))" "$corpus/treasure-island.txt"; } >"$out/books.txt"
+part() { if [ -n "$eb" ]; then head -c "$2" "$1"; else cat "$1"; fi; }
+part "$root/data/wikitext-2-raw/wiki.test.raw" "${eb:-0}" >"$out/wiki.txt"
+{ part "$corpus/picture-of-dorian-gray.txt" "$((${eb:-0} / 2))"; part "$corpus/treasure-island.txt" "$((${eb:-0} / 2))"; } >"$out/books.txt"
 
 # Phase 1: models. rows.txt keeps "name|method|refit|kept" in table order.
 : >"$out/rows.txt"
@@ -46,11 +52,14 @@ build() { # name, then compress options
     fi
 }
 for keep in ${KEEPS:-0.75 0.5 0.25}; do
-    for method in ${METHODS:-fold fold-corr prune-magnitude prune-wanda prune-act random}; do
+    for method in ${METHODS:-fold fold-energy fold-corr prune-magnitude prune-wanda prune-act random}; do
         for refit in yes no; do
             name=$method-$keep-$refit
-            args=(--method "$method")
-            [ "$method" = fold-corr ] && args=(--method fold --group corr)
+            case $method in
+            fold-energy) args=(--method fold --group corr-energy) ;;
+            fold-corr) args=(--method fold --group corr) ;;
+            *) args=(--method "$method") ;;
+            esac
             [ "$refit" = no ] && args+=(--no-refit)
             build "$name" "${args[@]}" --ffn-keep "$keep"
             echo "$name|$method|$refit|$(/usr/bin/python3 -c "print(f'{float($keep):.0%}')")" >>"$out/rows.txt"
@@ -68,21 +77,48 @@ for n in ${DROPS:-1 2 3}; do # --merge: the dropped blocks' FFNs move into the n
     echo "drop-$n-merge|drop $n blocks $into, FFN merged|-|100%" >>"$out/rows.txt"
 done
 
-# Phase 2: one eval per text, all models against the original.
-models=("$model")
-while IFS='|' read -r name _; do models+=("$out/$name"); done <"$out/rows.txt"
-for t in wiki books; do
-    "$kfuse" eval "${models[@]}" --ref "$model" -f "$out/$t.txt" --ctx "$ctx" --no-bench --json >"$out/$t.json"
-done
+# Phase 2: per text, one eval of the models not scored yet (the original is
+# scored as a model too: its row is the reference's own perplexity).
+score() { # text
+    local t=$1 names=() paths=()
+    for name in original $(cut -d'|' -f1 "$out/rows.txt"); do
+        [ -s "$out/eval/$t/$name.json" ] && continue
+        names+=("$name")
+        if [ "$name" = original ]; then paths+=("$model"); else paths+=("$out/$name"); fi
+    done
+    [ ${#names[@]} -gt 0 ] || return 0
+    OMP_NUM_THREADS=$threads "$kfuse" eval "${paths[@]}" --ref "$model" -f "$out/$t.txt" --ctx "$ctx" \
+        --no-bench --json >"$out/eval/$t.pass.json"
+    /usr/bin/python3 - "$out/eval/$t" "$out/eval/$t.pass.json" "${names[@]}" <<'PY'
+import json, sys
+d, res, names = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3:]
+res = res if isinstance(res, list) else [res]
+assert len(res) == len(names), (len(res), len(names))
+for name, r in zip(names, res):
+    json.dump(r, open(f"{d}/{name}.json", "w"), indent=1)
+PY
+    rm "$out/eval/$t.pass.json"
+}
+threads=$(($(nproc) / 2))
+[ "$threads" -ge 1 ] || threads=1
+score wiki &
+p1=$!
+score books &
+p2=$!
+wait "$p1"
+wait "$p2"
+
 /usr/bin/python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
-w, b = (json.load(open(f"{out}/{t}.json")) for t in ("wiki", "books"))
 rows = [("original", "original", "-", "100%")] + [tuple(l.rstrip("\n").split("|")) for l in open(f"{out}/rows.txt")]
-print(f"wiki: {w[0]['n_scored']} scored tokens, books: {b[0]['n_scored']} scored tokens (ctx {w[0]['ctx']})\n")
+res = {t: {r[0]: json.load(open(f"{out}/eval/{t}/{r[0]}.json")) for r in rows} for t in ("wiki", "books")}
+w0, b0 = res["wiki"]["original"], res["books"]["original"]
+print(f"wiki: {w0['n_scored']} scored tokens, books: {b0['n_scored']} scored tokens (ctx {w0['ctx']})\n")
 print("| method | refit | FFN kept | wiki ppl | wiki KL | wiki KL p99 | books ppl | books KL | books KL p99 | books top-1 | params |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
-for (name, method, refit, kept), x, y in zip(rows, w, b):
+for name, method, refit, kept in rows:
+    x, y = res["wiki"][name], res["books"][name]
     print(f"| {method} | {refit} | {kept} | {x['model']['ppl']:.2f} | {x['kl_mean']:.4f} | {x['kl_p99']:.3f} | "
           f"{y['model']['ppl']:.2f} | {y['kl_mean']:.4f} | {y['kl_p99']:.3f} | {y['top1_agreement']:.3f} | {x['model']['params']} |")
 PY

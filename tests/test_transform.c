@@ -126,7 +126,7 @@ static void fold_duplicates(kf_group_kind group, int refit, double lambda) {
     // Only layer 0 changes width; the others fold to their full width (no-op groups).
     if (kf_compress_run(m, ids, NT, 1, &o, &rep, &err) != KF_OK) fail_msg("%s", err.msg);
     assert_int_equal(m->layers[0].n_ff, F);
-    assert_true(rep.layers[0].t_cut < 1e-6); // only distance-0 merges were needed
+    assert_true(rep.layers[0].t_cut < 1e-6); // only free merges were needed
     float *la = malloc(sizeof *la * CTX * V), *lb = malloc(sizeof *lb * CTX * V);
     float *fa = malloc(sizeof *fa * CTX * C), *fb = malloc(sizeof *fb * CTX * C);
     run_first(orig, la, fa);
@@ -146,10 +146,12 @@ static void fold_duplicates(kf_group_kind group, int refit, double lambda) {
 static void test_fold_duplicates(void **state) {
     fold_duplicates(KF_GROUP_CORR, 0, 0);
     fold_duplicates(KF_GROUP_CORR_ENERGY, 0, 0);
+    fold_duplicates(KF_GROUP_LS, 0, 0);
 }
 static void test_fold_duplicates_refit(void **state) {
     fold_duplicates(KF_GROUP_CORR, 1, 1e-9);
     fold_duplicates(KF_GROUP_CORR_ENERGY, 1, 1e-9);
+    fold_duplicates(KF_GROUP_LS, 1, 1e-9);
 }
 
 static void prune_run(kf_cmp_method method, int refit, uint64_t seed, kf_model **out, kf_compress_report *rep) {

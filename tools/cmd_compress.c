@@ -1,7 +1,7 @@
 // kfuse compress MODEL [-f CALIB.txt] --method fold|prune-magnitude|prune-wanda|prune-act|random|drop-layers
 //   [--widths w0,w1,.. | --ffn-keep F | --target-params F | --max-ppl-increase P | --thresholds analysis.json |
 //    --drop N [--merge]]
-//   [--uniform --no-refit --lambda X --group corr|kmeans-act|kmeans-weight --stats FILE
+//   [--uniform --no-refit --lambda X --group ls|corr-energy|corr|kmeans-act|kmeans-weight --stats FILE
 //    --tokens N --ctx N --seed S --json] -o OUT [--format hf|gguf|llama2c]
 // Everything is computed before anything is written: a target that cannot be
 // met, bad widths or statistics from another model stop with one line and no
@@ -26,7 +26,7 @@
 #include "transform/refit.h"
 
 static const char *method_names[] = {"fold", "prune-magnitude", "prune-wanda", "prune-act", "random", "drop-layers"};
-static const char *group_names[] = {"corr", "kmeans-act", "kmeans-weight", "corr-energy"};
+static const char *group_names[] = {"corr", "kmeans-act", "kmeans-weight", "corr-energy", "ls"};
 
 static int pick(const char *v, const char *const *names, int n, const char *opt) {
     for (int i = 0; i < n; i++)
@@ -132,7 +132,7 @@ static double search_fraction(const char *path, const kf_compress_opts *base, co
 
 int kf_cmd_compress(int argc, char **argv) {
     const char *path = NULL, *calib = NULL, *out = NULL, *format = "hf", *stats_path = NULL, *thr_path = NULL;
-    int method = -1, group = KF_GROUP_CORR_ENERGY, n_w = 0, n_drop = 0, ctx = 256;
+    int method = -1, group = KF_GROUP_LS, n_w = 0, n_drop = 0, ctx = 256;
     int widths[1024];
     double keep = 0, target = 0, max_inc = -1, lambda = KF_REFIT_LAMBDA;
     long n_tokens = 65536, seed = 1;
@@ -142,7 +142,7 @@ int kf_cmd_compress(int argc, char **argv) {
         if (!strcmp(a, "-f")) calib = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "-o")) out = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--method")) method = pick(kf_cli_str(argc, argv, &i), method_names, 6, "--method");
-        else if (!strcmp(a, "--group")) group = pick(kf_cli_str(argc, argv, &i), group_names, 4, "--group");
+        else if (!strcmp(a, "--group")) group = pick(kf_cli_str(argc, argv, &i), group_names, 5, "--group");
         else if (!strcmp(a, "--format")) format = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--widths")) n_w = parse_widths(kf_cli_str(argc, argv, &i), widths, 1024);
         else if (!strcmp(a, "--ffn-keep")) keep = kf_cli_double(argc, argv, &i, 1e-9, 1);

@@ -15,7 +15,7 @@
 void kf_compress_opts_default(kf_compress_opts *o) {
     memset(o, 0, sizeof *o);
     o->method = KF_CMP_FOLD;
-    o->group = KF_GROUP_CORR_ENERGY;
+    o->group = KF_GROUP_LS;
     o->refit = 1;
     o->lambda_rel = KF_REFIT_LAMBDA;
     o->seed = 1;
@@ -227,6 +227,28 @@ static kf_status group_energy(const kf_model *m, int l, const layer_stats *ls, i
     return s;
 }
 
+// Least-squares groups: the k neurons kf_ffn_select_ls keeps (keep, k) are
+// the representatives; every other neuron joins the one it is most
+// correlated with (|rho|), which is where the merge puts its down column.
+static kf_status group_ls(const kf_model *m, int l, const layer_stats *ls, const kf_compress_opts *o, int k,
+                          int32_t *labels, int *keep, double *t_cut, kf_error *err) {
+    const int F = ls->F;
+    kf_status s =
+        kf_ffn_select_ls(ls->M, m->layers[l].w_down.data, m->n_embd, F, k, o->lambda_rel, keep, NULL, t_cut, err);
+    if (s != KF_OK) return s;
+    for (int j = 0; j < F; j++) labels[j] = -1;
+    for (int g = 0; g < k; g++) labels[keep[g]] = g;
+    for (int j = 0; j < F; j++) {
+        if (labels[j] >= 0) continue;
+        double best = -1;
+        for (int g = 0; g < k; g++) {
+            double r = fabs(ls->corr[(size_t)j * F + keep[g]]);
+            if (r > best) best = r, labels[j] = g;
+        }
+    }
+    return KF_OK;
+}
+
 // Representative of each group: its member of largest output energy.
 static void energy_representatives(const kf_model *m, int l, const layer_stats *ls, const int32_t *labels, int k,
                                    int *reps) {
@@ -256,7 +278,7 @@ static kf_status plan_layer(const kf_model *m, int l, const layer_stats *ls, con
     *t_cut = NAN;
     *rel_err = NAN;
     int32_t *labels = NULL;
-    int *reps = NULL;
+    int *reps = NULL, *keep = NULL;
     double *score = NULL, *G = NULL, *X = NULL;
     kf_status s = KF_OK;
     if (o->method == KF_CMP_FOLD) {
@@ -273,6 +295,12 @@ static kf_status plan_layer(const kf_model *m, int l, const layer_stats *ls, con
             if ((s = kf_ffn_group_corr_k(ls->corr, F, k, labels, t_cut, err)) != KF_OK) goto done;
         } else if (o->group == KF_GROUP_CORR_ENERGY) {
             if ((s = group_energy(m, l, ls, k, labels, t_cut, err)) != KF_OK) goto done;
+        } else if (o->group == KF_GROUP_LS) {
+            if (!(keep = malloc(sizeof *keep * (size_t)k))) {
+                s = kf_error_set(err, KF_ERR_NOMEM, "fold: out of memory for layer %d", l);
+                goto done;
+            }
+            if ((s = group_ls(m, l, ls, o, k, labels, keep, t_cut, err)) != KF_OK) goto done;
         } else if ((s = group_kmeans(m, l, ls, o, k, labels, err)) != KF_OK) {
             goto done;
         }
@@ -287,6 +315,8 @@ static kf_status plan_layer(const kf_model *m, int l, const layer_stats *ls, con
         k = kk;
         kf_ffn_representatives(ls->corr, F, labels, k, reps);
         if (o->group == KF_GROUP_CORR_ENERGY) energy_representatives(m, l, ls, labels, k, reps);
+        if (keep)
+            for (int g = 0; g < k; g++) reps[labels[keep[g]]] = keep[g];
         // Order groups by representative so the kept neurons stay in index order.
         for (int g = 0; g < k; g++) idx[g] = reps[g];
         qsort(idx, (size_t)k, sizeof *idx, idx_cmp);
@@ -334,6 +364,7 @@ static kf_status plan_layer(const kf_model *m, int l, const layer_stats *ls, con
 done:
     free(labels);
     free(reps);
+    free(keep);
     free(score);
     free(G);
     free(X);

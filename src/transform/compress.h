@@ -39,6 +39,8 @@ typedef enum {
     KF_GROUP_KMEANS_ACT,    // k-means on each neuron's correlation profile (row of the correlation matrix)
     KF_GROUP_KMEANS_WEIGHT, // k-means on [gate row, up row]
     KF_GROUP_CORR_ENERGY,   // average linkage on (1 - rho^2) min(e_i, e_j) / max e, e_j = E[a_j^2] ||w_down[:,j]||^2
+    KF_GROUP_LS,            // representatives by greedy least-squares selection (kf_ffn_select_ls), each other
+                            // neuron joins the representative it is most correlated with
 } kf_group_kind;
 
 typedef void (*kf_compress_progress_fn)(void *user, const char *stage, int layer, int n_layer);
@@ -65,7 +67,8 @@ void kf_compress_opts_default(kf_compress_opts *o);
 typedef struct {
     int layer;       // index in the original model
     int n_ff_before, n_ff_after;
-    double t_cut;    // fold with correlation groups: distance of the last merge applied (NaN otherwise)
+    double t_cut;    // fold: correlation groups: distance of the last merge applied; ls groups: largest
+                     // removal cost as a share of the layer's output energy (NaN for prune)
     double rel_err;  // E||delta FFN out||^2 / E||FFN out||^2 on the layer's calibration input
 } kf_compress_layer;
 

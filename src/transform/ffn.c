@@ -1,6 +1,7 @@
 #include "transform/ffn.h"
 
 #include <cblas.h>
+#include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +179,118 @@ void kf_ffn_merge_down(const kf_model *m, int l, const double *cov, const int32_
         double beta = j == r ? 1.0 : vr > 0 ? cov[(size_t)j * F + r] / vr : 0.0;
         for (int c = 0; c < C; c++) w_down_new[(size_t)c * k + g] += (float)(beta * ly->w_down.data[(size_t)c * F + j]);
     }
+}
+
+#define LS_BATCH_DIV 128 // a removal batch holds at most |S| / 128 neurons
+#define LS_PCORR_MAX 0.3 // neurons this partially correlated never leave in one batch
+#define LS_LAMBDA_MIN 1e-9
+
+static int by_score_asc(const void *a, const void *b) { return -by_score_desc(a, b); }
+
+kf_status kf_ffn_select_ls(const double *M, const float *w_down, int C, int F, int k, double lambda_rel, int *idx,
+                           float *w_new, double *t_cut, kf_error *err) {
+    if (k < 1 || k > F || C < 1 || !(lambda_rel >= 0))
+        return kf_error_set(err, KF_ERR_ARG, "fold: bad least-squares selection (k=%d F=%d C=%d)", k, F, C);
+    const size_t FF = (size_t)F * F, FC = (size_t)F * C;
+    const int bcap = F / LS_BATCH_DIV > 1 ? F / LS_BATCH_DIV : 1;
+    double *Hi = malloc(sizeof *Hi * FF), *Vt = malloc(sizeof *Vt * FC), *Wd = malloc(sizeof *Wd * FC);
+    double *HiB = malloc(sizeof *HiB * (size_t)bcap * F), *T = malloc(sizeof *T * (size_t)bcap * F);
+    double *VtB = malloc(sizeof *VtB * (size_t)bcap * C), *Hbb = malloc(sizeof *Hbb * (size_t)bcap * bcap);
+    int *pos = malloc(sizeof *pos * (size_t)F), *B = malloc(sizeof *B * (size_t)bcap);
+    unsigned char *out = malloc((size_t)F);
+    scored *order = malloc(sizeof *order * (size_t)F);
+    kf_status s = KF_OK;
+    if (!Hi || !Vt || !Wd || !HiB || !T || !VtB || !Hbb || !pos || !B || !out || !order) {
+        s = kf_error_set(err, KF_ERR_NOMEM, "fold: out of memory for the least-squares selection of %d neurons", F);
+        goto done;
+    }
+    double tr = 0;
+    for (int j = 0; j < F; j++) tr += M[(size_t)j * F + j];
+    // floored so that dead or duplicated neurons keep H invertible at --lambda 0
+    const double lambda = (lambda_rel > LS_LAMBDA_MIN ? lambda_rel : LS_LAMBDA_MIN) * (tr > 0 ? tr / F : 1.0);
+    // Hi = (M + lambda I)^-1, full
+    memcpy(Hi, M, sizeof *Hi * FF);
+    for (int j = 0; j < F; j++) Hi[(size_t)j * F + j] += lambda;
+    if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', F, Hi, F) != 0 || LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', F, Hi, F) != 0) {
+        s = kf_error_set(err, KF_ERR_INTERNAL, "fold: activation Gram matrix plus ridge is not positive definite; raise --lambda");
+        goto done;
+    }
+    for (int i = 0; i < F; i++)
+        for (int j = 0; j < i; j++) Hi[(size_t)i * F + j] = Hi[(size_t)j * F + i];
+    // V^T = Hi M W^T (F,C): the refitted down columns of all neurons, one per row
+    for (size_t i = 0; i < FC; i++) Wd[i] = w_down[i];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, C, F, 1.0, M, F, Wd, F, 0.0, Vt, C);
+    double energy = 0; // tr(W M W^T): the layer's output energy, the scale of the costs
+    for (int j = 0; j < F; j++)
+        for (int c = 0; c < C; c++) energy += Wd[(size_t)c * F + j] * Vt[(size_t)j * C + c];
+    double worst = 0;
+    memcpy(Wd, Vt, sizeof *Wd * FC);
+    cblas_dsymm(CblasRowMajor, CblasLeft, CblasUpper, F, C, 1.0, Hi, F, Wd, C, 0.0, Vt, C);
+    for (int j = 0; j < F; j++) pos[j] = j;
+    for (int S = F; S > k;) {
+        int bmax = S / LS_BATCH_DIV > 1 ? S / LS_BATCH_DIV : 1;
+        if (bmax > S - k) bmax = S - k;
+        for (int i = 0; i < S; i++) {
+            double v2 = 0, h = Hi[(size_t)i * S + i];
+            for (int c = 0; c < C; c++) v2 += Vt[(size_t)i * C + c] * Vt[(size_t)i * C + c];
+            order[i] = (scored){h > 0 ? v2 / h : INFINITY, i};
+        }
+        qsort(order, (size_t)S, sizeof *order, by_score_asc);
+        int b = 0;
+        for (int q = 0; q < S && b < bmax; q++) {
+            int i = order[q].j, ok = 1;
+            for (int a = 0; a < b && ok; a++) {
+                double hij = Hi[(size_t)i * S + B[a]];
+                ok = hij * hij < LS_PCORR_MAX * LS_PCORR_MAX * Hi[(size_t)i * S + i] * Hi[(size_t)B[a] * S + B[a]];
+            }
+            if (ok) B[b++] = i, worst = fmax(worst, order[q].s);
+        }
+        // Remove batch B: T = Hi_BB^-1 Hi_B: (b,S); Hi -= Hi_B:^T T; V^T -= T^T V^T_B
+        for (int a = 0; a < b; a++) {
+            memcpy(HiB + (size_t)a * S, Hi + (size_t)B[a] * S, sizeof *HiB * (size_t)S);
+            memcpy(VtB + (size_t)a * C, Vt + (size_t)B[a] * C, sizeof *VtB * (size_t)C);
+            for (int c = 0; c < b; c++) Hbb[(size_t)a * b + c] = Hi[(size_t)B[a] * S + B[c]];
+        }
+        memcpy(T, HiB, sizeof *T * (size_t)b * S);
+        if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', b, Hbb, b) != 0 ||
+            LAPACKE_dpotrs(LAPACK_ROW_MAJOR, 'U', b, S, Hbb, b, T, S) != 0) {
+            s = kf_error_set(err, KF_ERR_INTERNAL, "fold: least-squares selection lost precision at %d neurons; raise --lambda", S);
+            goto done;
+        }
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, S, b, -1.0, HiB, S, T, S, 1.0, Hi, S);
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, C, b, -1.0, T, S, VtB, C, 1.0, Vt, C);
+        // Compact in place (every destination precedes its source).
+        memset(out, 0, (size_t)S);
+        for (int a = 0; a < b; a++) out[B[a]] = 1;
+        int r = 0;
+        for (int i = 0; i < S; i++) {
+            if (out[i]) continue;
+            int c2 = 0;
+            for (int j = 0; j < S; j++)
+                if (!out[j]) Hi[(size_t)r * (S - b) + c2++] = Hi[(size_t)i * S + j];
+            memmove(Vt + (size_t)r * C, Vt + (size_t)i * C, sizeof *Vt * (size_t)C);
+            pos[r++] = pos[i];
+        }
+        S -= b;
+    }
+    memcpy(idx, pos, sizeof *idx * (size_t)k);
+    if (t_cut) *t_cut = energy > 0 ? worst / energy : 0;
+    if (w_new)
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < k; i++) w_new[(size_t)c * k + i] = (float)Vt[(size_t)i * C + c];
+done:
+    free(Hi);
+    free(Vt);
+    free(Wd);
+    free(HiB);
+    free(T);
+    free(VtB);
+    free(Hbb);
+    free(pos);
+    free(B);
+    free(out);
+    free(order);
+    return s;
 }
 
 kf_status kf_ffn_error(const double *M, int64_t n, const float *w_down, int C, int F, const int *idx, int k,

@@ -50,6 +50,24 @@ kf_status kf_ffn_group_corr_t(const double *corr, int F, double t, int32_t *labe
 void kf_ffn_merge_down(const kf_model *m, int l, const double *cov, const int32_t *labels, const int *reps, int k,
                        float *w_down_new);
 
+// Greedy least-squares selection (structured Optimal Brain Surgeon): the k
+// neurons (idx, increasing) whose refitted down projection keeps the output
+// E||W a - W' a_S||^2 + ridge smallest, found by removing neurons from the
+// full set one small batch at a time. With H = M_SS + lambda I and
+// V = W M_{:,S} H^-1 the refitted columns, removing neuron j costs
+// ||V[:, j]||^2 / (H^-1)_jj; a batch (at most |S|/128 neurons) takes the
+// cheapest neurons whose partial correlation (from H^-1) with those already
+// in it is below 0.3, so two copies of one neuron never leave together.
+// M (F,F) = sum a a^T, w_down (C,F); lambda = max(lambda_rel, 1e-9) * mean
+// diag M.
+// w_new (C,k), may be NULL: the refitted columns V of the kept neurons, kept
+// up to date by the same rank-b updates (equal to kf_refit_solve with that
+// lambda). *t_cut (may be NULL): the largest removal cost paid, as a share of
+// the layer's output energy tr(W M W^T) -- the layer's fusion threshold.
+// Cost O(F^3) in double.
+kf_status kf_ffn_select_ls(const double *M, const float *w_down, int C, int F, int k, double lambda_rel, int *idx,
+                           float *w_new, double *t_cut, kf_error *err);
+
 // Mean squared FFN-output error per token of replacing w_down (C,F) on
 // activations A by w_new (C,k) on A[:, idx]: from M (F,F) = sum a a^T over n
 // rows, G = M[idx,idx], X = M[idx,:]. *ref gets E||w_down a||^2 (the scale).
