@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the compression table of docs/RESULTS.md: every method with and
-# without the least-squares refit at FFN widths 75/50/25%, and dropping 1/2/3
-# blocks (plain and --merge), on llama-gutenberg-6.5m. Calibration: the start
+# without the least-squares refit at FFN widths 75/50/25%, fold with widths
+# allocated per layer at the same parameter counts, and dropping 1/2/3 blocks
+# (plain and --merge), on llama-gutenberg-6.5m. Calibration: the start
 # of six training books of ../shared/data/corpus (never the held-out
 # picture-of-dorian-gray.txt or treasure-island.txt); evaluation: WikiText-2
 # test and the two held-out books, whole. Prints a markdown table; every
@@ -65,6 +66,15 @@ for keep in ${KEEPS:-0.75 0.5 0.25}; do
             echo "$name|$method|$refit|$(/usr/bin/python3 -c "print(f'{float($keep):.0%}')")" >>"$out/rows.txt"
         done
     done
+done
+# fold with per-layer widths allocated by --target-params at the parameter
+# count of each uniform fold row (needs those rows)
+for keep in ${KEEPS:-0.75 0.5 0.25}; do
+    [ -s "$out/fold-$keep-yes.compress.json" ] || continue
+    frac=$(/usr/bin/python3 -c "import json; d=json.load(open('$out/fold-$keep-yes.compress.json')); print(f\"{d['params_after']/d['params_before'] + 1e-9:.9f}\")")
+    build "fold-alloc-$keep" --method fold --target-params "$frac"
+    widths=$(/usr/bin/python3 -c "import json; print(','.join(str(l['n_ff_after']) for l in json.load(open('$out/fold-alloc-$keep.compress.json'))['layers']))")
+    echo "fold-alloc-$keep|fold, --target-params $frac (widths $widths)|yes|$(/usr/bin/python3 -c "print(f'{float($keep):.0%}')") avg" >>"$out/rows.txt"
 done
 for n in ${DROPS:-1 2 3}; do
     build "drop-$n" --method drop-layers --drop "$n"
