@@ -7,6 +7,8 @@
 //   threshold it reports is that cost over the layer's output energy;
 // - of a neuron present twice it keeps one copy (a batch never takes both
 //   copies), and removing one copy alone reproduces the output;
+// - the removal order of a run to a small width passes through the kept set
+//   of a run to a larger one (what the width allocation relies on);
 // - its refitted error is no larger than that of Wanda's choice or of any of
 //   20 random subsets, each refitted the same way.
 #include <setjmp.h>
@@ -103,7 +105,7 @@ static void test_updates_equal_direct_refit(void **state) {
     int idx[300];
     kf_error err = {0};
     make_data(n, F, r, C, M, W);
-    assert_int_equal(kf_ffn_select_ls(M, W, C, F, k, lam, idx, Wn, NULL, &err), KF_OK);
+    assert_int_equal(kf_ffn_select_ls(M, W, C, F, k, lam, idx, Wn, NULL, NULL, &err), KF_OK);
     for (int i = 1; i < k; i++) assert_true(idx[i] > idx[i - 1]);
     refit_objective(M, n, W, C, F, idx, k, lam * mean_diag(M, F), Wr);
     double mx = 0, diff = 0;
@@ -133,7 +135,7 @@ static void test_single_removal_is_cheapest(void **state) {
     second_moment(A, n, F, M);
     free(A);
     double t_cut;
-    assert_int_equal(kf_ffn_select_ls(M, W, C, F, F - 1, lam, idx, NULL, &t_cut, &err), KF_OK);
+    assert_int_equal(kf_ffn_select_ls(M, W, C, F, F - 1, lam, idx, NULL, &t_cut, NULL, &err), KF_OK);
     int removed = -1;
     for (int j = 0, i = 0; j < F; j++)
         if (i < F - 1 && idx[i] == j) i++;
@@ -177,7 +179,7 @@ static void test_duplicate_pair(void **state) {
     copy_neuron(A, n, F, 400, 511, 0.0);
     second_moment(A, n, F, M);
     free(A);
-    assert_int_equal(kf_ffn_select_ls(M, W, C, F, k, 1e-6, idx, Wn, NULL, &err), KF_OK);
+    assert_int_equal(kf_ffn_select_ls(M, W, C, F, k, 1e-6, idx, Wn, NULL, NULL, &err), KF_OK);
     int kept = 0;
     for (int i = 0; i < k; i++) kept += idx[i] == 400 || idx[i] == 511;
     double e, ref, e1, ref1;
@@ -185,7 +187,7 @@ static void test_duplicate_pair(void **state) {
     // the one other neuron removed costs about what removing it alone costs
     for (int i = 0; i < 511; i++) keep_all[i] = i;
     float *W1 = malloc(sizeof *W1 * (size_t)C * 511);
-    assert_int_equal(kf_ffn_select_ls(M, W, C, F, 511, 1e-6, keep_all, W1, NULL, &err), KF_OK);
+    assert_int_equal(kf_ffn_select_ls(M, W, C, F, 511, 1e-6, keep_all, W1, NULL, NULL, &err), KF_OK);
     assert_int_equal(kf_ffn_error(M, n, W, C, F, keep_all, 511, W1, &e1, &ref1, &err), KF_OK);
     printf("duplicate pair: %d copies kept, relative error %.3g (one copy removed alone: %.3g)\n", kept, e / ref, e1 / ref1);
     assert_int_equal(kept, 1);
@@ -205,7 +207,7 @@ static void test_not_worse_than_other_choices(void **state) {
     kf_error err = {0};
     make_data(n, F, r, C, M, W);
     const double la = lam * mean_diag(M, F);
-    assert_int_equal(kf_ffn_select_ls(M, W, C, F, k, lam, idx, NULL, NULL, &err), KF_OK);
+    assert_int_equal(kf_ffn_select_ls(M, W, C, F, k, lam, idx, NULL, NULL, NULL, &err), KF_OK);
     double mine = refit_objective(M, n, W, C, F, idx, k, la, Wn);
     for (int j = 0; j < F; j++) { // structured Wanda: sqrt(E a^2) * sum |w_down[:, j]|
         double c1 = 0;
@@ -227,15 +229,40 @@ static void test_not_worse_than_other_choices(void **state) {
     free(Wn);
 }
 
+static void test_removal_order_nests(void **state) {
+    // F < 256: one neuron per batch, so a run to width 50 passes through the
+    // set a run to width 120 ends with
+    const int n = 1500, F = 200, r = 40, C = 8;
+    double *M = malloc(sizeof *M * (size_t)F * F);
+    float *W = malloc(sizeof *W * (size_t)C * F);
+    int idx50[200], idx120[200], removed[200];
+    kf_error err = {0};
+    make_data(n, F, r, C, M, W);
+    assert_int_equal(kf_ffn_select_ls(M, W, C, F, 50, 1e-3, idx50, NULL, NULL, removed, &err), KF_OK);
+    assert_int_equal(kf_ffn_select_ls(M, W, C, F, 120, 1e-3, idx120, NULL, NULL, NULL, &err), KF_OK);
+    unsigned char gone[200] = {0};
+    for (int i = 0; i < F - 50; i++) {
+        assert_true(removed[i] >= 0 && removed[i] < F && !gone[removed[i]]);
+        gone[removed[i]] = 1;
+    }
+    for (int i = 0; i < 50; i++) assert_false(gone[idx50[i]]);
+    memset(gone, 0, sizeof gone);
+    for (int i = 0; i < F - 120; i++) gone[removed[i]] = 1;
+    for (int i = 0, q = 0; i < F; i++)
+        if (!gone[i]) assert_int_equal(idx120[q++], i);
+    free(M);
+    free(W);
+}
+
 static void test_bad_arguments(void **state) {
     double M[4] = {1, 0, 0, 1};
     float W[2] = {1, 1};
     int idx[2];
     kf_error err = {0};
-    assert_int_equal(kf_ffn_select_ls(M, W, 1, 2, 3, 1e-3, idx, NULL, NULL, &err), KF_ERR_ARG);
-    assert_int_equal(kf_ffn_select_ls(M, W, 1, 2, 0, 1e-3, idx, NULL, NULL, &err), KF_ERR_ARG);
+    assert_int_equal(kf_ffn_select_ls(M, W, 1, 2, 3, 1e-3, idx, NULL, NULL, NULL, &err), KF_ERR_ARG);
+    assert_int_equal(kf_ffn_select_ls(M, W, 1, 2, 0, 1e-3, idx, NULL, NULL, NULL, &err), KF_ERR_ARG);
     double I2[4] = {1, 2, 2, 1}; // indefinite: no second moment of real activations
-    assert_int_equal(kf_ffn_select_ls(I2, W, 1, 2, 1, 0.0, idx, NULL, NULL, &err), KF_ERR_INTERNAL);
+    assert_int_equal(kf_ffn_select_ls(I2, W, 1, 2, 1, 0.0, idx, NULL, NULL, NULL, &err), KF_ERR_INTERNAL);
     assert_non_null(strstr(err.msg, "lambda"));
 }
 
@@ -245,6 +272,7 @@ int main(void) {
         cmocka_unit_test(test_single_removal_is_cheapest),
         cmocka_unit_test(test_duplicate_pair),
         cmocka_unit_test(test_not_worse_than_other_choices),
+        cmocka_unit_test(test_removal_order_nests),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

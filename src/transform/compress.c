@@ -115,6 +115,8 @@ typedef struct {
     double *cov;     // (F,F) fold only
     double *sum_abs; // (F)
     double *sum_sq;  // (F) diagonal of M
+    int *ls_removed; // allocation with fold ls: the removal order of one greedy run to the smallest width
+    int n_removed;   // (entries of ls_removed); width k keeps all but the first F - k
 } layer_stats;
 
 static void layer_stats_free(layer_stats *ls) {
@@ -123,6 +125,7 @@ static void layer_stats_free(layer_stats *ls) {
     free(ls->cov);
     free(ls->sum_abs);
     free(ls->sum_sq);
+    free(ls->ls_removed);
     memset(ls, 0, sizeof *ls);
 }
 
@@ -233,9 +236,16 @@ static kf_status group_energy(const kf_model *m, int l, const layer_stats *ls, i
 static kf_status group_ls(const kf_model *m, int l, const layer_stats *ls, const kf_compress_opts *o, int k,
                           int32_t *labels, int *keep, double *t_cut, kf_error *err) {
     const int F = ls->F;
-    kf_status s =
-        kf_ffn_select_ls(ls->M, m->layers[l].w_down.data, m->n_embd, F, k, o->lambda_rel, keep, NULL, t_cut, err);
-    if (s != KF_OK) return s;
+    if (ls->ls_removed && F - k <= ls->n_removed) { // the kept set of a wider step of one greedy run
+        for (int j = 0; j < F; j++) labels[j] = 0;
+        for (int i = 0; i < F - k; i++) labels[ls->ls_removed[i]] = -1;
+        for (int j = 0, g = 0; j < F; j++)
+            if (labels[j] == 0) keep[g++] = j;
+    } else {
+        kf_status s = kf_ffn_select_ls(ls->M, m->layers[l].w_down.data, m->n_embd, F, k, o->lambda_rel, keep, NULL,
+                                       t_cut, NULL, err);
+        if (s != KF_OK) return s;
+    }
     for (int j = 0; j < F; j++) labels[j] = -1;
     for (int g = 0; g < k; g++) labels[keep[g]] = g;
     for (int j = 0; j < F; j++) {
@@ -625,6 +635,19 @@ kf_status kf_compress_allocate(const kf_model *m, const int32_t *ids, int64_t n_
         layer_stats ls;
         if ((s = layer_stats_init(&ls, mo, o->method == KF_CMP_FOLD, l, err)) != KF_OK) break;
         const int F = m->layers[l].n_ff;
+        if (o->method == KF_CMP_FOLD && o->group == KF_GROUP_LS) { // one greedy run serves every width
+            const int k_min = (F + N_STEPS - 1) / N_STEPS;
+            ls.n_removed = F - k_min;
+            if (!(ls.ls_removed = malloc(sizeof *ls.ls_removed * (size_t)F)))
+                s = kf_error_set(err, KF_ERR_NOMEM, "compress: out of memory for the allocation");
+            if (s == KF_OK)
+                s = kf_ffn_select_ls(ls.M, m->layers[l].w_down.data, C, F, k_min, o->lambda_rel, idx, NULL, NULL,
+                                     ls.ls_removed, err);
+            if (s != KF_OK) {
+                layer_stats_free(&ls);
+                break;
+            }
+        }
         for (int j = N_STEPS; j >= 1 && s == KF_OK; j--) {
             int k = (F * j + N_STEPS - 1) / N_STEPS, k_got;
             double t_cut, rel;

@@ -188,7 +188,7 @@ void kf_ffn_merge_down(const kf_model *m, int l, const double *cov, const int32_
 static int by_score_asc(const void *a, const void *b) { return -by_score_desc(a, b); }
 
 kf_status kf_ffn_select_ls(const double *M, const float *w_down, int C, int F, int k, double lambda_rel, int *idx,
-                           float *w_new, double *t_cut, kf_error *err) {
+                           float *w_new, double *t_cut, int *removed, kf_error *err) {
     if (k < 1 || k > F || C < 1 || !(lambda_rel >= 0))
         return kf_error_set(err, KF_ERR_ARG, "fold: bad least-squares selection (k=%d F=%d C=%d)", k, F, C);
     const size_t FF = (size_t)F * F, FC = (size_t)F * C;
@@ -261,7 +261,10 @@ kf_status kf_ffn_select_ls(const double *M, const float *w_down, int C, int F, i
         cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, C, b, -1.0, T, S, VtB, C, 1.0, Vt, C);
         // Compact in place (every destination precedes its source).
         memset(out, 0, (size_t)S);
-        for (int a = 0; a < b; a++) out[B[a]] = 1;
+        for (int a = 0; a < b; a++) {
+            out[B[a]] = 1;
+            if (removed) removed[F - S + a] = pos[B[a]];
+        }
         int r = 0;
         for (int i = 0; i < S; i++) {
             if (out[i]) continue;

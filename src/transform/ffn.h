@@ -64,9 +64,12 @@ void kf_ffn_merge_down(const kf_model *m, int l, const double *cov, const int32_
 // up to date by the same rank-b updates (equal to kf_refit_solve with that
 // lambda). *t_cut (may be NULL): the largest removal cost paid, as a share of
 // the layer's output energy tr(W M W^T) -- the layer's fusion threshold.
-// Cost O(F^3) in double.
+// removed (F - k, may be NULL): the other neurons in the order they left, so
+// that one run to a small width also gives the larger ones (the first F - k'
+// removed; exact while batches hold one neuron, F < 256). Cost O(F^3) in
+// double.
 kf_status kf_ffn_select_ls(const double *M, const float *w_down, int C, int F, int k, double lambda_rel, int *idx,
-                           float *w_new, double *t_cut, kf_error *err);
+                           float *w_new, double *t_cut, int *removed, kf_error *err);
 
 // Mean squared FFN-output error per token of replacing w_down (C,F) on
 // activations A by w_new (C,k) on A[:, idx]: from M (F,F) = sum a a^T over n
