@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # kfuse compress: a JSON summary with the chosen per-layer widths and
-# thresholds, an HF output (with tokenizer) that kfuse eval loads; a greedy
+# thresholds, an HF output (with tokenizer) that kfuse eval loads; a model of
+# per-layer widths through perplexity (equal to eval's) and generation; a greedy
 # --target-params allocation that meets its target; a --max-ppl-increase
 # search whose result stays within the increase on its validation windows;
 # and the refusals (widths
@@ -21,6 +22,12 @@ for f in config.json model.safetensors tokenizer.json; do [ -f "$tmp/fold/$f" ] 
 "$KFUSE" eval "$tmp/fold" --ref "$m" -f "$tmp/eval.txt" --ctx 64 --no-bench --json >"$tmp/eval.json"
 
 "$KFUSE" compress "$m" "${common[@]}" --method prune-act --target-params 0.8 -o "$tmp/alloc" --json >"$tmp/alloc.json"
+# per-layer widths: perplexity (the same value eval reports) and generation
+"$KFUSE" compress "$m" "${common[@]}" --method fold --widths 300,200,150,250 -o "$tmp/perlayer" --json >"$tmp/perlayer.json"
+"$KFUSE" perplexity "$tmp/perlayer" -f "$tmp/eval.txt" --ctx 64 --json 2>/dev/null >"$tmp/perlayer.ppl.json"
+"$KFUSE" eval "$tmp/perlayer" --ref "$m" -f "$tmp/eval.txt" --ctx 64 --no-bench --json >"$tmp/perlayer.eval.json"
+"$KFUSE" generate "$tmp/perlayer" -p "The old man" -n 16 --temp 0 2>/dev/null >"$tmp/perlayer.txt"
+[ "$(wc -c <"$tmp/perlayer.txt")" -gt 20 ] || { echo "FAIL: no text generated: $(cat "$tmp/perlayer.txt")"; exit 1; }
 "$KFUSE" compress "$m" -f "$tmp/calib.txt" --tokens 2048 --ctx 64 --method prune-wanda --max-ppl-increase 10 \
     -o "$tmp/ppl" --json 2>/dev/null >"$tmp/ppl.json"
 /usr/bin/python3 - "$tmp" <<'PY'
@@ -35,6 +42,10 @@ assert all(0 <= l["threshold"] <= 1 and 0 <= l["rel_err"] < 1 for l in f["layers
 assert f["params_after"] == f["params_before"] - 4 * 192 * 3 * 128
 e = json.load(open(d + "/eval.json"))
 assert e["model"]["params"] == f["params_after"] and e["kl_mean"] > 0 and 0 < e["top1_agreement"] < 1
+w = json.load(open(d + "/perlayer.json"))
+assert [l["n_ff_after"] for l in w["layers"]] == [300, 200, 150, 250], w["layers"]
+pp, pe = json.load(open(d + "/perlayer.ppl.json")), json.load(open(d + "/perlayer.eval.json"))
+assert 1 < pp["ppl"] < 1e4 and abs(pp["ppl"] - pe["model"]["ppl"]) <= 1e-9 * pp["ppl"], (pp["ppl"], pe["model"]["ppl"])
 a = json.load(open(d + "/alloc.json"))
 assert a["params_after"] <= 0.8 * a["params_before"], a
 assert a["params_after"] > 0.75 * a["params_before"], "allocation removed far more than asked"
@@ -55,4 +66,4 @@ refuse "larger than the layer" --method fold --widths 384,385,100,100
 refuse "cannot be met" --method prune-magnitude --target-params 0.05
 refuse "lists 2 widths" --method random --widths 10,10
 refuse "cannot drop" --method drop-layers --drop 4
-echo "8 passed, 0 failed"
+echo "9 passed, 0 failed"
