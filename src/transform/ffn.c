@@ -227,54 +227,61 @@ kf_status kf_ffn_select_ls(const double *M, const float *w_down, int C, int F, i
     memcpy(Wd, Vt, sizeof *Wd * FC);
     cblas_dsymm(CblasRowMajor, CblasLeft, CblasUpper, F, C, 1.0, Hi, F, Wd, C, 0.0, Vt, C);
     for (int j = 0; j < F; j++) pos[j] = j;
-    for (int S = F; S > k;) {
+    // Hi and Vt hold D rows (D >= S alive ones, dead ones marked in out[]):
+    // removed rows are compacted away only once they are an eighth of D.
+    memset(out, 0, (size_t)F);
+    for (int S = F, D = F; S > k;) {
         int bmax = S / LS_BATCH_DIV > 1 ? S / LS_BATCH_DIV : 1;
         if (bmax > S - k) bmax = S - k;
-        for (int i = 0; i < S; i++) {
-            double v2 = 0, h = Hi[(size_t)i * S + i];
+        int na = 0;
+        for (int i = 0; i < D; i++) {
+            if (out[i]) continue;
+            double v2 = 0, h = Hi[(size_t)i * D + i];
             for (int c = 0; c < C; c++) v2 += Vt[(size_t)i * C + c] * Vt[(size_t)i * C + c];
-            order[i] = (scored){h > 0 ? v2 / h : INFINITY, i};
+            order[na++] = (scored){h > 0 ? v2 / h : INFINITY, i};
         }
-        qsort(order, (size_t)S, sizeof *order, by_score_asc);
+        qsort(order, (size_t)na, sizeof *order, by_score_asc);
         int b = 0;
-        for (int q = 0; q < S && b < bmax; q++) {
+        for (int q = 0; q < na && b < bmax; q++) {
             int i = order[q].j, ok = 1;
             for (int a = 0; a < b && ok; a++) {
-                double hij = Hi[(size_t)i * S + B[a]];
-                ok = hij * hij < LS_PCORR_MAX * LS_PCORR_MAX * Hi[(size_t)i * S + i] * Hi[(size_t)B[a] * S + B[a]];
+                double hij = Hi[(size_t)i * D + B[a]];
+                ok = hij * hij < LS_PCORR_MAX * LS_PCORR_MAX * Hi[(size_t)i * D + i] * Hi[(size_t)B[a] * D + B[a]];
             }
             if (ok) B[b++] = i, worst = fmax(worst, order[q].s);
         }
-        // Remove batch B: T = Hi_BB^-1 Hi_B: (b,S); Hi -= Hi_B:^T T; V^T -= T^T V^T_B
+        // Remove batch B: T = Hi_BB^-1 Hi_B: (b,D); Hi -= Hi_B:^T T; V^T -= T^T V^T_B
         for (int a = 0; a < b; a++) {
-            memcpy(HiB + (size_t)a * S, Hi + (size_t)B[a] * S, sizeof *HiB * (size_t)S);
+            memcpy(HiB + (size_t)a * D, Hi + (size_t)B[a] * D, sizeof *HiB * (size_t)D);
             memcpy(VtB + (size_t)a * C, Vt + (size_t)B[a] * C, sizeof *VtB * (size_t)C);
-            for (int c = 0; c < b; c++) Hbb[(size_t)a * b + c] = Hi[(size_t)B[a] * S + B[c]];
+            for (int c = 0; c < b; c++) Hbb[(size_t)a * b + c] = Hi[(size_t)B[a] * D + B[c]];
         }
-        memcpy(T, HiB, sizeof *T * (size_t)b * S);
+        memcpy(T, HiB, sizeof *T * (size_t)b * D);
         if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', b, Hbb, b) != 0 ||
-            LAPACKE_dpotrs(LAPACK_ROW_MAJOR, 'U', b, S, Hbb, b, T, S) != 0) {
+            LAPACKE_dpotrs(LAPACK_ROW_MAJOR, 'U', b, D, Hbb, b, T, D) != 0) {
             s = kf_error_set(err, KF_ERR_INTERNAL, "fold: least-squares selection lost precision at %d neurons; raise --lambda", S);
             goto done;
         }
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, S, b, -1.0, HiB, S, T, S, 1.0, Hi, S);
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, C, b, -1.0, T, S, VtB, C, 1.0, Vt, C);
-        // Compact in place (every destination precedes its source).
-        memset(out, 0, (size_t)S);
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, D, b, -1.0, HiB, D, T, D, 1.0, Hi, D);
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, C, b, -1.0, T, D, VtB, C, 1.0, Vt, C);
         for (int a = 0; a < b; a++) {
             out[B[a]] = 1;
             if (removed) removed[F - S + a] = pos[B[a]];
         }
+        S -= b;
+        if (S > k && D - S <= D / 8) continue;
+        // Compact in place (every destination precedes its source).
         int r = 0;
-        for (int i = 0; i < S; i++) {
+        for (int i = 0; i < D; i++) {
             if (out[i]) continue;
             int c2 = 0;
-            for (int j = 0; j < S; j++)
-                if (!out[j]) Hi[(size_t)r * (S - b) + c2++] = Hi[(size_t)i * S + j];
+            for (int j = 0; j < D; j++)
+                if (!out[j]) Hi[(size_t)r * S + c2++] = Hi[(size_t)i * D + j];
             memmove(Vt + (size_t)r * C, Vt + (size_t)i * C, sizeof *Vt * (size_t)C);
             pos[r++] = pos[i];
         }
-        S -= b;
+        D = S;
+        memset(out, 0, (size_t)D);
     }
     memcpy(idx, pos, sizeof *idx * (size_t)k);
     if (t_cut) *t_cut = energy > 0 ? worst / energy : 0;
