@@ -3,9 +3,11 @@
 # shipped in the repository (models/llama-gutenberg-6.5m):
 #   1. its description, its perplexity on WikiText-2 test, a short generation;
 #   2. where it repeats itself: out/analyze/report.html (+ analysis.json);
-#   3. a compressed copy, FFN neurons folded to half width with least-squares
-#      refit (out/fold50, a Hugging Face folder), and what that cost and
-#      gained against the original: perplexity, KL, top-1 agreement, speed.
+#   3. a compressed copy with the parameters of half-width FFNs (4.50 M of
+#      6.49 M): FFN neurons folded with least-squares refit, each layer's
+#      width allocated by its measured error (out/fold, a Hugging Face
+#      folder), and what that cost and gained against the original:
+#      perplexity, KL, top-1 agreement, speed.
 # Calibration text: data/calib/calib.txt (training-split books, not the
 # evaluation texts).
 set -euo pipefail
@@ -21,5 +23,5 @@ build/kfuse info "$model"
 build/kfuse perplexity "$model" -f "$wiki" --ctx 256
 build/kfuse generate "$model" -p "It was a dark and stormy night" -n 48 --seed 1
 build/kfuse analyze "$model" -f "$calib" --tokens 16384 -o out/analyze
-build/kfuse compress "$model" -f "$calib" --method fold --ffn-keep 0.5 --tokens 16384 -o out/fold50
-build/kfuse eval out/fold50 --ref "$model" -f "$wiki" --ctx 256
+build/kfuse compress "$model" -f "$calib" --method fold --target-params 0.6934 --tokens 16384 -o out/fold
+build/kfuse eval out/fold --ref "$model" -f "$wiki" --ctx 256
