@@ -661,6 +661,27 @@ static void test_tokenizer_spm_roundtrip(void **state) {
     remove(path);
 }
 
+// The first 200 kB of path (cut at a line end, so no UTF-8 sequence is
+// split) give identical ids through tok and back.
+static void assert_same_ids(const kf_tokenizer *tok, const kf_tokenizer *back, const char *path, bool bos) {
+    kf_error err = {0};
+    char *text;
+    size_t len;
+    ASSERT_OK(kf_file_read_all(path, &text, &len, &err));
+    if (len > 200000) len = 200000;
+    while (len > 0 && text[len - 1] != '\n') len--;
+    int32_t *a, *b;
+    size_t na, nb;
+    ASSERT_OK(kf_tokenizer_encode(tok, text, len, bos, &a, &na, &err));
+    ASSERT_OK(kf_tokenizer_encode(back, text, len, bos, &b, &nb, &err));
+    assert_true(na > 30000);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, sizeof *a * na);
+    free(a);
+    free(b);
+    free(text);
+}
+
 // A tokenizer.json vocabulary (merges, no scores) written as GGUF scores
 // -id tokenizes WikiText-2 (first 200 KB) exactly as the original.
 static void test_tokenizer_json_to_gguf(void **state) {
@@ -675,21 +696,7 @@ static void test_tokenizer_json_to_gguf(void **state) {
     tmp_file(path, "tokjson.gguf");
     ASSERT_OK(kf_gguf_write(m, tok, path, &err));
     ASSERT_OK(kf_tokenizer_load_gguf(&back, path, &err));
-    char *text;
-    size_t len;
-    ASSERT_OK(kf_file_read_all(wiki, &text, &len, &err));
-    if (len > 200000) len = 200000;
-    while (len > 0 && text[len - 1] != '\n') len--; // whole lines: no cut UTF-8
-    int32_t *a, *b;
-    size_t na, nb;
-    ASSERT_OK(kf_tokenizer_encode(tok, text, len, true, &a, &na, &err));
-    ASSERT_OK(kf_tokenizer_encode(back, text, len, true, &b, &nb, &err));
-    assert_true(na > 30000);
-    assert_int_equal(na, nb);
-    assert_memory_equal(a, b, sizeof *a * na);
-    free(a);
-    free(b);
-    free(text);
+    assert_same_ids(tok, back, wiki, true);
     kf_tokenizer_free(back);
     kf_tokenizer_free(tok);
 
@@ -720,21 +727,7 @@ static void test_tokenizer_gpt2_to_gguf(void **state) {
     assert_int_equal(kf_tokenizer_kind(back), KF_TOK_BYTELEVEL);
     assert_int_equal(kf_tokenizer_n_merges(back), kf_tokenizer_n_merges(tok));
     assert_int_equal(kf_tokenizer_eos(back), kf_tokenizer_eos(tok));
-    char *text;
-    size_t len;
-    ASSERT_OK(kf_file_read_all(wiki, &text, &len, &err));
-    if (len > 200000) len = 200000;
-    while (len > 0 && text[len - 1] != '\n') len--;
-    int32_t *a, *b;
-    size_t na, nb;
-    ASSERT_OK(kf_tokenizer_encode(tok, text, len, false, &a, &na, &err));
-    ASSERT_OK(kf_tokenizer_encode(back, text, len, false, &b, &nb, &err));
-    assert_true(na > 30000);
-    assert_int_equal(na, nb);
-    assert_memory_equal(a, b, sizeof *a * na);
-    free(a);
-    free(b);
-    free(text);
+    assert_same_ids(tok, back, wiki, false);
     kf_tokenizer_free(back);
     kf_tokenizer_free(tok);
     kf_model_free(m);
