@@ -13,7 +13,8 @@
 # scores all models that have no result for it yet against the original
 # (computed once per window) and the results are kept one file per model
 # ($OUT_DIR/eval/TEXT/NAME.json); the two texts are scored concurrently, each
-# on half of the cores. A row added later is thus scored alone.
+# on half of the cores. A row added later is thus scored alone. An OUT_DIR
+# made with other sizes is refused.
 # Sizes are environment variables (defaults in brackets):
 #   CALIB_TOKENS [32768], CALIB_BYTES per book [16000], CTX [256],
 #   EVAL_BYTES per text [whole texts; books: half each]
@@ -33,6 +34,13 @@ cb=${CALIB_BYTES:-16000}
 eb=${EVAL_BYTES:-}
 ctx=${CTX:-256}
 mkdir -p "$out/eval/wiki" "$out/eval/books"
+# models and results are reused, so one OUT_DIR holds one set of sizes
+settings="CALIB_TOKENS=$ct CALIB_BYTES=$cb CTX=$ctx EVAL_BYTES=${eb:-whole}"
+if [ -s "$out/settings" ] && [ "$(cat "$out/settings")" != "$settings" ]; then
+    echo "compress_table: $out holds a run with $(cat "$out/settings"), not $settings; use another OUT_DIR" >&2
+    exit 1
+fi
+echo "$settings" >"$out/settings"
 : >"$out/calib.txt"
 for b in emma dracula frankenstein moby-dick pride-and-prejudice great-expectations; do
     head -c "$cb" "$corpus/$b.txt" >>"$out/calib.txt"
