@@ -14,15 +14,10 @@
 #include <time.h>
 
 #include "analyze/corrclust.h"
+#include "core/progress.h"
 
 #define R 32
 #define N_FACTORS 12
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 static uint64_t g_state = 0x2545f4914f6cdd1dull;
 static double urand(void) { // xorshift64*
@@ -56,7 +51,7 @@ static int bench(int n) {
         for (int j = 0; j < R; j++) s += (double)x[j] * x[j];
         for (int j = 0; j < R; j++) x[j] = (float)(x[j] / sqrt(s));
     }
-    double t0 = now();
+    double t0 = kf_time_now();
     size_t p = 0;
     for (int i = 0; i < n; i++)
         for (int j = i + 1; j < n; j++) {
@@ -65,7 +60,7 @@ static int bench(int n) {
             for (int k = 0; k < R; k++) dot += a[k] * b[k];
             dist[p++] = 1.0f - fabsf(dot);
         }
-    double t1 = now();
+    double t1 = kf_time_now();
     clock_t c1 = clock();
     kf_linkage z;
     kf_error err;
@@ -73,7 +68,7 @@ static int bench(int n) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
-    double t2 = now(), cpu = (double)(clock() - c1) / CLOCKS_PER_SEC;
+    double t2 = kf_time_now(), cpu = (double)(clock() - c1) / CLOCKS_PER_SEC;
     printf("n=%d  condensed %.0f MB  distances %.2f s  linkage %.2f s wall, %.2f s cpu", n, (double)p * 4 / 1e6,
            t1 - t0, t2 - t1, cpu);
     double tc = 0;
@@ -82,9 +77,9 @@ static int bench(int n) {
     printf("\n  clusters:   ");
     for (int s = 1; s <= 9; s++) {
         int k;
-        double a = now();
+        double a = kf_time_now();
         kf_linkage_cut(&z, s / 10.0, labels, &k, &err);
-        tc += now() - a;
+        tc += kf_time_now() - a;
         printf(" %5d", k);
     }
     printf("\n  redundancy: ");

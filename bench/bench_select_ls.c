@@ -12,18 +12,12 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "core/progress.h"
 #include "transform/ffn.h"
 #include "transform/refit.h"
 
 #define REPEATS 3
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 static uint64_t g_state = 0x2545f4914f6cdd1dull;
 static double urand(void) { // xorshift64*, uniform in [-1, 1)
@@ -60,18 +54,18 @@ static int bench(int F, int C) {
     kf_error err = {0};
     double t_sel[REPEATS], t_fit[REPEATS];
     for (int rep = -1; rep < REPEATS; rep++) { // rep -1: warm-up
-        double t0 = now();
+        double t0 = kf_time_now();
         if (kf_ffn_select_ls(M, W, C, F, k, 1e-3, idx, NULL, NULL, NULL, &err) != KF_OK) {
             fprintf(stderr, "bench_select_ls: %s\n", err.msg);
             return 1;
         }
-        double t1 = now();
+        double t1 = kf_time_now();
         kf_refit_gather(M, F, idx, k, G, X);
         if (kf_refit_solve(G, X, k, F, W, C, 1e-3, Wn, &err) != KF_OK) {
             fprintf(stderr, "bench_select_ls: %s\n", err.msg);
             return 1;
         }
-        double t2 = now();
+        double t2 = kf_time_now();
         if (rep >= 0) t_sel[rep] = t1 - t0, t_fit[rep] = t2 - t1;
     }
     qsort(t_sel, REPEATS, sizeof *t_sel, cmp_double);
