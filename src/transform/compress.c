@@ -278,10 +278,11 @@ static void energy_representatives(const kf_model *m, int l, const layer_stats *
 
 // The new layer as "neurons idx (k) + down projection w_new (C,k)", without
 // touching the model. k_want > 0 gives the width; else t (fold) gives the cut.
-// idx and w_new hold F and C*F entries. rel_err is NaN without statistics.
+// idx and w_new hold F and C*F entries. rel_err is NaN without statistics;
+// abs_err (may be NULL) gets E||delta FFN out||^2 when they are given.
 static kf_status plan_layer(const kf_model *m, int l, const layer_stats *ls, const kf_compress_opts *o, int k_want,
                             double t, int *idx, float *w_new, int *k_out, double *t_cut, double *rel_err,
-                            kf_error *err) {
+                            double *abs_err, kf_error *err) {
     const kf_layer *ly = &m->layers[l];
     const int F = ly->n_ff, C = m->n_embd;
     int k = k_want;
@@ -369,6 +370,7 @@ static kf_status plan_layer(const kf_model *m, int l, const layer_stats *ls, con
         double e, ref;
         if ((s = kf_ffn_error(ls->M, ls->n, ly->w_down.data, C, F, idx, k, w_new, &e, &ref, err)) != KF_OK) goto done;
         *rel_err = ref > 0 ? e / ref : 0;
+        if (abs_err) *abs_err = e;
     }
     *k_out = k;
 done:
@@ -578,7 +580,7 @@ kf_status kf_compress_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bo
         double t_cut, rel;
         if (s == KF_OK)
             s = plan_layer(m, l, have ? &ls : NULL, o, k_want, o->thresholds ? o->thresholds[l] : 0, idx, w_new, &k,
-                           &t_cut, &rel, err);
+                           &t_cut, &rel, NULL, err);
         if (s == KF_OK) s = kf_ffn_select(m, l, idx, k, w_new, err);
         if (s == KF_OK) {
             rep->layers[l].n_ff_after = k;
@@ -653,10 +655,7 @@ kf_status kf_compress_allocate(const kf_model *m, const int32_t *ids, int64_t n_
             double t_cut, rel;
             kk[l * (N_STEPS + 1) + j] = k;
             if (j == N_STEPS) continue; // full width: no error
-            s = plan_layer(m, l, &ls, o, k, 0, idx, w_new, &k_got, &t_cut, &rel, err);
-            double e0, r0;
-            if (s == KF_OK) s = kf_ffn_error(ls.M, ls.n, m->layers[l].w_down.data, C, F, idx, k_got, w_new, &e0, &r0, err);
-            e[l * (N_STEPS + 1) + j] = e0;
+            s = plan_layer(m, l, &ls, o, k, 0, idx, w_new, &k_got, &t_cut, &rel, &e[l * (N_STEPS + 1) + j], err);
         }
         layer_stats_free(&ls);
         j_cur[l] = N_STEPS;
