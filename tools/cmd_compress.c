@@ -141,8 +141,8 @@ int kf_cmd_compress(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "-f")) calib = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "-o")) out = kf_cli_str(argc, argv, &i);
-        else if (!strcmp(a, "--method")) method = pick(kf_cli_str(argc, argv, &i), method_names, 6, "--method");
-        else if (!strcmp(a, "--group")) group = pick(kf_cli_str(argc, argv, &i), group_names, 5, "--group");
+        else if (!strcmp(a, "--method")) method = pick(kf_cli_str(argc, argv, &i), method_names, (int)(sizeof method_names / sizeof *method_names), "--method");
+        else if (!strcmp(a, "--group")) group = pick(kf_cli_str(argc, argv, &i), group_names, (int)(sizeof group_names / sizeof *group_names), "--group");
         else if (!strcmp(a, "--format")) format = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--widths")) n_w = parse_widths(kf_cli_str(argc, argv, &i), widths, 1024);
         else if (!strcmp(a, "--ffn-keep")) keep = kf_cli_double(argc, argv, &i, 1e-9, 1);
