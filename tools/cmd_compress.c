@@ -27,6 +27,7 @@
 
 static const char *method_names[] = {"fold", "prune-magnitude", "prune-wanda", "prune-act", "random", "drop-layers"};
 static const char *group_names[] = {"corr", "kmeans-act", "kmeans-weight", "corr-energy", "ls"};
+#define N_NAMES(a) ((int)(sizeof(a) / sizeof *(a)))
 
 static int pick(const char *v, const char *const *names, int n, const char *opt) {
     for (int i = 0; i < n; i++)
@@ -141,8 +142,8 @@ int kf_cmd_compress(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "-f")) calib = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "-o")) out = kf_cli_str(argc, argv, &i);
-        else if (!strcmp(a, "--method")) method = pick(kf_cli_str(argc, argv, &i), method_names, (int)(sizeof method_names / sizeof *method_names), "--method");
-        else if (!strcmp(a, "--group")) group = pick(kf_cli_str(argc, argv, &i), group_names, (int)(sizeof group_names / sizeof *group_names), "--group");
+        else if (!strcmp(a, "--method")) method = pick(kf_cli_str(argc, argv, &i), method_names, N_NAMES(method_names), "--method");
+        else if (!strcmp(a, "--group")) group = pick(kf_cli_str(argc, argv, &i), group_names, N_NAMES(group_names), "--group");
         else if (!strcmp(a, "--format")) format = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--widths")) n_w = parse_widths(kf_cli_str(argc, argv, &i), widths, 1024);
         else if (!strcmp(a, "--ffn-keep")) keep = kf_cli_double(argc, argv, &i, 1e-9, 1);
