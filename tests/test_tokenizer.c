@@ -435,6 +435,49 @@ static void test_init_from_spec(void **state) {
     free(text);
 }
 
+// A SentencePiece vocabulary without "▁" but with the byte pieces of its
+// UTF-8 (E2 96 81) encodes every space, and the dummy prefix, as three ids:
+// more ids than bytes. Issue 11 item 1: the id buffer was sized for one id
+// per byte and overflowed (caught by ASan; the ids below catch a short count).
+static void test_spm_space_as_bytes(void **state) {
+    (void)state;
+    const char *pieces[] = {"<unk>", "<s>", "</s>", "<0xE2>", "<0x96>", "<0x81>", "a"};
+    float scores[] = {0, 0, 0, 0, 0, 0, -1};
+    int32_t types[] = {KF_PIECE_UNKNOWN, KF_PIECE_CONTROL, KF_PIECE_CONTROL, KF_PIECE_BYTE,
+                       KF_PIECE_BYTE,    KF_PIECE_BYTE,    KF_PIECE_NORMAL};
+    kf_tokenizer_spec spec = {.kind = KF_TOK_SPM, .n_vocab = 7, .pieces = pieces, .scores = scores, .types = types,
+                              .bos_id = 1, .eos_id = 2, .unk_id = 0, .add_bos = true};
+    kf_tokenizer *tok;
+    kf_error err = {0};
+    if (kf_tokenizer_init(&tok, &spec, &err) != KF_OK) fail_msg("%s", err.msg);
+    // "a a a" plus 40 spaces: BOS, prefix, then per space three byte ids
+    char text[64] = "a a a";
+    size_t len = strlen(text);
+    memset(text + len, ' ', 40);
+    len += 40;
+    size_t n;
+    int32_t *ids = encode(tok, text, len, true, &n);
+    size_t n_space = 2 + 40;
+    assert_int_equal(n, 1 + 3 + 3 + 3 * n_space);
+    assert_int_equal(ids[0], 1);
+    size_t k = 1, n_a = 0;
+    for (size_t i = 0; i <= len; i++) { // i == 0: the dummy prefix, then text[i - 1]
+        if (i == 0 || text[i - 1] == ' ') {
+            assert_int_equal(ids[k], 3);
+            assert_int_equal(ids[k + 1], 4);
+            assert_int_equal(ids[k + 2], 5);
+            k += 3;
+        } else {
+            assert_int_equal(ids[k++], 6);
+            n_a++;
+        }
+    }
+    assert_int_equal(k, n);
+    assert_int_equal(n_a, 3);
+    free(ids);
+    kf_tokenizer_free(tok);
+}
+
 // ---------------------------------------------------------------- decoding
 
 // Concatenating decode_piece over a sequence that starts with BOS gives the
@@ -495,6 +538,7 @@ int main(void) {
         cmocka_unit_test(test_config_files),
         cmocka_unit_test(test_metaspace_form),
         cmocka_unit_test(test_init_from_spec),
+        cmocka_unit_test(test_spm_space_as_bytes),
         cmocka_unit_test(test_decode_piece),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

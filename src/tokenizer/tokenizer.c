@@ -777,8 +777,16 @@ kf_status kf_tokenizer_encode(const kf_tokenizer *t, const char *text, size_t le
         s = prefixed;
         len++;
     }
-    // at most one id per byte, plus the SPM prefix's bytes and BOS
-    int32_t *out = malloc((len + 5) * sizeof(int32_t));
+    // at most one id per byte, plus BOS; SPM adds the dummy prefix, and where
+    // the vocabulary has no "▁" every space (one byte) and the prefix become
+    // the three byte-fallback ids of "▁"
+    size_t cap = len + 5;
+    if (t->kind == KF_TOK_SPM && t->space_id < 0) {
+        size_t n_space = 0;
+        for (size_t i = 0; i < len; i++) n_space += s[i] == ' ';
+        cap += 2 * n_space;
+    }
+    int32_t *out = malloc(cap * sizeof(int32_t));
     if (!out) {
         free(prefixed);
         return kf_error_set(err, KF_ERR_NOMEM, "tokenizer: out of memory");
