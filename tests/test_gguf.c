@@ -515,6 +515,21 @@ static void test_bad_files(void **state) {
     put_pad(&b);
     put_zeros(&b, 32);
     expect_open_error(&b, "not a power of two");
+
+    b = (bytes){0}; // two tensors of the same name at distinct, valid places
+    put_header(&b, 3, 2, 0);
+    put_tensor(&b, "a", 1, (uint64_t[]){8}, KF_GGML_F32, 0);
+    put_tensor(&b, "a", 1, (uint64_t[]){8}, KF_GGML_F32, 32);
+    put_pad(&b);
+    put_zeros(&b, 64);
+    expect_open_error(&b, "duplicate tensor 'a'");
+
+    b = (bytes){0}; // data at offset 4 of the default 32-byte alignment, inside the data section
+    put_header(&b, 3, 1, 0);
+    put_tensor(&b, "a", 1, (uint64_t[]){8}, KF_GGML_F32, 4);
+    put_pad(&b);
+    put_zeros(&b, 64);
+    expect_open_error(&b, "not a multiple of the alignment 32");
 }
 
 // Random corruptions of a valid file (bytes of the header, key/values and
