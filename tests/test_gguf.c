@@ -727,10 +727,7 @@ static void test_tokenizer_gpt2_to_gguf(void **state) {
     kf_error err = {0};
     char dir[1024], wiki[1024], path[256];
     snprintf(dir, sizeof dir, "%s/../shared/models/gpt2-tokenizer", kf_test_root());
-    if (!kf_dir_exists(dir)) {
-        printf("SKIP: %s not found (the shared data folder sits beside the repository)\n", dir);
-        return;
-    }
+    if (!kf_test_have(dir)) return;
     snprintf(wiki, sizeof wiki, "%s/data/wikitext-2-raw/wiki.test.raw", kf_test_root());
     kf_tokenizer *tok, *back;
     ASSERT_OK(kf_tokenizer_load_hf(&tok, dir, &err));
@@ -867,5 +864,5 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_gpt2_to_gguf),
         cmocka_unit_test(test_tokenizer_bytelevel_gguf),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
 }

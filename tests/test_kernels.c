@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "runtime/kernels.h"
+#include "test_util.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -60,7 +61,10 @@ static void check_matvec(matvec_fn fn) {
 static void test_matvec_avx2(void **state) { check_matvec(kf_matvec_avx2); }
 
 static void test_matvec_avx512(void **state) {
-    if (!kf_cpu_has_avx512()) skip();
+    if (!kf_cpu_has_avx512()) {
+        kf_test_skip("the CPU has no AVX-512");
+        return;
+    }
     check_matvec(kf_matvec_avx512);
 }
 
@@ -226,5 +230,5 @@ int main(void) {
         cmocka_unit_test(test_rope),          cmocka_unit_test(test_norms),
         cmocka_unit_test(test_scalar_functions),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
 }

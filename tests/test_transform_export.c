@@ -23,6 +23,7 @@
 #include "io/llama2c.h"
 #include "runtime/forward.h"
 #include "stats/statsfile.h"
+#include "test_util.h"
 #include "transform/compress.h"
 
 #define CTX 64
@@ -152,7 +153,7 @@ static void test_generation_per_layer(void **state) {
 static void test_stats_of_other_model(void **state) {
     const char *kfuse = getenv("KFUSE");
     if (!kfuse) {
-        printf("SKIP: $KFUSE not set\n");
+        kf_test_skip("$KFUSE not set (ctest sets it)");
         return;
     }
     kf_statsfile f;
@@ -187,5 +188,5 @@ int main(void) {
         cmocka_unit_test(test_generation_per_layer),
         cmocka_unit_test(test_stats_of_other_model),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return kf_test_status(cmocka_run_group_tests(tests, setup, teardown));
 }
