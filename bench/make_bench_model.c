@@ -17,18 +17,12 @@
 
 #include "core/file.h"
 #include "core/progress.h"
+#include "core/rng.h"
 #include "io/hf_write.h"
 #include "model/model.h"
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 // Uniform in (0, 1): 53 random bits, never 0 (log(u) stays finite).
-static double uniform01(uint64_t *s) { return ((splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+static double uniform01(uint64_t *s) { return kf_rng_unit(kf_rng_splitmix64(s)) + 0x1.0p-54; }
 
 // t (rows, cols) filled with N(0, std) by Box-Muller; row r of tensor `id`
 // uses its own stream so rows can be generated in parallel.

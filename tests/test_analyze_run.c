@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "analyze/pipeline.h"
+#include "test_util.h"
 
 enum { N_IDS = 1024 };
 
@@ -33,11 +34,7 @@ static int setup(void **state) {
         fprintf(stderr, "%s\n", err.msg);
         return -1;
     }
-    unsigned s = 3;
-    for (int i = 0; i < N_IDS; i++) {
-        s = s * 1664525u + 1013904223u;
-        ids[i] = 3 + (int32_t)((s >> 8) % (unsigned)(model->n_vocab - 3));
-    }
+    kf_test_random_ids(ids, N_IDS, 3, model->n_vocab, 4);
     return 0;
 }
 

@@ -557,12 +557,12 @@ static void test_mutations(void **state) {
     for (int it = 0; it < 400; it++) {
         memcpy(buf, orig, n);
         size_t len = n;
-        int flips = 1 + (int)((rng_uniform() + 1) * 2);
+        int flips = 1 + (int)((kf_test_urand() + 1) * 2);
         for (int k = 0; k < flips; k++) {
-            size_t at = (size_t)((rng_uniform() + 1) * 0.5 * (double)meta) % meta;
-            buf[at] = (char)(rng_uniform() * 128);
+            size_t at = (size_t)((kf_test_urand() + 1) * 0.5 * (double)meta) % meta;
+            buf[at] = (char)(kf_test_urand() * 128);
         }
-        if (it % 5 == 0) len = (size_t)((rng_uniform() + 1) * 0.5 * (double)n) % n;
+        if (it % 5 == 0) len = (size_t)((kf_test_urand() + 1) * 0.5 * (double)n) % n;
         write_bytes(path, buf, len);
         kf_model *m = NULL;
         err.msg[0] = 0;

@@ -38,17 +38,11 @@ static void tmp_file(char *out, const char *name) {
     snprintf(out, 256, "/tmp/kf_gguf_test_%d_%s", (int)getpid(), name);
 }
 
-static uint32_t rng_state = 12345;
-static float rng_uniform(void) { // in [-1, 1)
-    rng_state = rng_state * 1664525u + 1013904223u;
-    return (float)(rng_state >> 8) / (float)(1u << 23) - 1.0f;
-}
-
 static void fill_random(kf_model *m, kf_tensor *t, int ndim, int64_t d0, int64_t d1) {
     int64_t ne[2] = {d0, d1};
     kf_error err = {0};
     if (kf_model_alloc_tensor(m, t, ndim, ne, &err) != KF_OK) fail_msg("%s", err.msg);
-    for (int64_t i = 0; i < kf_tensor_nelem(t); i++) t->data[i] = 0.5f * rng_uniform();
+    for (int64_t i = 0; i < kf_tensor_nelem(t); i++) t->data[i] = (float)(0.5 * kf_test_urand());
 }
 
 // A small Llama in memory: vocabulary n_vocab, GQA 4/2 heads of 8, one FFN

@@ -13,20 +13,10 @@
 #include "runtime/kernels.h"
 #include "test_util.h"
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-// Uniform in [-1, 1).
-static float frand(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) * (1.0 / (1u << 23)) - 1.0);
-}
-
 static float *rand_buf(int64_t n) {
     float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
     assert_non_null(p);
-    for (int64_t i = 0; i < n; i++) p[i] = frand();
+    for (int64_t i = 0; i < n; i++) p[i] = (float)kf_test_urand();
     return p;
 }
 

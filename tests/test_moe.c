@@ -27,6 +27,7 @@
 #include "io/hf_write.h"
 #include "moe/moefy.h"
 #include "moe/split.h"
+#include "core/rng.h"
 #include "runtime/forward.h"
 #include "tokenizer/tokenizer.h"
 
@@ -166,9 +167,10 @@ static void test_coact_balanced(void **state) {
     // Activations with planted co-activation blocks of uneven size, so that
     // an unbalanced cut would be cheaper.
     float *x = calloc((size_t)F, sizeof(float));
-    uint64_t r = 7;
+    kf_rng rng;
+    kf_rng_seed(&rng, 7);
     for (int t = 0; t < 3000; t++) {
-        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        uint64_t r = kf_rng_u64(&rng);
         int blk = (int)(r % 5), lo = blk * 60, hi = blk == 4 ? F : lo + 40 + blk * 10;
         for (int j = 0; j < F; j++) x[j] = (j >= lo && j < hi) ? 1.0f + (float)((r >> (j % 50)) & 7) : 0.01f * (j % 3);
         assert_int_equal(kf_moments_add(&mo, x, 1, &err), KF_OK);

@@ -51,11 +51,7 @@ static kf_model *load_small(void) {
 }
 
 static int setup(void **state) {
-    uint64_t x = 0xfeedfacecafebeefull;
-    for (int i = 0; i < NT; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        ids[i] = (int32_t)(x % 4096);
-    }
+    kf_test_random_ids(ids, NT, 0, 4096, 2);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/kf_cmp_test_XXXXXX");
     return mkdtemp(tmpdir) ? 0 : -1;
 }

@@ -11,7 +11,10 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <sys/stat.h>
+
+#include "core/rng.h"
 
 static inline const char *kf_test_root(void) {
     const char *r = getenv("KF_ROOT");
@@ -24,6 +27,23 @@ static inline void write_bytes(const char *path, const void *data, size_t n) {
         perror(path);
         exit(1);
     }
+}
+
+// The tests' random stream (core/rng.h): one per program, the same every run.
+static inline kf_rng *kf_test_rng(void) {
+    static kf_rng r;
+    static bool seeded;
+    if (!seeded) kf_rng_seed(&r, 12345), seeded = true;
+    return &r;
+}
+
+static inline double kf_test_urand(void) { return 2 * kf_rng_uniform(kf_test_rng()) - 1; } // [-1, 1)
+
+// n token ids uniform in [lo, hi), from a stream of their own.
+static inline void kf_test_random_ids(int32_t *ids, int n, int lo, int hi, uint64_t seed) {
+    kf_rng r;
+    kf_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) ids[i] = lo + kf_rng_below(&r, hi - lo);
 }
 
 static inline int *kf_test_n_skipped(void) {

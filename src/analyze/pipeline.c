@@ -16,6 +16,7 @@
 #include "analyze/threshold.h"
 #include "core/file.h"
 #include "core/progress.h"
+#include "core/rng.h"
 #include "runtime/forward.h"
 #include "stats/moments.h"
 
@@ -41,13 +42,6 @@ void kf_analyze_opts_default(kf_analyze_opts *o) {
 }
 
 // ---------------------------------------------------------------- helpers
-
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 // Replaces bytes that are not valid UTF-8 (a context cut through a
 // multi-byte character) by '?', so the JSON and HTML stay valid.
@@ -151,7 +145,7 @@ static kf_status choose_sample(int64_t n, int S, uint64_t seed, int64_t *pos, kf
     if (!taken) return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the token sample");
     uint64_t s = seed ^ 0x5A17u;
     for (int64_t j = n - S; j < n; j++) {
-        int64_t t = (int64_t)(splitmix64(&s) % (uint64_t)(j + 1));
+        int64_t t = (int64_t)(kf_rng_splitmix64(&s) % (uint64_t)(j + 1));
         if (taken[t >> 3] & (1u << (t & 7))) t = j;
         taken[t >> 3] |= (unsigned char)(1u << (t & 7));
     }

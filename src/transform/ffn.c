@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "analyze/corrclust.h"
+#include "core/rng.h"
 
 // Copies rows idx of src (F,C) into a new (k,C) tensor of the model.
 static kf_status take_rows(kf_model *m, kf_tensor *t, const int *idx, int k, int64_t C, kf_error *err) {
@@ -51,7 +52,8 @@ void kf_ffn_scores(const kf_model *m, int l, kf_score_kind kind, const double *s
     const kf_layer *ly = &m->layers[l];
     const int F = ly->n_ff, C = m->n_embd;
     const float *wd = ly->w_down.data;
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + (uint64_t)l + 1;
+    kf_rng rng;
+    kf_rng_seed(&rng, seed * 0x9E3779B97F4A7C15ull + (uint64_t)l + 1);
     for (int j = 0; j < F; j++) {
         double col2 = 0, col1 = 0, row2 = 0;
         for (int c = 0; c < C; c++) {
@@ -68,10 +70,7 @@ void kf_ffn_scores(const kf_model *m, int l, kf_score_kind kind, const double *s
         case KF_SCORE_MAGNITUDE: score[j] = sqrt(row2) * sqrt(col2); break;
         case KF_SCORE_WANDA: score[j] = sqrt(sum_sq[j] / (double)n) * col1; break;
         case KF_SCORE_ACT: score[j] = sum_abs[j] / (double)n; break;
-        case KF_SCORE_RANDOM:
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            score[j] = (double)(x >> 11) / 9007199254740992.0;
-            break;
+        case KF_SCORE_RANDOM: score[j] = kf_rng_uniform(&rng); break;
         }
     }
 }
