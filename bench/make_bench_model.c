@@ -15,10 +15,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "io/save.h"
 #include "core/file.h"
 #include "core/progress.h"
 #include "core/rng.h"
-#include "io/hf_write.h"
 #include "model/model.h"
 #include "synth_model.h"
 
@@ -113,7 +113,7 @@ int main(int argc, char **argv) {
     m->bos_id = 1;
     m->eos_id = 2;
     double t1 = kf_time_now();
-    TRY(kf_hf_write(m, dir, &err));
+    TRY(kf_model_save(m, dir, &(kf_save_opts){.format = KF_FORMAT_HF}, &err));
     printf("make_bench_model: %s: %.1f M params, %.2f GB fp32 (generated in %.1f s, written in %.1f s)\n", dir,
            kf_model_n_params(m) / 1e6, kf_model_n_params(m) * 4.0 / 1e9, t1 - t0, kf_time_now() - t1);
     kf_model_free(m);

@@ -16,6 +16,7 @@ run_ctest() { # ctest arguments
   fi
 }
 scripts/install-deps.sh
+python3 scripts/check_layers.py --quiet # include edges between folders run one way (docs/ARCHITECTURE.md)
 scripts/build.sh build
 run_ctest --test-dir build
 scripts/build.sh build-asan -DKF_SANITIZE=ON

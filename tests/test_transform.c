@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "io/load.h"
 #include "runtime/forward.h"
 #include "test_util.h"
 #include "transform/compress.h"

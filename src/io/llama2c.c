@@ -7,7 +7,8 @@
 #include <string.h>
 
 #include "core/file.h"
-#include "io/gguf.h"
+#include "arch/arch.h"
+#include "arch/rope.h"
 
 #define L2C_HEADER_BYTES 28
 #define L2C_ROPE_THETA 10000.0f
@@ -88,11 +89,7 @@ kf_status kf_model_load_llama2c(kf_model **out, const char *path, kf_error *err)
         kf_model_free(m);
         return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
     }
-    m->arch = KF_ARCH_LLAMA;
-    m->norm = KF_NORM_RMS;
-    m->act = KF_ACT_SILU;
-    m->pos = KF_POS_ROPE;
-    m->gated_ffn = true;
+    kf_arch_set_traits(m, KF_ARCH_LLAMA);
     m->n_vocab = h.vocab_size;
     m->n_embd = h.dim;
     m->n_layer = h.n_layers;
@@ -156,9 +153,8 @@ kf_status kf_model_load_llama2c(kf_model **out, const char *path, kf_error *err)
 // Writes rows*cols floats; rope_heads > 0 stores rows in the interleaved layout.
 static bool write_rows(FILE *f, const float *x, int64_t rows, int64_t cols, int rope_heads) {
     if (rope_heads == 0) return fwrite(x, sizeof(float), (size_t)(rows * cols), f) == (size_t)(rows * cols);
-    int64_t D = rows / rope_heads, half = D / 2;
     for (int64_t r = 0; r < rows; r++) {
-        int64_t k = r % D, src = r - k + (k % 2) * half + k / 2; // interleaved 2i+j <- rotate-half j*D/2+i
+        int64_t src = kf_rope_rotate_half_row(r, rows / rope_heads);
         if (fwrite(x + src * cols, sizeof(float), (size_t)cols, f) != (size_t)cols) return false;
     }
     return true;
@@ -167,8 +163,7 @@ static bool write_rows(FILE *f, const float *x, int64_t rows, int64_t cols, int 
 static kf_status check_writable(const kf_model *m, const char *path, kf_error *err) {
     kf_status st = kf_model_validate(m, path, err);
     if (st != KF_OK) return st;
-    if (m->arch != KF_ARCH_LLAMA || m->norm != KF_NORM_RMS || m->act != KF_ACT_SILU || m->pos != KF_POS_ROPE ||
-        !m->gated_ffn)
+    if (m->arch != KF_ARCH_LLAMA || !kf_arch_traits_match(m))
         return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: llama2.c holds only Llama-architecture models, not %s", path,
                             kf_arch_name(m->arch));
     if ((int64_t)m->head_dim * m->n_head != m->n_embd)
