@@ -721,15 +721,11 @@ static void test_tokenizer_json_to_gguf(void **state) {
     remove(path);
 }
 
-// GPT-2's real tokenizer (50257 pieces, 50000 merges; from the shared data
-// folder beside the repository) through a GGUF tokenizes WikiText-2 (first
-// 200 KB) exactly as the original tokenizer.json.
-static void test_tokenizer_gpt2_to_gguf(void **state) {
-    (void)state;
+// A GPT-2 tokenizer folder through a GGUF tokenizes WikiText-2 (first 200 KB)
+// exactly as the folder's tokenizer.json.
+static void gpt2_to_gguf(const char *dir) {
     kf_error err = {0};
-    char dir[1024], wiki[1024], path[256];
-    snprintf(dir, sizeof dir, "%s/../shared/models/gpt2-tokenizer", kf_test_root());
-    if (!kf_test_have(dir)) return;
+    char wiki[1024], path[256];
     snprintf(wiki, sizeof wiki, "%s/data/wikitext-2-raw/wiki.test.raw", kf_test_root());
     kf_tokenizer *tok, *back;
     ASSERT_OK(kf_tokenizer_load_hf(&tok, dir, &err));
@@ -746,6 +742,17 @@ static void test_tokenizer_gpt2_to_gguf(void **state) {
     kf_tokenizer_free(tok);
     kf_model_free(m);
     remove(path);
+}
+
+// The shipped 1000-merge cut of GPT-2 always; GPT-2's real tokenizer (50257
+// pieces, 50000 merges) when the shared data folder is beside the repository.
+static void test_tokenizer_gpt2_to_gguf(void **state) {
+    (void)state;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/tokenizer/gpt2-small", kf_test_root());
+    gpt2_to_gguf(dir);
+    snprintf(dir, sizeof dir, "%s/../shared/models/gpt2-tokenizer", kf_test_root());
+    if (kf_test_have(dir)) gpt2_to_gguf(dir);
 }
 
 // GPT-2's byte-to-character map (printable bytes stand for themselves, the
