@@ -1,8 +1,9 @@
 // core/rng: splitmix64 gives the reference implementation's first outputs
 // for state 0 (Vigna's splitmix64.c); kf_rng (xoshiro256** seeded through
-// splitmix64) gives the first outputs of the algorithm as published, computed
-// in Python for seed 0 (the first three and the 1000th); kf_rng_below stays in [0, n) and reaches every value;
-// uniform and normal draws have the right mean and variance (4 standard errors).
+// splitmix64) gives the outputs of the algorithm as published, computed in
+// Python for seed 0 (the first three and the 1000th); kf_rng_below stays in
+// [0, n) and is uniform; uniform and normal draws have the right mean and
+// variance (4 standard errors).
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
