@@ -147,9 +147,6 @@ static kf_status check_writable(const kf_model *m, const char *path, kf_error *e
 kf_status kf_llama2c_write(const kf_model *m, const char *path, kf_error *err) {
     kf_status st = check_writable(m, path, err);
     if (st != KF_OK) return st;
-    char tmp[1100];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return kf_error_set(err, KF_ERR_ARG, "%s: path too long", path);
     int64_t Dh = m->head_dim, T = m->n_ctx_train, C = m->n_embd, F = m->layers[0].n_ff;
     // freq_cis as llama2.c computed it: angle t * theta^(-2i/Dh), i < Dh/2.
     float *freq = malloc(sizeof(float) * (size_t)(2 * T * (Dh / 2)));
@@ -160,10 +157,11 @@ kf_status kf_llama2c_write(const kf_model *m, const char *path, kf_error *err) {
             freq[t * (Dh / 2) + i] = cosf(a);
             freq[T * (Dh / 2) + t * (Dh / 2) + i] = sinf(a);
         }
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
+    char tmp[1100];
+    FILE *f;
+    if ((st = kf_file_begin(path, tmp, sizeof tmp, &f, err)) != KF_OK) {
         free(freq);
-        return kf_error_set(err, KF_ERR_IO, "%s: cannot create", tmp);
+        return st;
     }
     int32_t hdr[7] = {m->n_embd,     (int32_t)F,   m->n_layer,
                       m->n_head,     m->n_head_kv, m->tied_head ? m->n_vocab : -m->n_vocab,
