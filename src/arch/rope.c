@@ -12,11 +12,6 @@ void kf_rope_interleaved_order(int64_t n_heads, int64_t head_dim, int64_t *order
     for (int64_t r = 0; r < n_heads * head_dim; r++) order[r] = kf_rope_rotate_half_row(r, head_dim);
 }
 
-void kf_rope_rows_to_interleaved(const float *src, float *dst, int64_t n_heads, int64_t head_dim, int64_t ncols) {
-    for (int64_t r = 0; r < n_heads * head_dim; r++)
-        memcpy(dst + r * ncols, src + kf_rope_rotate_half_row(r, head_dim) * ncols, sizeof(float) * (size_t)ncols);
-}
-
 void kf_rope_rows_from_interleaved(const float *src, float *dst, int64_t n_heads, int64_t head_dim, int64_t ncols) {
     for (int64_t r = 0; r < n_heads * head_dim; r++)
         memcpy(dst + kf_rope_rotate_half_row(r, head_dim) * ncols, src + r * ncols, sizeof(float) * (size_t)ncols);

@@ -772,16 +772,13 @@ kf_status kf_gguf_writer_save(kf_gguf_writer *w, const char *path, kf_error *err
         if (ncols > max_cols) max_cols = ncols;
     }
     uint8_t *buf = malloc(sizeof(float) * (size_t)max_cols);
+    if (!buf) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
     char tmp[1100];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+    FILE *f;
+    kf_status st = kf_file_begin(path, tmp, sizeof tmp, &f, err);
+    if (st != KF_OK) {
         free(buf);
-        return kf_error_set(err, KF_ERR_ARG, "%s: path too long", path);
-    }
-    FILE *f = buf ? fopen(tmp, "wb") : NULL;
-    if (!f) {
-        free(buf);
-        if (!buf) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
-        return kf_error_set(err, KF_ERR_IO, "%s: cannot create", tmp);
+        return st;
     }
     uint32_t version = 3;
     uint64_t nt = (uint64_t)w->n_tensors, nkv = (uint64_t)w->n_kv;
