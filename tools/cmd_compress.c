@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "analyze/pipeline.h"
+#include "calib/calib.h"
 #include "cli.h"
 #include "core/file.h"
 #include "core/progress.h"
@@ -188,7 +189,9 @@ int kf_cmd_compress(int argc, char **argv) {
     const int64_t params0 = kf_model_n_params(m), bytes0 = kf_model_weight_bytes(m);
     kf_error err = {0};
     kf_statsfile stats = {0};
-    if (stats_path && kf_statsfile_load(&stats, stats_path, kf_model_fingerprint(m), &err) != KF_OK) kf_cli_fail(&err);
+    const kf_calib_protocol run = kf_calib_protocol_make(ctx, bos); // a statistics file must share its windows
+    if (stats_path && kf_statsfile_load(&stats, stats_path, kf_model_fingerprint(m), &run, &err) != KF_OK)
+        kf_cli_fail(&err);
     if (n_w && n_w != L) kf_cli_failf("compress: --widths lists %d widths, the model has %d layers", n_w, L);
     for (int l = 0; l < n_w; l++)
         if (widths[l] > m->layers[l].n_ff)

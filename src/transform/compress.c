@@ -7,6 +7,7 @@
 
 #include "analyze/cka.h"
 #include "analyze/kmeans.h"
+#include "calib/calib.h"
 #include "runtime/forward.h"
 #include "transform/refit.h"
 
@@ -55,36 +56,26 @@ static void pass_hook(void *user, int layer, kf_hook_point point, float *x, int 
     else if (point == KF_HOOK_BLOCK_OUT && u->bi) kf_bi_add(&u->bi[layer], u->bin, x, n, dim);
 }
 
-// Runs every calibration window through m with the hook installed.
+static kf_status pass_after(void *user, kf_calib_batch *b, kf_error *err) {
+    (void)b;
+    pass_user *u = user;
+    if (u->st != KF_OK) *err = u->err;
+    return u->st;
+}
+
+// Runs every calibration window (calib/'s protocol: ctx, batch, BOS) through m with the hook installed.
 static kf_status calib_pass(const kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, int ctx, int batch,
                             pass_user *u, unsigned points, kf_error *err) {
-    int64_t n_seq = n_ids / ctx;
-    if (!ids || n_seq < 1)
-        return kf_error_set(err, KF_ERR_ARG, "compress: the calibration text has %lld tokens, fewer than one window of %d",
-                            (long long)n_ids, ctx);
-    int B = batch < n_seq ? batch : (int)n_seq;
-    kf_ctx *c = NULL;
-    kf_status s = kf_ctx_init(&c, m, B * ctx, 0, err);
+    kf_calib_protocol p = kf_calib_protocol_make(ctx, bos_id);
+    p.batch = batch;
+    if (!ids) n_ids = 0;
+    kf_status s = kf_calib_check(&p, m, n_ids, "compress: calibration", err);
     if (s != KF_OK) return s;
-    int32_t *win = malloc(sizeof *win * (size_t)B * ctx);
-    if (!win) {
-        kf_ctx_free(c);
-        return kf_error_set(err, KF_ERR_NOMEM, "compress: out of memory for %d windows", B);
-    }
+    kf_ctx *c = NULL;
+    if ((s = kf_ctx_init(&c, m, kf_calib_max_rows(&p, n_ids), 0, err)) != KF_OK) return s;
     u->st = KF_OK;
     kf_ctx_set_hook(c, pass_hook, u, points);
-    for (int64_t s0 = 0; s0 < n_seq && s == KF_OK; s0 += B) {
-        int nb = n_seq - s0 < B ? (int)(n_seq - s0) : B;
-        memcpy(win, ids + s0 * ctx, sizeof *win * (size_t)nb * ctx);
-        if (bos_id >= 0)
-            for (int b = 0; b < nb; b++) win[(size_t)b * ctx] = bos_id;
-        s = kf_forward_prefill(c, win, nb, ctx, NULL, err);
-        if (s == KF_OK && u->st != KF_OK) {
-            *err = u->err;
-            s = u->st;
-        }
-    }
-    free(win);
+    s = kf_calib_run(c, m, ids, n_ids, &p, &(kf_calib_sink){.after = pass_after, .user = u}, err);
     kf_ctx_free(c);
     return s;
 }
