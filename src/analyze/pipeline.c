@@ -617,8 +617,8 @@ static kf_status record(recorder *r, kf_ctx *ctx, const kf_model *m, const int32
     progress(o, "recording", 0, kf_calib_n_rank_windows(&p, n_ids) * o->ctx); // starts the clock of the rate and ETA
     kf_ctx_set_hook(ctx, rec_hook, r, (1u << KF_HOOK_BLOCK_IN) | (1u << KF_HOOK_FFN_ACT) | (1u << KF_HOOK_BLOCK_OUT));
     rec_run rr = {r, o, sample_pos};
-    kf_status st =
-        kf_calib_run(ctx, m, ids, n_ids, &p, &(kf_calib_sink){.before = rec_before, .after = rec_after, .user = &rr}, err);
+    kf_calib_sink sink = {.before = rec_before, .after = rec_after, .user = &rr};
+    kf_status st = kf_calib_run(ctx, m, ids, n_ids, &p, &sink, err);
     kf_ctx_set_hook(ctx, NULL, NULL, 0);
     return st;
 }
