@@ -1,8 +1,9 @@
 // Perplexity with the protocol of llama.cpp's llama-perplexity: the text is
 // tokenized once (with BOS), cut into non-overlapping windows of ctx tokens
-// whose first token is replaced by BOS, and in each window the tokens of the
-// second half are scored (positions ctx/2 .. ctx-2 predicting the next token),
-// with log-softmax accumulated in double.
+// whose first token is replaced by BOS (calib/'s protocol, kf_eval_protocol),
+// and in each window the tokens of the second half are scored (positions
+// ctx/2 .. ctx-2 predicting the next token), with log-softmax accumulated in
+// double.
 #ifndef KF_EVAL_PERPLEXITY_H
 #define KF_EVAL_PERPLEXITY_H
 

@@ -84,7 +84,7 @@ typedef struct {
 
 void kf_compress_report_free(kf_compress_report *r);
 
-// Compresses m in place. ids (n_ids): calibration tokens (cut into windows
+// Compresses m in place. ids (n_ids): calibration tokens (calib/'s windows
 // of ctx, first token replaced by bos_id when >= 0); may be NULL when a
 // statistics file replaces the calibration pass or the method needs none.
 kf_status kf_compress_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, const kf_compress_opts *o,
