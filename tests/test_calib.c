@@ -4,7 +4,10 @@
 // text's; whole windows only, at most max_tokens of them, batch windows per
 // call; ranks share the batches round-robin and together run every window
 // once; a callback stops the run; the logits handed back are those of the
-// windows as run; the checks and the one-line protocol mismatch.
+// windows as run; the checks and the one-line protocol mismatch. kf_analyze_run
+// records under the same protocol: with BOS its statistics are those of the
+// text with BOS written into every window, the statistics file says so, and
+// no top context is a window's first (BOS) position.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "analyze/pipeline.h"
 #include "calib/calib.h"
 #include "model/model.h"
 #include "runtime/forward.h"
@@ -217,12 +221,62 @@ static void test_checks(void **state) {
     assert_int_equal(kf_calib_check_same(&a, &b, "s.kfs", &err), KF_ERR_ARG);
 }
 
+static void analyze_opts(kf_analyze_opts *o, int bos_id) {
+    kf_analyze_opts_default(o);
+    o->n_tokens = 32 * CTX;
+    o->ctx = CTX;
+    o->bos_id = bos_id;
+    o->k = 4;
+    o->sample_tokens = 64;
+    o->context_tokens = 32 * CTX;
+}
+
+static void test_analyze_bos(void **state) {
+    (void)state;
+    enum { N = 32 * CTX };
+    int32_t ids[N], with_bos[N];
+    make_ids(ids, N);
+    memcpy(with_bos, ids, sizeof ids);
+    for (int w = 0; w < N / CTX; w++) with_bos[w * CTX] = BOS;
+    kf_analyze_opts o;
+    kf_analysis a, b;
+    kf_error err = {0};
+    analyze_opts(&o, BOS);
+    if (kf_analyze_run(g_m, NULL, ids, N, &o, &a, &err) != KF_OK) fail_msg("%s", err.msg);
+    analyze_opts(&o, -1);
+    if (kf_analyze_run(g_m, NULL, with_bos, N, &o, &b, &err) != KF_OK) fail_msg("%s", err.msg);
+    const kf_moments *ma = kf_statsfile_get(&a.stats, "layer.0.ffn_act");
+    const kf_moments *mb = kf_statsfile_get(&b.stats, "layer.0.ffn_act");
+    assert_int_equal(ma->n, N);
+    assert_memory_equal(ma->sum, mb->sum, sizeof(double) * (size_t)ma->d);
+    assert_int_equal(a.stats.protocol.ctx, CTX);
+    assert_int_equal(a.stats.protocol.bos_id, BOS);
+    assert_int_equal(a.stats.protocol.max_tokens, N);
+    assert_int_equal(b.stats.protocol.bos_id, -1);
+    int n_ctx = 0;
+    const cJSON *layers = cJSON_GetObjectItem(cJSON_GetObjectItem(a.json, "clusters"), "layers"), *layer;
+    cJSON_ArrayForEach(layer, layers) {
+        const cJSON *cl, *c;
+        cJSON_ArrayForEach(cl, cJSON_GetObjectItem(cJSON_GetObjectItem(layer, "activation"), "contexts")) {
+            cJSON_ArrayForEach(c, cl) {
+                int pos = cJSON_GetObjectItem(c, "pos")->valueint;
+                if (pos % CTX == 0) fail_msg("a top context at window start %d (BOS)", pos);
+                n_ctx++;
+            }
+        }
+    }
+    assert_true(n_ctx > 0);
+    kf_analysis_free(&a);
+    kf_analysis_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_windows_and_bos),
         cmocka_unit_test(test_ranks),
         cmocka_unit_test(test_stop_and_logits),
         cmocka_unit_test(test_checks),
+        cmocka_unit_test(test_analyze_bos),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -454,6 +454,7 @@ static void ctx_hook(void *user, int layer, kf_hook_point p, float *x, int n, in
     ctxpass *cp = user;
     const double *mu = cp->mu[layer], *isd = cp->isd[layer];
     for (int i = 0; i < n; i++) {
+        if (cp->o->bos_id >= 0 && (cp->t0 + i) % cp->o->ctx == 0) continue; // BOS, not the text's token there
         const float *a = x + (size_t)i * dim;
         for (int j = 0; j < dim; j++) cp->z[j] = (float)((a[j] - mu[j]) * isd[j]);
         topctx_row(&cp->act[layer], cp->z, dim, cp->csum, cp->t0 + i);

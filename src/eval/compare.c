@@ -89,7 +89,7 @@ static kf_status after_ref(void *user, kf_calib_batch *b, kf_error *err) {
         const int32_t *tok = b->tokens + (size_t)w * ctx;
         for (int j = first; j < ctx - 1; j++) {
             double v = -kf_log_softmax_at(lr + ((size_t)w * ctx + j) * V, V, tok[j + 1]);
-            r->nll_r += v, r->nll2_r += v * v;
+            r->nll_r += v, r->nll2_r = fma(v, v, r->nll2_r); // as kf_eval_perplexity: the same ppl_se
         }
     }
     int64_t n_before = r->n_scored;
