@@ -20,6 +20,7 @@
 
 #include "analyze/pipeline.h"
 #include "calib/calib.h"
+#include "io/load.h"
 #include "model/model.h"
 #include "runtime/forward.h"
 #include "test_util.h"

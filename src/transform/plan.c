@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "eval/perplexity.h"
+#include "io/load.h"
 #include "transform/compress_internal.h"
 #include "transform/refit.h"
 
