@@ -90,6 +90,7 @@ int kf_cmd_analyze(int argc, char **argv) {
 
     kf_tokenizer *tok;
     kf_model *m = kf_cli_load_model(path, &tok);
+    o.bos_id = kf_tokenizer_bos(tok); // every window starts like a document, as in compress, moefy and eval
     size_t len;
     char *text = kf_cli_read_text(text_path, &len);
     // Tokenize a prefix large enough for the tokens asked (a token is rarely

@@ -14,6 +14,7 @@
 #include "analyze/corrclust.h"
 #include "analyze/kmeans.h"
 #include "analyze/threshold.h"
+#include "calib/calib.h"
 #include "core/file.h"
 #include "core/progress.h"
 #include "core/rng.h"
@@ -38,6 +39,7 @@ void kf_analyze_opts_default(kf_analyze_opts *o) {
     o->context_radius = 4;
     o->joint_max_dims = 8192;
     o->resid_stride = 4;
+    o->bos_id = -1;
     o->n_ranks = 1;
 }
 
@@ -418,6 +420,7 @@ typedef struct {
     double *csum;        // (max k) scratch
     float *z;            // (max F) scratch
     int64_t t0;          // token index of the call's first row
+    const kf_analyze_opts *o;
 } ctxpass;
 
 static void topctx_push(topctx *tc, int c, double s, int64_t pos) {
@@ -445,6 +448,7 @@ static void ctx_hook(void *user, int layer, kf_hook_point p, float *x, int n, in
     ctxpass *cp = user;
     const double *mu = cp->mu[layer], *isd = cp->isd[layer];
     for (int i = 0; i < n; i++) {
+        if (cp->o->bos_id >= 0 && (cp->t0 + i) % cp->o->ctx == 0) continue; // BOS, not the text's token there
         const float *a = x + (size_t)i * dim;
         for (int j = 0; j < dim; j++) cp->z[j] = (float)((a[j] - mu[j]) * isd[j]);
         topctx_row(&cp->act[layer], cp->z, dim, cp->csum, cp->t0 + i);
@@ -570,29 +574,48 @@ static kf_status recorder_init(recorder *r, const kf_model *m, const kf_analyze_
     return kf_cka_mb_init(&r->cka, r->R, r->N < 256 ? r->N : 511, err);
 }
 
-// Runs this rank's share of the calibration batches through the model.
-static kf_status record(recorder *r, kf_ctx *ctx, const int32_t *ids, int64_t n_seq, const kf_analyze_opts *o,
-                        const int64_t *sample_pos, kf_error *err) {
-    int64_t n_batches = (n_seq + o->batch - 1) / o->batch, mine = 0, done = 0;
-    for (int64_t b = o->rank; b < n_batches; b += o->n_ranks) mine += (b + 1) * o->batch <= n_seq ? o->batch : n_seq - b * o->batch;
-    progress(o, "recording", 0, mine * o->ctx); // starts the clock of the rate and ETA
-    kf_ctx_set_hook(ctx, rec_hook, r, (1u << KF_HOOK_BLOCK_IN) | (1u << KF_HOOK_FFN_ACT) | (1u << KF_HOOK_BLOCK_OUT));
-    for (int64_t b = o->rank; b < n_batches; b += o->n_ranks) {
-        int B = (b + 1) * o->batch <= n_seq ? o->batch : (int)(n_seq - b * o->batch);
-        int64_t t0 = b * o->batch * (int64_t)o->ctx;
-        fill_slots(r->slot, t0, B * o->ctx, sample_pos, r->S);
-        r->t0 = t0;
-        kf_status st = kf_forward_prefill(ctx, ids + t0, B, o->ctx, NULL, err);
-        if (st != KF_OK) return st;
-        if (r->st != KF_OK) {
-            *err = r->err;
-            return r->st;
-        }
-        done += B;
-        progress(o, "recording", done * o->ctx, mine * o->ctx);
-    }
-    kf_ctx_set_hook(ctx, NULL, NULL, 0);
+// The calibration protocol of the recording pass; the context pass runs the
+// same windows, its first context_tokens ones, on one rank.
+static kf_calib_protocol rec_protocol(const kf_analyze_opts *o) {
+    return (kf_calib_protocol){.ctx = o->ctx, .batch = o->batch, .bos_id = o->bos_id, .max_tokens = o->n_tokens,
+                               .rank = o->rank, .n_ranks = o->n_ranks};
+}
+
+typedef struct {
+    recorder *r;
+    const kf_analyze_opts *o;
+    const int64_t *sample_pos;
+} rec_run;
+
+static kf_status rec_before(void *user, kf_calib_batch *b, kf_error *err) {
+    (void)err;
+    rec_run *rr = user;
+    rr->r->t0 = b->first * b->ctx;
+    fill_slots(rr->r->slot, rr->r->t0, b->n * b->ctx, rr->sample_pos, rr->r->S);
     return KF_OK;
+}
+
+static kf_status rec_after(void *user, kf_calib_batch *b, kf_error *err) {
+    rec_run *rr = user;
+    if (rr->r->st != KF_OK) {
+        *err = rr->r->err;
+        return rr->r->st;
+    }
+    progress(rr->o, "recording", b->done * b->ctx, b->total * b->ctx);
+    return KF_OK;
+}
+
+// Runs this rank's share of the calibration batches through the model.
+static kf_status record(recorder *r, kf_ctx *ctx, const kf_model *m, const int32_t *ids, int64_t n_ids,
+                        const kf_analyze_opts *o, const int64_t *sample_pos, kf_error *err) {
+    const kf_calib_protocol p = rec_protocol(o);
+    progress(o, "recording", 0, kf_calib_n_rank_windows(&p, n_ids) * o->ctx); // starts the clock of the rate and ETA
+    kf_ctx_set_hook(ctx, rec_hook, r, (1u << KF_HOOK_BLOCK_IN) | (1u << KF_HOOK_FFN_ACT) | (1u << KF_HOOK_BLOCK_OUT));
+    rec_run rr = {r, o, sample_pos};
+    kf_calib_sink sink = {.before = rec_before, .after = rec_after, .user = &rr};
+    kf_status st = kf_calib_run(ctx, m, ids, n_ids, &p, &sink, err);
+    kf_ctx_set_hook(ctx, NULL, NULL, 0);
+    return st;
 }
 
 static kf_status check_opts(const kf_model *m, const int32_t *ids, int64_t n_ids, const kf_analyze_opts *o,
@@ -623,6 +646,18 @@ static void mean_isd(const kf_moments *mo, double *mu, double *isd) {
         double var = n > 1 ? (mo->sxx[(size_t)j * mo->d + j] - mo->sum[j] * mo->sum[j] / n) / (n - 1) : 0;
         isd[j] = var > 0 ? 1 / sqrt(var) : 0;
     }
+}
+
+static kf_status ctx_before(void *user, kf_calib_batch *b, kf_error *err) {
+    (void)err;
+    ((ctxpass *)user)->t0 = b->first * b->ctx;
+    return KF_OK;
+}
+
+static kf_status ctx_after(void *user, kf_calib_batch *b, kf_error *err) {
+    (void)err;
+    progress(((ctxpass *)user)->o, "contexts", b->done * b->ctx, b->total * b->ctx);
+    return KF_OK;
 }
 
 // The second, short pass: the top-activating tokens of every cluster.
@@ -662,16 +697,15 @@ static kf_status find_contexts(const kf_model *m, kf_ctx *ctx, const kf_tokenize
             (st = topctx_init(&cp.wgt[l], &wgt[l], F, o->n_contexts, err)) != KF_OK)
             goto done;
     }
-    int64_t n_ctx_tok = o->context_tokens < n_rec ? o->context_tokens : n_rec;
-    int64_t n_seq = n_ctx_tok / o->ctx > 0 ? n_ctx_tok / o->ctx : 1;
-    progress(o, "contexts", 0, n_seq * o->ctx);
+    kf_calib_protocol p = rec_protocol(o);
+    p.rank = 0, p.n_ranks = 1;
+    p.max_tokens = o->context_tokens < n_rec ? o->context_tokens : n_rec;
+    if (p.max_tokens < o->ctx) p.max_tokens = o->ctx;
+    cp.o = o;
+    progress(o, "contexts", 0, kf_calib_n_windows(&p, n_rec) * o->ctx);
     kf_ctx_set_hook(ctx, ctx_hook, &cp, 1u << KF_HOOK_FFN_ACT);
-    for (int64_t s0 = 0; s0 < n_seq; s0 += o->batch) {
-        int B = s0 + o->batch <= n_seq ? o->batch : (int)(n_seq - s0);
-        cp.t0 = s0 * o->ctx;
-        if ((st = kf_forward_prefill(ctx, ids + cp.t0, B, o->ctx, NULL, err)) != KF_OK) break;
-        progress(o, "contexts", (s0 + B) * o->ctx, n_seq * o->ctx);
-    }
+    st = kf_calib_run(ctx, m, ids, n_rec, &p, &(kf_calib_sink){.before = ctx_before, .after = ctx_after, .user = &cp},
+                      err);
     kf_ctx_set_hook(ctx, NULL, NULL, 0);
     if (st == KF_OK)
         for (int l = 0; l < L; l++) {
@@ -757,7 +791,9 @@ kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32
     if (st != KF_OK) return st;
     const int L = m->n_layer, C = m->n_embd, R = L + 1;
     const int64_t n_use = o->n_tokens < n_ids ? o->n_tokens : n_ids, n_seq = n_use / o->ctx, n_rec = n_seq * o->ctx;
-    kf_statsfile_init(&out->stats, kf_model_fingerprint(m));
+    kf_calib_protocol proto = rec_protocol(o);
+    proto.max_tokens = kf_calib_n_rank_windows(&proto, n_ids) * o->ctx; // the tokens these statistics hold
+    kf_statsfile_init(&out->stats, kf_model_fingerprint(m), &proto);
     out->n_layer = L;
     out->resid_dim = C;
     out->S = o->sample_tokens < n_rec ? o->sample_tokens : (int)n_rec;
@@ -787,11 +823,12 @@ kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32
     if ((st = kf_ctx_init(&ctx, m, o->batch * o->ctx, 0, err)) != KF_OK) goto done;
 
     double t_rec = kf_time_now();
-    if ((st = record(&rec, ctx, ids, n_seq, o, out->sample_pos, err)) != KF_OK) goto done;
+    if ((st = record(&rec, ctx, m, ids, n_ids, o, out->sample_pos, err)) != KF_OK) goto done;
 #ifdef KF_HAVE_MPI
     int mpi_up = 0;
     MPI_Initialized(&mpi_up);
     if (o->n_ranks > 1 && mpi_up && (st = mpi_reduce(&rec, err)) != KF_OK) goto done;
+    if (o->n_ranks > 1 && mpi_up) out->stats.protocol.max_tokens = n_rec;
 #endif
     double rec_s = seconds_since(t_rec);
     if (o->rank != 0) goto done;
