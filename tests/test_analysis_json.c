@@ -21,6 +21,7 @@
 
 #include "analyze/pipeline.h"
 #include "core/file.h"
+#include "io/load.h"
 #include "report/analysis_json.h"
 #include "report/analysis_report.h"
 #include "tokenizer/tokenizer.h"
