@@ -235,7 +235,7 @@ static void oom(jr *r) {
     if (r->st == KF_OK) r->st = kf_error_set(r->err, KF_ERR_NOMEM, "%s: out of memory", r->name);
 }
 
-// o[key] (o[index] when key is NULL), which must be there.
+// o[key], which must be there.
 static const cJSON *item(jr *r, const cJSON *o, const char *where, const char *key) {
     if (r->st != KF_OK) return NULL;
     const cJSON *v = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
@@ -249,7 +249,7 @@ static const cJSON *object(jr *r, const cJSON *o, const char *where, const char 
     return r->st == KF_OK ? v : NULL;
 }
 
-// An array of exactly n entries (n < 0: any length, returned in *n_out).
+// An array of exactly n entries (n < 0: of any length).
 static const cJSON *array(jr *r, const cJSON *o, const char *where, const char *key, int n) {
     const cJSON *v = item(r, o, where, key);
     if (v && !cJSON_IsArray(v)) fail(r, where, key, "not an array");
