@@ -255,16 +255,14 @@ static void test_analyze_bos(void **state) {
     assert_int_equal(a.stats.protocol.max_tokens, N);
     assert_int_equal(b.stats.protocol.bos_id, -1);
     int n_ctx = 0;
-    const cJSON *layers = cJSON_GetObjectItem(cJSON_GetObjectItem(a.json, "clusters"), "layers"), *layer;
-    cJSON_ArrayForEach(layer, layers) {
-        const cJSON *cl, *c;
-        cJSON_ArrayForEach(cl, cJSON_GetObjectItem(cJSON_GetObjectItem(layer, "activation"), "contexts")) {
-            cJSON_ArrayForEach(c, cl) {
-                int pos = cJSON_GetObjectItem(c, "pos")->valueint;
-                if (pos % CTX == 0) fail_msg("a top context at window start %d (BOS)", pos);
+    for (int l = 0; l < a.result->n_layer; l++) {
+        const kf_analysis_kmeans *km = &a.result->layers[l].activation;
+        for (int c = 0; c < km->k; c++)
+            for (int i = 0; i < km->clusters[c].n_contexts; i++) {
+                int64_t pos = km->clusters[c].contexts[i].pos;
+                if (pos % CTX == 0) fail_msg("a top context at window start %lld (BOS)", (long long)pos);
                 n_ctx++;
             }
-        }
     }
     assert_true(n_ctx > 0);
     kf_analysis_free(&a);

@@ -21,6 +21,7 @@
 #include "core/file.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
+#include "report/analysis_json.h"
 #include "transform/compress.h"
 #include "transform/refit.h"
 
@@ -49,22 +50,21 @@ static int parse_widths(const char *s, int *w, int cap) {
     return n;
 }
 
-// Per-layer correlation cut "t" from analyze's analysis.json (thresholds.layers[].t).
-static void read_thresholds(const char *path, int L, double *t) {
-    size_t len;
-    char *txt = kf_cli_read_text(path, &len);
-    cJSON *root = cJSON_ParseWithLength(txt, len);
-    free(txt);
-    cJSON *arr = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "thresholds"), "layers");
-    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != L)
-        kf_cli_failf("%s: no thresholds.layers array of %d layers", path, L);
+// Per-layer correlation cut "t" from analyze's analysis.json
+// (thresholds.layers[].t) of a model of L layers; malloc'd.
+static double *read_thresholds(const char *path, int L) {
+    kf_analysis_result a;
+    kf_error err = {0};
+    if (kf_report_analysis_read(path, &a, &err) != KF_OK) kf_cli_fail(&err);
+    if (a.n_layer != L) kf_cli_failf("%s: thresholds of %d layers, the model has %d", path, a.n_layer, L);
+    double *t = malloc((size_t)L * sizeof *t);
+    if (!t) kf_cli_failf("compress: out of memory");
     for (int l = 0; l < L; l++) {
-        cJSON *e = cJSON_GetArrayItem(arr, l), *v = cJSON_GetObjectItem(e, "t");
-        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 1))
-            kf_cli_failf("%s: layer %d has no threshold t in [0, 1]", path, l);
-        t[l] = v->valuedouble;
+        t[l] = a.layers[l].t;
+        if (isnan(t[l])) kf_cli_failf("%s: layer %d has no threshold t (none keeps the error within epsilon)", path, l);
     }
-    cJSON_Delete(root);
+    kf_analysis_result_free(&a);
+    return t;
 }
 
 
@@ -174,12 +174,8 @@ int kf_cmd_compress(int argc, char **argv) {
     o.n_drop = n_drop;
     o.merge = merge;
     o.stats = stats_path ? &stats : NULL;
-    double thr[1024];
-    if (thr_path) {
-        if (L > 1024) kf_cli_failf("compress: too many layers");
-        read_thresholds(thr_path, L, thr);
-        o.thresholds = thr;
-    }
+    double *thr = thr_path ? read_thresholds(thr_path, L) : NULL;
+    o.thresholds = thr;
     double ppl0 = 0, ppl_found = 0;
     if (max_inc >= 0) {
         // The last quarter of the calibration windows validates, the rest calibrates.
@@ -276,6 +272,7 @@ int kf_cmd_compress(int argc, char **argv) {
                 (long long)params0, (long long)kf_model_n_params(m), secs, out, format);
     kf_compress_report_free(&rep);
     kf_statsfile_free(&stats);
+    free(thr);
     free(ids);
     kf_tokenizer_free(tok);
     kf_model_free(m);

@@ -1,7 +1,14 @@
 // `kfuse analyze`: record a model's activations on calibration tokens
 // through the forward hooks, as streamed statistics, then run the analyses
 // (layer CKA and Block Influence, correlation clustering of neurons, concept
-// clusters by k-means, dynamic per-layer thresholds) into one JSON tree.
+// clusters by k-means, dynamic per-layer thresholds) into a
+// kf_analysis_result (analysis.h; report/ writes it as analysis.json).
+//
+// Files: pipeline.c runs the two passes over the model (recording, then the
+// top contexts of the clusters) and drives the analyses; record_mpi.c
+// reduces the recording across MPI ranks; similarity.c holds CKA and the
+// redundancy of a correlation clustering, ffn_layer.c everything about one
+// layer's FFN neurons; npy.c the .npy dump.
 //
 // Recording (per forward call of B sequences x ctx tokens, N = B*ctx rows;
 // the windows are calib/'s protocol, the one compress, moefy and eval use,
@@ -35,9 +42,9 @@
 #ifndef KF_ANALYZE_PIPELINE_H
 #define KF_ANALYZE_PIPELINE_H
 
-#include <cjson/cJSON.h>
 #include <stdint.h>
 
+#include "analyze/analysis.h"
 #include "core/status.h"
 #include "model/model.h"
 #include "stats/statsfile.h"
@@ -74,7 +81,7 @@ typedef struct {
 void kf_analyze_opts_default(kf_analyze_opts *o);
 
 typedef struct {
-    cJSON *json;          // the analysis tree (schema: docs/analysis-json.md); NULL on ranks > 0
+    kf_analysis_result *result; // the analyses; NULL on ranks > 0
     kf_statsfile stats;   // the reduced statistics (all ranks)
     int n_layer, S;       // layers; sampled tokens
     int64_t *sample_pos;  // (S) token index of each sampled token
