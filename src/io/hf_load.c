@@ -152,8 +152,9 @@ static kf_status read_arch(const kf_hf_config *cfg, const char *dir, const arch_
     char list[256] = "";
     for (int i = 0; i < N_ARCHS; i++)
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", ARCHS[i].name);
-    return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s/config.json: unknown architecture '%.64s' (supported: %s)", dir,
-                        *name, list);
+    char esc[KF_ESC_NAME];
+    return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s/config.json: unknown architecture '%s' (supported: %s)", dir,
+                        kf_str_escape(esc, sizeof esc, *name, KF_STR_NUL), list);
 }
 
 static kf_status load(kf_model *m, const char *dir, kf_hf_config *cfg, kf_st_set *st, kf_hf_loader *ld,
@@ -174,10 +175,12 @@ static kf_status load(kf_model *m, const char *dir, kf_hf_config *cfg, kf_st_set
     ld->used = calloc((size_t)st->n_tensors + 1, sizeof *ld->used);
     if (!ld->used) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", dir);
     if ((s = arch->load(ld, err)) != KF_OK) return s;
+    char esc[KF_ESC_NAME];
     for (int i = 0; i < st->n_tensors; i++)
         if (!ld->used[i] && !ignorable(st->tensors[i].name))
             return kf_error_set(err, KF_ERR_FORMAT, "%s: unexpected tensor '%s' (not part of %s as configured)",
-                                st->paths[st->tensors[i].file], st->tensors[i].name, ld->arch);
+                                st->paths[st->tensors[i].file],
+                                kf_str_escape(esc, sizeof esc, st->tensors[i].name, KF_STR_NUL), ld->arch);
     if ((s = kf_hf_config_token(cfg, "bos_token_id", &m->bos_id, err)) != KF_OK) return s;
     if ((s = kf_hf_config_token(cfg, "eos_token_id", &m->eos_id, err)) != KF_OK) return s;
     snprintf(m->format, sizeof m->format, "hf");

@@ -20,9 +20,10 @@ static kf_status read_hparams(kf_hf_loader *ld, bool *bias_qkv, bool *bias_o, kf
     const char *act;
     bool mlp_bias;
     TRY(kf_hf_config_str(c, "hidden_act", "silu", &act, err));
+    char esc[40];
     if (strcmp(act, "silu") != 0)
-        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: hidden_act '%.32s' is not supported (silu only)", c->path,
-                            act);
+        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: hidden_act '%s' is not supported (silu only)", c->path,
+                            kf_str_escape(esc, sizeof esc, act, KF_STR_NUL));
     if (kf_hf_config_has(c, "rope_scaling"))
         return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: rope_scaling is not supported", c->path);
     TRY(kf_hf_config_bool(c, "mlp_bias", false, &mlp_bias, err));
