@@ -1,4 +1,4 @@
-// Shared pieces of the libFuzzer harnesses (fuzz/README.md): a per-process
+// Shared pieces of the libFuzzer harnesses (docs/FUZZING.md): a per-process
 // temporary folder in /dev/shm, inputs split into several files, the tiny
 // models the seeds and the fixed files come from, and the round trip that
 // checks that whatever kfuse writes from a parsed input loads back.
