@@ -139,6 +139,22 @@ static void test_tokenizer_json_escaped(void **state) {
     assert_escaped(&err);
 }
 
+// A tokenizer.json whose one piece has id 2^24 - 1 is refused before the
+// 2^24 entries are allocated.
+static void test_tokenizer_json_sparse_ids(void **state) {
+    (void)state;
+    char dir[256];
+    tmp_dir(dir, "tok_sparse");
+    static const char js[] =
+        "{\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\xE2\x96\x81\"}, "
+        "{\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\xE2\x96\x81\"}]}, "
+        "\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 16777215}, \"merges\": []}}";
+    write_in(dir, "tokenizer.json", js, sizeof js - 1);
+    kf_tokenizer *tok;
+    kf_error err = {0};
+    ASSERT_FAILS(kf_tokenizer_load_hf(&tok, dir, &err), "ids run up to 16777215 but vocab and added_tokens hold 1 entries");
+}
+
 // A statistics entry with a bad header (d = 0), named with terminal escapes.
 static void test_statsfile_name_escaped(void **state) {
     (void)state;
@@ -251,6 +267,7 @@ int main(void) {
         cmocka_unit_test(test_safetensors_name_escaped),
         cmocka_unit_test(test_gguf_key_escaped),
         cmocka_unit_test(test_tokenizer_json_escaped),
+        cmocka_unit_test(test_tokenizer_json_sparse_ids),
         cmocka_unit_test(test_statsfile_name_escaped),
         cmocka_unit_test(test_dense_layer_routers_refused),
         cmocka_unit_test(test_config_limits),

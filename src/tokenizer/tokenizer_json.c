@@ -217,6 +217,12 @@ static kf_status build_from_json(kf_tokenizer **out, const cJSON *root, const ch
             return kf_error_set(err, KF_ERR_FORMAT, "%s: added_tokens entry without a valid id and content", path);
         if ((long)id->valuedouble + 1 > n) n = (long)id->valuedouble + 1;
     }
+    // Every id needs a piece: ids past the number of entries are refused
+    // before anything is allocated for them.
+    int n_entries = cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added);
+    if (n > n_entries)
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: ids run up to %ld but vocab and added_tokens hold %d entries",
+                            path, n - 1, n_entries);
     int n_merges = cJSON_GetArraySize(merges);
     const char **pieces = calloc((size_t)(n > 0 ? n : 1), sizeof(char *));
     uint8_t *types = calloc((size_t)(n > 0 ? n : 1), 1);
