@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/load.h"
 #include "eval/bench.h"
 #include "model/model.h"
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/load.h"
 #include "core/progress.h"
 #include "eval/bench.h"
 #include "model/model.h"

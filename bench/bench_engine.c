@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "io/load.h"
 #include "core/progress.h"
 #include "eval/bench.h"
 #include "runtime/forward.h"

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "io/load.h"
 #include "core/progress.h"
 #include "runtime/kernels.h"
 #include "moe/router.h"

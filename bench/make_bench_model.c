@@ -15,9 +15,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "io/save.h"
 #include "core/file.h"
 #include "core/progress.h"
-#include "io/hf_write.h"
 #include "model/model.h"
 
 static uint64_t splitmix64(uint64_t *s) {
@@ -149,7 +149,7 @@ int main(int argc, char **argv) {
     }
     TRY(kf_model_validate(m, dir, &err));
     double t1 = kf_time_now();
-    TRY(kf_hf_write(m, dir, &err));
+    TRY(kf_model_save(m, dir, &(kf_save_opts){.format = KF_FORMAT_HF}, &err));
     printf("make_bench_model: %s: %.1f M params, %.2f GB fp32 (generated in %.1f s, written in %.1f s)\n", dir,
            kf_model_n_params(m) / 1e6, kf_model_n_params(m) * 4.0 / 1e9, t1 - t0, kf_time_now() - t1);
     kf_model_free(m);

@@ -9,10 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "io/gguf.h"
-#include "io/hf_write.h"
-#include "io/llama2c.h"
 #include "core/file.h"
+#include "io/save.h"
 
 void kf_fuzz_split(const uint8_t *data, size_t size, int n_parts, kf_fuzz_parts *out) {
     const size_t k = sizeof KF_FUZZ_SEP - 1;
@@ -282,7 +280,8 @@ static void load_back(const kf_model *m, const char *path, const char *what, boo
 void kf_fuzz_roundtrip(const kf_model *m, const kf_tokenizer *tok) {
     kf_error err = {0};
     const char *gguf = kf_fuzz_path("roundtrip.gguf");
-    if (written(kf_gguf_write(m, tok, gguf, &err), "GGUF write", &err)) {
+    kf_save_opts o = {.format = KF_FORMAT_GGUF, .tok = tok};
+    if (written(kf_model_save(m, gguf, &o, &err), "GGUF write", &err)) {
         load_back(m, gguf, "GGUF written by kfuse does not load back", true);
         if (tok) {
             kf_tokenizer *t2;
@@ -294,9 +293,11 @@ void kf_fuzz_roundtrip(const kf_model *m, const kf_tokenizer *tok) {
         }
     }
     const char *hf = kf_fuzz_path("roundtrip-hf");
-    if (written(kf_hf_write(m, hf, &err), "HF write", &err)) load_back(m, hf, "HF folder written by kfuse does not load back", true);
+    o = (kf_save_opts){.format = KF_FORMAT_HF};
+    if (written(kf_model_save(m, hf, &o, &err), "HF write", &err)) load_back(m, hf, "HF folder written by kfuse does not load back", true);
     const char *l2c = kf_fuzz_path("roundtrip.bin");
-    if (written(kf_llama2c_write(m, l2c, &err), "llama2.c write", &err))
+    o = (kf_save_opts){.format = KF_FORMAT_LLAMA2C};
+    if (written(kf_model_save(m, l2c, &o, &err), "llama2.c write", &err))
         load_back(m, l2c, "llama2.c checkpoint written by kfuse does not load back", false);
 }
 
@@ -340,7 +341,8 @@ void kf_fuzz_tiny_hf(kf_fuzz_tiny kind, kf_fuzz_files *out) {
     kf_model *m = kf_fuzz_tiny_model(kind);
     const char *dir = kf_fuzz_path("tiny-hf");
     kf_error err = {0};
-    if (kf_hf_write(m, dir, &err) != KF_OK) kf_fuzz_fail("tiny HF folder", err.msg);
+    kf_save_opts o = {.format = KF_FORMAT_HF};
+    if (kf_model_save(m, dir, &o, &err) != KF_OK) kf_fuzz_fail("tiny HF folder", err.msg);
     kf_model_free(m);
     for (int i = 0; i < 3; i++) {
         char path[512];
@@ -366,7 +368,8 @@ void kf_fuzz_tokenizer_roundtrip(const kf_tokenizer *tok) {
         kf_model_alloc_tensor(m, &m->lm_head, 2, (int64_t[]){V, m->n_embd}, &err) != KF_OK)
         kf_fuzz_fail("tokenizer round trip", err.msg);
     const char *path = kf_fuzz_path("vocab.gguf");
-    if (written(kf_gguf_write(m, tok, path, &err), "GGUF write of a vocabulary", &err)) {
+    kf_save_opts o = {.format = KF_FORMAT_GGUF, .tok = tok};
+    if (written(kf_model_save(m, path, &o, &err), "GGUF write of a vocabulary", &err)) {
         kf_tokenizer *b;
         if (kf_tokenizer_load_gguf(&b, path, &err) != KF_OK)
             kf_fuzz_fail("GGUF vocabulary written by kfuse does not load back", err.msg);

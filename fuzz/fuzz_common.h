@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/load.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -48,7 +49,7 @@ kf_model *kf_fuzz_tiny_model(kf_fuzz_tiny kind);
 // An SPM tokenizer of 16 pieces for the tiny models.
 kf_tokenizer *kf_fuzz_tiny_tokenizer(void);
 
-// The files kf_hf_write (with the MoE fields) makes from a tiny model, in
+// The files kf_model_save writes for a tiny model as an HF folder, in
 // memory: [0] config.json, [1] model.safetensors, [2] moe_router.safetensors
 // (empty for a dense model). Free with kf_fuzz_files_free.
 typedef struct {

@@ -9,8 +9,7 @@
 
 #include "core/file.h"
 #include "fuzz_common.h"
-#include "io/gguf.h"
-#include "io/llama2c.h"
+#include "io/save.h"
 
 static const char *g_out;
 
@@ -95,7 +94,8 @@ int main(int argc, char **argv) {
 
         kf_model *m = kf_fuzz_tiny_model((kf_fuzz_tiny)k);
         const char *gguf = kf_fuzz_path("tiny.gguf"), *bin = kf_fuzz_path("tiny.bin");
-        if (kf_gguf_write(m, tok, gguf, &err) != KF_OK) kf_fuzz_fail("tiny GGUF", err.msg);
+        kf_save_opts gguf_opts = {.format = KF_FORMAT_GGUF, .tok = tok}, l2c_opts = {.format = KF_FORMAT_LLAMA2C};
+        if (kf_model_save(m, gguf, &gguf_opts, &err) != KF_OK) kf_fuzz_fail("tiny GGUF", err.msg);
         char *buf;
         size_t len;
         read_file(gguf, &buf, &len);
@@ -106,8 +106,8 @@ int main(int argc, char **argv) {
             // The tiny model and vocabulary for kfuse analyze and moefy (make_seeds.sh).
             char path[1024];
             snprintf(path, sizeof path, "%s/tiny-llama.gguf", g_out);
-            if (kf_gguf_write(m, tok, path, &err) != KF_OK) kf_fuzz_fail("tiny GGUF", err.msg);
-            if (kf_llama2c_write(m, bin, &err) != KF_OK) kf_fuzz_fail("tiny llama2.c", err.msg);
+            if (kf_model_save(m, path, &gguf_opts, &err) != KF_OK) kf_fuzz_fail("tiny GGUF", err.msg);
+            if (kf_model_save(m, bin, &l2c_opts, &err) != KF_OK) kf_fuzz_fail("tiny llama2.c", err.msg);
             const char *tbin = kf_fuzz_path("tokenizer.bin");
             write_tokenizer_bin(tok, tbin);
             char *p[2];

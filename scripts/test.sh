@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+python3 scripts/check_layers.py --quiet # include edges between folders run one way (docs/ARCHITECTURE.md)
 scripts/build.sh build
 ctest --test-dir build --output-on-failure -j2
 scripts/build.sh build-asan -DKF_SANITIZE=ON

@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "io/load.h"
 #include "analyze/pipeline.h"
 
 enum { N_IDS = 1024 };

@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "io/load.h"
 #include "eval/compare.h"
 #include "eval/perplexity.h"
 #include "model/model.h"

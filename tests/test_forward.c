@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "io/load.h"
 #include "runtime/forward.h"
 
 // Logits of a float32 forward vs the float64 reference: observed max errors

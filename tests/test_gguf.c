@@ -13,7 +13,9 @@
 
 #include <cmocka.h>
 
-#include "io/gguf.h"
+#include "io/save.h"
+#include "io/load.h"
+#include "formats/gguf.h"
 #include "test_gguf_util.h"
 
 #define LOGITS_TOL 1e-4
@@ -108,7 +110,7 @@ static void test_llama_1_4m_roundtrip(void **state) {
     kf_model *m = load_hf("models/llama-gutenberg-1.4m"), *g;
     char path[256];
     tmp_file(path, "llama14.gguf");
-    ASSERT_OK(kf_gguf_write(m, NULL, path, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = NULL}, &err));
     ASSERT_OK(kf_model_load_gguf(&g, path, &err));
     assert_string_equal(g->format, "gguf");
     assert_models_equal(m, g, 0);
@@ -151,7 +153,7 @@ static void test_gqa_bf16_roundtrip(void **state) {
     kf_model *m = load_hf("tests/fixtures/models/llama-gqa-bf16"), *g;
     char path[256];
     tmp_file(path, "gqa.gguf");
-    ASSERT_OK(kf_gguf_write(m, NULL, path, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = NULL}, &err));
     ASSERT_OK(kf_model_load_gguf(&g, path, &err));
     assert_models_equal(m, g, 0);
     assert_false(g->tied_head);
@@ -170,7 +172,7 @@ static void test_gqa_bf16_roundtrip(void **state) {
     kf_model_free(g);
 
     // The weights are BF16 values: storing them as BF16 is lossless.
-    ASSERT_OK(kf_gguf_write_typed(m, NULL, path, KF_DTYPE_BF16, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = NULL, .dtype = KF_DTYPE_BF16}, &err));
     ASSERT_OK(kf_model_load_gguf(&g, path, &err));
     assert_int_equal(g->layers[0].wq.src_dtype, KF_DTYPE_BF16);
     assert_int_equal(g->out_norm_w.src_dtype, KF_DTYPE_F32); // norms stay F32
@@ -179,7 +181,7 @@ static void test_gqa_bf16_roundtrip(void **state) {
 
     // F16 keeps 11 significant bits: relative error at most 2^-11 (these
     // weights are far from F16's subnormal range).
-    ASSERT_OK(kf_gguf_write_typed(m, NULL, path, KF_DTYPE_F16, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = NULL, .dtype = KF_DTYPE_F16}, &err));
     ASSERT_OK(kf_model_load_gguf(&g, path, &err));
     assert_int_equal(g->layers[1].w_down.src_dtype, KF_DTYPE_F16);
     assert_models_equal(m, g, 1.0f / 2048);
@@ -194,7 +196,7 @@ static void test_gpt2_roundtrip(void **state) {
     kf_model *m = load_hf("tests/fixtures/models/gpt2-tiny"), *g;
     char path[256];
     tmp_file(path, "gpt2.gguf");
-    ASSERT_OK(kf_gguf_write(m, NULL, path, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = NULL}, &err));
     kf_gguf *f;
     ASSERT_OK(kf_gguf_open(&f, path, &err));
     char *arch;
@@ -229,7 +231,7 @@ static void test_per_layer_ffn(void **state) {
     kf_model *m = make_llama(3, n_ff, true), *g;
     char path[256];
     tmp_file(path, "ffn.gguf");
-    ASSERT_OK(kf_gguf_write(m, NULL, path, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = NULL}, &err));
     kf_gguf *f;
     ASSERT_OK(kf_gguf_open(&f, path, &err));
     const kf_gguf_kv *kv = kf_gguf_find_kv(f, "llama.feed_forward_length");
@@ -271,7 +273,7 @@ static void test_qwen2_arch(void **state) {
     kf_gguf_writer_add_u32(w, "qwen2.attention.head_count_kv", 2);
     kf_gguf_writer_add_f32(w, "qwen2.attention.layer_norm_rms_epsilon", 1e-6f);
     kf_gguf_writer_add_f32(w, "qwen2.rope.freq_base", 20000.0f);
-#define ADD(name, t) kf_gguf_writer_add_tensor(w, name, (t)->ndim, (t)->ne, (t)->data, KF_DTYPE_F32, 0)
+#define ADD(name, t) kf_gguf_writer_add_tensor(w, name, (t)->ndim, (t)->ne, (t)->data, KF_DTYPE_F32)
     ADD("token_embd.weight", &m->tok_embd);
     ADD("output_norm.weight", &m->out_norm_w);
     ADD("output.weight", &m->lm_head);
@@ -317,7 +319,7 @@ static void test_qwen2_arch(void **state) {
     kf_gguf_writer_add_u32(w, "llama.embedding_length", 32);
     kf_gguf_writer_add_u32(w, "llama.attention.head_count", 4);
     kf_gguf_writer_add_u32(w, "llama.expert_count", 8);
-    kf_gguf_writer_add_tensor(w, "token_embd.weight", 2, m->tok_embd.ne, m->tok_embd.data, KF_DTYPE_F32, 0);
+    kf_gguf_writer_add_tensor(w, "token_embd.weight", 2, m->tok_embd.ne, m->tok_embd.data, KF_DTYPE_F32);
     ASSERT_OK(kf_gguf_writer_save(w, path, &err));
     kf_gguf_writer_free(w);
     ASSERT_FAILS(kf_model_load_gguf(&g, path, &err), path, "mixture-of-experts");
@@ -365,7 +367,7 @@ static void test_q8_0_hand_built(void **state) {
     // original, the step being max|x| / 127 of its block (+0.2% for the f16 scale).
     int n_ff[1] = {24};
     kf_model *m = make_llama(1, n_ff, false), *g;
-    ASSERT_OK(kf_gguf_write_typed(m, NULL, path, KF_DTYPE_Q8_0, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = NULL, .dtype = KF_DTYPE_Q8_0}, &err));
     ASSERT_OK(kf_model_load_gguf(&g, path, &err));
     assert_int_equal(g->layers[0].w_up.src_dtype, KF_DTYPE_Q8_0);
     assert_int_equal(g->layers[0].w_down.src_dtype, KF_DTYPE_F16); // rows of 24: no whole Q8_0 block
@@ -528,7 +530,7 @@ static void test_mutations(void **state) {
     kf_model *src = make_llama(2, n_ff, true);
     char path[256];
     tmp_file(path, "mut.gguf");
-    ASSERT_OK(kf_gguf_write_typed(src, NULL, path, KF_DTYPE_F16, &err));
+    ASSERT_OK(kf_model_save(src, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = NULL, .dtype = KF_DTYPE_F16}, &err));
     kf_model_free(src);
     char *orig;
     size_t n;
@@ -604,8 +606,8 @@ static void test_bad_models(void **state) {
     kf_gguf_writer_add_u32(w, "llama.feed_forward_length", 32);
     kf_gguf_writer_add_u32(w, "llama.attention.head_count", 4);
     kf_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    kf_gguf_writer_add_tensor(w, "token_embd.weight", 2, src->tok_embd.ne, src->tok_embd.data, KF_DTYPE_F32, 0);
-    kf_gguf_writer_add_tensor(w, "output_norm.weight", 1, src->out_norm_w.ne, src->out_norm_w.data, KF_DTYPE_F32, 0);
+    kf_gguf_writer_add_tensor(w, "token_embd.weight", 2, src->tok_embd.ne, src->tok_embd.data, KF_DTYPE_F32);
+    kf_gguf_writer_add_tensor(w, "output_norm.weight", 1, src->out_norm_w.ne, src->out_norm_w.data, KF_DTYPE_F32);
     ASSERT_OK(kf_gguf_writer_save(w, path, &err));
     kf_gguf_writer_free(w);
     ASSERT_FAILS(kf_model_load_gguf(&m, path, &err), path, "missing tensor layer 0 attn_norm");
@@ -626,7 +628,7 @@ static void test_tokenizer_spm_roundtrip(void **state) {
     ASSERT_OK(kf_tokenizer_load_llama2c(&tok, tp, 4096, &err));
     kf_model *m = load_hf("models/llama-gutenberg-1.4m");
     tmp_file(path, "tok.gguf");
-    ASSERT_OK(kf_gguf_write(m, tok, path, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = tok}, &err));
     kf_gguf *f;
     ASSERT_OK(kf_gguf_open(&f, path, &err));
     char *model;
@@ -694,7 +696,7 @@ static void test_tokenizer_json_to_gguf(void **state) {
     ASSERT_OK(kf_tokenizer_load_hf(&tok, dir, &err));
     kf_model *m = load_hf("models/llama-gutenberg-1.4m");
     tmp_file(path, "tokjson.gguf");
-    ASSERT_OK(kf_gguf_write(m, tok, path, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = tok}, &err));
     ASSERT_OK(kf_tokenizer_load_gguf(&back, path, &err));
     assert_same_ids(tok, back, wiki, true);
     kf_tokenizer_free(back);
@@ -722,7 +724,7 @@ static void test_tokenizer_gpt2_to_gguf(void **state) {
     int n_ff[1] = {32};
     kf_model *m = make_llama_vocab(1, n_ff, false, kf_tokenizer_n_vocab(tok));
     tmp_file(path, "gpt2tok.gguf");
-    ASSERT_OK(kf_gguf_write(m, tok, path, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = tok}, &err));
     ASSERT_OK(kf_tokenizer_load_gguf(&back, path, &err));
     assert_int_equal(kf_tokenizer_kind(back), KF_TOK_BYTELEVEL);
     assert_int_equal(kf_tokenizer_n_merges(back), kf_tokenizer_n_merges(tok));
@@ -795,7 +797,7 @@ static void test_tokenizer_bytelevel_gguf(void **state) {
     // and back: same pieces, merges and ids.
     int n_ff[1] = {32};
     kf_model *m = make_llama_vocab(1, n_ff, false, 264);
-    ASSERT_OK(kf_gguf_write(m, tok, path, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = tok}, &err));
     kf_tokenizer *back;
     ASSERT_OK(kf_tokenizer_load_for_model(&back, path, 264, &err));
     assert_int_equal(kf_tokenizer_n_vocab(back), 264);

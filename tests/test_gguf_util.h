@@ -34,17 +34,17 @@
     } while (0)
 
 // A per-process path under /tmp; out must hold 256 bytes.
-static void tmp_file(char *out, const char *name) {
+static inline void tmp_file(char *out, const char *name) {
     snprintf(out, 256, "/tmp/kf_gguf_test_%d_%s", (int)getpid(), name);
 }
 
 static uint32_t rng_state = 12345;
-static float rng_uniform(void) { // in [-1, 1)
+static inline float rng_uniform(void) { // in [-1, 1)
     rng_state = rng_state * 1664525u + 1013904223u;
     return (float)(rng_state >> 8) / (float)(1u << 23) - 1.0f;
 }
 
-static void fill_random(kf_model *m, kf_tensor *t, int ndim, int64_t d0, int64_t d1) {
+static inline void fill_random(kf_model *m, kf_tensor *t, int ndim, int64_t d0, int64_t d1) {
     int64_t ne[2] = {d0, d1};
     kf_error err = {0};
     if (kf_model_alloc_tensor(m, t, ndim, ne, &err) != KF_OK) fail_msg("%s", err.msg);
@@ -53,7 +53,7 @@ static void fill_random(kf_model *m, kf_tensor *t, int ndim, int64_t d0, int64_t
 
 // A small Llama in memory: vocabulary n_vocab, GQA 4/2 heads of 8, one FFN
 // width per layer (n_ff[l]), untied head, Q/K/V biases when with_bias.
-static kf_model *make_llama_vocab(int n_layer, const int *n_ff, bool with_bias, int n_vocab) {
+static inline kf_model *make_llama_vocab(int n_layer, const int *n_ff, bool with_bias, int n_vocab) {
     kf_model *m = kf_model_new();
     m->arch = KF_ARCH_LLAMA;
     m->norm = KF_NORM_RMS;
@@ -95,13 +95,13 @@ static kf_model *make_llama_vocab(int n_layer, const int *n_ff, bool with_bias, 
     return m;
 }
 
-static kf_model *make_llama(int n_layer, const int *n_ff, bool with_bias) {
+static inline kf_model *make_llama(int n_layer, const int *n_ff, bool with_bias) {
     return make_llama_vocab(n_layer, n_ff, with_bias, 40);
 }
 
 // Hyper-parameters equal, and every tensor present in both with the same
 // shape and values within tol (0: bit-exact).
-static void assert_models_equal(const kf_model *a, const kf_model *b, float tol) {
+static inline void assert_models_equal(const kf_model *a, const kf_model *b, float tol) {
     assert_int_equal(a->arch, b->arch);
     assert_int_equal(a->norm, b->norm);
     assert_int_equal(a->act, b->act);
@@ -145,7 +145,7 @@ static void assert_models_equal(const kf_model *a, const kf_model *b, float tol)
 
 // Runs the prefill on the fixture's ids and returns the largest absolute
 // difference from the PyTorch logits in tests/fixtures/models/<name>.logits.bin.
-static double fixture_logits_diff(const kf_model *m, const char *name) {
+static inline double fixture_logits_diff(const kf_model *m, const char *name) {
     char path[1200];
     kf_error err = {0};
     char *text;
@@ -186,7 +186,7 @@ static double fixture_logits_diff(const kf_model *m, const char *name) {
 // exactly as stored in a written file, it checks that the file is what those
 // programs expect. Returns the largest |logit - fixture| like
 // fixture_logits_diff.
-static void ref_matvec(const float *w, const double *x, double *y, int64_t rows, int64_t cols) {
+static inline void ref_matvec(const float *w, const double *x, double *y, int64_t rows, int64_t cols) {
     for (int64_t r = 0; r < rows; r++) {
         double acc = 0;
         for (int64_t c = 0; c < cols; c++) acc += (double)w[r * cols + c] * x[c];
@@ -194,14 +194,14 @@ static void ref_matvec(const float *w, const double *x, double *y, int64_t rows,
     }
 }
 
-static void ref_rmsnorm(const double *x, const float *w, double *y, int64_t n, double eps) {
+static inline void ref_rmsnorm(const double *x, const float *w, double *y, int64_t n, double eps) {
     double ss = 0;
     for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
     double s = 1.0 / sqrt(ss / (double)n + eps);
     for (int64_t i = 0; i < n; i++) y[i] = x[i] * s * w[i];
 }
 
-static void ref_rope_interleaved(double *v, int n_heads, int D, int pos, double theta) {
+static inline void ref_rope_interleaved(double *v, int n_heads, int D, int pos, double theta) {
     for (int h = 0; h < n_heads; h++)
         for (int i = 0; i < D / 2; i++) {
             double a = pos * pow(theta, -2.0 * i / D), c = cos(a), s = sin(a);
@@ -212,7 +212,7 @@ static void ref_rope_interleaved(double *v, int n_heads, int D, int pos, double 
 }
 
 // m: a Llama whose wq/wk are replaced by wq_file[l]/wk_file[l] (interleaved rows).
-static double ref_interleaved_logits_diff(const kf_model *m, const float *const *wq_file, const float *const *wk_file,
+static inline double ref_interleaved_logits_diff(const kf_model *m, const float *const *wq_file, const float *const *wk_file,
                                           const char *name) {
     char path[1200];
     kf_error err = {0};

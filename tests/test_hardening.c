@@ -17,7 +17,8 @@
 #include <cmocka.h>
 
 #include "core/file.h"
-#include "io/hf_write.h"
+#include "io/load.h"
+#include "io/save.h"
 #include "model/model.h"
 #include "stats/statsfile.h"
 #include "test_util.h"
@@ -198,7 +199,8 @@ static void test_dense_layer_routers_refused(void **state) {
     }
     char dir[256], cfg_path[512];
     tmp_file(dir, "dense_routers");
-    ASSERT_OK(kf_hf_write(m, dir, &err));
+    kf_save_opts o = {.format = KF_FORMAT_HF};
+    ASSERT_OK(kf_model_save(m, dir, &o, &err));
     kf_model_free(m);
     // layer 1 dense in config.json; its router stays in moe_router.safetensors
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);

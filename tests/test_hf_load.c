@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "io/load.h"
 #include "core/file.h"
 #include "model/model.h"
 #include "test_hf_util.h"

@@ -13,9 +13,10 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "io/save.h"
+#include "io/load.h"
 #include "core/file.h"
-#include "io/hf_write.h"
-#include "io/safetensors.h"
+#include "formats/safetensors.h"
 #include "model/model.h"
 #include "test_hf_util.h"
 
@@ -79,7 +80,7 @@ static void models_equal(const kf_model *a, const kf_model *b) {
 static kf_model *roundtrip(const kf_model *m, const char *dir) {
     kf_error err = {0};
     kf_model *r;
-    ASSERT_OK(kf_hf_write(m, dir, &err));
+    ASSERT_OK(kf_model_save(m, dir, &(kf_save_opts){.format = KF_FORMAT_HF}, &err));
     ASSERT_OK(kf_model_load_hf(&r, dir, &err));
     models_equal(m, r);
     return r;
@@ -229,7 +230,7 @@ static void test_sharded(void **state) {
     kf_error err = {0};
     ASSERT_OK(kf_model_load_hf(&m, src, &err));
     tmp_dir(one);
-    ASSERT_OK(kf_hf_write(m, one, &err));
+    ASSERT_OK(kf_model_save(m, one, &(kf_save_opts){.format = KF_FORMAT_HF}, &err));
     kf_st_set st = {0};
     snprintf(p, sizeof p, "%s/model.safetensors", one);
     ASSERT_OK(kf_st_set_add_file(&st, p, &err));
@@ -277,7 +278,7 @@ static void test_sharded(void **state) {
     models_equal(m, r);
     kf_model_free(r);
     // The writer refuses a folder that holds a sharded checkpoint (the index would win on load).
-    assert_int_equal(kf_hf_write(m, two, &err), KF_ERR_ARG);
+    assert_int_equal(kf_model_save(m, two, &(kf_save_opts){.format = KF_FORMAT_HF}, &err), KF_ERR_ARG);
     kf_model_free(m);
     rm_tree(one);
     rm_tree(two);

@@ -13,7 +13,8 @@
 
 #include <cmocka.h>
 
-#include "io/llama2c.h"
+#include "io/save.h"
+#include "io/load.h"
 #include "test_gguf_util.h"
 
 #define LOGITS_TOL 1e-4
@@ -40,7 +41,7 @@ static void test_llama_1_4m_roundtrip(void **state) {
     kf_model *m = load_hf("models/llama-gutenberg-1.4m"), *g;
     char path[256];
     tmp_file(path, "llama14.bin");
-    ASSERT_OK(kf_llama2c_write(m, path, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_LLAMA2C}, &err));
 
     // run.c's layout: header, then token_embedding (V, C), rms_att (L, C), wq ...
     size_t n;
@@ -93,7 +94,7 @@ static void test_gqa_untied_roundtrip(void **state) {
     kf_model *m = load_hf("tests/fixtures/models/llama-gqa-bf16"), *g;
     char path[256];
     tmp_file(path, "gqa.bin");
-    ASSERT_OK(kf_llama2c_write(m, path, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_LLAMA2C}, &err));
     size_t n;
     float *raw = read_all_floats(path, &n);
     int32_t hdr[7];
@@ -135,7 +136,7 @@ static void test_wrong_size(void **state) {
     m->eos_id = 2;
     char path[256];
     tmp_file(path, "size.bin");
-    ASSERT_OK(kf_llama2c_write(m, path, &err));
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_LLAMA2C}, &err));
     ASSERT_OK(kf_model_load_llama2c(&g, path, &err)); // the base is valid
     assert_models_equal(m, g, 0);
     kf_model_free(g);
@@ -173,14 +174,14 @@ static void test_unwritable(void **state) {
     tmp_file(path, "unwritable.bin");
     int n_ff[2] = {16, 32};
     kf_model *m = make_llama(2, n_ff, false);
-    ASSERT_FAILS(kf_llama2c_write(m, path, &err), path, "one FFN width");
+    ASSERT_FAILS(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_LLAMA2C}, &err), path, "one FFN width");
     kf_model_free(m);
     int same[2] = {16, 16};
     m = make_llama(2, same, true);
-    ASSERT_FAILS(kf_llama2c_write(m, path, &err), path, "no biases");
+    ASSERT_FAILS(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_LLAMA2C}, &err), path, "no biases");
     kf_model_free(m);
     m = load_hf("tests/fixtures/models/gpt2-tiny");
-    ASSERT_FAILS(kf_llama2c_write(m, path, &err), path, "not gpt2");
+    ASSERT_FAILS(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_LLAMA2C}, &err), path, "not gpt2");
     kf_model_free(m);
     assert_false(kf_file_exists(path));
 }

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "io/load.h"
 #include "model/model.h"
 #include "runtime/forward.h"
 

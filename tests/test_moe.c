@@ -22,8 +22,9 @@
 
 #include <cmocka.h>
 
-#include "io/gguf.h"
-#include "io/hf_write.h"
+#include "io/save.h"
+#include "io/load.h"
+#include "formats/gguf.h"
 #include "moe/moefy.h"
 #include "moe/split.h"
 #include "runtime/forward.h"
@@ -248,7 +249,7 @@ static void test_save_load(void **state) {
     assert_non_null(mkdtemp(dir));
     kf_error err = {0};
     snprintf(path, sizeof path, "%s/hf", dir);
-    if (kf_hf_write(m, path, &err) != KF_OK) fail_msg("%s", err.msg);
+    if (kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_HF}, &err) != KF_OK) fail_msg("%s", err.msg);
     kf_model *h = load(path);
     assert_int_equal(h->layers[1].n_expert, 8);
     assert_int_equal(h->layers[1].router, KF_ROUTER_MLP);
@@ -259,7 +260,7 @@ static void test_save_load(void **state) {
     assert_memory_equal(dec, got_dec, n * sizeof(float));
     kf_model_free(h);
     snprintf(path, sizeof path, "%s/m.gguf", dir);
-    if (kf_gguf_write(m, NULL, path, &err) != KF_OK) fail_msg("%s", err.msg);
+    if (kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = NULL}, &err) != KF_OK) fail_msg("%s", err.msg);
     h = load(path);
     logits_of(h, got, got_dec);
     assert_memory_equal(ref, got, n * sizeof(float));

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "io/load.h"
 #include "runtime/forward.h"
 #include "transform/compress.h"
 

@@ -1,3 +1,4 @@
+#include "io/load.h"
 #include "cli.h"
 
 #include <cjson/cJSON.h>

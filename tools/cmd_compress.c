@@ -14,14 +14,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "io/save.h"
 #include "analyze/pipeline.h"
 #include "cli.h"
 #include "core/file.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
-#include "io/gguf.h"
-#include "io/hf_write.h"
-#include "io/llama2c.h"
 #include "transform/compress.h"
 #include "transform/refit.h"
 
@@ -68,16 +66,6 @@ static void read_thresholds(const char *path, int L, double *t) {
     cJSON_Delete(root);
 }
 
-// Copies src to dst through dst.tmp and a rename.
-static void copy_file(const char *src, const char *dst) {
-    size_t len;
-    char *buf = kf_cli_read_text(src, &len), tmp[2100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", dst);
-    FILE *f = fopen(tmp, "wb");
-    if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0 || rename(tmp, dst) != 0)
-        kf_cli_failf("%s: cannot write", dst);
-    free(buf);
-}
 
 static void on_progress(void *user, const char *stage, int layer, int n_layer) {
     char extra[64];
@@ -167,7 +155,8 @@ int kf_cmd_compress(int argc, char **argv) {
     if (!path) kf_cli_failf("compress: MODEL is required");
     if (method < 0) kf_cli_failf("compress: --method is required (%s, ...)", method_names[0]);
     if (!out) kf_cli_failf("compress: -o OUT is required");
-    if (strcmp(format, "hf") && strcmp(format, "gguf") && strcmp(format, "llama2c"))
+    kf_format fmt;
+    if (!kf_format_parse(format, &fmt))
         kf_cli_failf("compress: --format must be hf, gguf or llama2c, not '%s'", format);
     int n_targets = (n_w > 0) + (keep > 0) + (target > 0) + (max_inc >= 0) + (thr_path != NULL) + (n_drop > 0);
     if (n_targets != 1)
@@ -272,22 +261,8 @@ int kf_cmd_compress(int argc, char **argv) {
     double secs = kf_time_now() - t0;
 
     // Export: only now is anything written.
-    if (!strcmp(format, "hf")) {
-        if (kf_hf_write(m, out, &err) != KF_OK) kf_cli_fail(&err);
-        const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tokenizer.bin",
-                                   "generation_config.json", "special_tokens_map.json"};
-        for (size_t i = 0; i < sizeof tok_files / sizeof tok_files[0]; i++) {
-            char src[2048], dst[2048];
-            if (!kf_dir_exists(path) || !kf_path_join(src, sizeof src, path, tok_files[i]) || !kf_file_exists(src))
-                continue;
-            if (!kf_path_join(dst, sizeof dst, out, tok_files[i])) kf_cli_failf("%s: path too long", out);
-            copy_file(src, dst);
-        }
-    } else if (!strcmp(format, "gguf")) {
-        if (kf_gguf_write(m, tok, out, &err) != KF_OK) kf_cli_fail(&err);
-    } else {
-        if (kf_llama2c_write(m, out, &err) != KF_OK) kf_cli_fail(&err);
-    }
+    kf_save_opts so = {.format = fmt, .tok = tok, .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
+    if (kf_model_save(m, out, &so, &err) != KF_OK) kf_cli_fail(&err);
 
     cJSON *o_js = cJSON_CreateObject();
     cJSON_AddStringToObject(o_js, "model", path);

@@ -10,12 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/save.h"
 #include "analyze/pipeline.h"
 #include "cli.h"
 #include "core/file.h"
 #include "core/progress.h"
-#include "io/gguf.h"
-#include "io/hf_write.h"
 #include "moe/moefy.h"
 
 static const char *split_names[] = {"kmeans", "coact", "fold"};
@@ -31,24 +30,6 @@ static void on_progress(void *user, const char *stage, int layer, int n_layer) {
     char extra[64];
     snprintf(extra, sizeof extra, "%s, layer %d/%d", stage, layer, n_layer);
     kf_progress_update(user, layer, extra);
-}
-
-// Copies tokenizer files of an HF source folder next to the written model.
-static void copy_tokenizer(const char *src_dir, const char *out) {
-    const char *files[] = {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tokenizer.bin",
-                           "generation_config.json", "special_tokens_map.json"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        char src[2048], dst[2048], tmp[2100];
-        if (!kf_path_join(src, sizeof src, src_dir, files[i]) || !kf_file_exists(src)) continue;
-        if (!kf_path_join(dst, sizeof dst, out, files[i])) kf_cli_failf("%s: path too long", out);
-        size_t len;
-        char *buf = kf_cli_read_text(src, &len);
-        snprintf(tmp, sizeof tmp, "%s.tmp", dst);
-        FILE *f = fopen(tmp, "wb");
-        if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0 || rename(tmp, dst) != 0)
-            kf_cli_failf("%s: cannot write", dst);
-        free(buf);
-    }
 }
 
 int kf_cmd_moefy(int argc, char **argv) {
@@ -123,12 +104,9 @@ int kf_cmd_moefy(int argc, char **argv) {
     if (s != KF_OK) kf_cli_fail(&err);
     double secs = kf_time_now() - t0;
 
-    if (!strcmp(format, "hf")) {
-        if (kf_hf_write(m, out, &err) != KF_OK) kf_cli_fail(&err);
-        if (kf_dir_exists(path)) copy_tokenizer(path, out);
-    } else if (kf_gguf_write(m, tok, out, &err) != KF_OK) {
-        kf_cli_fail(&err);
-    }
+    kf_save_opts so = {.format = strcmp(format, "hf") ? KF_FORMAT_GGUF : KF_FORMAT_HF, .tok = tok,
+                       .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
+    if (kf_model_save(m, out, &so, &err) != KF_OK) kf_cli_fail(&err);
 
     cJSON *js = cJSON_CreateObject();
     cJSON_AddStringToObject(js, "model", path);

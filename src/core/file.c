@@ -89,6 +89,13 @@ bool kf_path_join(char *out, size_t n, const char *dir, const char *name) {
     return r > 0 && (size_t)r < n;
 }
 
+kf_status kf_file_begin(const char *path, char *tmp, size_t cap, FILE **f, kf_error *err) {
+    *f = NULL;
+    if ((size_t)snprintf(tmp, cap, "%s.tmp", path) >= cap) return kf_error_set(err, KF_ERR_ARG, "%s: path too long", path);
+    *f = fopen(tmp, "wb");
+    return *f ? KF_OK : kf_error_set(err, KF_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+}
+
 kf_status kf_file_commit(FILE *f, bool ok, const char *tmp, const char *path, kf_error *err) {
     if (fclose(f) != 0) ok = false;
     if (!ok) {

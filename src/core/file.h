@@ -20,6 +20,9 @@ void kf_mmap_close(kf_mmap *m);
 // Reads a whole file into a malloc'd, NUL-terminated buffer (*len excludes the NUL).
 kf_status kf_file_read_all(const char *path, char **buf, size_t *len, kf_error *err);
 bool kf_file_exists(const char *path);
+// Starts a file written under a temporary name: opens path.tmp (its name
+// into tmp, cap bytes) for kf_file_commit to finish.
+kf_status kf_file_begin(const char *path, char *tmp, size_t cap, FILE **f, kf_error *err);
 // Finishes a file written under a temporary name: closes f, then renames tmp
 // to path if every write succeeded (ok) and the close did too, else removes
 // tmp. A failed write thus never leaves a half-written file at path.

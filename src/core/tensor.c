@@ -63,13 +63,21 @@ float kf_f16_to_f32_1(uint16_t h) {
     return f;
 }
 
-void kf_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = kf_f16_to_f32_1(src[i]);
+// Sources may sit at any byte offset in a file map (GGUF with alignment 1,
+// safetensors), so 16-bit values are loaded through memcpy.
+static uint16_t load_u16(const uint8_t *p, int64_t i) {
+    uint16_t v;
+    memcpy(&v, p + 2 * i, 2);
+    return v;
 }
 
-void kf_bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+void kf_f16_to_f32(const void *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = kf_f16_to_f32_1(load_u16(src, i));
+}
+
+void kf_bf16_to_f32(const void *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)src[i] << 16;
+        uint32_t u = (uint32_t)load_u16(src, i) << 16;
         memcpy(&dst[i], &u, 4);
     }
 }
@@ -123,5 +131,40 @@ void kf_dtype_to_f32(kf_dtype d, const void *src, float *dst, int64_t n) {
     case KF_DTYPE_BF16: kf_bf16_to_f32(src, dst, n); break;
     case KF_DTYPE_Q8_0: kf_q8_0_to_f32(src, dst, n); break;
     default: break;
+    }
+}
+
+// Q8_0: blocks of 32 values as an f16 scale d = max|x|/127 and int8 round(x/d).
+static void q8_0_from_f32(const float *x, uint8_t *dst, int64_t n) {
+    for (int64_t b = 0; b < n / 32; b++, x += 32, dst += 34) {
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+        // Quantise with the scale as stored (f16), so the decoded error stays
+        // within half a step; |x|/d then exceeds 127 by at most 0.06.
+        uint16_t h = kf_f32_to_f16(amax / 127.0f);
+        float d = kf_f16_to_f32_1(h), id = d > 0 ? 1.0f / d : 0.0f;
+        memcpy(dst, &h, 2);
+        for (int i = 0; i < 32; i++) dst[2 + i] = (uint8_t)(int8_t)lrintf(x[i] * id);
+    }
+}
+
+void kf_f32_to_dtype(kf_dtype d, const float *src, void *dst, int64_t n) {
+    uint8_t *out = dst;
+    uint16_t h;
+    switch (d) {
+    case KF_DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) {
+            h = kf_f32_to_f16(src[i]);
+            memcpy(out + 2 * i, &h, 2);
+        }
+        break;
+    case KF_DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            h = kf_f32_to_bf16(src[i]);
+            memcpy(out + 2 * i, &h, 2);
+        }
+        break;
+    case KF_DTYPE_Q8_0: q8_0_from_f32(src, dst, n); break;
+    default: memcpy(dst, src, sizeof(float) * (size_t)n); break;
     }
 }

@@ -39,14 +39,17 @@ const char *kf_dtype_name(kf_dtype d);
 // Bytes for n elements stored in dtype d (n a multiple of 32 for Q8_0).
 size_t kf_dtype_size(kf_dtype d, int64_t n);
 
-// Conversions to fp32 (n elements).
-void kf_f16_to_f32(const uint16_t *src, float *dst, int64_t n);
-void kf_bf16_to_f32(const uint16_t *src, float *dst, int64_t n);
+// Conversions to fp32 (n elements); sources need no alignment.
+void kf_f16_to_f32(const void *src, float *dst, int64_t n);
+void kf_bf16_to_f32(const void *src, float *dst, int64_t n);
 void kf_q8_0_to_f32(const void *src, float *dst, int64_t n);
 uint16_t kf_f32_to_f16(float x);
 uint16_t kf_f32_to_bf16(float x); // round to nearest even
 float kf_f16_to_f32_1(uint16_t h);
-// Converts n floats from src (stored as dtype) into dst.
+// Converts n floats from src (stored as dtype, any alignment) into dst.
 void kf_dtype_to_f32(kf_dtype d, const void *src, float *dst, int64_t n);
+// Stores n floats as dtype into dst (kf_dtype_size(d, n) bytes, any
+// alignment); Q8_0 as ggml quantises it (n a multiple of 32).
+void kf_f32_to_dtype(kf_dtype d, const float *src, void *dst, int64_t n);
 
 #endif

@@ -7,50 +7,12 @@
 #include <string.h>
 
 #include "core/file.h"
-#include "io/gguf.h"
+#include "formats/llama2c.h"
+#include "arch/arch.h"
+#include "arch/rope.h"
 
-#define L2C_HEADER_BYTES 28
 #define L2C_ROPE_THETA 10000.0f
 #define L2C_NORM_EPS 1e-5f
-
-typedef struct {
-    int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
-} l2c_header;
-
-// Total floats the header implies, or -1 on overflow.
-static int64_t expected_floats(const l2c_header *h, bool shared) {
-    int64_t C = h->dim, F = h->hidden_dim, L = h->n_layers, V = h->vocab_size, T = h->seq_len;
-    int64_t KV = C / h->n_heads * h->n_kv_heads, Dh = C / h->n_heads;
-    // Each factor is below 2^31 and at most three are multiplied, so only
-    // the sums and triple products need care: compute in double first.
-    double approx = (double)V * C * (shared ? 1 : 2) +
-                    (double)L * (2.0 * C + 2.0 * C * C + 2.0 * KV * C + 3.0 * F * C) + C + (double)T * Dh;
-    if (approx > 4e18) return -1;
-    return V * C * (shared ? 1 : 2) + L * (2 * C + 2 * C * C + 2 * KV * C + 3 * F * C) + C + T * Dh;
-}
-
-static kf_status read_header(const kf_mmap *map, const char *path, l2c_header *h, bool *shared, kf_error *err) {
-    if (map->size < L2C_HEADER_BYTES)
-        return kf_error_set(err, KF_ERR_FORMAT, "%s: %zu bytes is too short for a llama2.c header", path, map->size);
-    int32_t v[7];
-    memcpy(v, map->data, sizeof v);
-    *h = (l2c_header){v[0], v[1], v[2], v[3], v[4], v[5] == INT32_MIN ? 0 : v[5] < 0 ? -v[5] : v[5], v[6]};
-    *shared = v[5] > 0;
-    if (h->dim <= 0 || h->hidden_dim <= 0 || h->n_layers <= 0 || h->n_heads <= 0 || h->n_kv_heads <= 0 ||
-        h->vocab_size <= 0 || h->seq_len <= 0 || h->dim % h->n_heads != 0 || h->n_heads % h->n_kv_heads != 0 ||
-        (h->dim / h->n_heads) % 2 != 0)
-        return kf_error_set(err, KF_ERR_FORMAT,
-                            "%s: bad llama2.c header (dim %d, hidden %d, layers %d, heads %d/%d, vocab %d, seq_len %d)",
-                            path, v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
-    int64_t n = expected_floats(h, *shared);
-    if (n < 0 || (uint64_t)n > (SIZE_MAX - L2C_HEADER_BYTES) / 4 || map->size != L2C_HEADER_BYTES + (size_t)n * 4)
-        return kf_error_set(err, KF_ERR_FORMAT,
-                            "%s: file is %zu bytes but its llama2.c header (dim %d, hidden %d, layers %d, heads %d/%d, "
-                            "vocab %d, seq_len %d) implies %.0f",
-                            path, map->size, v[0], v[1], v[2], v[3], v[4], v[5], v[6],
-                            n < 0 ? INFINITY : L2C_HEADER_BYTES + (double)n * 4);
-    return KF_OK;
-}
 
 // Points t at the next rows*cols floats of the file.
 static float *take(float **p, kf_tensor *t, int ndim, int64_t rows, int64_t cols) {
@@ -67,9 +29,8 @@ kf_status kf_model_load_llama2c(kf_model **out, const char *path, kf_error *err)
     kf_mmap map;
     kf_status st = kf_mmap_open(&map, path, err);
     if (st != KF_OK) return st;
-    l2c_header h = {0};
-    bool shared = false;
-    if ((st = read_header(&map, path, &h, &shared, err)) != KF_OK) {
+    kf_l2c_header h = {0};
+    if ((st = kf_l2c_read_header(&map, path, &h, err)) != KF_OK) {
         kf_mmap_close(&map);
         return st;
     }
@@ -78,7 +39,7 @@ kf_status kf_model_load_llama2c(kf_model **out, const char *path, kf_error *err)
         kf_mmap_close(&map);
         return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
     }
-    float *base = (float *)((char *)map.data + L2C_HEADER_BYTES); // 28 bytes: float-aligned in the page-aligned map
+    float *base = (float *)((char *)map.data + KF_L2C_HEADER_BYTES); // 28 bytes: float-aligned in the page-aligned map
     if ((st = kf_model_add_map(m, map, err)) != KF_OK) {
         kf_model_free(m);
         return st;
@@ -88,11 +49,7 @@ kf_status kf_model_load_llama2c(kf_model **out, const char *path, kf_error *err)
         kf_model_free(m);
         return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
     }
-    m->arch = KF_ARCH_LLAMA;
-    m->norm = KF_NORM_RMS;
-    m->act = KF_ACT_SILU;
-    m->pos = KF_POS_ROPE;
-    m->gated_ffn = true;
+    kf_arch_set_traits(m, KF_ARCH_LLAMA);
     m->n_vocab = h.vocab_size;
     m->n_embd = h.dim;
     m->n_layer = h.n_layers;
@@ -120,7 +77,7 @@ kf_status kf_model_load_llama2c(kf_model **out, const char *path, kf_error *err)
     for (int l = 0; l < m->n_layer; l++) take(&p, &m->layers[l].w_up, 2, F, C);
     take(&p, &m->out_norm_w, 1, C, 1);
     p += 2 * (int64_t)h.seq_len * (Dh / 2); // freq_cis_real, freq_cis_imag: recomputed by the runtime
-    if (shared) {
+    if (h.shared) {
         m->lm_head = m->tok_embd;
         m->tied_head = true;
     } else {
@@ -156,9 +113,8 @@ kf_status kf_model_load_llama2c(kf_model **out, const char *path, kf_error *err)
 // Writes rows*cols floats; rope_heads > 0 stores rows in the interleaved layout.
 static bool write_rows(FILE *f, const float *x, int64_t rows, int64_t cols, int rope_heads) {
     if (rope_heads == 0) return fwrite(x, sizeof(float), (size_t)(rows * cols), f) == (size_t)(rows * cols);
-    int64_t D = rows / rope_heads, half = D / 2;
     for (int64_t r = 0; r < rows; r++) {
-        int64_t k = r % D, src = r - k + (k % 2) * half + k / 2; // interleaved 2i+j <- rotate-half j*D/2+i
+        int64_t src = kf_rope_rotate_half_row(r, rows / rope_heads);
         if (fwrite(x + src * cols, sizeof(float), (size_t)cols, f) != (size_t)cols) return false;
     }
     return true;
@@ -167,8 +123,7 @@ static bool write_rows(FILE *f, const float *x, int64_t rows, int64_t cols, int 
 static kf_status check_writable(const kf_model *m, const char *path, kf_error *err) {
     kf_status st = kf_model_validate(m, path, err);
     if (st != KF_OK) return st;
-    if (m->arch != KF_ARCH_LLAMA || m->norm != KF_NORM_RMS || m->act != KF_ACT_SILU || m->pos != KF_POS_ROPE ||
-        !m->gated_ffn)
+    if (m->arch != KF_ARCH_LLAMA || !kf_arch_traits_match(m))
         return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: llama2.c holds only Llama-architecture models, not %s", path,
                             kf_arch_name(m->arch));
     if ((int64_t)m->head_dim * m->n_head != m->n_embd)
@@ -192,9 +147,6 @@ static kf_status check_writable(const kf_model *m, const char *path, kf_error *e
 kf_status kf_llama2c_write(const kf_model *m, const char *path, kf_error *err) {
     kf_status st = check_writable(m, path, err);
     if (st != KF_OK) return st;
-    char tmp[1100];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return kf_error_set(err, KF_ERR_ARG, "%s: path too long", path);
     int64_t Dh = m->head_dim, T = m->n_ctx_train, C = m->n_embd, F = m->layers[0].n_ff;
     // freq_cis as llama2.c computed it: angle t * theta^(-2i/Dh), i < Dh/2.
     float *freq = malloc(sizeof(float) * (size_t)(2 * T * (Dh / 2)));
@@ -205,10 +157,11 @@ kf_status kf_llama2c_write(const kf_model *m, const char *path, kf_error *err) {
             freq[t * (Dh / 2) + i] = cosf(a);
             freq[T * (Dh / 2) + t * (Dh / 2) + i] = sinf(a);
         }
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
+    char tmp[1100];
+    FILE *f;
+    if ((st = kf_file_begin(path, tmp, sizeof tmp, &f, err)) != KF_OK) {
         free(freq);
-        return kf_error_set(err, KF_ERR_IO, "%s: cannot create", tmp);
+        return st;
     }
     int32_t hdr[7] = {m->n_embd,     (int32_t)F,   m->n_layer,
                       m->n_head,     m->n_head_kv, m->tied_head ? m->n_vocab : -m->n_vocab,

@@ -98,6 +98,12 @@ kf_status kf_model_validate(const kf_model *m, const char *what, kf_error *err) 
         return kf_error_set(err, KF_ERR_FORMAT,
                             "%s: bad hyper-parameters (vocab %d, embd %d, layers %d, heads %d/%d, head_dim %d)", what,
                             m->n_vocab, m->n_embd, m->n_layer, m->n_head, m->n_head_kv, m->head_dim);
+    if (m->n_vocab > KF_MAX_VOCAB || m->n_embd > KF_MAX_EMBD || m->n_layer > KF_MAX_LAYERS ||
+        m->n_head > KF_MAX_HEADS || m->head_dim > KF_MAX_HEAD_DIM || m->n_ctx_train > KF_MAX_CTX)
+        return kf_error_set(err, KF_ERR_FORMAT,
+                            "%s: hyper-parameters beyond kfuse's limits (vocab %d, embd %d, layers %d, heads %d, "
+                            "head_dim %d, context %d)", what, m->n_vocab, m->n_embd, m->n_layer, m->n_head,
+                            m->head_dim, m->n_ctx_train);
     if (m->pos == KF_POS_ROPE && m->head_dim % 2 != 0)
         return kf_error_set(err, KF_ERR_FORMAT, "%s: RoPE needs an even head dimension, got %d", what, m->head_dim);
     int64_t C = m->n_embd, V = m->n_vocab, Q = (int64_t)m->n_head * m->head_dim,
@@ -117,7 +123,8 @@ kf_status kf_model_validate(const kf_model *m, const char *what, kf_error *err) 
     for (int l = 0; l < m->n_layer; l++) {
         const kf_layer *L = &m->layers[l];
         int64_t F = L->n_ff;
-        if (F <= 0) return kf_error_set(err, KF_ERR_FORMAT, "%s: layer %d has FFN width %lld", what, l, (long long)F);
+        if (F <= 0 || F > KF_MAX_FFN)
+            return kf_error_set(err, KF_ERR_FORMAT, "%s: layer %d has FFN width %lld", what, l, (long long)F);
         CHECK(&L->attn_norm_w, "attn_norm", l, 1, C, 0, true);
         CHECK(&L->attn_norm_b, "attn_norm_bias", l, 1, C, 0, ln);
         CHECK(&L->wq, "wq", l, 2, Q, C, true);
@@ -146,7 +153,9 @@ kf_status kf_model_validate(const kf_model *m, const char *what, kf_error *err) 
         }
         // mixture of experts: equal experts, a router of the declared kind, a selection rule
         int64_t E = L->n_expert;
-        if (E < 0 || F % E != 0 || L->top_k < 0 || L->top_k > E || (L->top_k == 0 && !(L->coverage > 0 && L->coverage <= 1)))
+        // coverage is kept (and written) for fixed top-k layers too, so it is always a share
+        if (E < 0 || F % E != 0 || L->top_k < 0 || L->top_k > E || !(L->coverage >= 0 && L->coverage <= 1) ||
+            (L->top_k == 0 && !(L->coverage > 0)))
             return kf_error_set(err, KF_ERR_FORMAT,
                                 "%s: layer %d has a bad expert layout (%lld experts of %lld neurons, top-k %d, "
                                 "coverage %g)", what, l, (long long)E, (long long)F, L->top_k, (double)L->coverage);

@@ -20,6 +20,16 @@
 #include "core/status.h"
 #include "core/tensor.h"
 
+// The limits every reader checks and every writer keeps (kf_model_validate),
+// one set for all formats, so that whatever kfuse writes it reads back.
+#define KF_MAX_VOCAB (1 << 24)
+#define KF_MAX_EMBD (1 << 20)
+#define KF_MAX_LAYERS 4096
+#define KF_MAX_HEADS 4096
+#define KF_MAX_HEAD_DIM (1 << 16)
+#define KF_MAX_FFN (1 << 24)
+#define KF_MAX_CTX (1 << 24)
+
 typedef enum {
     KF_ARCH_LLAMA = 0, // Llama, Mistral, Qwen2: RMSNorm, RoPE, SwiGLU, GQA
     KF_ARCH_GPT2,      // GPT-2: LayerNorm, learned positions, GELU-tanh, biases
@@ -95,13 +105,6 @@ typedef struct {
     kf_buffer *buffers;   // owned weight buffers
 } kf_model;
 
-// Loads a model: a Hugging Face folder (config.json + safetensors, possibly
-// sharded), a GGUF v3 file, or a llama2.c checkpoint (.bin). On failure *out
-// is NULL and err names the file and the problem.
-kf_status kf_model_load(kf_model **out, const char *path, kf_error *err);
-kf_status kf_model_load_hf(kf_model **out, const char *dir, kf_error *err);
-kf_status kf_model_load_gguf(kf_model **out, const char *path, kf_error *err);
-kf_status kf_model_load_llama2c(kf_model **out, const char *path, kf_error *err);
 void kf_model_free(kf_model *m);
 
 // Creates an empty model (format "memory") whose fields the caller fills;
@@ -121,8 +124,9 @@ kf_status kf_model_add_map(kf_model *m, kf_mmap map, kf_error *err);
 // (bench/RESULTS.md). Costs one copy of the weights in RAM.
 kf_status kf_model_load_to_memory(kf_model *m, kf_error *err);
 
-// Checks every tensor's presence and shape against the hyper-parameters and
-// each layer's n_ff; err names `what` (usually the file) on mismatch.
+// Checks the hyper-parameters against the KF_MAX_* limits, every tensor's
+// presence and shape against them and each layer's n_ff, and the expert
+// fields; err names `what` (usually the file) on mismatch.
 kf_status kf_model_validate(const kf_model *m, const char *what, kf_error *err);
 
 // Every present tensor with a generic name ("tok_embd", "layers.3.w_up", ...),

@@ -9,8 +9,8 @@
 // GGML writes dims innermost-first: ne[0] is the row length. A row-major
 // weight W (out, in) therefore has GGUF dims [in, out]. kf_gguf_tensor keeps
 // the file's order in dims[] and the outer-first shape of kf_tensor in ne[].
-#ifndef KF_IO_GGUF_H
-#define KF_IO_GGUF_H
+#ifndef KF_FORMATS_GGUF_H
+#define KF_FORMATS_GGUF_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -19,8 +19,6 @@
 #include "core/file.h"
 #include "core/status.h"
 #include "core/tensor.h"
-#include "model/model.h"
-#include "tokenizer/tokenizer.h"
 
 typedef enum {
     KF_GGUF_UINT8 = 0,
@@ -38,6 +36,9 @@ typedef enum {
     KF_GGUF_FLOAT64 = 12,
     KF_GGUF_TYPE_COUNT,
 } kf_gguf_type;
+
+#define KF_GGUF_DEFAULT_ALIGNMENT 32
+#define KF_GGUF_MAX_NAME 64 // ggml's limit on tensor names, NUL included
 
 // ggml tensor types this reader understands.
 enum { KF_GGML_F32 = 0, KF_GGML_F16 = 1, KF_GGML_Q8_0 = 8, KF_GGML_BF16 = 30 };
@@ -63,6 +64,17 @@ typedef struct {
     const uint8_t *data; // inside the map, bounds already checked
 } kf_gguf_tensor;
 
+// Open-addressing index of names (a slot with name NULL is empty).
+typedef struct {
+    const char *name; // inside the map
+    size_t len;
+    int64_t index;
+} kf_gguf_slot;
+typedef struct {
+    kf_gguf_slot *slots;
+    uint64_t mask; // capacity - 1 (a power of two, at least twice the entries)
+} kf_gguf_index;
+
 typedef struct {
     char path[1024];
     kf_mmap map;
@@ -71,6 +83,7 @@ typedef struct {
     int64_t n_kv, n_tensors;
     kf_gguf_kv *kv;
     kf_gguf_tensor *tensors;
+    kf_gguf_index kv_index, tensor_index; // by key, by tensor name
     size_t data_offset; // start of the data section in the file
 } kf_gguf;
 
@@ -121,30 +134,20 @@ void kf_gguf_writer_add_i32_array(kf_gguf_writer *w, const char *key, const int3
 void kf_gguf_writer_add_f32_array(kf_gguf_writer *w, const char *key, const float *v, int64_t n);
 void kf_gguf_writer_add_str_array(kf_gguf_writer *w, const char *key, const char *const *v, int64_t n);
 // Adds a tensor of outer-first shape ne whose fp32 data (not copied: it must
-// live until kf_gguf_writer_save) is stored as dtype (F32, F16, BF16 or
-// Q8_0). rope_heads > 0 permutes rows from rotate-half to the interleaved
-// RoPE layout in rope_heads groups (wq/wk and their biases).
+// live until kf_gguf_writer_save) is stored as dtype (F32, F16, BF16 or Q8_0).
 void kf_gguf_writer_add_tensor(kf_gguf_writer *w, const char *name, int ndim, const int64_t *ne, const float *data,
-                               kf_dtype dtype, int rope_heads);
-// Adds a tensor given as raw bytes already in dtype (not copied).
-void kf_gguf_writer_add_raw(kf_gguf_writer *w, const char *name, int ndim, const int64_t *ne, const void *bytes,
-                            kf_dtype dtype);
+                               kf_dtype dtype);
+// A block of fp32 rows (not copied).
+typedef struct {
+    const float *data;
+    int64_t rows;
+} kf_gguf_rows;
+// Adds a tensor whose rows are 1-3 blocks stacked (their rows sum to ne[0]),
+// optionally reordered: stored row r is stacked row row_order[r] (row_order,
+// ne[0] entries, not copied; NULL keeps the order).
+void kf_gguf_writer_add_stacked(kf_gguf_writer *w, const char *name, int ndim, const int64_t *ne,
+                                const kf_gguf_rows *parts, int n_parts, const int64_t *row_order, kf_dtype dtype);
 // Writes path (through path.tmp and a rename).
 kf_status kf_gguf_writer_save(kf_gguf_writer *w, const char *path, kf_error *err);
-
-// Writes a model as GGUF that llama.cpp can load (architecture `llama` or
-// `gpt2`), with the tokenizer's vocabulary when tok is non-NULL. Weights are
-// F32; kf_gguf_write_typed stores 2-D weights as F16, BF16 or Q8_0 instead
-// (norms and biases stay F32).
-kf_status kf_gguf_write(const kf_model *m, const kf_tokenizer *tok, const char *path, kf_error *err);
-kf_status kf_gguf_write_typed(const kf_model *m, const kf_tokenizer *tok, const char *path, kf_dtype wtype,
-                              kf_error *err);
-
-// RoPE row layouts, shared with the llama2.c reader/writer. A (n_heads *
-// head_dim, ncols) matrix is permuted per head between rotate-half order
-// (row i pairs with i + head_dim/2) and interleaved order (row 2i pairs with
-// 2i+1). ncols = 1 for a bias vector. src and dst must not overlap.
-void kf_rope_rows_to_interleaved(const float *src, float *dst, int64_t n_heads, int64_t head_dim, int64_t ncols);
-void kf_rope_rows_from_interleaved(const float *src, float *dst, int64_t n_heads, int64_t head_dim, int64_t ncols);
 
 #endif

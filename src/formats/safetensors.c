@@ -1,4 +1,4 @@
-#include "io/safetensors.h"
+#include "formats/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -297,4 +297,48 @@ void kf_st_set_free(kf_st_set *s) {
     free(s->paths);
     free(s->maps);
     memset(s, 0, sizeof *s);
+}
+
+static char *write_header(const char *const *names, const kf_tensor *const *ts, int n, bool pt_metadata, size_t *len) {
+    cJSON *h = cJSON_CreateObject();
+    if (pt_metadata) cJSON_AddStringToObject(cJSON_AddObjectToObject(h, "__metadata__"), "format", "pt");
+    uint64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t bytes = (uint64_t)kf_tensor_nelem(ts[i]) * sizeof(float);
+        double shape[KF_MAX_DIMS], span[2] = {(double)off, (double)(off + bytes)};
+        for (int d = 0; d < ts[i]->ndim; d++) shape[d] = (double)ts[i]->ne[d];
+        cJSON *e = cJSON_AddObjectToObject(h, names[i]);
+        cJSON_AddStringToObject(e, "dtype", "F32");
+        cJSON_AddItemToObject(e, "shape", cJSON_CreateDoubleArray(shape, ts[i]->ndim));
+        cJSON_AddItemToObject(e, "data_offsets", cJSON_CreateDoubleArray(span, 2));
+        off += bytes;
+    }
+    char *json = cJSON_PrintUnformatted(h);
+    cJSON_Delete(h);
+    if (!json) return NULL;
+    size_t k = strlen(json), padded = (k + 7) & ~(size_t)7;
+    char *out = realloc(json, padded + 1);
+    if (!out) {
+        free(json);
+        return NULL;
+    }
+    memset(out + k, ' ', padded - k);
+    out[padded] = 0;
+    *len = padded;
+    return out;
+}
+
+bool kf_st_write(FILE *f, const char *const *names, const kf_tensor *const *ts, int n, bool pt_metadata) {
+    size_t hlen;
+    char *header = write_header(names, ts, n, pt_metadata, &hlen);
+    if (!header) return false;
+    uint8_t le[8];
+    for (int i = 0; i < 8; i++) le[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
+    bool ok = fwrite(le, 1, 8, f) == 8 && fwrite(header, 1, hlen, f) == hlen;
+    for (int i = 0; i < n && ok; i++) {
+        size_t k = (size_t)kf_tensor_nelem(ts[i]);
+        ok = fwrite(ts[i]->data, sizeof(float), k, f) == k;
+    }
+    free(header);
+    return ok;
 }

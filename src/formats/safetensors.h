@@ -1,4 +1,4 @@
-// Reader for .safetensors files, single or sharded.
+// Reader and writer for .safetensors files (reading: single or sharded).
 //
 // Layout: u64 little-endian header length N, N bytes of JSON
 //   {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
@@ -7,10 +7,12 @@
 // Every field is validated at open time (dtype, shape x dtype size == byte
 // span, spans inside the data section and not overlapping), so callers may
 // read a tensor's bytes without further checks.
-#ifndef KF_IO_SAFETENSORS_H
-#define KF_IO_SAFETENSORS_H
+#ifndef KF_FORMATS_SAFETENSORS_H
+#define KF_FORMATS_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "core/file.h"
@@ -52,5 +54,12 @@ const kf_st_tensor *kf_st_set_find(const kf_st_set *s, const char *name);
 // Hands file i's map to the caller (the set no longer unmaps it).
 kf_mmap kf_st_set_take_map(kf_st_set *s, int i);
 void kf_st_set_free(kf_st_set *s);
+
+// Writes n F32 tensors (names[i], ts[i]: fp32 data, outer-first shape) to f
+// as one safetensors file: the header (with "__metadata__": {"format": "pt"}
+// first when pt_metadata) padded with spaces to a multiple of 8 bytes, so
+// that the data stays aligned in a map, then the data back to back. False
+// when out of memory or a write fails (the caller commits or removes f).
+bool kf_st_write(FILE *f, const char *const *names, const kf_tensor *const *ts, int n, bool pt_metadata);
 
 #endif

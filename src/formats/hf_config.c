@@ -1,4 +1,4 @@
-#include "io/hf_config.h"
+#include "formats/hf_config.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

@@ -11,21 +11,26 @@
 //              blk.<l>.ffn_router.weight/.bias, blk.<l>.ffn_router2.weight/.bias
 // Router kinds are written as names in config.json ("linear", "mlp",
 // "oracle") and as kf_router_kind numbers in GGUF.
-#ifndef KF_MOE_MOE_IO_H
-#define KF_MOE_MOE_IO_H
+#ifndef KF_IO_MOE_FIELDS_H
+#define KF_IO_MOE_FIELDS_H
 
 #include <stdbool.h>
 
+#include <cjson/cJSON.h>
+
 #include "core/status.h"
-#include "io/gguf.h"
+#include "formats/gguf.h"
 #include "model/model.h"
+
+#define KF_MOE_ROUTER_FILE "moe_router.safetensors"
 
 bool kf_moe_model_has_experts(const kf_model *m);
 
-// After kf_hf_write has written dir: adds "kfuse_moe" to dir/config.json and
-// writes dir/moe_router.safetensors (both through a temporary and a rename).
-// Does nothing for a dense model.
-kf_status kf_moe_hf_write(const kf_model *m, const char *dir, kf_error *err);
+// HF: adds "kfuse_moe" to config.json's tree, and writes the routers to path
+// (the folder's moe_router.safetensors; kf_model_save commits the folder).
+// Both do nothing for a dense model.
+void kf_moe_hf_config(const kf_model *m, cJSON *cfg);
+kf_status kf_moe_hf_write_routers(const kf_model *m, const char *path, kf_error *err);
 
 // Adds the keys and router tensors to a GGUF being written (nothing for a
 // dense model); the tensors' data must live until the writer saves.

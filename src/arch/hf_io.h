@@ -1,12 +1,16 @@
-// Internal interface between the Hugging Face loader (io/hf_load.c) and the
-// per-architecture name mappings (model/arch_llama.c, model/arch_gpt2.c).
-#ifndef KF_IO_HF_ARCH_H
-#define KF_IO_HF_ARCH_H
+// The Hugging Face toolkit of the architecture files: a loader state that
+// hands out tensors by name with their shape checked, and the list of named
+// tensors a writer lays out. The generic folder reader and writer are
+// src/io/hf_load.c and src/io/save.c.
+#ifndef KF_ARCH_HF_IO_H
+#define KF_ARCH_HF_IO_H
 
 #include <stdbool.h>
 
-#include "io/hf_config.h"
-#include "io/safetensors.h"
+#include <cjson/cJSON.h>
+
+#include "formats/hf_config.h"
+#include "formats/safetensors.h"
 #include "model/model.h"
 
 typedef struct {
@@ -42,11 +46,8 @@ kf_status kf_hf_get_conv1d(kf_hf_loader *ld, const char *name, int64_t n_in, int
 void kf_hf_skip(kf_hf_loader *ld, const char *name);
 bool kf_hf_has(const kf_hf_loader *ld, const char *name);
 
-kf_status kf_hf_llama_load(kf_hf_loader *ld, kf_error *err);
-kf_status kf_hf_gpt2_load(kf_hf_loader *ld, kf_error *err);
-
 // Writing: each architecture fills config.json and lists its tensors under
-// their Hugging Face names; io/hf_write.c lays them out in one file.
+// their Hugging Face names; io/save.c lays them out in one file.
 typedef struct {
     char name[160];
     kf_tensor t; // fp32 data, outer-first shape
@@ -68,7 +69,6 @@ float *kf_hf_outs_alloc(kf_hf_outs *o, int64_t n);
 // A JSON number that reads back as exactly x, printed with the fewest digits.
 cJSON *kf_hf_json_f32(float x);
 
-kf_status kf_hf_llama_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_error *err);
-kf_status kf_hf_gpt2_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_error *err);
+void kf_hf_outs_free(kf_hf_outs *o);
 
 #endif

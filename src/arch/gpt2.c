@@ -1,14 +1,16 @@
-// GPT-2 checkpoints in Hugging Face layout (GPT2LMHeadModel), both directions.
-// Names carry a "transformer." prefix or none; Conv1D weights are stored
+// The GPT-2 family: LayerNorm, learned positions, GELU-tanh, biases.
+// Hugging Face (GPT2LMHeadModel) and GGUF (`gpt2`), both directions.
+// HF names carry a "transformer." prefix or none; Conv1D weights are stored
 // (in, out) and the attention's q, k, v are fused in c_attn (C, 3C), so they
-// are transposed and split at load time, and fused back when writing.
+// are transposed and split at load time, and fused back when writing. GGUF
+// stores q, k, v fused as attn_qkv (3C, C) rows.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
-#include "io/hf_arch.h"
+#include "arch/arch.h"
 
 #define TRY(x)                        \
     do {                              \
@@ -32,16 +34,16 @@ static kf_status read_hparams(kf_hf_loader *ld, kf_error *err) {
     if (!scale || inv_layer)
         return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: only the standard 1/sqrt(head_dim) attention scale is supported",
                             c->path);
-    TRY(kf_hf_config_int(c, "vocab_size", 0, 1, 1 << 24, &m->n_vocab, err));
-    TRY(kf_hf_config_int(c, "n_embd", 0, 1, 1 << 20, &m->n_embd, err));
-    TRY(kf_hf_config_int(c, "n_layer", 0, 1, 4096, &m->n_layer, err));
-    TRY(kf_hf_config_int(c, "n_head", 0, 1, 4096, &m->n_head, err));
+    TRY(kf_hf_config_int(c, "vocab_size", 0, 1, KF_MAX_VOCAB, &m->n_vocab, err));
+    TRY(kf_hf_config_int(c, "n_embd", 0, 1, KF_MAX_EMBD, &m->n_embd, err));
+    TRY(kf_hf_config_int(c, "n_layer", 0, 1, KF_MAX_LAYERS, &m->n_layer, err));
+    TRY(kf_hf_config_int(c, "n_head", 0, 1, KF_MAX_HEADS, &m->n_head, err));
     if (m->n_embd % m->n_head != 0)
         return kf_error_set(err, KF_ERR_FORMAT, "%s: n_embd %d is not a multiple of n_head %d", c->path, m->n_embd,
                             m->n_head);
     m->n_head_kv = m->n_head;
     m->head_dim = m->n_embd / m->n_head;
-    TRY(kf_hf_config_int(c, "n_positions", 1024, 1, 1 << 24, &m->n_ctx_train, err));
+    TRY(kf_hf_config_int(c, "n_positions", 1024, 1, KF_MAX_CTX, &m->n_ctx_train, err));
     TRY(kf_hf_config_float(c, "layer_norm_epsilon", 1e-5f, &m->norm_eps, err));
     return KF_OK;
 }
@@ -78,14 +80,9 @@ static kf_status read_layer(kf_hf_loader *ld, const char *pre, int l, int n_ff, 
     return KF_OK;
 }
 
-kf_status kf_hf_gpt2_load(kf_hf_loader *ld, kf_error *err) {
+static kf_status hf_load(kf_hf_loader *ld, kf_error *err) {
     kf_model *m = ld->m;
     const kf_hf_config *c = ld->cfg;
-    m->arch = KF_ARCH_GPT2;
-    m->norm = KF_NORM_LAYER;
-    m->act = KF_ACT_GELU_TANH;
-    m->pos = KF_POS_LEARNED;
-    m->gated_ffn = false;
     bool tie;
     TRY(read_hparams(ld, err));
     TRY(kf_hf_config_bool(c, "tie_word_embeddings", true, &tie, err));
@@ -94,7 +91,7 @@ kf_status kf_hf_gpt2_load(kf_hf_loader *ld, kf_error *err) {
     int *n_ff = malloc(sizeof *n_ff * (size_t)m->n_layer);
     kf_status s = m->layers && n_ff ? KF_OK : kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", c->path);
     // n_inner null means 4 x n_embd
-    if (s == KF_OK) s = kf_hf_config_int_per_layer(c, "n_inner", 4 * m->n_embd, m->n_layer, 1 << 24, n_ff, err);
+    if (s == KF_OK) s = kf_hf_config_int_per_layer(c, "n_inner", 4 * m->n_embd, m->n_layer, KF_MAX_FFN, n_ff, err);
     for (int l = 0; l < m->n_layer && s == KF_OK; l++) s = read_layer(ld, pre, l, n_ff[l], err);
     free(n_ff);
     if (s != KF_OK) return s;
@@ -150,12 +147,11 @@ static kf_status bias(kf_hf_outs *o, const kf_tensor *const *b, int n_parts, int
     return KF_OK;
 }
 
-kf_status kf_hf_gpt2_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_error *err) {
-    if (m->norm != KF_NORM_LAYER || m->act != KF_ACT_GELU_TANH || m->pos != KF_POS_LEARNED || m->gated_ffn ||
-        m->n_head_kv != m->n_head || (int64_t)m->n_head * m->head_dim != m->n_embd)
+static kf_status hf_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_error *err) {
+    if (m->n_head_kv != m->n_head || (int64_t)m->n_head * m->head_dim != m->n_embd)
         return kf_error_set(err, KF_ERR_UNSUPPORTED,
-                            "%s: a GPT-2 model needs LayerNorm, GELU, learned positions, an ungated FFN and plain "
-                            "multi-head attention with n_head x head_dim = n_embd", o->dir);
+                            "%s: a GPT-2 model needs plain multi-head attention with n_head x head_dim = n_embd",
+                            o->dir);
     cJSON *archs = cJSON_AddArrayToObject(cfg, "architectures");
     cJSON_AddItemToArray(archs, cJSON_CreateString("GPT2LMHeadModel"));
     cJSON_AddStringToObject(cfg, "model_type", "gpt2");
@@ -206,3 +202,109 @@ kf_status kf_hf_gpt2_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_err
     if (!m->tied_head) TRY(kf_hf_outs_add(o, &m->lm_head, err, "lm_head.weight"));
     return KF_OK;
 }
+
+// ---- GGUF -------------------------------------------------------------------------------
+
+// Splits the fused (Q + 2 KV, C) attn_qkv weight (or its bias) into row views.
+static kf_status split_qkv(kf_gguf_loader *ld, const char *name, const kf_tensor *qkv, kf_tensor *q, kf_tensor *k,
+                           kf_tensor *v) {
+    const kf_model *m = ld->m;
+    int64_t Q = (int64_t)m->n_head * m->head_dim, KV = (int64_t)m->n_head_kv * m->head_dim;
+    if (qkv->ne[0] != Q + 2 * KV)
+        return kf_error_set(ld->err, KF_ERR_FORMAT, "%s: tensor %s has %lld rows, expected %lld", ld->g->path, name,
+                            (long long)qkv->ne[0], (long long)(Q + 2 * KV));
+    int64_t cols = qkv->ndim == 2 ? qkv->ne[1] : 1;
+    kf_tensor *parts[3] = {q, k, v};
+    int64_t rows[3] = {Q, KV, KV}, at = 0;
+    for (int i = 0; i < 3; i++) {
+        *parts[i] = *qkv;
+        parts[i]->ne[0] = rows[i];
+        parts[i]->data = qkv->data + at * cols;
+        at += rows[i];
+    }
+    return KF_OK;
+}
+
+static kf_status gguf_load(kf_gguf_loader *ld) {
+    kf_model *m = ld->m;
+    kf_gguf *g = ld->g;
+    kf_status st;
+    double eps;
+    if ((st = kf_gguf_load_hparam(ld, kf_gguf_key(ld, "attention.head_count_kv"), false, 1, m->n_head, &m->n_head_kv)) !=
+            KF_OK ||
+        (st = kf_gguf_get_float(g, kf_gguf_key(ld, "attention.layer_norm_epsilon"), true, &eps, ld->err)) != KF_OK)
+        return st;
+    if (m->n_embd % m->n_head != 0)
+        return kf_error_set(ld->err, KF_ERR_FORMAT, "%s: embedding length %d is not a multiple of %d heads", g->path,
+                            m->n_embd, m->n_head);
+    m->head_dim = m->n_embd / m->n_head;
+    m->norm_eps = (float)eps;
+    if ((st = kf_gguf_load_ffn_widths(ld)) != KF_OK ||
+        (st = kf_gguf_load_tensor(ld, "token_embd.weight", &m->tok_embd, true, 0)) != KF_OK ||
+        (st = kf_gguf_load_tensor(ld, "position_embd.weight", &m->pos_embd, true, 0)) != KF_OK ||
+        (st = kf_gguf_load_tensor(ld, "output_norm.weight", &m->out_norm_w, true, 0)) != KF_OK ||
+        (st = kf_gguf_load_tensor(ld, "output_norm.bias", &m->out_norm_b, true, 0)) != KF_OK ||
+        (st = kf_gguf_load_tensor(ld, "output.weight", &m->lm_head, false, 0)) != KF_OK)
+        return st;
+    // llama.cpp's converter stores GPT-2's tied head as a copy; identical
+    // bytes mean tied.
+    const kf_gguf_tensor *out = kf_gguf_find_tensor(g, "output.weight");
+    const kf_gguf_tensor *emb = kf_gguf_find_tensor(g, "token_embd.weight");
+    if (!out ||
+        (out->dtype == emb->dtype && out->nbytes == emb->nbytes && memcmp(out->data, emb->data, out->nbytes) == 0)) {
+        m->lm_head = m->tok_embd;
+        m->tied_head = true;
+    }
+    for (int l = 0; l < m->n_layer; l++) {
+        kf_layer *L = &m->layers[l];
+        if ((st = kf_gguf_load_layer(ld, l, false)) != KF_OK) return st;
+        char name[KF_GGUF_MAX_NAME];
+        kf_tensor fused = {0};
+        snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", l);
+        if ((st = kf_gguf_load_tensor(ld, name, &fused, false, 0)) != KF_OK) return st;
+        if (kf_tensor_present(&fused) && (st = split_qkv(ld, name, &fused, &L->wq, &L->wk, &L->wv)) != KF_OK) return st;
+        memset(&fused, 0, sizeof fused);
+        snprintf(name, sizeof name, "blk.%d.attn_qkv.bias", l);
+        if ((st = kf_gguf_load_tensor(ld, name, &fused, false, 0)) != KF_OK) return st;
+        if (kf_tensor_present(&fused) && (st = split_qkv(ld, name, &fused, &L->bq, &L->bk, &L->bv)) != KF_OK) return st;
+    }
+    return KF_OK;
+}
+
+static void gguf_export_keys(kf_gguf_out *o, const kf_model *m, const char *arch) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.attention.layer_norm_epsilon", arch);
+    kf_gguf_writer_add_f32(o->w, key, m->norm_eps);
+}
+
+// The head is stored even when tied (as a copy), as llama.cpp's converter does.
+static void gguf_export_tensors(kf_gguf_out *o, const kf_model *m) {
+    for (int l = 0; l < m->n_layer && o->err.code == KF_OK; l++) {
+        const kf_layer *L = &m->layers[l];
+        int nb = kf_tensor_present(&L->bq) + kf_tensor_present(&L->bk) + kf_tensor_present(&L->bv);
+        if (nb != 0 && nb != 3)
+            kf_error_set(&o->err, KF_ERR_UNSUPPORTED, "layer %d has some but not all Q/K/V biases", l);
+    }
+    kf_gguf_out_tensor(o, "token_embd.weight", &m->tok_embd, 0);
+    kf_gguf_out_tensor(o, "position_embd.weight", &m->pos_embd, 0);
+    kf_gguf_out_tensor(o, "output_norm.weight", &m->out_norm_w, 0);
+    kf_gguf_out_tensor(o, "output_norm.bias", &m->out_norm_b, 0);
+    kf_gguf_out_tensor(o, "output.weight", &m->lm_head, 0);
+    for (int l = 0; l < m->n_layer; l++) kf_gguf_out_layer(o, m, l, false, true);
+}
+
+const kf_arch_desc kf_arch_gpt2 = {
+    .id = KF_ARCH_GPT2,
+    .name = "gpt2",
+    .norm = KF_NORM_LAYER,
+    .act = KF_ACT_GELU_TANH,
+    .pos = KF_POS_LEARNED,
+    .gated_ffn = false,
+    .hf_classes = {"GPT2LMHeadModel"},
+    .hf_load = hf_load,
+    .hf_export = hf_export,
+    .gguf_names = {"gpt2"},
+    .gguf_load = gguf_load,
+    .gguf_export_keys = gguf_export_keys,
+    .gguf_export_tensors = gguf_export_tensors,
+};

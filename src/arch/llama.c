@@ -1,12 +1,14 @@
-// Llama-family checkpoints in Hugging Face layout, both directions:
-// LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (q/k/v biases).
+// The Llama family: Llama, Mistral, Qwen2 (q/k/v biases). RMSNorm,
+// rotate-half RoPE, grouped-query attention, SwiGLU. Hugging Face
+// (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) and GGUF (`llama`,
+// `qwen2`) in both directions; llama2.c checkpoints are src/io/llama2c.c.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
-#include "io/hf_arch.h"
+#include "arch/arch.h"
 
 #define TRY(x)                        \
     do {                              \
@@ -28,16 +30,16 @@ static kf_status read_hparams(kf_hf_loader *ld, bool *bias_qkv, bool *bias_o, kf
         return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: rope_scaling is not supported", c->path);
     TRY(kf_hf_config_bool(c, "mlp_bias", false, &mlp_bias, err));
     if (mlp_bias) return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: mlp_bias is not supported", c->path);
-    TRY(kf_hf_config_int(c, "vocab_size", 0, 1, 1 << 24, &m->n_vocab, err));
-    TRY(kf_hf_config_int(c, "hidden_size", 0, 1, 1 << 20, &m->n_embd, err));
-    TRY(kf_hf_config_int(c, "num_hidden_layers", 0, 1, 4096, &m->n_layer, err));
-    TRY(kf_hf_config_int(c, "num_attention_heads", 0, 1, 4096, &m->n_head, err));
+    TRY(kf_hf_config_int(c, "vocab_size", 0, 1, KF_MAX_VOCAB, &m->n_vocab, err));
+    TRY(kf_hf_config_int(c, "hidden_size", 0, 1, KF_MAX_EMBD, &m->n_embd, err));
+    TRY(kf_hf_config_int(c, "num_hidden_layers", 0, 1, KF_MAX_LAYERS, &m->n_layer, err));
+    TRY(kf_hf_config_int(c, "num_attention_heads", 0, 1, KF_MAX_HEADS, &m->n_head, err));
     TRY(kf_hf_config_int(c, "num_key_value_heads", m->n_head, 1, m->n_head, &m->n_head_kv, err));
     if (!kf_hf_config_has(c, "head_dim") && m->n_embd % m->n_head != 0)
         return kf_error_set(err, KF_ERR_FORMAT, "%s: hidden_size %d is not a multiple of num_attention_heads %d",
                             c->path, m->n_embd, m->n_head);
-    TRY(kf_hf_config_int(c, "head_dim", m->n_embd / m->n_head, 1, 1 << 16, &m->head_dim, err));
-    TRY(kf_hf_config_int(c, "max_position_embeddings", 2048, 1, 1 << 24, &m->n_ctx_train, err));
+    TRY(kf_hf_config_int(c, "head_dim", m->n_embd / m->n_head, 1, KF_MAX_HEAD_DIM, &m->head_dim, err));
+    TRY(kf_hf_config_int(c, "max_position_embeddings", 2048, 1, KF_MAX_CTX, &m->n_ctx_train, err));
     TRY(kf_hf_config_float(c, "rms_norm_eps", 1e-6f, &m->norm_eps, err));
     TRY(kf_hf_config_float(c, "rope_theta", 10000.0f, &m->rope_theta, err));
     if (strcmp(ld->arch, "Qwen2ForCausalLM") == 0) {
@@ -76,21 +78,16 @@ static kf_status read_layer(kf_hf_loader *ld, int l, int n_ff, bool bias_qkv, bo
     return KF_OK;
 }
 
-kf_status kf_hf_llama_load(kf_hf_loader *ld, kf_error *err) {
+static kf_status hf_load(kf_hf_loader *ld, kf_error *err) {
     kf_model *m = ld->m;
     const kf_hf_config *c = ld->cfg;
-    m->arch = KF_ARCH_LLAMA;
-    m->norm = KF_NORM_RMS;
-    m->act = KF_ACT_SILU;
-    m->pos = KF_POS_ROPE;
-    m->gated_ffn = true;
     bool bias_qkv = false, bias_o = false, tie;
     TRY(read_hparams(ld, &bias_qkv, &bias_o, err));
     TRY(kf_hf_config_bool(c, "tie_word_embeddings", false, &tie, err));
     m->layers = calloc((size_t)m->n_layer, sizeof *m->layers);
     int *n_ff = malloc(sizeof *n_ff * (size_t)m->n_layer);
     kf_status s = m->layers && n_ff ? KF_OK : kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", c->path);
-    if (s == KF_OK) s = kf_hf_config_int_per_layer(c, "intermediate_size", 0, m->n_layer, 1 << 24, n_ff, err);
+    if (s == KF_OK) s = kf_hf_config_int_per_layer(c, "intermediate_size", 0, m->n_layer, KF_MAX_FFN, n_ff, err);
     for (int l = 0; l < m->n_layer && s == KF_OK; l++) s = read_layer(ld, l, n_ff[l], bias_qkv, bias_o, err);
     free(n_ff);
     if (s != KF_OK) return s;
@@ -115,10 +112,7 @@ static cJSON *per_layer_json(const kf_model *m) {
     return a;
 }
 
-kf_status kf_hf_llama_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_error *err) {
-    if (m->norm != KF_NORM_RMS || m->act != KF_ACT_SILU || m->pos != KF_POS_ROPE || !m->gated_ffn)
-        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: a Llama model needs RMSNorm, SiLU, RoPE and a gated FFN",
-                            o->dir);
+static kf_status hf_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_error *err) {
     // q/k/v biases with an o bias: Llama attention_bias; without: Qwen2.
     bool bias_qkv = kf_tensor_present(&m->layers[0].bq), bias_o = kf_tensor_present(&m->layers[0].bo);
     for (int l = 0; l < m->n_layer; l++) {
@@ -175,3 +169,107 @@ kf_status kf_hf_llama_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_er
     if (!m->tied_head) TRY(kf_hf_outs_add(o, &m->lm_head, err, "lm_head.weight"));
     return KF_OK;
 }
+
+// ---- GGUF -------------------------------------------------------------------------------
+
+// `llama` and `qwen2`: the same blocks (Qwen2 with Q/K/V biases); llama.cpp
+// permutes Llama's Q/K rows to the interleaved RoPE layout but keeps Qwen2's
+// rotate-half rows (its NEOX RoPE).
+static kf_status gguf_load(kf_gguf_loader *ld) {
+    kf_model *m = ld->m;
+    kf_gguf *g = ld->g;
+    kf_status st;
+    int64_t experts = 0;
+    if ((st = kf_gguf_get_int(g, kf_gguf_key(ld, "expert_count"), false, &experts, ld->err)) != KF_OK) return st;
+    if (experts > 0)
+        return kf_error_set(ld->err, KF_ERR_UNSUPPORTED,
+                            "%s: mixture-of-experts models (%lld experts) are not supported", g->path,
+                            (long long)experts);
+    if (kf_gguf_find_tensor(g, "rope_freqs.weight"))
+        return kf_error_set(ld->err, KF_ERR_UNSUPPORTED,
+                            "%s: per-frequency RoPE factors (rope_freqs) are not supported", g->path);
+    int head_dim = 0, rope_dim = 0, v_dim = 0;
+    double eps, theta = 10000.0;
+    if ((st = kf_gguf_load_hparam(ld, kf_gguf_key(ld, "attention.head_count_kv"), false, 1, m->n_head, &m->n_head_kv)) !=
+            KF_OK ||
+        (st = kf_gguf_get_float(g, kf_gguf_key(ld, "attention.layer_norm_rms_epsilon"), true, &eps, ld->err)) !=
+            KF_OK ||
+        (st = kf_gguf_get_float(g, kf_gguf_key(ld, "rope.freq_base"), false, &theta, ld->err)) != KF_OK)
+        return st;
+    if (m->n_embd % m->n_head == 0) head_dim = m->n_embd / m->n_head;
+    if ((st = kf_gguf_load_hparam(ld, kf_gguf_key(ld, "attention.key_length"), head_dim == 0, 1, KF_MAX_HEAD_DIM,
+                             &head_dim)) != KF_OK)
+        return st;
+    rope_dim = v_dim = head_dim;
+    if ((st = kf_gguf_load_hparam(ld, kf_gguf_key(ld, "attention.value_length"), false, 1, KF_MAX_HEAD_DIM, &v_dim)) !=
+            KF_OK ||
+        (st = kf_gguf_load_hparam(ld, kf_gguf_key(ld, "rope.dimension_count"), false, 1, KF_MAX_HEAD_DIM, &rope_dim)) !=
+            KF_OK)
+        return st;
+    if (v_dim != head_dim)
+        return kf_error_set(ld->err, KF_ERR_UNSUPPORTED, "%s: value head size %d differs from key head size %d",
+                            g->path, v_dim, head_dim);
+    if (rope_dim != head_dim)
+        return kf_error_set(ld->err, KF_ERR_UNSUPPORTED, "%s: partial RoPE (%d of %d dimensions) is not supported",
+                            g->path, rope_dim, head_dim);
+    char *scaling = NULL;
+    if ((st = kf_gguf_get_str(g, kf_gguf_key(ld, "rope.scaling.type"), false, &scaling, ld->err)) != KF_OK) return st;
+    char esc[KF_ESC_NAME];
+    if (scaling && strcmp(scaling, "none") != 0)
+        st = kf_error_set(ld->err, KF_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not supported", g->path,
+                          kf_str_escape(esc, sizeof esc, scaling, KF_STR_NUL));
+    free(scaling);
+    if (st != KF_OK) return st;
+    m->head_dim = head_dim;
+    m->norm_eps = (float)eps;
+    m->rope_theta = (float)theta;
+    if ((st = kf_gguf_load_ffn_widths(ld)) != KF_OK ||
+        (st = kf_gguf_load_tensor(ld, "token_embd.weight", &m->tok_embd, true, 0)) != KF_OK ||
+        (st = kf_gguf_load_tensor(ld, "output_norm.weight", &m->out_norm_w, true, 0)) != KF_OK ||
+        (st = kf_gguf_load_tensor(ld, "output.weight", &m->lm_head, false, 0)) != KF_OK)
+        return st;
+    if (!kf_tensor_present(&m->lm_head)) {
+        m->lm_head = m->tok_embd;
+        m->tied_head = true;
+    }
+    bool interleaved = strcmp(ld->arch, "llama") == 0;
+    for (int l = 0; l < m->n_layer; l++)
+        if ((st = kf_gguf_load_layer(ld, l, interleaved)) != KF_OK) return st;
+    return KF_OK;
+}
+
+static void gguf_export_keys(kf_gguf_out *o, const kf_model *m, const char *arch) {
+    char key[128];
+#define KEY(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
+    kf_gguf_writer_add_f32(o->w, KEY("attention.layer_norm_rms_epsilon"), m->norm_eps);
+    kf_gguf_writer_add_f32(o->w, KEY("rope.freq_base"), m->rope_theta);
+    kf_gguf_writer_add_u32(o->w, KEY("rope.dimension_count"), (uint32_t)m->head_dim);
+    kf_gguf_writer_add_u32(o->w, KEY("attention.key_length"), (uint32_t)m->head_dim);
+    kf_gguf_writer_add_u32(o->w, KEY("attention.value_length"), (uint32_t)m->head_dim);
+    kf_gguf_writer_add_u32(o->w, KEY("vocab_size"), (uint32_t)m->n_vocab);
+#undef KEY
+}
+
+// A tied head is left out: llama.cpp falls back to token_embd.
+static void gguf_export_tensors(kf_gguf_out *o, const kf_model *m) {
+    kf_gguf_out_tensor(o, "token_embd.weight", &m->tok_embd, 0);
+    kf_gguf_out_tensor(o, "output_norm.weight", &m->out_norm_w, 0);
+    if (!m->tied_head) kf_gguf_out_tensor(o, "output.weight", &m->lm_head, 0);
+    for (int l = 0; l < m->n_layer; l++) kf_gguf_out_layer(o, m, l, true, false);
+}
+
+const kf_arch_desc kf_arch_llama = {
+    .id = KF_ARCH_LLAMA,
+    .name = "llama",
+    .norm = KF_NORM_RMS,
+    .act = KF_ACT_SILU,
+    .pos = KF_POS_ROPE,
+    .gated_ffn = true,
+    .hf_classes = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"},
+    .hf_load = hf_load,
+    .hf_export = hf_export,
+    .gguf_names = {"llama", "qwen2"},
+    .gguf_load = gguf_load,
+    .gguf_export_keys = gguf_export_keys,
+    .gguf_export_tensors = gguf_export_tensors,
+};

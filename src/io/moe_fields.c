@@ -1,5 +1,5 @@
 // MoE fields in HF folders and GGUF files (moe_io.h).
-#include "moe/moe_io.h"
+#include "io/moe_fields.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/safetensors.h"
+#include "formats/safetensors.h"
+#include "model/model.h"
 
-#define ROUTER_FILE "moe_router.safetensors"
 
 static const char *ROUTER_NAMES[] = {"linear", "mlp", "oracle"};
 
@@ -37,64 +37,32 @@ static kf_tensor *field(kf_layer *L, int i) { return (kf_tensor *)((char *)L + R
 
 // ---- HF ---------------------------------------------------------------------------
 
-// Writes the router tensors as one F32 safetensors file (header padded to 8).
-static kf_status write_router_file(const kf_model *m, const char *path, kf_error *err) {
-    cJSON *h = cJSON_CreateObject();
-    size_t off = 0;
-    char name[96];
-    for (int l = 0; l < m->n_layer; l++)
+kf_status kf_moe_hf_write_routers(const kf_model *m, const char *path, kf_error *err) {
+    if (!kf_moe_model_has_experts(m)) return KF_OK;
+    int cap = m->n_layer * N_ROUTER_TENSORS, n = 0;
+    char (*names)[96] = malloc(sizeof *names * (size_t)cap);
+    const char **np = malloc(sizeof *np * (size_t)cap);
+    const kf_tensor **ts = malloc(sizeof *ts * (size_t)cap);
+    bool ok = names && np && ts;
+    for (int l = 0; ok && l < m->n_layer; l++)
         for (int i = 0; i < N_ROUTER_TENSORS; i++) {
             const kf_tensor *t = field(&m->layers[l], i);
             if (m->layers[l].n_expert == 0 || !kf_tensor_present(t)) continue;
-            snprintf(name, sizeof name, "layers.%d.%s", l, ROUTER_TENSORS[i].hf);
-            cJSON *e = cJSON_AddObjectToObject(h, name);
-            cJSON_AddStringToObject(e, "dtype", "F32");
-            cJSON *sh = cJSON_AddArrayToObject(e, "shape"), *of = cJSON_AddArrayToObject(e, "data_offsets");
-            for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->ne[d]));
-            size_t nb = (size_t)kf_tensor_nelem(t) * sizeof(float);
-            cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
-            cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(off + nb)));
-            off += nb;
+            snprintf(names[n], sizeof names[n], "layers.%d.%s", l, ROUTER_TENSORS[i].hf);
+            np[n] = names[n];
+            ts[n++] = t;
         }
-    char *text = cJSON_PrintUnformatted(h);
-    cJSON_Delete(h);
-    if (!text) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
-    size_t n = strlen(text), padded = (n + 7) & ~(size_t)7;
-    uint64_t hlen = padded;
-    char tmp[1200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    bool ok = f && fwrite(&hlen, 8, 1, f) == 1 && fwrite(text, 1, n, f) == n;
-    for (size_t i = n; ok && i < padded; i++) ok = fputc(' ', f) != EOF;
-    free(text);
-    for (int l = 0; ok && l < m->n_layer; l++)
-        for (int i = 0; ok && i < N_ROUTER_TENSORS; i++) {
-            const kf_tensor *t = field(&m->layers[l], i);
-            if (m->layers[l].n_expert == 0 || !kf_tensor_present(t)) continue;
-            ok = fwrite(t->data, sizeof(float), (size_t)kf_tensor_nelem(t), f) == (size_t)kf_tensor_nelem(t);
-        }
+    FILE *f = ok ? fopen(path, "wb") : NULL;
+    ok = f && kf_st_write(f, np, ts, n, false);
     if (f) ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return kf_error_set(err, KF_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    }
-    return KF_OK;
+    free(names);
+    free(np);
+    free(ts);
+    return ok ? KF_OK : kf_error_set(err, KF_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
 }
 
-kf_status kf_moe_hf_write(const kf_model *m, const char *dir, kf_error *err) {
-    if (!kf_moe_model_has_experts(m)) return KF_OK;
-    char cfg_path[1100], tmp[1200], rpath[1100];
-    if (!kf_path_join(cfg_path, sizeof cfg_path, dir, "config.json") ||
-        !kf_path_join(rpath, sizeof rpath, dir, ROUTER_FILE))
-        return kf_error_set(err, KF_ERR_ARG, "%s: path too long", dir);
-    kf_status s = write_router_file(m, rpath, err);
-    if (s != KF_OK) return s;
-    char *text;
-    size_t len;
-    if ((s = kf_file_read_all(cfg_path, &text, &len, err)) != KF_OK) return s;
-    cJSON *cfg = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cfg) return kf_error_set(err, KF_ERR_FORMAT, "%s: not JSON", cfg_path);
+void kf_moe_hf_config(const kf_model *m, cJSON *cfg) {
+    if (!kf_moe_model_has_experts(m)) return;
     cJSON *moe = cJSON_AddObjectToObject(cfg, "kfuse_moe");
     cJSON *ne = cJSON_AddArrayToObject(moe, "n_expert"), *ro = cJSON_AddArrayToObject(moe, "router"),
           *tk = cJSON_AddArrayToObject(moe, "top_k"), *cv = cJSON_AddArrayToObject(moe, "coverage");
@@ -105,20 +73,7 @@ kf_status kf_moe_hf_write(const kf_model *m, const char *dir, kf_error *err) {
         cJSON_AddItemToArray(tk, cJSON_CreateNumber(L->top_k));
         cJSON_AddItemToArray(cv, cJSON_CreateNumber(L->coverage));
     }
-    cJSON_AddStringToObject(moe, "router_file", ROUTER_FILE);
-    char *out = cJSON_Print(cfg);
-    cJSON_Delete(cfg);
-    if (!out) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", cfg_path);
-    snprintf(tmp, sizeof tmp, "%s.tmp", cfg_path);
-    FILE *f = fopen(tmp, "wb");
-    bool ok = f && fputs(out, f) >= 0 && fputc('\n', f) != EOF;
-    if (f) ok = (fclose(f) == 0) && ok;
-    free(out);
-    if (!ok || rename(tmp, cfg_path) != 0) {
-        remove(tmp);
-        return kf_error_set(err, KF_ERR_IO, "%s: cannot write: %s", cfg_path, strerror(errno));
-    }
-    return KF_OK;
+    cJSON_AddStringToObject(moe, "router_file", KF_MOE_ROUTER_FILE);
 }
 
 // Reads one per-layer integer array of kfuse_moe.
@@ -164,6 +119,9 @@ static kf_status set_layers(kf_model *m, const double *ne, const double *ro, con
         L->router = (kf_router_kind)(int)ro[l];
         L->top_k = (int)tk[l];
         L->coverage = (float)cv[l];
+        // every layer's coverage is written back, so every layer's must be a share
+        if (!(cv[l] >= 0 && cv[l] <= 1))
+            return kf_error_set(err, KF_ERR_FORMAT, "%s: layer %d: coverage %g is not in [0, 1]", path, l, cv[l]);
         if (L->n_expert > 0 && (L->n_expert > L->n_ff || L->n_ff % L->n_expert != 0))
             return kf_error_set(err, KF_ERR_FORMAT, "%s: layer %d: %d experts do not divide %d neurons", path, l,
                                 L->n_expert, L->n_ff);
@@ -174,7 +132,7 @@ static kf_status set_layers(kf_model *m, const double *ne, const double *ro, con
 static kf_status load_hf(kf_model *m, const char *dir, kf_error *err) {
     char cfg_path[1100], rpath[1100];
     if (!kf_path_join(cfg_path, sizeof cfg_path, dir, "config.json") ||
-        !kf_path_join(rpath, sizeof rpath, dir, ROUTER_FILE))
+        !kf_path_join(rpath, sizeof rpath, dir, KF_MOE_ROUTER_FILE))
         return kf_error_set(err, KF_ERR_ARG, "%s: path too long", dir);
     char *text;
     size_t len;
@@ -242,7 +200,7 @@ kf_status kf_moe_gguf_add(kf_gguf_writer *w, const kf_model *m, kf_error *err) {
             kf_tensor *t = field(&m->layers[l], i);
             if (m->layers[l].n_expert == 0 || !kf_tensor_present(t)) continue;
             snprintf(name, sizeof name, "blk.%d.%s", l, ROUTER_TENSORS[i].gguf);
-            kf_gguf_writer_add_tensor(w, name, t->ndim, t->ne, t->data, KF_DTYPE_F32, 0);
+            kf_gguf_writer_add_tensor(w, name, t->ndim, t->ne, t->data, KF_DTYPE_F32);
         }
     return KF_OK;
 }

@@ -1,18 +1,20 @@
-// The GGUF branch of kf_tokenizer_load_for_model. GGUF keeps the vocabulary
-// in its metadata, as llama.cpp writes it:
+// The vocabulary in GGUF metadata, both directions: the GGUF branch of
+// kf_tokenizer_load_for_model, and kf_vocab_gguf_add for writers. GGUF keeps
+// the vocabulary in its metadata, as llama.cpp writes it:
 //   tokenizer.ggml.model       "llama" (SentencePiece-style) or "gpt2" (byte-level BPE)
 //   tokenizer.ggml.tokens      string array, one piece per id
 //   tokenizer.ggml.scores      float array (SPM merge priorities)
 //   tokenizer.ggml.token_type  int array (1 normal, 2 unknown, 3 control, 6 byte, ...)
 //   tokenizer.ggml.merges      string array "a b", rank = index (byte-level)
 //   tokenizer.ggml.{bos,eos,unknown}_token_id, tokenizer.ggml.add_bos_token
-// The file is parsed and bounds-checked by the GGUF reader (src/io/gguf.c).
+// The file is parsed and bounds-checked by the GGUF reader (src/formats/gguf.c).
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/gguf.h"
-#include "tokenizer/tokenizer.h"
+#include "formats/gguf.h"
+#include "tokenizer/vocab_gguf.h"
 
 // An optional token id: -1 when absent; present ids must lie in [0, n).
 static kf_status get_id(const kf_gguf *g, const char *key, int64_t n, int *out, kf_error *err) {
@@ -122,4 +124,75 @@ kf_status kf_tokenizer_load_gguf(kf_tokenizer **out, const char *path, kf_error 
     st = build(out, g, err);
     kf_gguf_close(g);
     return st;
+}
+
+// Byte-level merges as llama.cpp stores them: "left right", rank = index.
+static bool add_merges(kf_gguf_writer *w, const kf_tokenizer *tok) {
+    int n = kf_tokenizer_n_merges(tok);
+    char **merges = calloc((size_t)n + 1, sizeof *merges);
+    bool ok = merges != NULL;
+    for (int i = 0; ok && i < n; i++) {
+        int32_t a, b;
+        ok = kf_tokenizer_merge(tok, i, &a, &b);
+        const char *l = ok ? kf_tokenizer_piece(tok, a) : NULL, *r = ok ? kf_tokenizer_piece(tok, b) : NULL;
+        ok = l && r && (merges[i] = malloc(strlen(l) + strlen(r) + 2)) != NULL;
+        if (ok) sprintf(merges[i], "%s %s", l, r);
+    }
+    if (ok) kf_gguf_writer_add_str_array(w, "tokenizer.ggml.merges", (const char *const *)merges, n);
+    for (int i = 0; merges && i < n; i++) free(merges[i]);
+    free(merges);
+    return ok;
+}
+
+// Tokenizer metadata as llama.cpp reads it: `llama` (SentencePiece-style:
+// pieces, scores, types) or `gpt2` (byte-level: pieces, types, merges, GPT-2
+// pre-tokenizer). The vocabulary is padded to the model's embedding rows with
+// unused "[PADn]" pieces, as llama.cpp's converter does. An SPM vocabulary
+// without scores (from a tokenizer.json, whose merges follow SentencePiece's
+// piece order) gets score -id for normal pieces: SentencePiece's priority.
+kf_status kf_vocab_gguf_add(kf_gguf_writer *w, const kf_tokenizer *tok, int V, const char *path, kf_error *err) {
+    bool spm = kf_tokenizer_kind(tok) == KF_TOK_SPM;
+    int n_tok = kf_tokenizer_n_vocab(tok);
+    if (n_tok > V)
+        return kf_error_set(err, KF_ERR_ARG, "%s: tokenizer has %d pieces but the model only %d embedding rows", path,
+                            n_tok, V);
+    const char **pieces = calloc((size_t)V, sizeof *pieces);
+    char *pads = malloc((size_t)(V - n_tok) * 24 + 1);
+    float *scores = calloc((size_t)V, sizeof *scores);
+    int32_t *types = calloc((size_t)V, sizeof *types);
+    if (!pieces || !pads || !scores || !types) {
+        free(pieces), free(pads), free(scores), free(types);
+        return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
+    }
+    int unk = -1;
+    bool scored = false;
+    for (int i = 0; i < n_tok; i++) scored = scored || kf_tokenizer_score(tok, i) != 0;
+    for (int i = 0; i < V; i++) {
+        if (i < n_tok) {
+            pieces[i] = kf_tokenizer_piece(tok, i);
+            types[i] = kf_tokenizer_piece_type(tok, i);
+            scores[i] = scored ? kf_tokenizer_score(tok, i) : types[i] == KF_PIECE_NORMAL ? -(float)i : 0.0f;
+            if (types[i] == KF_PIECE_UNKNOWN && unk < 0) unk = i;
+        } else {
+            char *p = pads + (size_t)(i - n_tok) * 24;
+            snprintf(p, 24, "[PAD%d]", i);
+            pieces[i] = p;
+            types[i] = KF_PIECE_UNUSED;
+        }
+    }
+    kf_gguf_writer_add_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
+    if (!spm) kf_gguf_writer_add_str(w, "tokenizer.ggml.pre", "gpt-2");
+    kf_gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", pieces, V);
+    if (spm) kf_gguf_writer_add_f32_array(w, "tokenizer.ggml.scores", scores, V);
+    kf_gguf_writer_add_i32_array(w, "tokenizer.ggml.token_type", types, V);
+    bool ok = spm || add_merges(w, tok);
+    free(pieces), free(pads), free(scores), free(types);
+    if (!ok) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory writing the merges", path);
+    if (kf_tokenizer_bos(tok) >= 0)
+        kf_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)kf_tokenizer_bos(tok));
+    if (kf_tokenizer_eos(tok) >= 0)
+        kf_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)kf_tokenizer_eos(tok));
+    if (unk >= 0) kf_gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)unk);
+    kf_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", kf_tokenizer_add_bos(tok));
+    return KF_OK;
 }

@@ -1,8 +1,8 @@
 // kf_model_load: picks the loader from what the path is.
 #include <string.h>
 
-#include "model/model.h"
-#include "moe/moe_io.h"
+#include "io/load.h"
+#include "io/moe_fields.h"
 
 static bool ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);

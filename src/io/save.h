@@ -1,0 +1,39 @@
+// kf_model_save: the one place that writes model files.
+//
+// Everything a model needs (weights, config, tokenizer files, the routers of
+// a MoEfied model) is written under a temporary name beside the target and
+// committed by one rename, so a failure at any point leaves the target as it
+// was. Formats:
+//   KF_FORMAT_HF       a folder: config.json + one F32 model.safetensors with
+//                      the architecture's own tensor names (arch/), and
+//                      moe_router.safetensors for a MoEfied model; tokenizer
+//                      files copied from tokenizer_dir. An existing target
+//                      folder is replaced, but only when it holds nothing
+//                      but files kfuse writes.
+//   KF_FORMAT_GGUF     one file llama.cpp loads (architecture `llama` or
+//                      `gpt2`) with tok's vocabulary; 2-D weights as dtype
+//                      (F32, F16, BF16, Q8_0), norms and biases F32.
+//   KF_FORMAT_LLAMA2C  a llama2.c checkpoint (io/llama2c.h: Llama only).
+#ifndef KF_IO_SAVE_H
+#define KF_IO_SAVE_H
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+typedef enum { KF_FORMAT_HF = 0, KF_FORMAT_GGUF, KF_FORMAT_LLAMA2C } kf_format;
+
+typedef struct {
+    kf_format format;
+    kf_dtype dtype;            // GGUF weights; F32 (0) by default
+    const kf_tokenizer *tok;   // GGUF: the vocabulary to embed (NULL: only BOS/EOS ids)
+    const char *tokenizer_dir; // HF: a folder whose tokenizer files are copied (NULL: none)
+} kf_save_opts;
+
+kf_status kf_model_save(const kf_model *m, const char *path, const kf_save_opts *o, kf_error *err);
+
+// "hf", "gguf", "llama2c" -> format; false for anything else.
+bool kf_format_parse(const char *name, kf_format *out);
+
+#endif
