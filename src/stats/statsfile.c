@@ -172,18 +172,20 @@ static kf_status read_entry(kf_statsfile *f, stats_reader *r, uint64_t nb, int i
         return kf_error_set(err, KF_ERR_FORMAT, "%s: entry %d: truncated", path, idx);
     name[name_len] = 0;
     if (strlen(name) != name_len) return kf_error_set(err, KF_ERR_FORMAT, "%s: entry %d: NUL in name", path, idx);
+    char esc[KF_ESC_NAME];
+    const char *shown = kf_str_escape(esc, sizeof esc, name, name_len); // for messages
     if (d == 0 || d > (1u << 20) || topk > d || !(eps >= 0) || has_shift > 1 || n < 0 || (n > 0 && !has_shift))
-        return kf_error_set(err, KF_ERR_FORMAT, "%s: entry '%s': bad header (d=%u topk=%u n=%lld)", path, name, d, topk,
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: entry '%s': bad header (d=%u topk=%u n=%lld)", path, shown, d, topk,
                             (long long)n);
     if (nb != entry_bytes(name_len, d, topk))
-        return kf_error_set(err, KF_ERR_FORMAT, "%s: entry '%s': size %llu does not match d=%u topk=%u", path, name,
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: entry '%s': size %llu does not match d=%u topk=%u", path, shown,
                             (unsigned long long)nb, d, topk);
     uint64_t sum_stored;
     memcpy(&sum_stored, r->p + start + nb - 8, 8);
     if (fnv1a(FNV_OFFSET, r->p + start, nb - 8) != sum_stored)
-        return kf_error_set(err, KF_ERR_FORMAT, "%s: entry '%s': checksum mismatch (corrupted file)", path, name);
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: entry '%s': checksum mismatch (corrupted file)", path, shown);
     if (kf_statsfile_get(f, name))
-        return kf_error_set(err, KF_ERR_FORMAT, "%s: duplicate entry '%s'", path, name);
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: duplicate entry '%s'", path, shown);
     kf_moments *m;
     kf_status st = kf_statsfile_add(f, name, (int)d, (int)topk, eps, &m, err);
     if (st != KF_OK) return st;
@@ -200,7 +202,7 @@ static kf_status read_entry(kf_statsfile *f, stats_reader *r, uint64_t nb, int i
     rd(r, m->min, 4 * (size_t)d);
     if (topk > 0) rd(r, m->coact, 4 * ((size_t)d * (d + 1) / 2));
     r->off += 8; // checksum
-    if (r->off != start + nb) return kf_error_set(err, KF_ERR_INTERNAL, "%s: entry '%s': size bookkeeping", path, name);
+    if (r->off != start + nb) return kf_error_set(err, KF_ERR_INTERNAL, "%s: entry '%s': size bookkeeping", path, shown);
     return KF_OK;
 }
 
