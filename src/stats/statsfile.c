@@ -128,10 +128,9 @@ static void write_entry(stats_writer *w, const kf_stats_entry *e) {
 
 kf_status kf_statsfile_save(const kf_statsfile *f, const char *path, kf_error *err) {
     char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return kf_error_set(err, KF_ERR_ARG, "%s: path too long", path);
-    FILE *fp = fopen(tmp, "wb");
-    if (!fp) return kf_error_set(err, KF_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    FILE *fp;
+    kf_status st = kf_file_begin(path, tmp, sizeof tmp, &fp, err);
+    if (st != KF_OK) return st;
     stats_writer w = {fp, 0, 1};
     uint32_t version = KF_STATSFILE_VERSION, n = (uint32_t)f->n;
     const kf_calib_protocol *p = &f->protocol;
