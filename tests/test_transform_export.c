@@ -153,7 +153,8 @@ static void test_stats_of_other_model(void **state) {
         return;
     }
     kf_statsfile f;
-    kf_statsfile_init(&f, 0x1234); // not the fingerprint of the 1.4m model
+    const kf_calib_protocol run = kf_calib_protocol_make(256, 1); // the run's windows: only the model differs
+    kf_statsfile_init(&f, 0x1234, &run);                           // not the fingerprint of the 1.4m model
     kf_moments *mo;
     kf_error err = {0};
     assert_int_equal(kf_statsfile_add(&f, "layer.0.ffn_act", 384, 0, 0.0f, &mo, &err), KF_OK);

@@ -24,10 +24,11 @@ static kf_status read_hparams(kf_hf_loader *ld, kf_error *err) {
     const char *act;
     bool scale, inv_layer;
     TRY(kf_hf_config_str(c, "activation_function", "gelu_new", &act, err));
+    char esc[40];
     if (strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_pytorch_tanh") != 0)
         return kf_error_set(err, KF_ERR_UNSUPPORTED,
-                            "%s: activation_function '%.32s' is not supported (gelu_new, gelu_pytorch_tanh)", c->path,
-                            act);
+                            "%s: activation_function '%s' is not supported (gelu_new, gelu_pytorch_tanh)", c->path,
+                            kf_str_escape(esc, sizeof esc, act, KF_STR_NUL));
     TRY(kf_hf_config_bool(c, "scale_attn_weights", true, &scale, err));
     TRY(kf_hf_config_bool(c, "scale_attn_by_inverse_layer_idx", false, &inv_layer, err));
     if (!scale || inv_layer)

@@ -22,9 +22,10 @@ static kf_status read_hparams(kf_hf_loader *ld, bool *bias_qkv, bool *bias_o, kf
     const char *act;
     bool mlp_bias;
     TRY(kf_hf_config_str(c, "hidden_act", "silu", &act, err));
+    char esc[40];
     if (strcmp(act, "silu") != 0)
-        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: hidden_act '%.32s' is not supported (silu only)", c->path,
-                            act);
+        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: hidden_act '%s' is not supported (silu only)", c->path,
+                            kf_str_escape(esc, sizeof esc, act, KF_STR_NUL));
     if (kf_hf_config_has(c, "rope_scaling"))
         return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: rope_scaling is not supported", c->path);
     TRY(kf_hf_config_bool(c, "mlp_bias", false, &mlp_bias, err));
@@ -213,8 +214,10 @@ static kf_status gguf_load(kf_gguf_loader *ld) {
                             g->path, rope_dim, head_dim);
     char *scaling = NULL;
     if ((st = kf_gguf_get_str(g, kf_gguf_key(ld, "rope.scaling.type"), false, &scaling, ld->err)) != KF_OK) return st;
+    char esc[KF_ESC_NAME];
     if (scaling && strcmp(scaling, "none") != 0)
-        st = kf_error_set(ld->err, KF_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not supported", g->path, scaling);
+        st = kf_error_set(ld->err, KF_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not supported", g->path,
+                          kf_str_escape(esc, sizeof esc, scaling, KF_STR_NUL));
     free(scaling);
     if (st != KF_OK) return st;
     m->head_dim = head_dim;

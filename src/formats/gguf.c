@@ -81,18 +81,18 @@ const char *kf_gguf_type_name(kf_gguf_type t) {
 
 // Parses one key/value, leaving the cursor after it.
 static kf_status read_kv(cursor *c, kf_gguf_kv *kv, int64_t index) {
-    char what[64];
+    char what[64 + KF_ESC_NAME], key[KF_ESC_NAME];
     snprintf(what, sizeof what, "key %lld", (long long)index);
     kf_status st = read_str(c, &kv->key, &kv->key_len, what);
     if (st != KF_OK) return st;
+    kf_str_escape(key, sizeof key, kv->key, kv->key_len); // for messages
     uint32_t type;
-    snprintf(what, sizeof what, "type of key '%.*s'", (int)(kv->key_len < 48 ? kv->key_len : 48), kv->key);
+    snprintf(what, sizeof what, "type of key '%s'", key);
     if ((st = read_u32(c, &type, what)) != KF_OK) return st;
     if (type >= KF_GGUF_TYPE_COUNT)
-        return kf_error_set(c->err, KF_ERR_FORMAT, "%s: key '%.*s' has unknown value type %u", c->path,
-                            (int)(kv->key_len < 64 ? kv->key_len : 64), kv->key, type);
+        return kf_error_set(c->err, KF_ERR_FORMAT, "%s: key '%s' has unknown value type %u", c->path, key, type);
     kv->type = (kf_gguf_type)type;
-    snprintf(what, sizeof what, "value of key '%.*s'", (int)(kv->key_len < 48 ? kv->key_len : 48), kv->key);
+    snprintf(what, sizeof what, "value of key '%s'", key);
     if (kv->type == KF_GGUF_STRING) {
         const char *s;
         size_t n;
@@ -110,9 +110,8 @@ static kf_status read_kv(cursor *c, kf_gguf_kv *kv, int64_t index) {
     uint64_t n;
     if ((st = read_u32(c, &at, what)) != KF_OK || (st = read_u64(c, &n, what)) != KF_OK) return st;
     if (at >= KF_GGUF_TYPE_COUNT || at == KF_GGUF_ARRAY)
-        return kf_error_set(c->err, KF_ERR_FORMAT, "%s: key '%.*s' is an array of %s (type %u), not supported", c->path,
-                            (int)(kv->key_len < 64 ? kv->key_len : 64), kv->key, kf_gguf_type_name((kf_gguf_type)at),
-                            at);
+        return kf_error_set(c->err, KF_ERR_FORMAT, "%s: key '%s' is an array of %s (type %u), not supported", c->path,
+                            key, kf_gguf_type_name((kf_gguf_type)at), at);
     kv->arr_type = (kf_gguf_type)at;
     kv->arr_n = n;
     kv->val = c->base + c->pos;
@@ -121,8 +120,8 @@ static kf_status read_kv(cursor *c, kf_gguf_kv *kv, int64_t index) {
     size_t elem = at == KF_GGUF_STRING ? 8 : scalar_size(kv->arr_type);
     if (n > (c->size - c->pos) / elem)
         return kf_error_set(c->err, KF_ERR_FORMAT,
-                            "%s: key '%.*s' claims %llu array elements, more than the file holds", c->path,
-                            (int)(kv->key_len < 64 ? kv->key_len : 64), kv->key, (unsigned long long)n);
+                            "%s: key '%s' claims %llu array elements, more than the file holds", c->path, key,
+                            (unsigned long long)n);
     if (at != KF_GGUF_STRING) {
         c->pos += (size_t)n * elem;
         return KF_OK;
@@ -156,20 +155,20 @@ static uint32_t ggml_from_dtype(kf_dtype d) {
 }
 
 static kf_status read_tensor_info(cursor *c, kf_gguf_tensor *t, int64_t index) {
-    char what[96];
+    char what[64 + KF_ESC_NAME], name[KF_ESC_NAME];
     snprintf(what, sizeof what, "name of tensor %lld", (long long)index);
     kf_status st = read_str(c, &t->name, &t->name_len, what);
     if (st != KF_OK) return st;
-    int nl = (int)(t->name_len < 64 ? t->name_len : 64);
+    kf_str_escape(name, sizeof name, t->name, t->name_len); // for messages
     if (t->name_len == 0 || t->name_len >= GGUF_MAX_NAME)
         return kf_error_set(c->err, KF_ERR_FORMAT, "%s: tensor %lld has a name of %zu bytes (must be 1..%d)", c->path,
                             (long long)index, t->name_len, GGUF_MAX_NAME - 1);
-    snprintf(what, sizeof what, "info of tensor '%.*s'", nl, t->name);
+    snprintf(what, sizeof what, "info of tensor '%s'", name);
     uint32_t nd;
     if ((st = read_u32(c, &nd, what)) != KF_OK) return st;
     if (nd < 1 || nd > KF_MAX_DIMS)
-        return kf_error_set(c->err, KF_ERR_FORMAT, "%s: tensor '%.*s' has %u dimensions (must be 1..%d)", c->path, nl,
-                            t->name, nd, KF_MAX_DIMS);
+        return kf_error_set(c->err, KF_ERR_FORMAT, "%s: tensor '%s' has %u dimensions (must be 1..%d)", c->path, name,
+                            nd, KF_MAX_DIMS);
     t->ndim = (int)nd;
     int64_t nelem = 1;
     for (int i = 0; i < t->ndim; i++) {
@@ -177,8 +176,8 @@ static kf_status read_tensor_info(cursor *c, kf_gguf_tensor *t, int64_t index) {
         if ((st = read_u64(c, &d, what)) != KF_OK) return st;
         // Bounded by the file size long before int64 overflow matters.
         if (d < 1 || d > (uint64_t)INT64_MAX / 8 / (uint64_t)nelem)
-            return kf_error_set(c->err, KF_ERR_FORMAT, "%s: tensor '%.*s' has bad dimension %d = %llu", c->path, nl,
-                                t->name, i, (unsigned long long)d);
+            return kf_error_set(c->err, KF_ERR_FORMAT, "%s: tensor '%s' has bad dimension %d = %llu", c->path, name,
+                                i, (unsigned long long)d);
         t->dims[i] = (int64_t)d;
         nelem *= (int64_t)d;
     }
@@ -187,11 +186,11 @@ static kf_status read_tensor_info(cursor *c, kf_gguf_tensor *t, int64_t index) {
     if ((st = read_u32(c, &type, what)) != KF_OK || (st = read_u64(c, &t->offset, what)) != KF_OK) return st;
     if (dtype_from_ggml(type, &t->dtype) != KF_OK)
         return kf_error_set(c->err, KF_ERR_UNSUPPORTED,
-                            "%s: tensor '%.*s' has ggml type %u, not supported (F32, F16, BF16 and Q8_0 are)", c->path,
-                            nl, t->name, type);
+                            "%s: tensor '%s' has ggml type %u, not supported (F32, F16, BF16 and Q8_0 are)", c->path,
+                            name, type);
     if (t->dtype == KF_DTYPE_Q8_0 && t->dims[0] % 32 != 0)
-        return kf_error_set(c->err, KF_ERR_FORMAT, "%s: Q8_0 tensor '%.*s' has rows of %lld, not a multiple of 32",
-                            c->path, nl, t->name, (long long)t->dims[0]);
+        return kf_error_set(c->err, KF_ERR_FORMAT, "%s: Q8_0 tensor '%s' has rows of %lld, not a multiple of 32",
+                            c->path, name, (long long)t->dims[0]);
     t->nbytes = kf_dtype_size(t->dtype, nelem);
     return KF_OK;
 }
@@ -206,15 +205,17 @@ static kf_status place_tensors(kf_gguf *g, kf_error *err) {
     size_t data_size = g->map.size - g->data_offset;
     for (int64_t i = 0; i < g->n_tensors; i++) {
         kf_gguf_tensor *t = &g->tensors[i];
-        int nl = (int)t->name_len;
+        char name[KF_ESC_NAME];
         if (t->offset % g->alignment != 0)
             return kf_error_set(err, KF_ERR_FORMAT,
-                                "%s: tensor '%.*s' offset %llu is not a multiple of the alignment %u", g->path, nl,
-                                t->name, (unsigned long long)t->offset, g->alignment);
+                                "%s: tensor '%s' offset %llu is not a multiple of the alignment %u", g->path,
+                                kf_str_escape(name, sizeof name, t->name, t->name_len), (unsigned long long)t->offset,
+                                g->alignment);
         if (t->offset > SIZE_MAX || !kf_range_ok((size_t)t->offset, t->nbytes, data_size))
             return kf_error_set(err, KF_ERR_FORMAT,
-                                "%s: tensor '%.*s' data [%llu, +%zu) lies outside the data section (%zu bytes)",
-                                g->path, nl, t->name, (unsigned long long)t->offset, t->nbytes, data_size);
+                                "%s: tensor '%s' data [%llu, +%zu) lies outside the data section (%zu bytes)",
+                                g->path, kf_str_escape(name, sizeof name, t->name, t->name_len),
+                                (unsigned long long)t->offset, t->nbytes, data_size);
         t->data = (const uint8_t *)g->map.data + g->data_offset + t->offset;
     }
     if (g->n_tensors < 2) return KF_OK;
@@ -225,9 +226,11 @@ static kf_status place_tensors(kf_gguf *g, kf_error *err) {
     kf_status st = KF_OK;
     for (int64_t i = 1; i < g->n_tensors && st == KF_OK; i++) {
         const kf_gguf_tensor *a = order[i - 1], *b = order[i];
+        char na[KF_ESC_NAME], nb[KF_ESC_NAME];
         if (a->offset + a->nbytes > b->offset)
-            st = kf_error_set(err, KF_ERR_FORMAT, "%s: tensors '%.*s' and '%.*s' overlap in the data section", g->path,
-                              (int)a->name_len, a->name, (int)b->name_len, b->name);
+            st = kf_error_set(err, KF_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap in the data section", g->path,
+                              kf_str_escape(na, sizeof na, a->name, a->name_len),
+                              kf_str_escape(nb, sizeof nb, b->name, b->name_len));
     }
     free(order);
     return st;
@@ -298,14 +301,15 @@ static kf_status parse(kf_gguf *g, kf_error *err) {
     g->kv = calloc(nkv ? nkv : 1, sizeof *g->kv);
     g->tensors = calloc(nt ? nt : 1, sizeof *g->tensors);
     if (!g->kv || !g->tensors) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", g->path);
+    char esc[KF_ESC_NAME];
     if ((st = index_init(&g->kv_index, g->n_kv, g->path, err)) != KF_OK ||
         (st = index_init(&g->tensor_index, g->n_tensors, g->path, err)) != KF_OK)
         return st;
     for (int64_t i = 0; i < g->n_kv; i++) {
         if ((st = read_kv(&c, &g->kv[i], i)) != KF_OK) return st;
         if (!index_add(&g->kv_index, i, g->kv[i].key, g->kv[i].key_len))
-            return kf_error_set(err, KF_ERR_FORMAT, "%s: duplicate key '%.*s'", g->path,
-                                (int)(g->kv[i].key_len < 64 ? g->kv[i].key_len : 64), g->kv[i].key);
+            return kf_error_set(err, KF_ERR_FORMAT, "%s: duplicate key '%s'", g->path,
+                                kf_str_escape(esc, sizeof esc, g->kv[i].key, g->kv[i].key_len));
     }
     g->alignment = GGUF_DEFAULT_ALIGNMENT;
     const kf_gguf_kv *al = kf_gguf_find_kv(g, "general.alignment");
@@ -321,8 +325,8 @@ static kf_status parse(kf_gguf *g, kf_error *err) {
     for (int64_t i = 0; i < g->n_tensors; i++) {
         if ((st = read_tensor_info(&c, &g->tensors[i], i)) != KF_OK) return st;
         if (!index_add(&g->tensor_index, i, g->tensors[i].name, g->tensors[i].name_len))
-            return kf_error_set(err, KF_ERR_FORMAT, "%s: duplicate tensor '%.*s'", g->path,
-                                (int)g->tensors[i].name_len, g->tensors[i].name);
+            return kf_error_set(err, KF_ERR_FORMAT, "%s: duplicate tensor '%s'", g->path,
+                                kf_str_escape(esc, sizeof esc, g->tensors[i].name, g->tensors[i].name_len));
     }
     size_t pad = (g->alignment - c.pos % g->alignment) % g->alignment;
     if (g->n_tensors > 0 && !kf_range_ok(c.pos, pad, c.size)) return eof_error(&c, "padding before the tensor data");

@@ -48,7 +48,8 @@ static int span_cmp(const void *a, const void *b) {
 // Fills t from one header entry; base/dsize describe the data section.
 static kf_status parse_entry(const char *path, const cJSON *e, const uint8_t *base, size_t dsize, kf_st_tensor *t,
                              span *sp, kf_error *err) {
-    const char *name = e->string;
+    char esc[KF_ESC_NAME];
+    const char *name = kf_str_escape(esc, sizeof esc, e->string, KF_STR_NUL); // for messages
     if (!cJSON_IsObject(e)) return kf_error_set(err, KF_ERR_FORMAT, "%s: tensor '%s' is not a JSON object", path, name);
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *js = cJSON_GetObjectItemCaseSensitive(e, "shape");
@@ -56,8 +57,9 @@ static kf_status parse_entry(const char *path, const cJSON *e, const uint8_t *ba
     if (!cJSON_IsString(jd) || !cJSON_IsArray(js) || !cJSON_IsArray(jo))
         return kf_error_set(err, KF_ERR_FORMAT, "%s: tensor '%s' lacks dtype, shape or data_offsets", path, name);
     const dtype_info *di = dtype_lookup(jd->valuestring);
-    if (!di) return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: tensor '%s' has unknown dtype '%.16s'", path, name,
-                                 jd->valuestring);
+    char dt[24];
+    if (!di) return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: tensor '%s' has unknown dtype '%s'", path, name,
+                                 kf_str_escape(dt, sizeof dt, jd->valuestring, KF_STR_NUL));
     int ndim = cJSON_GetArraySize(js);
     if (ndim > KF_MAX_DIMS)
         return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: tensor '%s' has %d dimensions (at most %d supported)", path,
@@ -88,7 +90,7 @@ static kf_status parse_entry(const char *path, const cJSON *e, const uint8_t *ba
         return kf_error_set(err, KF_ERR_FORMAT,
                             "%s: tensor '%s' has %lld %s elements but spans %llu bytes", path, name,
                             (long long)nelem, di->name, (unsigned long long)(end - begin));
-    t->name = strdup(name);
+    t->name = strdup(e->string);
     if (!t->name) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
     snprintf(t->dtype_name, sizeof t->dtype_name, "%s", di->name);
     t->dtype = di->dtype;
@@ -163,8 +165,10 @@ static kf_status parse_header(kf_st_set *s, int file, kf_error *err) {
     qsort(spans, (size_t)count, sizeof *spans, span_cmp);
     for (int i = 1; i < count; i++)
         if (spans[i].begin < spans[i - 1].end) {
+            char e1[KF_ESC_NAME], e2[KF_ESC_NAME];
             st = kf_error_set(err, KF_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap in the data section", path,
-                              s->tensors[spans[i - 1].tensor].name, s->tensors[spans[i].tensor].name);
+                              kf_str_escape(e1, sizeof e1, s->tensors[spans[i - 1].tensor].name, KF_STR_NUL),
+                              kf_str_escape(e2, sizeof e2, s->tensors[spans[i].tensor].name, KF_STR_NUL));
             goto done;
         }
 done:
@@ -198,10 +202,11 @@ static int tensor_cmp(const void *a, const void *b) {
 
 kf_status kf_st_set_index(kf_st_set *s, kf_error *err) {
     if (s->n_tensors > 1) qsort(s->tensors, (size_t)s->n_tensors, sizeof *s->tensors, tensor_cmp);
+    char esc[KF_ESC_NAME];
     for (int i = 1; i < s->n_tensors; i++)
         if (strcmp(s->tensors[i].name, s->tensors[i - 1].name) == 0)
             return kf_error_set(err, KF_ERR_FORMAT, "%s: tensor '%s' appears twice", s->paths[s->tensors[i].file],
-                                s->tensors[i].name);
+                                kf_str_escape(esc, sizeof esc, s->tensors[i].name, KF_STR_NUL));
     return KF_OK;
 }
 
@@ -228,9 +233,11 @@ static kf_status open_index(kf_st_set *s, const char *dir, const char *ipath, kf
         return kf_error_set(err, KF_ERR_FORMAT, "%s: %s", ipath,
                             root ? "no \"weight_map\" object" : "not valid JSON");
     }
+    char esc[KF_ESC_NAME], esc2[KF_ESC_NAME];
     for (const cJSON *e = wm->child; e && st == KF_OK; e = e->next) {
         if (!cJSON_IsString(e) || !shard_name_ok(e->valuestring)) {
-            st = kf_error_set(err, KF_ERR_FORMAT, "%s: tensor '%s' maps to a bad shard name", ipath, e->string);
+            st = kf_error_set(err, KF_ERR_FORMAT, "%s: tensor '%s' maps to a bad shard name", ipath,
+                              kf_str_escape(esc, sizeof esc, e->string, KF_STR_NUL));
             break;
         }
         bool seen = false;
@@ -249,8 +256,9 @@ static kf_status open_index(kf_st_set *s, const char *dir, const char *ipath, kf
         const kf_st_tensor *t = kf_st_set_find(s, e->string);
         const char *slash = t ? strrchr(s->paths[t->file], '/') : NULL;
         if (!t || strcmp(slash ? slash + 1 : s->paths[t->file], e->valuestring) != 0)
-            st = kf_error_set(err, KF_ERR_FORMAT, "%s: tensor '%s' is not in shard %s", ipath, e->string,
-                              e->valuestring);
+            st = kf_error_set(err, KF_ERR_FORMAT, "%s: tensor '%s' is not in shard %s", ipath,
+                              kf_str_escape(esc, sizeof esc, e->string, KF_STR_NUL),
+                              kf_str_escape(esc2, sizeof esc2, e->valuestring, KF_STR_NUL));
     }
     if (st == KF_OK && listed != s->n_tensors)
         st = kf_error_set(err, KF_ERR_FORMAT, "%s: the shards hold %d tensors but the index lists %d", ipath,

@@ -46,10 +46,10 @@ kf_status kf_model_load_gguf(kf_model **out, const char *path, kf_error *err) {
     }
     const kf_arch_desc *d = kf_arch_find_gguf(arch);
     if (!d) {
-        char names[256];
+        char names[256], esc[KF_ESC_NAME];
         kf_arch_list_gguf(names, sizeof names);
-        st = kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: architecture '%.64s' is not supported (supported: %s)", path,
-                          arch, names);
+        st = kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (supported: %s)", path,
+                          kf_str_escape(esc, sizeof esc, arch, KF_STR_NUL), names);
         free(arch);
         kf_gguf_close(g);
         return st;

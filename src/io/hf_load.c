@@ -25,10 +25,10 @@ static kf_status read_arch(const kf_hf_config *cfg, const char *dir, const kf_ar
         return kf_error_set(err, KF_ERR_FORMAT, "%s: \"architectures\" must be a non-empty list of names", cfg->path);
     *name = a->child->valuestring;
     if ((*out = kf_arch_find_hf(*name))) return KF_OK;
-    char list[256];
+    char list[256], esc[KF_ESC_NAME];
     kf_arch_list_hf(list, sizeof list);
-    return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s/config.json: unknown architecture '%.64s' (supported: %s)", dir,
-                        *name, list);
+    return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s/config.json: unknown architecture '%s' (supported: %s)", dir,
+                        kf_str_escape(esc, sizeof esc, *name, KF_STR_NUL), list);
 }
 
 static kf_status load(kf_model *m, const char *dir, kf_hf_config *cfg, kf_st_set *st, kf_hf_loader *ld,
@@ -50,10 +50,12 @@ static kf_status load(kf_model *m, const char *dir, kf_hf_config *cfg, kf_st_set
     if (!ld->used) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", dir);
     kf_arch_set_traits(m, arch->id);
     if ((s = arch->hf_load(ld, err)) != KF_OK) return s;
+    char esc[KF_ESC_NAME];
     for (int i = 0; i < st->n_tensors; i++)
         if (!ld->used[i] && !ignorable(st->tensors[i].name))
             return kf_error_set(err, KF_ERR_FORMAT, "%s: unexpected tensor '%s' (not part of %s as configured)",
-                                st->paths[st->tensors[i].file], st->tensors[i].name, ld->arch);
+                                st->paths[st->tensors[i].file],
+                                kf_str_escape(esc, sizeof esc, st->tensors[i].name, KF_STR_NUL), ld->arch);
     if ((s = kf_hf_config_token(cfg, "bos_token_id", &m->bos_id, err)) != KF_OK) return s;
     if ((s = kf_hf_config_token(cfg, "eos_token_id", &m->eos_id, err)) != KF_OK) return s;
     snprintf(m->format, sizeof m->format, "hf");

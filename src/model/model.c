@@ -144,7 +144,13 @@ kf_status kf_model_validate(const kf_model *m, const char *what, kf_error *err) 
         CHECK(&L->b_down, "b_down", l, 1, C, 0, false);
         if (!m->gated_ffn && kf_tensor_present(&L->w_gate))
             return kf_error_set(err, KF_ERR_FORMAT, "%s: layer %d has a gate but the FFN is not gated", what, l);
-        if (L->n_expert == 0) continue;
+        if (L->n_expert == 0) {
+            // writers drop the routers of a dense layer, so a reader must not take them
+            if (kf_tensor_present(&L->router_w) || kf_tensor_present(&L->router_b) ||
+                kf_tensor_present(&L->router_w2) || kf_tensor_present(&L->router_b2))
+                return kf_error_set(err, KF_ERR_FORMAT, "%s: layer %d has router tensors but no experts", what, l);
+            continue;
+        }
         // mixture of experts: equal experts, a router of the declared kind, a selection rule
         int64_t E = L->n_expert;
         // coverage is kept (and written) for fixed top-k layers too, so it is always a share

@@ -221,9 +221,10 @@ static kf_status build_rank_merges(kf_tokenizer *t, const kf_tok_build_args *a, 
         memcpy(buf, l, nl);
         memcpy(buf + nl, r, nr);
         int32_t il = kf_tok_lookup(t, l, nl), ir = kf_tok_lookup(t, r, nr), in = kf_tok_lookup(t, buf, nl + nr);
+        char el[KF_ESC_NAME], er[KF_ESC_NAME];
         if (il < 0 || ir < 0 || in < 0)
             st = kf_error_set(err, KF_ERR_FORMAT, "%s: merge %d (\"%s %s\") uses a piece not in the vocabulary", name,
-                              k, l, r);
+                              k, kf_str_escape(el, sizeof el, l, nl), kf_str_escape(er, sizeof er, r, nr));
         else if (!pair_find(t, il, ir)) {
             pair_insert(t, il, ir, k, in);
             t->merges[2 * t->n_merges] = il;
@@ -476,8 +477,9 @@ kf_status kf_tokenizer_init(kf_tokenizer **out, const kf_tokenizer_spec *spec, k
             memcpy(p, spec->merges[k], len + 1);
             char *sp = strchr(p, ' ');
             if (!sp || sp == p || sp[1] == '\0') {
+                char esc[KF_ESC_NAME];
                 st = kf_error_set(err, KF_ERR_FORMAT, "tokenizer spec: merge %d (\"%s\") is not \"left right\"", k,
-                                  spec->merges[k]);
+                                  kf_str_escape(esc, sizeof esc, spec->merges[k], KF_STR_NUL));
                 goto done;
             }
             *sp = '\0';

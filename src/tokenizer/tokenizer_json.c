@@ -112,9 +112,11 @@ static kf_status detect_kind(const cJSON *root, const char *path, hf_kind *k, kf
         *k = (hf_kind){KF_TOK_SPM, prefix, json_bool(meta, "split", true), false};
         return KF_OK;
     }
+    char esc[KF_ESC_NAME];
     if (pre && !cJSON_IsNull(pre))
         return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: pre-tokenizer \"%s\" not supported", path,
-                            json_str(pre, "type") ? json_str(pre, "type") : "?");
+                            kf_str_escape(esc, sizeof esc, json_str(pre, "type") ? json_str(pre, "type") : "?",
+                                          KF_STR_NUL));
     const cJSON *rep = find_component(norm, "Replace", "normalizers");
     const cJSON *prep = find_component(norm, "Prepend", "normalizers");
     static const char *const norm_ok[] = {"Replace", "Prepend"};
@@ -187,8 +189,10 @@ static kf_status build_from_json(kf_tokenizer **out, const cJSON *root, const ch
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model)) return kf_error_set(err, KF_ERR_FORMAT, "%s: no \"model\" object", path);
     const char *mtype = json_str(model, "type");
+    char esc[KF_ESC_NAME];
     if (mtype && strcmp(mtype, "BPE") != 0)
-        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: model type \"%s\" not supported (only BPE)", path, mtype);
+        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: model type \"%s\" not supported (only BPE)", path,
+                            kf_str_escape(esc, sizeof esc, mtype, KF_STR_NUL));
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
@@ -203,7 +207,8 @@ static kf_status build_from_json(kf_tokenizer **out, const cJSON *root, const ch
     const cJSON *e;
     cJSON_ArrayForEach(e, vocab) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= (1 << 24) || e->valuedouble != (int)e->valuedouble)
-            return kf_error_set(err, KF_ERR_FORMAT, "%s: vocab entry \"%s\" has a bad id", path, e->string);
+            return kf_error_set(err, KF_ERR_FORMAT, "%s: vocab entry \"%s\" has a bad id", path,
+                                kf_str_escape(esc, sizeof esc, e->string, KF_STR_NUL));
         if ((long)e->valuedouble + 1 > n) n = (long)e->valuedouble + 1;
     }
     cJSON_ArrayForEach(e, added) {
@@ -212,6 +217,12 @@ static kf_status build_from_json(kf_tokenizer **out, const cJSON *root, const ch
             return kf_error_set(err, KF_ERR_FORMAT, "%s: added_tokens entry without a valid id and content", path);
         if ((long)id->valuedouble + 1 > n) n = (long)id->valuedouble + 1;
     }
+    // Every id needs a piece: ids past the number of entries are refused
+    // before anything is allocated for them.
+    int n_entries = cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added);
+    if (n > n_entries)
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: ids run up to %ld but vocab and added_tokens hold %d entries",
+                            path, n - 1, n_entries);
     int n_merges = cJSON_GetArraySize(merges);
     const char **pieces = calloc((size_t)(n > 0 ? n : 1), sizeof(char *));
     uint8_t *types = calloc((size_t)(n > 0 ? n : 1), 1);
@@ -265,7 +276,7 @@ static kf_status build_from_json(kf_tokenizer **out, const cJSON *root, const ch
             char *sp = strchr(p, ' ');
             if (!sp || sp == p || sp[1] == '\0') {
                 st = kf_error_set(err, KF_ERR_FORMAT, "%s: merge %d (\"%s\") is not \"left right\"", path, m,
-                                  e->valuestring);
+                                  kf_str_escape(esc, sizeof esc, e->valuestring, KF_STR_NUL));
                 goto done;
             }
             *sp = '\0';

@@ -60,6 +60,13 @@ kf_status kf_tokenizer_load_llama2c(kf_tokenizer **out, const char *path, int vo
         free(buf);
         return kf_error_set(err, KF_ERR_FORMAT, "%s: max_token_length %d out of range", path, max_len);
     }
+    // Each entry takes at least 8 bytes (score, length): a vocabulary the file
+    // cannot hold is refused before anything is allocated for it.
+    if (vocab_size > 0 && (size_t)vocab_size > (size - 4) / 8) {
+        free(buf);
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: %zu bytes cannot hold the model's %d tokens (8 bytes each at least)",
+                            path, size, vocab_size);
+    }
     // vocab_size <= 0: read entries up to the end of the file
     size_t cap = vocab_size > 0 ? (size_t)vocab_size : size / 8;
     char **pieces = calloc(cap ? cap : 1, sizeof(char *));

@@ -41,6 +41,7 @@ static kf_status build(kf_tokenizer **out, const kf_gguf *g, kf_error *err) {
     int64_t *types64 = NULL, n = 0, n_scores = 0, n_types = 0, n_merges = 0;
     int32_t *types = NULL;
     kf_tokenizer_spec spec = {.bos_id = -1, .eos_id = -1, .unk_id = -1};
+    char esc[KF_ESC_NAME];
     kf_status st = kf_gguf_get_str(g, "tokenizer.ggml.model", true, &model, err);
     if (st != KF_OK) return st;
     if (strcmp(model, "llama") == 0) {
@@ -49,13 +50,14 @@ static kf_status build(kf_tokenizer **out, const kf_gguf *g, kf_error *err) {
         spec.kind = KF_TOK_BYTELEVEL;
     } else {
         st = kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: tokenizer model '%s' is not supported (llama and gpt2 are)",
-                          g->path, model);
+                          g->path, kf_str_escape(esc, sizeof esc, model, KF_STR_NUL));
         goto done;
     }
     // Byte-level tokenizers differ by their pre-tokenizer split; kfuse has GPT-2's.
     if ((st = kf_gguf_get_str(g, "tokenizer.ggml.pre", false, &pre, err)) != KF_OK) goto done;
     if (spec.kind == KF_TOK_BYTELEVEL && pre && strcmp(pre, "gpt-2") != 0 && strcmp(pre, "default") != 0) {
-        st = kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: pre-tokenizer '%s' is not supported (gpt-2 is)", g->path, pre);
+        st = kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: pre-tokenizer '%s' is not supported (gpt-2 is)", g->path,
+                          kf_str_escape(esc, sizeof esc, pre, KF_STR_NUL));
         goto done;
     }
     if ((st = kf_gguf_get_str_array(g, "tokenizer.ggml.tokens", &tokens, &n, err)) != KF_OK) goto done;
