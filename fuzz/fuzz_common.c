@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/file.h"
+#include "core/rng.h"
 #include "io/save.h"
 
 void kf_fuzz_split(const uint8_t *data, size_t size, int n_parts, kf_fuzz_parts *out) {
@@ -78,13 +79,12 @@ const char *kf_fuzz_write(const char *name, const void *data, size_t n) {
 
 // ---- tiny models ----
 
-static void fill(kf_model *m, kf_tensor *t, int ndim, int64_t d0, int64_t d1, uint32_t *rng) {
+static void fill(kf_model *m, kf_tensor *t, int ndim, int64_t d0, int64_t d1, kf_rng *rng) {
     int64_t ne[2] = {d0, d1};
     kf_error err = {0};
     if (kf_model_alloc_tensor(m, t, ndim, ne, &err) != KF_OK) kf_fuzz_fail("tiny model", err.msg);
     for (int64_t i = 0; i < kf_tensor_nelem(t); i++) {
-        *rng = *rng * 1664525u + 1013904223u;
-        t->data[i] = (float)((int)(*rng >> 24) - 128) / 256.0f;
+        t->data[i] = (float)(kf_rng_below(rng, 256) - 128) / 256.0f;
     }
 }
 
@@ -111,7 +111,8 @@ kf_model *kf_fuzz_tiny_model(kf_fuzz_tiny kind) {
     m->eos_id = 2;
     m->layers = calloc(L, sizeof *m->layers);
     if (!m->layers) kf_fuzz_fail("tiny model", "out of memory");
-    uint32_t rng = 12345u + (uint32_t)kind;
+    kf_rng rng;
+    kf_rng_seed(&rng, 12345u + (uint64_t)kind);
     const int64_t KV = (int64_t)m->n_head_kv * DH;
     fill(m, &m->tok_embd, 2, V, C, &rng);
     if (gpt2) fill(m, &m->pos_embd, 2, T, C, &rng);
