@@ -15,19 +15,12 @@
 
 #include "analyze/corrclust.h"
 #include "core/progress.h"
+#include "core/rng.h"
 
 #define R 32
 #define N_FACTORS 12
 
-static uint64_t g_state = 0x2545f4914f6cdd1dull;
-static double urand(void) { // xorshift64*
-    g_state ^= g_state >> 12;
-    g_state ^= g_state << 25;
-    g_state ^= g_state >> 27;
-    return (double)((g_state * 0x2545f4914f6cdd1dull) >> 11) * 0x1.0p-53;
-}
-
-static double nrand(void) { return sqrt(-2 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand()); }
+static kf_rng g_rng;
 
 static int bench(int n) {
     float *u = malloc((size_t)n * R * sizeof *u), F[N_FACTORS][R];
@@ -38,14 +31,14 @@ static int bench(int n) {
         return 1;
     }
     for (int f = 0; f < N_FACTORS; f++)
-        for (int j = 0; j < R; j++) F[f][j] = (float)nrand();
+        for (int j = 0; j < R; j++) F[f][j] = (float)kf_rng_normal(&g_rng);
     for (int i = 0; i < n; i++) {
         float *x = u + (size_t)i * R;
-        double noise = 0.3 + 2 * urand(), s = 0;
-        for (int j = 0; j < R; j++) x[j] = (float)(noise * nrand());
-        int nf = 1 + (int)(3 * urand());
+        double noise = 0.3 + 2 * kf_rng_uniform(&g_rng), s = 0;
+        for (int j = 0; j < R; j++) x[j] = (float)(noise * kf_rng_normal(&g_rng));
+        int nf = 1 + (int)(3 * kf_rng_uniform(&g_rng));
         for (int f = 0; f < nf; f++) {
-            int which = (int)(N_FACTORS * urand());
+            int which = (int)(N_FACTORS * kf_rng_uniform(&g_rng));
             for (int j = 0; j < R; j++) x[j] += F[which][j];
         }
         for (int j = 0; j < R; j++) s += (double)x[j] * x[j];
@@ -93,6 +86,7 @@ static int bench(int n) {
 }
 
 int main(int argc, char **argv) {
+    kf_rng_seed(&g_rng, 1);
     int rc = 0;
     if (argc < 2) {
         rc |= bench(2048);

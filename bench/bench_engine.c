@@ -37,6 +37,7 @@
 
 #include "io/load.h"
 #include "core/progress.h"
+#include "core/rng.h"
 #include "eval/bench.h"
 #include "runtime/forward.h"
 
@@ -150,9 +151,10 @@ static int add_shape(gemm_shape *sh, int n, const kf_tensor *w, int M) {
 static kf_bench_stat time_sgemm(int M, int K, int N) {
     float *X = xalloc(sizeof(float) * (size_t)M * K), *W = xalloc(sizeof(float) * (size_t)N * K),
           *Y = xalloc(sizeof(float) * (size_t)M * N);
-    uint32_t s = 12345;
-    for (int64_t i = 0; i < (int64_t)M * K; i++) X[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) * 0x1p-24f - 0.5f;
-    for (int64_t i = 0; i < (int64_t)N * K; i++) W[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) * 0x1p-24f - 0.5f;
+    kf_rng rng;
+    kf_rng_seed(&rng, 12345);
+    for (int64_t i = 0; i < (int64_t)M * K; i++) X[i] = (float)(kf_rng_uniform(&rng) - 0.5);
+    for (int64_t i = 0; i < (int64_t)N * K; i++) W[i] = (float)(kf_rng_uniform(&rng) - 0.5);
     double v[N_GEMM_REPS];
     for (int r = -1; r < N_GEMM_REPS; r++) {
         double t0 = kf_time_now();

@@ -14,18 +14,14 @@
 #include <stdlib.h>
 
 #include "core/progress.h"
+#include "core/rng.h"
 #include "transform/ffn.h"
 #include "transform/refit.h"
 
 #define REPEATS 3
 
-static uint64_t g_state = 0x2545f4914f6cdd1dull;
-static double urand(void) { // xorshift64*, uniform in [-1, 1)
-    g_state ^= g_state >> 12;
-    g_state ^= g_state << 25;
-    g_state ^= g_state >> 27;
-    return (double)((g_state * 0x2545f4914f6cdd1dull) >> 11) * 0x1.0p-52 - 1.0;
-}
+static kf_rng g_rng;
+static double urand(void) { return 2 * kf_rng_uniform(&g_rng) - 1; } // [-1, 1)
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -78,6 +74,7 @@ static int bench(int F, int C) {
 }
 
 int main(int argc, char **argv) {
+    kf_rng_seed(&g_rng, 1);
     const char *def[] = {"768:288", "2048:768", "5632:2048", "11008:4096"};
     int n = argc > 1 ? argc - 1 : 4;
     for (int i = 0; i < n; i++) {

@@ -18,17 +18,12 @@
 #include "io/save.h"
 #include "core/file.h"
 #include "core/progress.h"
+#include "core/rng.h"
 #include "model/model.h"
-
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+#include "synth_model.h"
 
 // Uniform in (0, 1): 53 random bits, never 0 (log(u) stays finite).
-static double uniform01(uint64_t *s) { return ((splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+static double uniform01(uint64_t *s) { return kf_rng_unit(kf_rng_splitmix64(s)) + 0x1.0p-54; }
 
 // t (rows, cols) filled with N(0, std) by Box-Muller; row r of tensor `id`
 // uses its own stream so rows can be generated in parallel.
@@ -46,7 +41,17 @@ static void fill_normal(kf_tensor *t, uint64_t seed, uint64_t id, float std) {
     }
 }
 
-static void fill_ones(kf_tensor *t) {
+typedef struct {
+    uint64_t seed, id; // id: the next matrix's stream number
+} fill_state;
+
+// Matrices N(0, 0.02), each with its own stream; norm weights 1.
+static void fill(kf_tensor *t, bool norm, void *user) {
+    fill_state *f = user;
+    if (!norm) {
+        fill_normal(t, f->seed, f->id++, 0.02f);
+        return;
+    }
     for (int64_t i = 0; i < kf_tensor_nelem(t); i++) t->data[i] = 1.0f;
 }
 
@@ -97,57 +102,16 @@ int main(int argc, char **argv) {
     }
 
     kf_error err = {0};
-    kf_model *m = kf_model_new();
-    if (!m) return 1;
-    m->arch = KF_ARCH_LLAMA;
-    m->norm = KF_NORM_RMS;
-    m->act = KF_ACT_SILU;
-    m->pos = KF_POS_ROPE;
-    m->gated_ffn = true;
-    m->n_vocab = 32000;
-    m->n_embd = 2048;
-    m->n_layer = 16;
-    m->n_head = 32;
-    m->n_head_kv = 32;
-    m->head_dim = 64;
-    m->n_ctx_train = 2048;
-    m->norm_eps = 1e-5f;
-    m->rope_theta = 10000.0f;
-    m->tied_head = false;
+    int n_ff[16];
+    for (int l = 0; l < 16; l++) n_ff[l] = 5632;
+    kf_synth_shape sh = {.n_vocab = 32000, .n_embd = 2048, .n_layer = 16, .n_head = 32, .n_head_kv = 32,
+                         .head_dim = 64, .n_ctx_train = 2048, .n_ff = n_ff, .norm_eps = 1e-5f, .rope_theta = 10000.0f};
+    fill_state fs = {seed, 0};
+    kf_model *m;
+    double t0 = kf_time_now();
+    TRY(kf_synth_llama(&sh, fill, &fs, &m, &err));
     m->bos_id = 1;
     m->eos_id = 2;
-    const int64_t C = m->n_embd, V = m->n_vocab, F = 5632, Q = (int64_t)m->n_head * m->head_dim,
-                  KV = (int64_t)m->n_head_kv * m->head_dim;
-    const float std = 0.02f;
-    m->layers = calloc((size_t)m->n_layer, sizeof *m->layers);
-    if (!m->layers) return 1;
-
-    double t0 = kf_time_now();
-    uint64_t id = 0;
-    TRY(kf_model_alloc_tensor(m, &m->tok_embd, 2, (int64_t[]){V, C}, &err));
-    fill_normal(&m->tok_embd, seed, id++, std);
-    TRY(kf_model_alloc_tensor(m, &m->lm_head, 2, (int64_t[]){V, C}, &err));
-    fill_normal(&m->lm_head, seed, id++, std);
-    TRY(kf_model_alloc_tensor(m, &m->out_norm_w, 1, (int64_t[]){C}, &err));
-    fill_ones(&m->out_norm_w);
-    for (int l = 0; l < m->n_layer; l++) {
-        kf_layer *L = &m->layers[l];
-        L->n_ff = (int)F;
-        struct {
-            kf_tensor *t;
-            int64_t rows, cols;
-        } mats[] = {{&L->wq, Q, C},          {&L->wk, KV, C},   {&L->wv, KV, C}, {&L->wo, C, Q},
-                    {&L->w_gate, F, C},      {&L->w_up, F, C},  {&L->w_down, C, F}};
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
-            TRY(kf_model_alloc_tensor(m, mats[i].t, 2, (int64_t[]){mats[i].rows, mats[i].cols}, &err));
-            fill_normal(mats[i].t, seed, id++, std);
-        }
-        TRY(kf_model_alloc_tensor(m, &L->attn_norm_w, 1, (int64_t[]){C}, &err));
-        fill_ones(&L->attn_norm_w);
-        TRY(kf_model_alloc_tensor(m, &L->ffn_norm_w, 1, (int64_t[]){C}, &err));
-        fill_ones(&L->ffn_norm_w);
-    }
-    TRY(kf_model_validate(m, dir, &err));
     double t1 = kf_time_now();
     TRY(kf_model_save(m, dir, &(kf_save_opts){.format = KF_FORMAT_HF}, &err));
     printf("make_bench_model: %s: %.1f M params, %.2f GB fp32 (generated in %.1f s, written in %.1f s)\n", dir,

@@ -14,10 +14,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size >= 24) memcpy(&fp, data + 16, 8);
     kf_statsfile f = {0}, g = {0};
     kf_error err = {0};
-    if (kf_statsfile_load(&f, path, fp, &err) == KF_OK) {
+    if (kf_statsfile_load(&f, path, fp, NULL, &err) == KF_OK) {
         const char *p1 = kf_fuzz_path("saved1.kfs"), *p2 = kf_fuzz_path("saved2.kfs");
         if (kf_statsfile_save(&f, p1, &err) != KF_OK) kf_fuzz_fail("statsfile save", err.msg);
-        if (kf_statsfile_load(&g, p1, fp, &err) != KF_OK)
+        if (kf_statsfile_load(&g, p1, fp, NULL, &err) != KF_OK)
             kf_fuzz_fail("statistics file written by kfuse does not load back", err.msg);
         if (kf_statsfile_save(&g, p2, &err) != KF_OK) kf_fuzz_fail("statsfile save", err.msg);
         char *b1, *b2;

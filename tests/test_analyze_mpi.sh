@@ -3,13 +3,12 @@
 # single-process run: same tokens, CKA, Block Influence, redundancy curves,
 # per-layer thresholds and FFN statistics within float tolerance (rel 1e-4),
 # and the same k-means labels (the sampled activations are the same tokens).
-# Skips when kfuse was built without MPI or mpirun is absent.
+# Skips (exit 77) when kfuse was built without MPI or mpirun is absent.
 set -eu
 : "${KFUSE:?}" "${KF_ROOT:?}" "${KF_BUILD:?}"
-corpus="$KF_ROOT/../shared/data/corpus/alice-in-wonderland.txt"
-[ -f "$corpus" ] || { echo "SKIP: $corpus absent (../shared not mounted)"; exit 0; }
-command -v mpirun > /dev/null || { echo "SKIP: mpirun not installed"; exit 0; }
-grep -q 'KF_HAVE_MPI' "$KF_BUILD/CMakeFiles/kfuse.dir/flags.make" 2> /dev/null || { echo "SKIP: kfuse built without MPI"; exit 0; }
+corpus="$KF_ROOT/data/calib/calib.txt" # starts with alice-in-wonderland.txt
+command -v mpirun > /dev/null || { echo "SKIP: mpirun not installed"; exit 77; }
+grep -q 'KF_HAVE_MPI' "$KF_BUILD/CMakeFiles/kfuse.dir/flags.make" 2> /dev/null || { echo "SKIP: kfuse built without MPI"; exit 77; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 head -c 80000 "$corpus" > "$tmp/calib.txt"

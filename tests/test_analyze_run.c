@@ -18,6 +18,7 @@
 
 #include "io/load.h"
 #include "analyze/pipeline.h"
+#include "test_util.h"
 
 enum { N_IDS = 1024 };
 
@@ -34,11 +35,7 @@ static int setup(void **state) {
         fprintf(stderr, "%s\n", err.msg);
         return -1;
     }
-    unsigned s = 3;
-    for (int i = 0; i < N_IDS; i++) {
-        s = s * 1664525u + 1013904223u;
-        ids[i] = 3 + (int32_t)((s >> 8) % (unsigned)(model->n_vocab - 3));
-    }
+    kf_test_random_ids(ids, N_IDS, 3, model->n_vocab, 4);
     return 0;
 }
 
@@ -89,12 +86,12 @@ static void test_split_merge_and_statsfile(void **state) {
     kf_error err = {0};
     kf_analysis full, r0, r1;
     assert_int_equal(kf_analyze_run(model, NULL, ids, N_IDS, &o, &full, &err), KF_OK);
-    assert_non_null(full.json);
+    assert_non_null(full.result);
     o.n_ranks = 2;
     assert_int_equal(kf_analyze_run(model, NULL, ids, N_IDS, &o, &r0, &err), KF_OK);
     o.rank = 1;
     assert_int_equal(kf_analyze_run(model, NULL, ids, N_IDS, &o, &r1, &err), KF_OK);
-    assert_null(r1.json); // only rank 0 analyses
+    assert_null(r1.result); // only rank 0 analyses
     assert_int_equal(kf_statsfile_merge(&r0.stats, &r1.stats, &err), KF_OK);
     assert_int_equal(full.stats.n, r0.stats.n);
     for (int i = 0; i < full.stats.n; i++) {
@@ -114,13 +111,11 @@ static void test_split_merge_and_statsfile(void **state) {
     assert_true(fp == full.stats.fingerprint);
     assert_int_equal(kf_statsfile_save(&full.stats, path, &err), KF_OK);
     kf_statsfile back;
-    kf_statsfile_init(&back, 0);
-    assert_int_equal(kf_statsfile_load(&back, path, fp, &err), KF_OK);
+    assert_int_equal(kf_statsfile_load(&back, path, fp, NULL, &err), KF_OK);
     assert_int_equal(back.n, full.stats.n);
     assert_moments_close(&back.entries[0]->m, &full.stats.entries[0]->m);
     kf_statsfile_free(&back);
-    kf_statsfile_init(&back, 0);
-    assert_int_not_equal(kf_statsfile_load(&back, path, fp ^ 1, &err), KF_OK);
+    assert_int_not_equal(kf_statsfile_load(&back, path, fp ^ 1, NULL, &err), KF_OK);
     kf_statsfile_free(&back);
     unlink(path);
     kf_analysis_free(&full);

@@ -13,26 +13,21 @@
 #include <cmocka.h>
 
 #include "analyze/threshold.h"
+#include "test_util.h"
 
 enum { N = 4000, F = 5, C = 3 };
 
-static double rnd(unsigned *s) { // uniform in [-1, 1)
-    *s = *s * 1664525u + 1013904223u;
-    return (*s >> 8) / 8388608.0 - 1;
-}
-
 // a (N,F): a1 = 2 a0 + 1 exactly, a3 = a2 + noise, a4 independent, with means.
 static void make_data(double *a, float *w) {
-    unsigned s = 7;
     for (int r = 0; r < N; r++) {
         double *x = a + (size_t)r * F;
-        x[0] = rnd(&s) + 0.5;
+        x[0] = kf_test_urand() + 0.5;
         x[1] = 2 * x[0] + 1;
-        x[2] = rnd(&s) - 0.3;
-        x[3] = x[2] + 0.3 * rnd(&s);
-        x[4] = 0.7 * rnd(&s) + 2;
+        x[2] = kf_test_urand() - 0.3;
+        x[3] = x[2] + 0.3 * kf_test_urand();
+        x[4] = 0.7 * kf_test_urand() + 2;
     }
-    for (int i = 0; i < C * F; i++) w[i] = (float)rnd(&s);
+    for (int i = 0; i < C * F; i++) w[i] = (float)kf_test_urand();
 }
 
 static void moments(const double *a, double *mean, double *cov) {

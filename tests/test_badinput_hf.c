@@ -326,14 +326,11 @@ static void test_header_flips(void **state) {
     assert_int_equal(fread(whole, 1, n, fp), n);
     fclose(fp);
     size_t hend = n - f.bytes;
-    uint32_t seed = 12345;
     for (int it = 0; it < 150; it++) {
         memcpy(copy, whole, n);
         for (int k = 0; k < 3; k++) {
-            seed = seed * 1664525u + 1013904223u;
-            size_t at = (seed >> 8) % hend;
-            seed = seed * 1664525u + 1013904223u;
-            copy[at] = "0123456789[]{}\",:-. eE\x00\xff"[(seed >> 8) % 24];
+            size_t at = kf_rng_u64(kf_test_rng()) % hend;
+            copy[at] = "0123456789[]{}\",:-. eE\x00\xff"[kf_rng_below(kf_test_rng(), 24)];
         }
         write_bytes(f.st, copy, n);
         kf_model *m;

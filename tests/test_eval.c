@@ -18,6 +18,7 @@
 #include "eval/perplexity.h"
 #include "model/model.h"
 #include "runtime/forward.h"
+#include "test_util.h"
 
 #define CTX 32
 #define N_TOK (CTX * 6 + 5)
@@ -33,11 +34,7 @@ static kf_model *load_small(void) {
 }
 
 static void make_tokens(int32_t *ids, int n, int V) {
-    uint64_t x = 88172645463325252ull;
-    for (int i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        ids[i] = (int32_t)(x % (uint64_t)V);
-    }
+    kf_test_random_ids(ids, n, 0, V, 3);
 }
 
 static void test_kl_hand(void **state) {

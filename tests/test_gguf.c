@@ -517,6 +517,21 @@ static void test_bad_files(void **state) {
     put_pad(&b);
     put_zeros(&b, 32);
     expect_open_error(&b, "not a power of two");
+
+    b = (bytes){0}; // two tensors of the same name at distinct, valid places
+    put_header(&b, 3, 2, 0);
+    put_tensor(&b, "a", 1, (uint64_t[]){8}, KF_GGML_F32, 0);
+    put_tensor(&b, "a", 1, (uint64_t[]){8}, KF_GGML_F32, 32);
+    put_pad(&b);
+    put_zeros(&b, 64);
+    expect_open_error(&b, "duplicate tensor 'a'");
+
+    b = (bytes){0}; // data at offset 4 of the default 32-byte alignment, inside the data section
+    put_header(&b, 3, 1, 0);
+    put_tensor(&b, "a", 1, (uint64_t[]){8}, KF_GGML_F32, 4);
+    put_pad(&b);
+    put_zeros(&b, 64);
+    expect_open_error(&b, "not a multiple of the alignment 32");
 }
 
 // Random corruptions of a valid file (bytes of the header, key/values and
@@ -544,12 +559,12 @@ static void test_mutations(void **state) {
     for (int it = 0; it < 400; it++) {
         memcpy(buf, orig, n);
         size_t len = n;
-        int flips = 1 + (int)((rng_uniform() + 1) * 2);
+        int flips = 1 + (int)((kf_test_urand() + 1) * 2);
         for (int k = 0; k < flips; k++) {
-            size_t at = (size_t)((rng_uniform() + 1) * 0.5 * (double)meta) % meta;
-            buf[at] = (char)(rng_uniform() * 128);
+            size_t at = (size_t)((kf_test_urand() + 1) * 0.5 * (double)meta) % meta;
+            buf[at] = (char)(kf_test_urand() * 128);
         }
-        if (it % 5 == 0) len = (size_t)((rng_uniform() + 1) * 0.5 * (double)n) % n;
+        if (it % 5 == 0) len = (size_t)((kf_test_urand() + 1) * 0.5 * (double)n) % n;
         write_bytes(path, buf, len);
         kf_model *m = NULL;
         err.msg[0] = 0;
@@ -706,18 +721,11 @@ static void test_tokenizer_json_to_gguf(void **state) {
     remove(path);
 }
 
-// GPT-2's real tokenizer (50257 pieces, 50000 merges; from the shared data
-// folder beside the repository) through a GGUF tokenizes WikiText-2 (first
-// 200 KB) exactly as the original tokenizer.json.
-static void test_tokenizer_gpt2_to_gguf(void **state) {
-    (void)state;
+// A GPT-2 tokenizer folder through a GGUF tokenizes WikiText-2 (first 200 KB)
+// exactly as the folder's tokenizer.json.
+static void gpt2_to_gguf(const char *dir) {
     kf_error err = {0};
-    char dir[1024], wiki[1024], path[256];
-    snprintf(dir, sizeof dir, "%s/../shared/models/gpt2-tokenizer", kf_test_root());
-    if (!kf_dir_exists(dir)) {
-        printf("SKIP: %s not found (the shared data folder sits beside the repository)\n", dir);
-        return;
-    }
+    char wiki[1024], path[256];
     snprintf(wiki, sizeof wiki, "%s/data/wikitext-2-raw/wiki.test.raw", kf_test_root());
     kf_tokenizer *tok, *back;
     ASSERT_OK(kf_tokenizer_load_hf(&tok, dir, &err));
@@ -734,6 +742,17 @@ static void test_tokenizer_gpt2_to_gguf(void **state) {
     kf_tokenizer_free(tok);
     kf_model_free(m);
     remove(path);
+}
+
+// The shipped 1000-merge cut of GPT-2 always; GPT-2's real tokenizer (50257
+// pieces, 50000 merges) when the shared data folder is beside the repository.
+static void test_tokenizer_gpt2_to_gguf(void **state) {
+    (void)state;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/tokenizer/gpt2-small", kf_test_root());
+    gpt2_to_gguf(dir);
+    snprintf(dir, sizeof dir, "%s/../shared/models/gpt2-tokenizer", kf_test_root());
+    if (kf_test_have(dir)) gpt2_to_gguf(dir);
 }
 
 // GPT-2's byte-to-character map (printable bytes stand for themselves, the
@@ -854,5 +873,5 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_gpt2_to_gguf),
         cmocka_unit_test(test_tokenizer_bytelevel_gguf),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -100,7 +100,9 @@ static kf_model *make_moe(void) {
     L->router = KF_ROUTER_LINEAR;
     L->top_k = 1;
     L->coverage = 0.25f;
-    fill_random(m, &L->router_w, 2, 2, m->n_embd);
+    kf_error err = {0};
+    if (kf_model_alloc_tensor(m, &L->router_w, 2, (int64_t[]){2, m->n_embd}, &err) != KF_OK) fail_msg("%s", err.msg);
+    fill_random(&L->router_w, false, NULL);
     return m;
 }
 

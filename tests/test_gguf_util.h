@@ -14,6 +14,7 @@
 #include "core/file.h"
 #include "model/model.h"
 #include "runtime/forward.h"
+#include "synth_model.h"
 #include "test_util.h"
 
 // Fails with the library's message when a call does not return KF_OK.
@@ -38,60 +39,21 @@ static inline void tmp_file(char *out, const char *name) {
     snprintf(out, 256, "/tmp/kf_gguf_test_%d_%s", (int)getpid(), name);
 }
 
-static uint32_t rng_state = 12345;
-static inline float rng_uniform(void) { // in [-1, 1)
-    rng_state = rng_state * 1664525u + 1013904223u;
-    return (float)(rng_state >> 8) / (float)(1u << 23) - 1.0f;
-}
-
-static inline void fill_random(kf_model *m, kf_tensor *t, int ndim, int64_t d0, int64_t d1) {
-    int64_t ne[2] = {d0, d1};
-    kf_error err = {0};
-    if (kf_model_alloc_tensor(m, t, ndim, ne, &err) != KF_OK) fail_msg("%s", err.msg);
-    for (int64_t i = 0; i < kf_tensor_nelem(t); i++) t->data[i] = 0.5f * rng_uniform();
+// Uniform in [-0.5, 0.5), norm weights too.
+static inline void fill_random(kf_tensor *t, bool norm, void *user) {
+    (void)norm, (void)user;
+    for (int64_t i = 0; i < kf_tensor_nelem(t); i++) t->data[i] = (float)(0.5 * kf_test_urand());
 }
 
 // A small Llama in memory: vocabulary n_vocab, GQA 4/2 heads of 8, one FFN
 // width per layer (n_ff[l]), untied head, Q/K/V biases when with_bias.
 static inline kf_model *make_llama_vocab(int n_layer, const int *n_ff, bool with_bias, int n_vocab) {
-    kf_model *m = kf_model_new();
-    m->arch = KF_ARCH_LLAMA;
-    m->norm = KF_NORM_RMS;
-    m->act = KF_ACT_SILU;
-    m->pos = KF_POS_ROPE;
-    m->gated_ffn = true;
-    m->n_vocab = n_vocab;
-    m->n_embd = 32;
-    m->n_layer = n_layer;
-    m->n_head = 4;
-    m->n_head_kv = 2;
-    m->head_dim = 8;
-    m->n_ctx_train = 16;
-    m->norm_eps = 1e-6f;
-    m->rope_theta = 20000.0f;
-    int64_t C = 32, Q = 32, KV = 16;
-    fill_random(m, &m->tok_embd, 2, m->n_vocab, C);
-    fill_random(m, &m->lm_head, 2, m->n_vocab, C);
-    fill_random(m, &m->out_norm_w, 1, C, 0);
-    m->layers = calloc((size_t)n_layer, sizeof *m->layers);
-    for (int l = 0; l < n_layer; l++) {
-        kf_layer *L = &m->layers[l];
-        L->n_ff = n_ff[l];
-        fill_random(m, &L->attn_norm_w, 1, C, 0);
-        fill_random(m, &L->wq, 2, Q, C);
-        fill_random(m, &L->wk, 2, KV, C);
-        fill_random(m, &L->wv, 2, KV, C);
-        fill_random(m, &L->wo, 2, C, Q);
-        if (with_bias) {
-            fill_random(m, &L->bq, 1, Q, 0);
-            fill_random(m, &L->bk, 1, KV, 0);
-            fill_random(m, &L->bv, 1, KV, 0);
-        }
-        fill_random(m, &L->ffn_norm_w, 1, C, 0);
-        fill_random(m, &L->w_gate, 2, n_ff[l], C);
-        fill_random(m, &L->w_up, 2, n_ff[l], C);
-        fill_random(m, &L->w_down, 2, C, n_ff[l]);
-    }
+    kf_synth_shape sh = {.n_vocab = n_vocab, .n_embd = 32, .n_layer = n_layer, .n_head = 4, .n_head_kv = 2,
+                         .head_dim = 8, .n_ctx_train = 16, .n_ff = n_ff, .qkv_bias = with_bias, .norm_eps = 1e-6f,
+                         .rope_theta = 20000.0f};
+    kf_model *m;
+    kf_error err = {0};
+    if (kf_synth_llama(&sh, fill_random, NULL, &m, &err) != KF_OK) fail_msg("%s", err.msg);
     return m;
 }
 

@@ -159,14 +159,17 @@ static void test_tokenizer_json_sparse_ids(void **state) {
 // A statistics entry with a bad header (d = 0), named with terminal escapes.
 static void test_statsfile_name_escaped(void **state) {
     (void)state;
-    uint8_t b[128] = {0};
+    uint8_t b[256] = {0};
     size_t o = 0;
-    uint32_t version = 1, n_entries = 1, name_len = (uint32_t)strlen(HOSTILE);
+    uint32_t version = KF_STATSFILE_VERSION, n_entries = 1, name_len = (uint32_t)strlen(HOSTILE);
     uint64_t nb = 4 + name_len + 4 + 4 + 4 + 4 + 8 + 8;
     memcpy(b, "KFSTATS\0", 8), o = 8;
     memcpy(b + o, &version, 4), o += 4;
     memcpy(b + o, &n_entries, 4), o += 4;
     o += 8; // fingerprint 0
+    int32_t protocol[4] = {256, 4, -1, 1}; // ctx, batch, no BOS, one rank
+    memcpy(b + o, protocol, sizeof protocol), o += sizeof protocol;
+    memcpy(b + o, &(int64_t){1024}, 8), o += 8; // tokens run
     memcpy(b + o, &nb, 8), o += 8;
     memcpy(b + o, &name_len, 4), o += 4;
     memcpy(b + o, HOSTILE, name_len), o += name_len;
@@ -176,7 +179,7 @@ static void test_statsfile_name_escaped(void **state) {
     write_bytes(path, b, o);
     kf_statsfile f;
     kf_error err = {0};
-    assert_int_equal(kf_statsfile_load(&f, path, 0, &err), KF_ERR_FORMAT);
+    assert_int_equal(kf_statsfile_load(&f, path, 0, NULL, &err), KF_ERR_FORMAT);
     assert_escaped(&err);
 }
 

@@ -11,21 +11,12 @@
 #include <cmocka.h>
 
 #include "runtime/kernels.h"
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-// Uniform in [-1, 1).
-static float frand(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) * (1.0 / (1u << 23)) - 1.0);
-}
+#include "test_util.h"
 
 static float *rand_buf(int64_t n) {
     float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
     assert_non_null(p);
-    for (int64_t i = 0; i < n; i++) p[i] = frand();
+    for (int64_t i = 0; i < n; i++) p[i] = (float)kf_test_urand();
     return p;
 }
 
@@ -60,7 +51,10 @@ static void check_matvec(matvec_fn fn) {
 static void test_matvec_avx2(void **state) { check_matvec(kf_matvec_avx2); }
 
 static void test_matvec_avx512(void **state) {
-    if (!kf_cpu_has_avx512()) skip();
+    if (!kf_cpu_has_avx512()) {
+        kf_test_skip("the CPU has no AVX-512");
+        return;
+    }
     check_matvec(kf_matvec_avx512);
 }
 
@@ -226,5 +220,5 @@ int main(void) {
         cmocka_unit_test(test_rope),          cmocka_unit_test(test_norms),
         cmocka_unit_test(test_scalar_functions),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Perplexity of llama-gutenberg-6.5m on WikiText-2 test at --ctx 256 must
 # equal the PyTorch reference (tests/ref/model_ref.py ppl, same protocol;
-# value in tests/fixtures/models/ppl_ref.json) within 0.1%.
+# value in tests/fixtures/models/ppl_ref.json) within 1e-7 relative (observed
+# 1.6e-9 to 3.7e-9 with the thread count: float32 logits against float64).
 # ctest-labels: slow
 set -eu
 : "${KFUSE:?}" "${KF_ROOT:?}"
@@ -13,6 +14,6 @@ got = json.loads(sys.argv[2])
 rel = abs(got["ppl"] - ref["ppl"]) / ref["ppl"]
 print(f"kfuse ppl {got['ppl']:.4f} ({got['n_scored']} tokens scored), reference {ref['ppl']:.4f}: rel diff {rel:.2e}")
 assert got["n_scored"] == ref["n_scored"], f"scored {got['n_scored']} tokens, reference {ref['n_scored']}"
-assert rel <= 1e-3, "perplexity differs from the reference by more than 0.1%"
+assert rel <= 1e-7, "perplexity differs from the reference by more than 1e-7 (observed up to 3.7e-9)"
 print("1 passed, 0 failed")
 PY

@@ -168,11 +168,14 @@ static void tmp_path(char *buf, size_t n, const char *tag) {
     snprintf(buf, n, "%s/test_stats_%s_%d.bin", dir ? dir : "/tmp", tag, (int)getpid());
 }
 
+// The windows make_file's statistics were gathered on.
+static const kf_calib_protocol g_proto = {.ctx = 128, .batch = 3, .bos_id = -1, .max_tokens = 12800, .n_ranks = 2};
+
 // A file with two accumulators: "layer.0.act" (topk) and "layer.1.res" (none).
 static void make_file(kf_statsfile *f, uint64_t fp) {
     kf_error err;
     kf_moments *m0, *m1;
-    kf_statsfile_init(f, fp);
+    kf_statsfile_init(f, fp, &g_proto);
     assert_int_equal(kf_statsfile_add(f, "layer.0.act", g_d, g_topk, g_eps, &m0, &err), KF_OK);
     assert_int_equal(kf_statsfile_add(f, "layer.1.res", 4, 0, 0.f, &m1, &err), KF_OK);
     assert_int_equal(kf_statsfile_add(f, "layer.1.res", 4, 0, 0.f, &m1, &err), KF_ERR_ARG); // duplicate
@@ -207,23 +210,29 @@ static void test_statsfile_roundtrip(void **state) {
     kf_error err;
     make_file(&f, 0x1234abcd5678ef90ull);
     assert_int_equal(kf_statsfile_save(&f, path, &err), KF_OK);
-    assert_int_equal(kf_statsfile_load(&g, path, 0x1234abcd5678ef90ull, &err), KF_OK);
+    assert_int_equal(kf_statsfile_load(&g, path, 0x1234abcd5678ef90ull, NULL, &err), KF_OK);
     assert_int_equal(g.n, 2);
+    assert_memory_equal(&g.protocol, &g_proto, sizeof g_proto);
     for (int i = 0; i < 2; i++) {
         assert_string_equal(g.entries[i]->name, f.entries[i]->name);
         assert_same_moments(&g.entries[i]->m, &f.entries[i]->m);
     }
     // merging the file into itself doubles the counts
-    kf_statsfile_init(&h, 0x1234abcd5678ef90ull);
+    kf_statsfile_init(&h, 0x1234abcd5678ef90ull, &(kf_calib_protocol){.ctx = 128, .batch = 3, .bos_id = -1, .n_ranks = 2});
     assert_int_equal(kf_statsfile_merge(&h, &f, &err), KF_OK);
     assert_int_equal(kf_statsfile_merge(&h, &g, &err), KF_OK);
+    assert_int_equal(h.protocol.max_tokens, 2 * g_proto.max_tokens); // the tokens of both parts
     assert_int_equal(kf_statsfile_get(&h, "layer.0.act")->n, 200);
     assert_int_equal(kf_moments_coact(kf_statsfile_get(&h, "layer.0.act"), 2, 3),
                      2 * kf_moments_coact(kf_statsfile_get(&f, "layer.0.act"), 2, 3));
     assert_null(kf_statsfile_get(&h, "nope"));
     kf_statsfile_free(&h);
-    kf_statsfile_init(&h, 1);
+    kf_statsfile_init(&h, 1, &g_proto);
     assert_int_equal(kf_statsfile_merge(&h, &f, &err), KF_ERR_ARG); // other model
+    kf_statsfile_free(&h);
+    kf_statsfile_init(&h, 0x1234abcd5678ef90ull, &(kf_calib_protocol){.ctx = 128, .batch = 3, .bos_id = 1, .n_ranks = 2});
+    assert_int_equal(kf_statsfile_merge(&h, &f, &err), KF_ERR_ARG); // other windows
+    assert_non_null(strstr(err.msg, "gathered with ctx 128 and no BOS; this run uses ctx 128 with BOS 1"));
     kf_statsfile_free(&h);
     kf_statsfile_free(&f);
     kf_statsfile_free(&g);
@@ -241,7 +250,7 @@ static void write_bytes(const char *path, const unsigned char *b, size_t n) {
 static void expect_load_error(const char *path, uint64_t fp, kf_status code, const char *what) {
     kf_statsfile g;
     kf_error err;
-    kf_status st = kf_statsfile_load(&g, path, fp, &err);
+    kf_status st = kf_statsfile_load(&g, path, fp, NULL, &err);
     if (st != code) fail_msg("expected %s, got %s (%s)", kf_status_name(code), kf_status_name(st), st ? err.msg : "");
     assert_non_null(strstr(err.msg, path));
     if (what && !strstr(err.msg, what)) fail_msg("'%s' not in '%s'", what, err.msg);
@@ -277,9 +286,16 @@ static void test_statsfile_errors(void **state) {
     write_bytes(bad, c, len);
     expect_load_error(bad, fp, KF_ERR_FORMAT, "magic");
     memcpy(c, b, len);
-    c[8] = 2; // version
+    c[8] = 3; // version
     write_bytes(bad, c, len);
     expect_load_error(bad, fp, KF_ERR_UNSUPPORTED, "version");
+    c[8] = 1; // the version before the protocol: one line saying so
+    write_bytes(bad, c, len);
+    expect_load_error(bad, fp, KF_ERR_UNSUPPORTED, "does not record its calibration windows; gather it again");
+    memcpy(c, b, len);
+    c[24] = 1; // ctx 1: not a protocol
+    write_bytes(bad, c, len);
+    expect_load_error(bad, fp, KF_ERR_FORMAT, "bad calibration protocol");
     memcpy(c, b, len);
     c[len / 2] ^= 0x10; // a payload bit
     write_bytes(bad, c, len);
@@ -293,8 +309,8 @@ static void test_statsfile_errors(void **state) {
     write_bytes(bad, c, len + 1);
     expect_load_error(bad, fp, KF_ERR_FORMAT, "trailing");
     memcpy(c, b, len);
-    c[24 + 8 + 4 + 11] = 0xff; // d of the first entry: size no longer matches
-    c[24 + 8 + 4 + 11 + 3] = 0x7f;
+    c[48 + 8 + 4 + 11] = 0xff; // d of the first entry: size no longer matches
+    c[48 + 8 + 4 + 11 + 3] = 0x7f;
     write_bytes(bad, c, len);
     expect_load_error(bad, fp, KF_ERR_FORMAT, "bad header");
     free(c);
@@ -303,11 +319,38 @@ static void test_statsfile_errors(void **state) {
     unlink(path);
 }
 
+// Loading checks the windows against the run's: another ctx or BOS policy is
+// refused with one line naming the file and both protocols; batch, ranks and
+// token count (rounding and sample size only) are not compared.
+static void test_statsfile_protocol(void **state) {
+    char path[1024], want_msg[1200];
+    tmp_path(path, sizeof path, "proto");
+    kf_statsfile f, g;
+    kf_error err;
+    make_file(&f, 7);
+    assert_int_equal(kf_statsfile_save(&f, path, &err), KF_OK);
+    kf_statsfile_free(&f);
+    kf_calib_protocol run = kf_calib_protocol_make(128, -1);
+    assert_int_equal(kf_statsfile_load(&g, path, 7, &run, &err), KF_OK); // batch 4, one rank: the same windows
+    kf_statsfile_free(&g);
+    run = kf_calib_protocol_make(256, 1);
+    assert_int_equal(kf_statsfile_load(&g, path, 7, &run, &err), KF_ERR_ARG);
+    snprintf(want_msg, sizeof want_msg, "%s was gathered with ctx 128 and no BOS; this run uses ctx 256 with BOS 1", path);
+    assert_string_equal(err.msg, want_msg);
+    assert_int_equal(g.n, 0);
+    run = kf_calib_protocol_make(128, 1); // only the BOS policy differs
+    assert_int_equal(kf_statsfile_load(&g, path, 7, &run, &err), KF_ERR_ARG);
+    run = kf_calib_protocol_make(64, -1); // only ctx differs
+    assert_int_equal(kf_statsfile_load(&g, path, 7, &run, &err), KF_ERR_ARG);
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_moments_vs_numpy),     cmocka_unit_test(test_moments_merge_union),
         cmocka_unit_test(test_moments_constant_dim), cmocka_unit_test(test_statsfile_roundtrip),
         cmocka_unit_test(test_statsfile_errors),     cmocka_unit_test(test_moments_f32_vs_numpy),
+        cmocka_unit_test(test_statsfile_protocol),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -4,7 +4,7 @@
 //   tokenizer) for the llama-gutenberg tokenizer.json and tokenizer.bin and the
 //   32k Llama 2 tokenizer.bin;
 // - a Python GPT-2 BPE (python3-regex + vocab.json/merges.txt) for GPT-2's
-//   tokenizer.json.
+//   tokenizer.json and for the shipped cut of it (tests/fixtures/tokenizer/gpt2-small).
 // WikiText-2 test is encoded as ONE text, exactly as stored (no line
 // splitting): the models' normalizer is the identity with a dummy prefix and
 // no whitespace folding, so SentencePiece's own encode of the whole file is
@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "core/file.h"
+#include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 static char g_root[1024], g_shared[2048], g_wiki[2048], g_tricky[2048], g_llama_dir[2048];
@@ -186,12 +187,6 @@ static void check_cases(const kf_tokenizer *tok, const char *ref, const char *wh
     free(raw);
 }
 
-static bool have(const char *path) {
-    if (kf_file_exists(path)) return true;
-    printf("SKIP: %s not found (the shared data folder sits beside the repository)\n", path);
-    return false;
-}
-
 static void test_spm_llama_gutenberg(void **state) {
     (void)state;
     char model[4096];
@@ -224,7 +219,7 @@ static void test_spm_llama2_32k(void **state) {
     path_of(dir, sizeof dir, g_shared, "models/llama2c-tokenizer-32k");
     path_of(model, sizeof model, dir, "tokenizer.model");
     path_of(bin, sizeof bin, dir, "tokenizer.bin");
-    if (!have(bin)) return;
+    if (!kf_test_have(bin)) return;
     char *wiki_ref = run_ref("spm", model, g_wiki, false);
     char *cases_ref = run_ref("spm", model, g_tricky, true);
     kf_tokenizer *tok;
@@ -239,26 +234,35 @@ static void test_spm_llama2_32k(void **state) {
     free(cases_ref);
 }
 
-static void test_gpt2(void **state) {
-    (void)state;
-    char dir[4096], json[4096];
-    path_of(dir, sizeof dir, g_shared, "models/gpt2-tokenizer");
+// A GPT-2 folder (tokenizer.json, vocab.json, merges.txt) of n_vocab pieces.
+static void check_gpt2(const char *dir, int n_vocab) {
+    char json[4096];
     path_of(json, sizeof json, dir, "tokenizer.json");
-    if (!have(json)) return;
     char *wiki_ref = run_ref("gpt2", dir, g_wiki, false);
     char *cases_ref = run_ref("gpt2", dir, g_tricky, true);
     kf_tokenizer *tok;
     kf_error err = {0};
     if (kf_tokenizer_load_hf(&tok, json, &err) != KF_OK) fail_msg("%s", err.msg);
     assert_int_equal(kf_tokenizer_kind(tok), KF_TOK_BYTELEVEL);
-    assert_int_equal(kf_tokenizer_n_vocab(tok), 50257);
-    assert_int_equal(kf_tokenizer_eos(tok), 50256);
+    assert_int_equal(kf_tokenizer_n_vocab(tok), n_vocab);
+    assert_int_equal(kf_tokenizer_eos(tok), n_vocab - 1);
     assert_false(kf_tokenizer_add_bos(tok));
-    check_wiki(tok, wiki_ref, "gpt2 tokenizer.json");
-    check_cases(tok, cases_ref, "gpt2 tokenizer.json");
+    check_wiki(tok, wiki_ref, json);
+    check_cases(tok, cases_ref, json);
     kf_tokenizer_free(tok);
     free(wiki_ref);
     free(cases_ref);
+}
+
+// The shipped cut of GPT-2 (1000 merges, tests/fixtures/tokenizer/gpt2-small)
+// always; GPT-2's full tokenizer when the shared folder is there.
+static void test_gpt2(void **state) {
+    (void)state;
+    char dir[4096];
+    path_of(dir, sizeof dir, g_root, "tests/fixtures/tokenizer/gpt2-small");
+    check_gpt2(dir, 1257);
+    path_of(dir, sizeof dir, g_shared, "models/gpt2-tokenizer");
+    if (kf_test_have(dir)) check_gpt2(dir, 50257);
 }
 
 int main(void) {
@@ -273,5 +277,5 @@ int main(void) {
         cmocka_unit_test(test_spm_llama2_32k),
         cmocka_unit_test(test_gpt2),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
 }

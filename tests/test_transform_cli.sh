@@ -12,8 +12,9 @@ set -eu
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 m="$KF_ROOT/models/llama-gutenberg-1.4m"
-head -c 40000 "$KF_ROOT/../shared/data/corpus/emma.txt" 2>/dev/null >"$tmp/calib.txt" ||
-    head -c 40000 "$KF_ROOT/data/wikitext-2-raw/wiki.test.raw" >"$tmp/calib.txt"
+# calibration: the repository's training-split books; evaluation: WikiText-2
+# test, a disjoint text
+head -c 40000 "$KF_ROOT/data/calib/calib.txt" >"$tmp/calib.txt"
 head -c 8000 "$KF_ROOT/data/wikitext-2-raw/wiki.test.raw" >"$tmp/eval.txt"
 common=(-f "$tmp/calib.txt" --tokens 4096 --ctx 64)
 

@@ -23,6 +23,7 @@
 #include "formats/gguf.h"
 #include "runtime/forward.h"
 #include "stats/statsfile.h"
+#include "test_util.h"
 #include "transform/compress.h"
 
 #define CTX 64
@@ -50,11 +51,7 @@ static kf_model *load_small(void) {
 }
 
 static int setup(void **state) {
-    uint64_t x = 0xfeedfacecafebeefull;
-    for (int i = 0; i < NT; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        ids[i] = (int32_t)(x % 4096);
-    }
+    kf_test_random_ids(ids, NT, 0, 4096, 2);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/kf_cmp_test_XXXXXX");
     return mkdtemp(tmpdir) ? 0 : -1;
 }
@@ -152,11 +149,12 @@ static void test_generation_per_layer(void **state) {
 static void test_stats_of_other_model(void **state) {
     const char *kfuse = getenv("KFUSE");
     if (!kfuse) {
-        printf("SKIP: $KFUSE not set\n");
+        kf_test_skip("$KFUSE not set (ctest sets it)");
         return;
     }
     kf_statsfile f;
-    kf_statsfile_init(&f, 0x1234); // not the fingerprint of the 1.4m model
+    const kf_calib_protocol run = kf_calib_protocol_make(256, 1); // the run's windows: only the model differs
+    kf_statsfile_init(&f, 0x1234, &run);                           // not the fingerprint of the 1.4m model
     kf_moments *mo;
     kf_error err = {0};
     assert_int_equal(kf_statsfile_add(&f, "layer.0.ffn_act", 384, 0, 0.0f, &mo, &err), KF_OK);
@@ -187,5 +185,5 @@ int main(void) {
         cmocka_unit_test(test_generation_per_layer),
         cmocka_unit_test(test_stats_of_other_model),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return kf_test_status(cmocka_run_group_tests(tests, setup, teardown));
 }

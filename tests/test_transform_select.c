@@ -23,13 +23,8 @@
 #include <cmocka.h>
 
 #include "transform/ffn.h"
+#include "test_util.h"
 #include "transform/refit.h"
-
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-static double urand(void) { // uniform in [-1, 1)
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (double)(rng >> 11) / 4503599627370496.0 - 1.0;
-}
 
 // Activations A (n,F): F neurons mixing r latent factors, each scaled by its
 // own magnitude (spread over two decades) plus a little noise, and a random
@@ -37,15 +32,15 @@ static double urand(void) { // uniform in [-1, 1)
 static double *make_acts(int n, int F, int r, int C, float *W) {
     double *Z = malloc(sizeof *Z * (size_t)n * r), *P = malloc(sizeof *P * (size_t)r * F);
     double *A = malloc(sizeof *A * (size_t)n * F);
-    for (int i = 0; i < n * r; i++) Z[i] = urand();
-    for (int i = 0; i < r * F; i++) P[i] = urand();
+    for (int i = 0; i < n * r; i++) Z[i] = kf_test_urand();
+    for (int i = 0; i < r * F; i++) P[i] = kf_test_urand();
     for (int t = 0; t < n; t++)
         for (int j = 0; j < F; j++) {
-            double v = 0.05 * urand();
+            double v = 0.05 * kf_test_urand();
             for (int q = 0; q < r; q++) v += Z[(size_t)t * r + q] * P[(size_t)q * F + j];
             A[(size_t)t * F + j] = v * pow(10.0, 2.0 * j / F - 1.0);
         }
-    for (int i = 0; i < C * F; i++) W[i] = (float)urand();
+    for (int i = 0; i < C * F; i++) W[i] = (float)kf_test_urand();
     free(Z);
     free(P);
     return A;
@@ -53,7 +48,7 @@ static double *make_acts(int n, int F, int r, int C, float *W) {
 
 // Neuron dst becomes 2 x neuron src plus noise of relative size eps.
 static void copy_neuron(double *A, int n, int F, int src, int dst, double eps) {
-    for (int t = 0; t < n; t++) A[(size_t)t * F + dst] = 2 * A[(size_t)t * F + src] * (1 + eps * urand());
+    for (int t = 0; t < n; t++) A[(size_t)t * F + dst] = 2 * A[(size_t)t * F + src] * (1 + eps * kf_test_urand());
 }
 
 // M (F,F) = A^T A.
@@ -217,7 +212,7 @@ static void test_not_worse_than_other_choices(void **state) {
     assert_int_equal(kf_ffn_top_k(score, F, k, other, &err), KF_OK);
     double wanda = refit_objective(M, n, W, C, F, other, k, la, Wn), best_rand = INFINITY;
     for (int t = 0; t < 20; t++) {
-        for (int j = 0; j < F; j++) score[j] = urand();
+        for (int j = 0; j < F; j++) score[j] = kf_test_urand();
         assert_int_equal(kf_ffn_top_k(score, F, k, other, &err), KF_OK);
         best_rand = fmin(best_rand, refit_objective(M, n, W, C, F, other, k, la, Wn));
     }

@@ -90,6 +90,7 @@ int kf_cmd_analyze(int argc, char **argv) {
 
     kf_tokenizer *tok;
     kf_model *m = kf_cli_load_model(path, &tok);
+    o.bos_id = kf_tokenizer_bos(tok); // every window starts like a document, as in compress, moefy and eval
     size_t len;
     char *text = kf_cli_read_text(text_path, &len);
     // Tokenize a prefix large enough for the tokens asked (a token is rarely
@@ -130,18 +131,14 @@ int kf_cmd_analyze(int argc, char **argv) {
         char stats_path[1024];
         if (!kf_path_join(stats_path, sizeof stats_path, out_dir, "stats.kfs")) kf_cli_failf("%s: path too long", out_dir);
         if (kf_statsfile_save(&a.stats, stats_path, &err) != KF_OK) kf_cli_fail(&err);
-        if (kf_report_analysis_write(a.json, out_dir, &err) != KF_OK) kf_cli_fail(&err);
+        if (kf_report_analysis_write(a.result, out_dir, &err) != KF_OK) kf_cli_fail(&err);
         if (npy_dir) {
             make_dir(npy_dir);
             if (kf_analysis_dump_npy(&a, npy_dir, &err) != KF_OK) kf_cli_fail(&err);
         }
-        const cJSON *ca = cJSON_GetObjectItem(a.json, "calibration"), *tm = cJSON_GetObjectItem(a.json, "timing");
+        const kf_analysis_result *r = a.result;
         fprintf(stderr, "analyze: recorded %g tokens in %.2f s (%.0f tokens/s), analysis %.2f s, contexts %.2f s\n",
-                cJSON_GetNumberValue(cJSON_GetObjectItem(ca, "n_tokens")),
-                cJSON_GetNumberValue(cJSON_GetObjectItem(ca, "record_seconds")),
-                cJSON_GetNumberValue(cJSON_GetObjectItem(ca, "tokens_per_s")),
-                cJSON_GetNumberValue(cJSON_GetObjectItem(tm, "analysis_seconds")),
-                cJSON_GetNumberValue(cJSON_GetObjectItem(tm, "contexts_seconds")));
+                (double)r->n_tokens, r->record_seconds, r->tokens_per_s, r->analysis_seconds, r->contexts_seconds);
         printf("%s/report.html\n%s/analysis.json\n%s\n", out_dir, out_dir, stats_path);
     }
     kf_analysis_free(&a);

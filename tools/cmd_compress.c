@@ -16,10 +16,12 @@
 
 #include "io/save.h"
 #include "analyze/pipeline.h"
+#include "calib/calib.h"
 #include "cli.h"
 #include "core/file.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
+#include "report/analysis_json.h"
 #include "transform/compress.h"
 #include "transform/refit.h"
 
@@ -48,22 +50,21 @@ static int parse_widths(const char *s, int *w, int cap) {
     return n;
 }
 
-// Per-layer correlation cut "t" from analyze's analysis.json (thresholds.layers[].t).
-static void read_thresholds(const char *path, int L, double *t) {
-    size_t len;
-    char *txt = kf_cli_read_text(path, &len);
-    cJSON *root = cJSON_ParseWithLength(txt, len);
-    free(txt);
-    cJSON *arr = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "thresholds"), "layers");
-    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != L)
-        kf_cli_failf("%s: no thresholds.layers array of %d layers", path, L);
+// Per-layer correlation cut "t" from analyze's analysis.json
+// (thresholds.layers[].t) of a model of L layers; malloc'd.
+static double *read_thresholds(const char *path, int L) {
+    kf_analysis_result a;
+    kf_error err = {0};
+    if (kf_report_analysis_read(path, &a, &err) != KF_OK) kf_cli_fail(&err);
+    if (a.n_layer != L) kf_cli_failf("%s: thresholds of %d layers, the model has %d", path, a.n_layer, L);
+    double *t = malloc((size_t)L * sizeof *t);
+    if (!t) kf_cli_failf("compress: out of memory");
     for (int l = 0; l < L; l++) {
-        cJSON *e = cJSON_GetArrayItem(arr, l), *v = cJSON_GetObjectItem(e, "t");
-        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 1))
-            kf_cli_failf("%s: layer %d has no threshold t in [0, 1]", path, l);
-        t[l] = v->valuedouble;
+        t[l] = a.layers[l].t;
+        if (isnan(t[l])) kf_cli_failf("%s: layer %d has no threshold t (none keeps the error within epsilon)", path, l);
     }
-    cJSON_Delete(root);
+    kf_analysis_result_free(&a);
+    return t;
 }
 
 
@@ -73,50 +74,9 @@ static void on_progress(void *user, const char *stage, int layer, int n_layer) {
     kf_progress_update(user, layer, extra);
 }
 
-// --max-ppl-increase: bisection on the kept parameter fraction. Each trial
-// loads the model afresh, allocates widths greedily, compresses on the
-// calibration windows and measures perplexity on the held-back validation
-// windows; returns the smallest fraction found within the allowed increase.
-static double search_fraction(const char *path, const kf_compress_opts *base, const int32_t *cal, int64_t n_cal,
-                              const int32_t *val, int64_t n_val, int bos, double max_inc, double *ppl0_out,
-                              double *ppl_out) {
-    kf_error err = {0};
-    kf_model *m0 = kf_cli_load_model(path, NULL);
-    kf_ppl_result r;
-    if (kf_eval_perplexity(m0, val, n_val, base->ctx, bos, &r, NULL, NULL, &err) != KF_OK) kf_cli_fail(&err);
-    const double ppl0 = r.ppl, limit = ppl0 * (1 + max_inc / 100);
-    const int64_t params0 = kf_model_n_params(m0);
-    kf_model_free(m0);
-    double lo = 0.05, hi = 1, best = -1;
-    for (int it = 0; it < 6; it++) {
-        double f = it == 0 ? 0.5 : 0.5 * (lo + hi);
-        kf_model *m = kf_cli_load_model(path, NULL);
-        int widths[1024];
-        kf_compress_opts o = *base;
-        o.progress = NULL;
-        kf_compress_report rep = {0};
-        int ok = kf_compress_allocate(m, cal, n_cal, bos, &o, (int64_t)floor(f * (double)params0), widths, &err) == KF_OK;
-        if (ok) {
-            o.widths = widths;
-            if (kf_compress_run(m, cal, n_cal, bos, &o, &rep, &err) != KF_OK) kf_cli_fail(&err);
-            if (kf_eval_perplexity(m, val, n_val, o.ctx, bos, &r, NULL, NULL, &err) != KF_OK) kf_cli_fail(&err);
-            ok = r.ppl <= limit;
-            fprintf(stderr, "compress: keep %.3f of the parameters: validation ppl %.3f (limit %.3f)\n", f, r.ppl, limit);
-        }
-        if (ok) {
-            best = f, hi = f;
-            *ppl_out = r.ppl;
-        } else {
-            lo = f;
-        }
-        kf_compress_report_free(&rep);
-        kf_model_free(m);
-    }
-    *ppl0_out = ppl0;
-    if (best < 0)
-        kf_cli_failf("compress: --max-ppl-increase %g%% cannot be met: keeping %.3f of the parameters already exceeds "
-                     "ppl %.3f on the validation windows", max_inc, hi, limit);
-    return best;
+static void on_trial(void *user, double keep, double ppl, double limit) {
+    (void)user;
+    fprintf(stderr, "compress: keep %.3f of the parameters: validation ppl %.3f (limit %.3f)\n", keep, ppl, limit);
 }
 
 int kf_cmd_compress(int argc, char **argv) {
@@ -177,7 +137,9 @@ int kf_cmd_compress(int argc, char **argv) {
     const int64_t params0 = kf_model_n_params(m), bytes0 = kf_model_weight_bytes(m);
     kf_error err = {0};
     kf_statsfile stats = {0};
-    if (stats_path && kf_statsfile_load(&stats, stats_path, kf_model_fingerprint(m), &err) != KF_OK) kf_cli_fail(&err);
+    const kf_calib_protocol run = kf_calib_protocol_make(ctx, bos); // a statistics file must share its windows
+    if (stats_path && kf_statsfile_load(&stats, stats_path, kf_model_fingerprint(m), &run, &err) != KF_OK)
+        kf_cli_fail(&err);
     if (n_w && n_w != L) kf_cli_failf("compress: --widths lists %d widths, the model has %d layers", n_w, L);
     for (int l = 0; l < n_w; l++)
         if (widths[l] > m->layers[l].n_ff)
@@ -212,19 +174,19 @@ int kf_cmd_compress(int argc, char **argv) {
     o.n_drop = n_drop;
     o.merge = merge;
     o.stats = stats_path ? &stats : NULL;
-    double thr[1024];
-    if (thr_path) {
-        if (L > 1024) kf_cli_failf("compress: too many layers");
-        read_thresholds(thr_path, L, thr);
-        o.thresholds = thr;
-    }
+    double *thr = thr_path ? read_thresholds(thr_path, L) : NULL;
+    o.thresholds = thr;
     double ppl0 = 0, ppl_found = 0;
     if (max_inc >= 0) {
         // The last quarter of the calibration windows validates, the rest calibrates.
         int64_t n_win = (int64_t)n_ids / ctx, n_v = n_win / 4;
         if (n_v < 1) kf_cli_failf("compress: --max-ppl-increase needs at least 4 calibration windows of %d tokens", ctx);
         n_ids = (size_t)((n_win - n_v) * ctx);
-        target = search_fraction(path, &o, ids, (int64_t)n_ids, ids + n_ids, n_v * ctx, bos, max_inc, &ppl0, &ppl_found);
+        kf_compress_search_result found;
+        if (kf_compress_search(path, ids, (int64_t)n_ids, ids + n_ids, n_v * ctx, bos, &o, max_inc, on_trial, NULL,
+                               &found, &err) != KF_OK)
+            kf_cli_fail(&err);
+        target = found.keep, ppl0 = found.ppl0, ppl_found = found.ppl;
     }
     kf_progress bar;
     kf_progress_init(&bar, "compress", "layers", L);
@@ -310,6 +272,7 @@ int kf_cmd_compress(int argc, char **argv) {
                 (long long)params0, (long long)kf_model_n_params(m), secs, out, format);
     kf_compress_report_free(&rep);
     kf_statsfile_free(&stats);
+    free(thr);
     free(ids);
     kf_tokenizer_free(tok);
     kf_model_free(m);

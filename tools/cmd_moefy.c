@@ -12,6 +12,7 @@
 
 #include "io/save.h"
 #include "analyze/pipeline.h"
+#include "calib/calib.h"
 #include "cli.h"
 #include "core/file.h"
 #include "core/progress.h"
@@ -87,7 +88,9 @@ int kf_cmd_moefy(int argc, char **argv) {
     kf_error err = {0};
     kf_statsfile stats = {0};
     if (stats_path) {
-        if (kf_statsfile_load(&stats, stats_path, kf_model_fingerprint(m), &err) != KF_OK) kf_cli_fail(&err);
+        // Statistics from other windows than this run's would not be this run's statistics.
+        const kf_calib_protocol run = kf_calib_protocol_make(o.ctx, kf_tokenizer_bos(tok));
+        if (kf_statsfile_load(&stats, stats_path, kf_model_fingerprint(m), &run, &err) != KF_OK) kf_cli_fail(&err);
         o.stats = &stats;
     }
     size_t n_ids = 0;

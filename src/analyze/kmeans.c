@@ -5,39 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-// xoshiro256** seeded through splitmix64.
-typedef struct {
-    uint64_t s[4];
-} km_rng;
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void rng_seed(km_rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(km_rng *r) {
-    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-static double rng_uniform(km_rng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
-
-// Uniform integer in [0, n), n < 2^32.
-static int rng_below(km_rng *r, int n) { return (int)(((rng_next(r) >> 32) * (uint64_t)n) >> 32); }
+#include "core/rng.h"
 
 static double sqdist(const float *x, const float *c, int d) {
     double s = 0;
@@ -235,15 +203,15 @@ kf_status kf_kmeans_pp(const float *X, int n, int d, int k, uint64_t seed, float
     if (st != KF_OK) return st;
     double *D = malloc((size_t)n * sizeof *D); // squared distance to the nearest chosen centre
     if (!D) return kf_error_set(err, KF_ERR_NOMEM, "kmeans: out of memory (n=%d)", n);
-    km_rng rng;
-    rng_seed(&rng, seed);
-    int pick = rng_below(&rng, n);
+    kf_rng rng;
+    kf_rng_seed(&rng, seed);
+    int pick = kf_rng_below(&rng, n);
     for (int c = 0; c < k; c++) {
         if (c > 0) {
             double total = 0;
             for (int i = 0; i < n; i++) total += D[i];
             if (total > 0) {
-                double u = rng_uniform(&rng) * total, acc = 0;
+                double u = kf_rng_uniform(&rng) * total, acc = 0;
                 pick = n - 1;
                 for (int i = 0; i < n; i++) {
                     acc += D[i];
@@ -253,7 +221,7 @@ kf_status kf_kmeans_pp(const float *X, int n, int d, int k, uint64_t seed, float
                     }
                 }
             } else {
-                pick = rng_below(&rng, n); // all points coincide with chosen centres
+                pick = kf_rng_below(&rng, n); // all points coincide with chosen centres
             }
         }
         const float *x = X + (size_t)pick * d;
@@ -285,7 +253,7 @@ kf_status kf_kmeans_fit(const float *X, int n, int d, int k, const kf_kmeans_opt
     for (int r = 0; r < opts->n_init && st == KF_OK; r++) {
         uint64_t s = opts->seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(r + 1));
         double obj;
-        st = kf_kmeans_pp(X, n, d, k, splitmix64(&s), C, err);
+        st = kf_kmeans_pp(X, n, d, k, kf_rng_splitmix64(&s), C, err);
         if (st == KF_OK) st = kf_kmeans_lloyd(X, n, d, k, C, lab, opts->max_iter, opts->balanced, &obj, NULL, err);
         if (st == KF_OK && (r == 0 || obj < best)) {
             best = obj;
@@ -331,10 +299,10 @@ kf_status kf_silhouette(const float *X, int n, int d, const int32_t *labels, int
     kf_status st = KF_OK;
     if (nonempty < 2) st = kf_error_set(err, KF_ERR_ARG, "silhouette: needs at least 2 non-empty clusters");
     if (st == KF_OK && m < n) { // partial Fisher-Yates: idx[0..m) is a uniform sample
-        km_rng rng;
-        rng_seed(&rng, seed);
+        kf_rng rng;
+        kf_rng_seed(&rng, seed);
         for (int i = 0; i < m; i++) {
-            int j = i + rng_below(&rng, n - i);
+            int j = i + kf_rng_below(&rng, n - i);
             int32_t t = idx[i];
             idx[i] = idx[j];
             idx[j] = t;

@@ -1,9 +1,18 @@
 // `kfuse analyze`: record a model's activations on calibration tokens
 // through the forward hooks, as streamed statistics, then run the analyses
 // (layer CKA and Block Influence, correlation clustering of neurons, concept
-// clusters by k-means, dynamic per-layer thresholds) into one JSON tree.
+// clusters by k-means, dynamic per-layer thresholds) into a
+// kf_analysis_result (analysis.h; report/ writes it as analysis.json).
 //
-// Recording (per forward call of B sequences x ctx tokens, N = B*ctx rows):
+// Files: pipeline.c runs the two passes over the model (recording, then the
+// top contexts of the clusters) and drives the analyses; record_mpi.c
+// reduces the recording across MPI ranks; similarity.c holds CKA and the
+// redundancy of a correlation clustering, ffn_layer.c everything about one
+// layer's FFN neurons; npy.c the .npy dump.
+//
+// Recording (per forward call of B sequences x ctx tokens, N = B*ctx rows;
+// the windows are calib/'s protocol, the one compress, moefy and eval use,
+// and it is stamped on the statistics file):
 //   BLOCK_IN of layer 0 (embeddings) and BLOCK_OUT of every layer give the
 //   R = L+1 residual representations; FFN_ACT gives each layer's neuron
 //   activations. Per call: FFN activations -> kf_moments "layer.<l>.ffn_act"
@@ -33,9 +42,9 @@
 #ifndef KF_ANALYZE_PIPELINE_H
 #define KF_ANALYZE_PIPELINE_H
 
-#include <cjson/cJSON.h>
 #include <stdint.h>
 
+#include "analyze/analysis.h"
 #include "core/status.h"
 #include "model/model.h"
 #include "stats/statsfile.h"
@@ -47,6 +56,7 @@ typedef struct {
     int64_t n_tokens;     // calibration tokens used at most (whole sequences of ctx)
     int ctx;              // tokens per sequence
     int batch;            // sequences per forward call
+    int bos_id;           // >= 0: first token of every sequence replaced by it (calib/calib.h); < 0: text as is
     double threshold;     // correlation-clustering cut of the headline numbers
     int k;                // k-means clusters; 0 = chosen by silhouette
     uint64_t seed;
@@ -65,13 +75,13 @@ typedef struct {
     void *progress_user;
 } kf_analyze_opts;
 
-// Defaults: 65536 tokens, ctx 256, batch 4, t 0.3, k auto, seed 1, eps 0.05,
+// Defaults: 65536 tokens, ctx 256, batch 4, no BOS, t 0.3, k auto, seed 1, eps 0.05,
 // 2048 sampled tokens, 8192 context tokens, 5 contexts of radius 4, joint up
 // to 8192 dims with stride 4, float products per block, single process.
 void kf_analyze_opts_default(kf_analyze_opts *o);
 
 typedef struct {
-    cJSON *json;          // the analysis tree (schema: docs/analysis-json.md); NULL on ranks > 0
+    kf_analysis_result *result; // the analyses; NULL on ranks > 0
     kf_statsfile stats;   // the reduced statistics (all ranks)
     int n_layer, S;       // layers; sampled tokens
     int64_t *sample_pos;  // (S) token index of each sampled token

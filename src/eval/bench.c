@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/progress.h"
+#include "core/rng.h"
 #include "runtime/forward.h"
 
 static int cmp_double(const void *a, const void *b) {
@@ -36,11 +37,9 @@ kf_status kf_bench_run(const kf_model *m, int n_prompt, int n_gen, int repeats, 
         s = kf_error_set(err, KF_ERR_NOMEM, "bench: out of memory");
         goto done;
     }
-    uint64_t x = 0x2545F4914F6CDD1Dull;
-    for (int i = 0; i < kv_len; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        ids[i] = (int32_t)(x % (uint64_t)m->n_vocab);
-    }
+    kf_rng rng;
+    kf_rng_seed(&rng, 1);
+    for (int i = 0; i < kv_len; i++) ids[i] = kf_rng_below(&rng, m->n_vocab);
     for (int r = -1; r < repeats; r++) { // r = -1 is the warm-up
         double t0 = kf_time_now();
         if ((s = kf_forward_prefill(ctx, ids, 1, n_prompt, logits, err)) != KF_OK) goto done;

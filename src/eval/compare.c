@@ -38,13 +38,6 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void finish_ppl(kf_ppl_result *r, double nll, double nll2) {
-    double n = (double)r->n_scored, mean = nll / n, var = nll2 / n - mean * mean;
-    r->nll_mean = mean;
-    r->ppl = exp(mean);
-    r->ppl_se = r->n_scored > 1 && var > 0 ? r->ppl * sqrt(var / (n - 1)) : 0;
-}
-
 static kf_status check_model(const kf_model *x, const char *what, int V, int ctx, kf_error *err) {
     if (x->n_vocab != V)
         return kf_error_set(err, KF_ERR_ARG, "eval: vocabularies differ: %s has %d entries, reference %d", what,
@@ -66,105 +59,121 @@ static void finish_kl(kf_compare_result *r, double *kl, double kl_sum, int64_t a
     r->kl_max = kl[r->n_scored - 1];
 }
 
+typedef struct {
+    int n_models, V, n_chunks;
+    kf_ctx **fm;
+    double **kl;
+    double *sums; // per model: nll, nll^2, kl, seconds
+    int64_t *agree, n_scored;
+    float *lm;    // the models' logits of one batch
+    double nll_r, nll2_r, secs_r, t_call;
+    kf_compare_result *out;
+    kf_ppl_progress_fn progress;
+    void *user;
+} compare_run;
+
+static kf_status before_ref(void *user, kf_calib_batch *b, kf_error *err) {
+    (void)b, (void)err;
+    ((compare_run *)user)->t_call = kf_time_now();
+    return KF_OK;
+}
+
+// The reference's logits are in b; each model runs the same windows and is
+// scored against them.
+static kf_status after_ref(void *user, kf_calib_batch *b, kf_error *err) {
+    compare_run *r = user;
+    const int ctx = b->ctx, V = r->V, first = ctx / 2;
+    const float *lr = b->logits;
+    r->secs_r += kf_time_now() - r->t_call;
+    for (int w = 0; w < b->n; w++) {
+        const int32_t *tok = b->tokens + (size_t)w * ctx;
+        for (int j = first; j < ctx - 1; j++) {
+            double v = -kf_log_softmax_at(lr + ((size_t)w * ctx + j) * V, V, tok[j + 1]);
+            r->nll_r += v, r->nll2_r = fma(v, v, r->nll2_r); // as kf_eval_perplexity: the same ppl_se
+        }
+    }
+    int64_t n_before = r->n_scored;
+    for (int k = 0; k < r->n_models; k++) {
+        double *sk = r->sums + 4 * k, t1 = kf_time_now();
+        kf_status s = kf_forward_prefill(r->fm[k], b->tokens, b->n, ctx, r->lm, err);
+        if (s != KF_OK) return s;
+        sk[3] += kf_time_now() - t1;
+        int64_t n = n_before;
+        for (int w = 0; w < b->n; w++) {
+            const int32_t *tok = b->tokens + (size_t)w * ctx;
+            for (int j = first; j < ctx - 1; j++) {
+                const float *pm = r->lm + ((size_t)w * ctx + j) * V, *pr = lr + ((size_t)w * ctx + j) * V;
+                double v = -kf_log_softmax_at(pm, V, tok[j + 1]), d = kf_kl_logits(pr, pm, V);
+                sk[0] += v, sk[1] += v * v, sk[2] += d;
+                r->kl[k][n++] = d;
+                r->agree[k] += argmax(pm, V) == argmax(pr, V);
+            }
+        }
+        r->n_scored = n;
+        kf_compare_result *o = &r->out[k];
+        o->n_scored = o->model.n_scored = o->ref.n_scored = n;
+        o->model.n_chunks = o->ref.n_chunks = (int)(b->first + b->n);
+        o->model.seconds = sk[3];
+        o->ref.seconds = r->secs_r;
+        kf_ppl_finish(&o->model, sk[0], sk[1]);
+        kf_ppl_finish(&o->ref, r->nll_r, r->nll2_r);
+    }
+    if (r->progress) r->progress(r->user, (int)(b->first + b->n) - 1, r->n_chunks, &r->out[0].model);
+    return KF_OK;
+}
+
 kf_status kf_eval_compare_many(const kf_model *const *models, int n_models, const kf_model *ref,
                                const int32_t *tokens, int64_t n_tokens, int ctx, int bos_id, kf_compare_result *out,
                                kf_ppl_progress_fn progress, void *user, kf_error *err) {
     if (n_models < 1) return kf_error_set(err, KF_ERR_ARG, "eval: no model to compare");
     memset(out, 0, sizeof *out * (size_t)n_models);
     if (ctx < 4) return kf_error_set(err, KF_ERR_ARG, "eval: --ctx must be at least 4, got %d", ctx);
-    const int V = ref->n_vocab, first = ctx / 2;
+    const int V = ref->n_vocab;
+    const kf_calib_protocol p = kf_eval_protocol(ctx, bos_id);
     kf_status s = check_model(ref, "reference", V, ctx, err);
     for (int k = 0; k < n_models && s == KF_OK; k++) s = check_model(models[k], "model", V, ctx, err);
+    if (s == KF_OK) s = kf_calib_check(&p, ref, n_tokens, "eval", err);
     if (s != KF_OK) return s;
-    int n_chunks = (int)(n_tokens / ctx);
-    if (n_chunks < 1)
-        return kf_error_set(err, KF_ERR_ARG, "eval: the text has %lld tokens, fewer than one window of %d",
-                            (long long)n_tokens, ctx);
-    int B = ctx >= 512 ? 1 : 512 / ctx;
-    if (B > n_chunks) B = n_chunks;
-    const int64_t n_total = (int64_t)n_chunks * (ctx - 1 - first);
-    const size_t n_logits = (size_t)B * (size_t)ctx * (size_t)V;
+    const int64_t n_chunks = kf_calib_n_windows(&p, n_tokens), n_total = n_chunks * (ctx - 1 - ctx / 2);
+    const int rows = kf_calib_max_rows(&p, n_tokens);
     // Per model: a forward context, its KL values (for the percentile) and
     // running sums; the reference's logits and NLL are shared.
-    kf_ctx *fr = NULL, **fm = calloc((size_t)n_models, sizeof *fm);
-    double **kl = calloc((size_t)n_models, sizeof *kl);
-    double *sums = calloc((size_t)n_models * 4, sizeof *sums); // nll, nll^2, kl, seconds
-    int64_t *agree = calloc((size_t)n_models, sizeof *agree);
-    int32_t *win = malloc(sizeof *win * (size_t)B * (size_t)ctx);
-    float *lm = malloc(sizeof *lm * n_logits), *lr = malloc(sizeof *lr * n_logits);
-    if (!fm || !kl || !sums || !agree || !win || !lm || !lr) {
-        s = kf_error_set(err, KF_ERR_NOMEM, "eval: out of memory for %d windows of %d tokens", B, ctx);
+    kf_ctx *fr = NULL;
+    compare_run r = {.n_models = n_models, .V = V, .n_chunks = (int)n_chunks, .out = out,
+                     .progress = progress, .user = user};
+    r.fm = calloc((size_t)n_models, sizeof *r.fm);
+    r.kl = calloc((size_t)n_models, sizeof *r.kl);
+    r.sums = calloc((size_t)n_models * 4, sizeof *r.sums);
+    r.agree = calloc((size_t)n_models, sizeof *r.agree);
+    r.lm = malloc(sizeof *r.lm * (size_t)rows * (size_t)V);
+    if (!r.fm || !r.kl || !r.sums || !r.agree || !r.lm) {
+        s = kf_error_set(err, KF_ERR_NOMEM, "eval: out of memory for %d windows of %d tokens", rows / ctx, ctx);
         goto done;
     }
-    if ((s = kf_ctx_init(&fr, ref, B * ctx, 0, err)) != KF_OK) goto done;
+    if ((s = kf_ctx_init(&fr, ref, rows, 0, err)) != KF_OK) goto done;
     for (int k = 0; k < n_models; k++) {
-        if ((s = kf_ctx_init(&fm[k], models[k], B * ctx, 0, err)) != KF_OK) goto done;
-        if (!(kl[k] = malloc(sizeof *kl[k] * (size_t)n_total))) {
+        if ((s = kf_ctx_init(&r.fm[k], models[k], rows, 0, err)) != KF_OK) goto done;
+        if (!(r.kl[k] = malloc(sizeof *r.kl[k] * (size_t)n_total))) {
             s = kf_error_set(err, KF_ERR_NOMEM, "eval: out of memory for %lld KL values", (long long)n_total);
             goto done;
         }
     }
-    double nll_r = 0, nll2_r = 0, secs_r = 0;
-    int64_t n_scored = 0;
-    for (int c0 = 0; c0 < n_chunks; c0 += B) {
-        int nb = n_chunks - c0 < B ? n_chunks - c0 : B;
-        for (int b = 0; b < nb; b++) {
-            memcpy(win + (size_t)b * ctx, tokens + (int64_t)(c0 + b) * ctx, sizeof *win * (size_t)ctx);
-            if (bos_id >= 0) win[(size_t)b * ctx] = bos_id;
-        }
-        double t0 = kf_time_now();
-        if ((s = kf_forward_prefill(fr, win, nb, ctx, lr, err)) != KF_OK) goto done;
-        secs_r += kf_time_now() - t0;
-        for (int b = 0; b < nb; b++) {
-            const int32_t *tok = tokens + (int64_t)(c0 + b) * ctx;
-            for (int j = first; j < ctx - 1; j++) {
-                double v = -kf_log_softmax_at(lr + ((size_t)b * ctx + j) * V, V, tok[j + 1]);
-                nll_r += v, nll2_r += v * v;
-            }
-        }
-        int64_t n_before = n_scored;
-        for (int k = 0; k < n_models; k++) {
-            double *sk = sums + 4 * k, t1 = kf_time_now();
-            if ((s = kf_forward_prefill(fm[k], win, nb, ctx, lm, err)) != KF_OK) goto done;
-            sk[3] += kf_time_now() - t1;
-            int64_t n = n_before;
-            for (int b = 0; b < nb; b++) {
-                const int32_t *tok = tokens + (int64_t)(c0 + b) * ctx;
-                for (int j = first; j < ctx - 1; j++) {
-                    const float *pm = lm + ((size_t)b * ctx + j) * V, *pr = lr + ((size_t)b * ctx + j) * V;
-                    double v = -kf_log_softmax_at(pm, V, tok[j + 1]), d = kf_kl_logits(pr, pm, V);
-                    sk[0] += v, sk[1] += v * v, sk[2] += d;
-                    kl[k][n++] = d;
-                    agree[k] += argmax(pm, V) == argmax(pr, V);
-                }
-            }
-            n_scored = n;
-            kf_compare_result *r = &out[k];
-            r->n_scored = r->model.n_scored = r->ref.n_scored = n;
-            r->model.n_chunks = r->ref.n_chunks = c0 + nb;
-            r->model.seconds = sk[3];
-            r->ref.seconds = secs_r;
-            finish_ppl(&r->model, sk[0], sk[1]);
-            finish_ppl(&r->ref, nll_r, nll2_r);
-        }
-        if (progress) progress(user, c0 + nb - 1, n_chunks, &out[0].model);
-    }
+    kf_calib_sink sink = {.before = before_ref, .after = after_ref, .user = &r, .logits = true};
+    if ((s = kf_calib_run(fr, ref, tokens, n_tokens, &p, &sink, err)) != KF_OK) goto done;
     for (int k = 0; k < n_models; k++) {
-        finish_kl(&out[k], kl[k], sums[4 * k + 2], agree[k]);
-        out[k].ffn_share = kf_ctx_ffn_share(fm[k]);
+        finish_kl(&out[k], r.kl[k], r.sums[4 * k + 2], r.agree[k]);
+        out[k].ffn_share = kf_ctx_ffn_share(r.fm[k]);
     }
 done:
-    if (fm)
-        for (int k = 0; k < n_models; k++) kf_ctx_free(fm[k]);
-    if (kl)
-        for (int k = 0; k < n_models; k++) free(kl[k]);
-    free(fm);
-    free(kl);
-    free(sums);
-    free(agree);
-    free(win);
-    free(lm);
-    free(lr);
+    if (r.fm)
+        for (int k = 0; k < n_models; k++) kf_ctx_free(r.fm[k]);
+    if (r.kl)
+        for (int k = 0; k < n_models; k++) free(r.kl[k]);
+    free(r.fm);
+    free(r.kl);
+    free(r.sums);
+    free(r.agree);
+    free(r.lm);
     kf_ctx_free(fr);
     return s;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calib/calib.h"
 #include "moe/router.h"
 #include "moe/split.h"
 #include "runtime/forward.h"
@@ -43,6 +44,7 @@ typedef struct {
     kf_moments *mo;   // pass 1: (n_layer) activation statistics
     float **X, **Y;   // pass 2: (n_layer) each (cap, C) and (cap, E)
     int cur, cap;     // pass 2: rows filled, rows wanted
+    int64_t done;     // tokens run in this pass
     float *scratch;   // pass 2: (rows per call, C)
     kf_status st;
     kf_error err;
@@ -65,37 +67,38 @@ static void record_hook(void *user, int l, kf_hook_point p, float *x, int n, int
         kf_moe_expert_norms(L->w_down.data, C, dim, r->E, x, take, r->Y[l] + (int64_t)r->cur * r->E, r->scratch);
 }
 
-// Runs windows of ctx tokens (B per call) from ids through m with the
-// recorder hooked; stops after max_tokens tokens or, in pass 2, when the
-// sample is full. *done: tokens run.
-static kf_status run_windows(const kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, int ctx, int B,
+// Pass 2 stops once the router sample is full.
+static kf_status sample_full(void *user, kf_calib_batch *b, kf_error *err) {
+    (void)err;
+    const recorder *r = user;
+    b->stop = !r->mo && r->cur >= r->cap;
+    return KF_OK;
+}
+
+static kf_status after_batch(void *user, kf_calib_batch *b, kf_error *err) {
+    recorder *r = user;
+    if (r->st != KF_OK) return kf_error_set(err, r->st, "%s", r->err.msg);
+    if (!r->mo) r->cur = r->cur + b->n * b->ctx < r->cap ? r->cur + b->n * b->ctx : r->cap;
+    r->done = b->done * b->ctx;
+    return KF_OK;
+}
+
+// Runs the calibration windows (at most max_tokens tokens) through m with the
+// recorder hooked; in pass 2 until the sample is full. *done: tokens run.
+static kf_status run_windows(const kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, const kf_moefy_opts *o,
                              int64_t max_tokens, recorder *r, unsigned points, int64_t *done, kf_error *err) {
-    const int64_t n_win = (n_ids < max_tokens ? n_ids : max_tokens) / ctx;
-    if (n_win < 1)
-        return kf_error_set(err, KF_ERR_ARG, "moefy: %lld calibration tokens do not fill one window of %d",
-                            (long long)n_ids, ctx);
-    kf_ctx *c;
-    kf_status s = kf_ctx_init(&c, m, B * ctx, 0, err);
+    kf_calib_protocol p = kf_calib_protocol_make(o->ctx, bos_id);
+    p.batch = o->batch;
+    p.max_tokens = max_tokens;
+    kf_status s = kf_calib_check(&p, m, n_ids, "moefy", err);
     if (s != KF_OK) return s;
-    int32_t *win = malloc(sizeof(int32_t) * (size_t)B * ctx);
-    if (!win) {
-        kf_ctx_free(c);
-        return kf_error_set(err, KF_ERR_NOMEM, "moefy: out of memory");
-    }
+    kf_ctx *c;
+    if ((s = kf_ctx_init(&c, m, kf_calib_max_rows(&p, n_ids), 0, err)) != KF_OK) return s;
     kf_ctx_set_hook(c, record_hook, r, points);
-    *done = 0;
-    for (int64_t w = 0; w < n_win && s == KF_OK && r->st == KF_OK; w += B) {
-        if (!r->mo && r->cur >= r->cap) break;
-        const int nb = n_win - w < B ? (int)(n_win - w) : B;
-        memcpy(win, ids + w * ctx, sizeof(int32_t) * (size_t)nb * ctx);
-        for (int b = 0; b < nb; b++)
-            if (bos_id >= 0) win[(int64_t)b * ctx] = bos_id;
-        s = kf_forward_prefill(c, win, nb, ctx, NULL, err);
-        *done += (int64_t)nb * ctx;
-        if (!r->mo) r->cur = r->cur + nb * ctx < r->cap ? r->cur + nb * ctx : r->cap;
-    }
-    if (s == KF_OK && r->st != KF_OK) s = kf_error_set(err, r->st, "%s", r->err.msg);
-    free(win);
+    r->done = 0;
+    s = kf_calib_run(c, m, ids, n_ids, &p, &(kf_calib_sink){.before = sample_full, .after = after_batch, .user = r},
+                     err);
+    *done = r->done;
     kf_ctx_free(c);
     return s;
 }
@@ -176,7 +179,7 @@ kf_status kf_moefy_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bos_i
         if (s != KF_OK) goto done;
         if (o->progress) o->progress(o->progress_user, "statistics", 0, L);
         r.mo = mo;
-        s = run_windows(m, ids, n_ids, bos_id, o->ctx, o->batch, o->n_tokens, &r, 1u << KF_HOOK_FFN_ACT,
+        s = run_windows(m, ids, n_ids, bos_id, o, o->n_tokens, &r, 1u << KF_HOOK_FFN_ACT,
                         &rep->n_calib_tokens, err);
         r.mo = NULL;
         if (s != KF_OK) goto done;
@@ -218,7 +221,7 @@ kf_status kf_moefy_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bos_i
     }
     if (o->progress) o->progress(o->progress_user, "sample", 0, L);
     int64_t ran;
-    s = run_windows(m, ids, n_ids, bos_id, o->ctx, o->batch, n_ids, &r,
+    s = run_windows(m, ids, n_ids, bos_id, o, n_ids, &r,
                     (1u << KF_HOOK_FFN_IN) | (1u << KF_HOOK_FFN_ACT), &ran, err);
     if (s != KF_OK) goto done;
     const int n = r.cur, n_val = n / 8, n_tr = n - n_val;

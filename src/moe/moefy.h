@@ -15,7 +15,8 @@
 //      chosen one trained on the rest; recall of the oracle's top-k on the
 //      held-out tokens is reported for both;
 //   5. n_expert, router, top_k / coverage set on every layer.
-// Calibration windows: ctx tokens, first token replaced by bos_id (>= 0).
+// Calibration windows: calib/'s protocol, ctx tokens, first token replaced by
+// bos_id (>= 0), batch per forward call; a statistics file must share them.
 #ifndef KF_MOE_MOEFY_H
 #define KF_MOE_MOEFY_H
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/rng.h"
 #include "runtime/moe.h"
 
 void kf_router_train_opts_default(kf_router_train_opts *o) {
@@ -32,17 +33,9 @@ kf_status kf_router_similarity(kf_model *m, int l, int E, kf_error *err) {
     return KF_OK;
 }
 
-// splitmix64
-static uint64_t next_u64(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 // Uniform in (-1, 1) scaled: a simple, seeded initialiser.
 static float uniform(uint64_t *x, float scale) {
-    return scale * (float)(2.0 * ((double)(next_u64(x) >> 11) / 9007199254740992.0) - 1.0);
+    return scale * (float)(2.0 * kf_rng_unit(kf_rng_splitmix64(x)) - 1.0);
 }
 
 typedef struct {
@@ -127,7 +120,7 @@ kf_status kf_router_train(kf_model *m, int l, int E, const float *X, const float
     int t = 0;
     for (int ep = 0; ep < o->epochs; ep++) {
         for (int i = n - 1; i > 0; i--) { // Fisher-Yates
-            int j = (int)(next_u64(&rng) % (uint64_t)(i + 1)), tmp = order[i];
+            int j = (int)(kf_rng_splitmix64(&rng) % (uint64_t)(i + 1)), tmp = order[i];
             order[i] = order[j];
             order[j] = tmp;
         }

@@ -7,6 +7,7 @@
 
 #include "analyze/kmeans.h"
 #include "transform/ffn.h"
+#include "transform/group.h"
 
 #if __has_include(<metis.h>)
 #include <metis.h>

@@ -8,42 +8,8 @@
 
 #include "core/file.h"
 #include "core/strbuf.h"
+#include "report/analysis_json.h"
 #include "report/svg.h"
-
-#define MAX_SERIES 256
-
-static const cJSON *get(const cJSON *o, const char *key) { return cJSON_GetObjectItemCaseSensitive(o, key); }
-
-static double num(const cJSON *o, const char *key) {
-    const cJSON *v = get(o, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
-}
-
-// Numbers of a JSON array into out (at most cap; null -> NaN); returns the count.
-static int nums(const cJSON *arr, double *out, int cap) {
-    int n = 0;
-    const cJSON *v;
-    cJSON_ArrayForEach(v, arr) {
-        if (n == cap) break;
-        out[n++] = cJSON_IsNumber(v) ? v->valuedouble : NAN;
-    }
-    return n;
-}
-
-// A (rows, cols) matrix of a JSON array of arrays, malloc'd; NULL if ragged or empty.
-static double *matrix(const cJSON *arr, int *rows, int *cols) {
-    *rows = cJSON_GetArraySize(arr);
-    *cols = *rows > 0 ? cJSON_GetArraySize(cJSON_GetArrayItem(arr, 0)) : 0;
-    if (*rows < 1 || *cols < 1) return NULL;
-    double *m = malloc((size_t)*rows * *cols * sizeof *m);
-    if (!m) return NULL;
-    for (int i = 0; i < *rows; i++)
-        if (nums(cJSON_GetArrayItem(arr, i), m + (size_t)i * *cols, *cols) != *cols) {
-            free(m);
-            return NULL;
-        }
-    return m;
-}
 
 // Escaped text with line breaks shown as a visible mark.
 static void text_cell(kf_strbuf *b, const char *s) {
@@ -68,251 +34,223 @@ static const char *CSS =
     ".ctx b{background:#ffe08a;font-weight:normal}.nl{color:#aaa}details{margin:6px 0}summary{cursor:pointer}"
     "svg.plot{border:1px solid #eee;background:#fff}";
 
-static void summary(kf_strbuf *b, const cJSON *a) {
-    const cJSON *mo = get(a, "model"), *ca = get(a, "calibration"), *op = get(a, "options");
-    const cJSON *ff = get(mo, "n_ff");
+static void summary(kf_strbuf *b, const kf_analysis_result *a) {
     kf_strbuf_puts(b, "<h1>kfuse analyze: ");
-    kf_strbuf_escape(b, cJSON_GetStringValue(get(mo, "path")) ? cJSON_GetStringValue(get(mo, "path")) : "model");
+    kf_strbuf_escape(b, a->model_path ? a->model_path : "model");
     kf_strbuf_puts(b, "</h1>\n<table>\n");
     kf_strbuf_printf(b, "<tr><th class=l>architecture</th><td class=l>%s, %g layers, width %g, %.4g M parameters</td></tr>\n",
-                     cJSON_GetStringValue(get(mo, "arch")) ? cJSON_GetStringValue(get(mo, "arch")) : "?",
-                     num(mo, "n_layer"), num(mo, "n_embd"), num(mo, "n_params") / 1e6);
+                     a->arch ? a->arch : "?", (double)a->n_layer, (double)a->n_embd, (double)a->n_params / 1e6);
     kf_strbuf_puts(b, "<tr><th class=l>FFN widths</th><td class=l>");
-    const cJSON *v;
-    cJSON_ArrayForEach(v, ff) kf_strbuf_printf(b, "%g ", v->valuedouble);
+    for (int l = 0; l < a->n_layer; l++) kf_strbuf_printf(b, "%g ", (double)a->layers[l].n_ff);
     kf_strbuf_printf(b, "</td></tr>\n<tr><th class=l>calibration</th><td class=l>%g tokens (%g sequences of %g; "
                         "%g available), %g sampled tokens for k-means, %g rank(s)</td></tr>\n",
-                     num(ca, "n_tokens"), num(ca, "n_sequences"), num(ca, "ctx"), num(ca, "n_tokens_available"),
-                     num(ca, "sample_tokens"), num(ca, "ranks"));
-    kf_strbuf_printf(b, "<tr><th class=l>recording</th><td class=l>%.2f s, %.0f tokens/s</td></tr>\n",
-                     num(ca, "record_seconds"), num(ca, "tokens_per_s"));
+                     (double)a->n_tokens, (double)a->n_sequences, (double)a->ctx, (double)a->n_tokens_available,
+                     (double)a->sample_tokens, (double)a->ranks);
+    kf_strbuf_printf(b, "<tr><th class=l>recording</th><td class=l>%.2f s, %.0f tokens/s</td></tr>\n", a->record_seconds,
+                     a->tokens_per_s);
     kf_strbuf_printf(b, "<tr><th class=l>options</th><td class=l>threshold t = %g, k = %s, epsilon = %g, seed %g</td></tr>\n",
-                     num(op, "threshold"), num(op, "k") > 0 ? "given" : "auto (silhouette)", num(op, "epsilon"),
-                     num(ca, "seed"));
-    kf_strbuf_printf(b, "<tr><th class=l>fingerprint</th><td class=l>%s</td></tr>\n</table>\n",
-                     cJSON_GetStringValue(get(mo, "fingerprint")) ? cJSON_GetStringValue(get(mo, "fingerprint")) : "");
+                     a->threshold, a->k > 0 ? "given" : "auto (silhouette)", a->epsilon, (double)a->seed);
+    char fp[24];
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)a->fingerprint);
+    kf_strbuf_printf(b, "<tr><th class=l>fingerprint</th><td class=l>%s</td></tr>\n</table>\n", fp);
 }
 
-static void layer_section(kf_strbuf *b, const cJSON *a) {
-    const cJSON *ly = get(a, "layers");
-    int R, R2;
-    double *cka = matrix(get(ly, "cka"), &R, &R2);
-    if (!cka || R != R2) {
-        free(cka);
-        return;
+// Series names "<prefix><l>" for l < n, in names (n pointers) over one block.
+static char *series_names(const char *prefix, int n, const char **names) {
+    const size_t w = strlen(prefix) + 12;
+    char *buf = malloc((size_t)n * w + 1);
+    for (int l = 0; buf && l < n; l++) {
+        snprintf(buf + (size_t)l * w, w, "%s%d", prefix, l);
+        names[l] = buf + (size_t)l * w;
     }
-    const char *labels[MAX_SERIES];
-    int nl = 0;
-    const cJSON *v;
-    cJSON_ArrayForEach(v, get(ly, "labels")) if (nl < MAX_SERIES) labels[nl++] = cJSON_GetStringValue(v);
-    double bi[MAX_SERIES];
-    int nb = nums(get(ly, "block_influence"), bi, MAX_SERIES);
+    return buf;
+}
+
+static void layer_section(kf_strbuf *b, const kf_analysis_result *a) {
+    const int L = a->n_layer, R = L + 1;
+    const double *cka = a->cka;
+    const char **labels = malloc((size_t)R * sizeof *labels), **bl = malloc((size_t)L * sizeof *bl);
+    double *bi = malloc((size_t)L * sizeof *bi);
+    char *lbuf = labels ? series_names("L", L, labels + 1) : NULL, *bbuf = bl ? series_names("L", L, bl) : NULL;
+    if (!labels || !bl || !bi || !lbuf || !bbuf) {
+        b->oom = 1;
+        goto done;
+    }
+    labels[0] = "emb";
+    for (int l = 0; l < L; l++) bi[l] = a->layers[l].block_influence;
     kf_strbuf_puts(b, "<h2>Layer similarity</h2>\n<p class=note>Linear CKA between the residual stream after each block "
                       "(<i>emb</i> = embeddings, <i>Lk</i> = output of block k): 1 means the two representations "
                       "are the same up to rotation and scale. Block Influence (ShortGPT) = 1 &minus; mean cosine "
                       "between a block's input and output: blocks with low influence change the stream little and "
                       "are candidates for removal.</p>\n<div class=plots>\n");
     char title[96];
-    snprintf(title, sizeof title, "Linear CKA (%s)", cJSON_GetStringValue(get(ly, "cka_method")) ? cJSON_GetStringValue(get(ly, "cka_method")) : "");
+    snprintf(title, sizeof title, "Linear CKA (%s)", a->cka_exact ? "exact" : "minibatch");
     kf_plot_opts ho = {.title = title, .width = 460, .height = 420};
-    kf_svg_heatmap(b, &ho, cka, R, R, nl == R ? labels : NULL, nl == R ? labels : NULL, 0, 1);
-    const char *bl[MAX_SERIES];
-    char bls[MAX_SERIES][12];
-    for (int l = 0; l < nb; l++) {
-        snprintf(bls[l], sizeof bls[l], "L%d", l);
-        bl[l] = bls[l];
-    }
+    kf_svg_heatmap(b, &ho, cka, R, R, labels, labels, 0, 1);
     kf_plot_opts bo = {.title = "Block Influence", .xlabel = "block", .ylabel = "1 - mean cos(in, out)", .width = 420, .height = 300};
-    kf_svg_bars(b, &bo, bi, nb, bl);
+    kf_svg_bars(b, &bo, bi, L, bl);
     kf_strbuf_puts(b, "</div>\n");
     // adjacent-layer summary
     int most = -1, least = -1;
-    for (int l = 0; l < nb; l++) {
+    for (int l = 0; l < L; l++) {
         if (most < 0 || bi[l] < bi[most]) most = l;
         if (least < 0 || bi[l] > bi[least]) least = l;
     }
-    if (most >= 0 && most + 1 < R)
-        kf_strbuf_printf(b, "<p>Most redundant block: <b>L%d</b> (Block Influence %.4f, CKA(in, out) %.4f). "
-                            "Least redundant: <b>L%d</b> (Block Influence %.4f, CKA(in, out) %.4f).</p>\n",
-                         most, bi[most], cka[most * R + most + 1], least, bi[least], cka[least * R + least + 1]);
-    free(cka);
+    kf_strbuf_printf(b, "<p>Most redundant block: <b>L%d</b> (Block Influence %.4f, CKA(in, out) %.4f). "
+                        "Least redundant: <b>L%d</b> (Block Influence %.4f, CKA(in, out) %.4f).</p>\n",
+                     most, bi[most], cka[most * R + most + 1], least, bi[least], cka[least * R + least + 1]);
+done:
+    free(labels);
+    free(bl);
+    free(bi);
+    free(lbuf);
+    free(bbuf);
 }
 
-static void redundancy_section(kf_strbuf *b, const cJSON *a) {
-    const cJSON *red = get(a, "redundancy"), *op = get(a, "options");
-    double t[16];
-    int nt = nums(get(red, "t"), t, 16), L, nt2, R, nt3;
-    double *ffn = matrix(get(red, "ffn"), &L, &nt2), *res = matrix(get(red, "resid"), &R, &nt3);
-    if (!ffn || !res || nt2 != nt || nt3 != nt || L > MAX_SERIES || R + 1 > MAX_SERIES) {
-        free(ffn);
-        free(res);
-        return;
+static void redundancy_section(kf_strbuf *b, const kf_analysis_result *a) {
+    const int L = a->n_layer, R = L + 1, nt = KF_ANALYSIS_N_T;
+    double t[KF_ANALYSIS_N_T];
+    for (int i = 0; i < nt; i++) t[i] = (i + 1) / 10.0;
+    double *ffn = malloc((size_t)L * nt * sizeof *ffn), *rs = malloc((size_t)(R + 1) * nt * sizeof *rs);
+    const char **names = malloc((size_t)L * sizeof *names), **rn = malloc((size_t)(R + 1) * sizeof *rn);
+    char *nbuf = names ? series_names("FFN L", L, names) : NULL, *rbuf = rn ? series_names("resid L", L, rn + 1) : NULL;
+    if (!ffn || !rs || !names || !rn || !nbuf || !rbuf) {
+        b->oom = 1;
+        goto done;
     }
+    for (int l = 0; l < L; l++) memcpy(ffn + (size_t)l * nt, a->layers[l].redundancy, sizeof a->layers[l].redundancy);
     kf_strbuf_printf(b, "<h2>Neuron redundancy (correlation clustering)</h2>\n<p class=note>Dalvi et al. (2020): neurons "
                         "are clustered by average linkage on 1 &minus; |Pearson &rho;| over the calibration tokens and "
                         "the tree is cut at distance t. A neuron is redundant when another neuron of its cluster stands "
                         "for it, so the share of redundant neurons is (n &minus; clusters) / n. Larger t merges more.</p>\n"
                         "<div class=plots>\n");
-    const char *names[MAX_SERIES];
-    char nm[MAX_SERIES][16];
-    for (int l = 0; l < L; l++) {
-        snprintf(nm[l], sizeof nm[l], "FFN L%d", l);
-        names[l] = nm[l];
-    }
     kf_plot_opts o1 = {.title = "FFN neurons: redundant share vs t", .xlabel = "threshold t", .ylabel = "redundant share"};
     kf_svg_lines(b, &o1, t, nt, ffn, L, names);
-    double *rs = malloc((size_t)(R + 1) * nt * sizeof *rs);
-    const char *rn[MAX_SERIES];
-    char rnm[MAX_SERIES][24];
+    memcpy(rs, a->resid_redundancy, (size_t)R * nt * sizeof *rs);
+    rn[0] = "emb";
     int ns = R;
-    if (rs) {
-        memcpy(rs, res, (size_t)R * nt * sizeof *rs);
-        for (int r = 0; r < R; r++) {
-            if (r == 0) snprintf(rnm[r], sizeof rnm[r], "emb");
-            else snprintf(rnm[r], sizeof rnm[r], "resid L%d", r - 1);
-            rn[r] = rnm[r];
-        }
-        if (nums(get(red, "resid_all"), rs + (size_t)R * nt, nt) == nt) {
-            rn[R] = "all layers";
-            ns = R + 1;
-        }
-        kf_plot_opts o2 = {.title = "Residual stream: redundant share vs t", .xlabel = "threshold t", .ylabel = "redundant share"};
-        kf_svg_lines(b, &o2, t, nt, rs, ns, rn);
+    if (a->has_resid_all) {
+        memcpy(rs + (size_t)R * nt, a->resid_all, sizeof a->resid_all);
+        rn[R] = "all layers";
+        ns = R + 1;
     }
+    kf_plot_opts o2 = {.title = "Residual stream: redundant share vs t", .xlabel = "threshold t", .ylabel = "redundant share"};
+    kf_svg_lines(b, &o2, t, nt, rs, ns, rn);
     kf_strbuf_puts(b, "</div>\n");
-    double at[MAX_SERIES], fs[MAX_SERIES], rsec[MAX_SERIES];
-    nums(get(red, "ffn_at_threshold"), at, L);
-    nums(get(red, "ffn_seconds"), fs, L);
-    nums(get(red, "resid_seconds"), rsec, R);
     kf_strbuf_printf(b, "<table><tr><th class=l>layer</th><th>FFN neurons</th><th>redundant at t = %g</th>"
                         "<th>FFN clustering ms</th><th>residual redundant at t = %g</th><th>residual clustering ms</th></tr>\n",
-                     num(op, "threshold"), num(op, "threshold"));
-    const cJSON *ffw = get(get(a, "model"), "n_ff");
-    int ti = (int)lround(num(op, "threshold") * 10) - 1; // headline grid index, when t is on it
+                     a->threshold, a->threshold);
+    int ti = (int)lround(a->threshold * 10) - 1; // headline grid index, when t is on it
     for (int l = 0; l < L; l++) {
-        const cJSON *w = cJSON_GetArrayItem(ffw, l);
-        kf_strbuf_printf(b, "<tr><td class=l>L%d</td><td>%g</td><td>%.1f%%</td><td>%.1f</td>", l, w ? w->valuedouble : NAN,
-                         100 * at[l], 1000 * fs[l]);
-        if (ti >= 0 && ti < nt && fabs((ti + 1) / 10.0 - num(op, "threshold")) < 1e-9)
-            kf_strbuf_printf(b, "<td>%.1f%%</td>", 100 * res[(size_t)(l + 1) * nt + ti]);
+        const kf_analysis_layer *ly = &a->layers[l];
+        kf_strbuf_printf(b, "<tr><td class=l>L%d</td><td>%g</td><td>%.1f%%</td><td>%.1f</td>", l, (double)ly->n_ff,
+                         100 * ly->redundancy_at_threshold, 1000 * ly->clustering_seconds);
+        if (ti >= 0 && ti < nt && fabs((ti + 1) / 10.0 - a->threshold) < 1e-9)
+            kf_strbuf_printf(b, "<td>%.1f%%</td>", 100 * a->resid_redundancy[(size_t)(l + 1) * nt + ti]);
         else kf_strbuf_puts(b, "<td>&ndash;</td>");
-        kf_strbuf_printf(b, "<td>%.2f</td></tr>\n", 1000 * rsec[l + 1]);
+        kf_strbuf_printf(b, "<td>%.2f</td></tr>\n", 1000 * a->resid_seconds[l + 1]);
     }
     kf_strbuf_puts(b, "</table>\n");
-    if (ns == R + 1)
+    if (a->has_resid_all)
         kf_strbuf_printf(b, "<p>Whole residual stream across layers (%g neurons, cross-layer correlations from the "
                             "joint covariance): %.1f%% redundant at t = %g; clustering took %.3f s.</p>\n",
-                         num(red, "resid_all_n"), 100 * num(red, "resid_all_at_threshold"), num(op, "threshold"),
-                         num(red, "resid_all_seconds"));
-    free(rs);
+                         (double)a->resid_all_n, 100 * a->resid_all_at_threshold, a->threshold, a->resid_all_seconds);
+done:
     free(ffn);
-    free(res);
+    free(rs);
+    free(names);
+    free(rn);
+    free(nbuf);
+    free(rbuf);
 }
 
-static void threshold_section(kf_strbuf *b, const cJSON *a) {
-    const cJSON *thr = get(a, "thresholds"), *e;
-    int L = cJSON_GetArraySize(get(thr, "layers"));
-    if (L < 1 || L > MAX_SERIES) return;
+static void threshold_section(kf_strbuf *b, const kf_analysis_result *a) {
+    const int L = a->n_layer, ng = KF_ANALYSIS_N_GRID;
     kf_strbuf_printf(b, "<h2>Dynamic per-layer thresholds</h2>\n<p class=note>For each layer, the largest t (on a grid of "
                         "step 0.01) such that merging every cluster of the cut, and of every smaller cut, into one "
                         "representative neuron (the others predicted by least squares, a<sub>j</sub> &asymp; "
                         "&beta;<sub>j</sub> a<sub>r</sub> + c<sub>j</sub>) keeps the FFN output's relative error "
                         "E&#8214;W<sub>down</sub>(a &minus; &acirc;)&#8214;&sup2; / E&#8214;W<sub>down</sub> a&#8214;&sup2; "
                         "&le; &epsilon; = %g, estimated from the second moments.</p>\n",
-                     num(thr, "epsilon"));
+                     a->epsilon);
     kf_strbuf_puts(b, "<div class=plots><table><tr><th class=l>layer</th><th>t</th><th>width</th><th>of</th>"
                       "<th>kept</th><th>rel. error</th></tr>\n");
-    double *curves = NULL;
-    int ng = 0, l = 0;
-    cJSON_ArrayForEach(e, get(thr, "layers")) {
-        double t = num(e, "t"), w = num(e, "width"), f = num(e, "n_ff");
-        if (isfinite(t))
+    for (int l = 0; l < L; l++) {
+        const kf_analysis_layer *e = &a->layers[l];
+        double w = e->width, f = e->n_ff;
+        if (isfinite(e->t))
             kf_strbuf_printf(b, "<tr><td class=l>L%g</td><td>%.2f</td><td>%g</td><td>%g</td><td>%.1f%%</td><td>%.4f</td></tr>\n",
-                             num(e, "layer"), t, w, f, 100 * w / f, num(e, "rel_err"));
+                             (double)l, e->t, w, f, 100 * w / f, e->rel_err);
         else
             kf_strbuf_printf(b, "<tr><td class=l>L%g</td><td>none</td><td>%g</td><td>%g</td><td>100%%</td><td>&ndash;</td></tr>\n",
-                             num(e, "layer"), w, f);
-        const cJSON *cv = get(e, "err_curve");
-        if (!curves) {
-            ng = cJSON_GetArraySize(cv);
-            curves = ng > 0 ? calloc((size_t)L * ng, sizeof *curves) : NULL;
-        }
-        if (curves && nums(cv, curves + (size_t)l * ng, ng) == ng)
-            for (int i = 0; i < ng; i++) curves[(size_t)l * ng + i] = fmin(curves[(size_t)l * ng + i], 1.0);
-        l++;
+                             (double)l, w, f);
     }
     kf_strbuf_puts(b, "</table>\n");
-    if (curves) {
-        double *x = malloc((size_t)ng * sizeof *x);
-        const char *names[MAX_SERIES];
-        char nm[MAX_SERIES][16];
-        for (int i = 0; i < L; i++) {
-            snprintf(nm[i], sizeof nm[i], "FFN L%d", i);
-            names[i] = nm[i];
-        }
-        if (x) {
-            for (int i = 0; i < ng; i++) x[i] = i / (double)(ng - 1);
-            kf_plot_opts o = {.title = "Relative FFN output error vs t (clipped at 1)", .xlabel = "threshold t",
-                              .ylabel = "relative error", .width = 600};
-            kf_svg_lines(b, &o, x, ng, curves, L, names);
-        }
-        free(x);
-        free(curves);
+    double *curves = malloc((size_t)L * ng * sizeof *curves), x[KF_ANALYSIS_N_GRID];
+    const char **names = malloc((size_t)L * sizeof *names);
+    char *nbuf = names ? series_names("FFN L", L, names) : NULL;
+    if (!curves || !names || !nbuf) {
+        b->oom = 1;
+    } else {
+        for (int l = 0; l < L; l++)
+            for (int i = 0; i < ng; i++) curves[(size_t)l * ng + i] = fmin(a->layers[l].err_curve[i], 1.0);
+        for (int i = 0; i < ng; i++) x[i] = i / (double)(ng - 1);
+        kf_plot_opts o = {.title = "Relative FFN output error vs t (clipped at 1)", .xlabel = "threshold t",
+                          .ylabel = "relative error", .width = 600};
+        kf_svg_lines(b, &o, x, ng, curves, L, names);
     }
+    free(curves);
+    free(names);
+    free(nbuf);
     kf_strbuf_puts(b, "</div>\n");
 }
 
-static void contexts_table(kf_strbuf *b, const cJSON *kind, int max_clusters, int max_ctx) {
-    const cJSON *ctxs = get(kind, "contexts");
-    double sizes[4096], mac[4096];
-    int k = nums(get(kind, "sizes"), sizes, 4096);
-    nums(get(kind, "mean_abs_corr"), mac, 4096);
-    if (!ctxs || k < 1) return;
-    int order[4096];
+// Cluster indices of km by size, descending (stable), into order (k).
+static void by_size(const kf_analysis_kmeans *km, int *order) {
+    const int k = km->k;
     for (int c = 0; c < k; c++) order[c] = c;
-    for (int i = 1; i < k; i++) // by size, descending
-        for (int j = i; j > 0 && sizes[order[j]] > sizes[order[j - 1]]; j--) {
+    for (int i = 1; i < k; i++)
+        for (int j = i; j > 0 && km->clusters[order[j]].size > km->clusters[order[j - 1]].size; j--) {
             int t = order[j];
             order[j] = order[j - 1];
             order[j - 1] = t;
         }
+}
+
+static void contexts_table(kf_strbuf *b, const kf_analysis_kmeans *km, const int *order, int max_clusters, int max_ctx) {
     kf_strbuf_puts(b, "<table><tr><th class=l>cluster</th><th>size</th><th>mean |&rho;|</th>"
                       "<th class=l>top activating contexts (token highlighted, &plusmn;4 tokens)</th></tr>\n");
-    for (int q = 0; q < k && q < max_clusters; q++) {
-        int c = order[q];
-        kf_strbuf_printf(b, "<tr><td class=l>%d</td><td>%g</td><td>%.3f</td><td class=ctx>", c, sizes[c], mac[c]);
-        const cJSON *e;
-        int n = 0;
-        cJSON_ArrayForEach(e, cJSON_GetArrayItem(ctxs, c)) {
-            if (n++ == max_ctx) break;
-            text_cell(b, cJSON_GetStringValue(get(e, "left")));
+    for (int q = 0; q < km->k && q < max_clusters; q++) {
+        const kf_analysis_cluster *cl = &km->clusters[order[q]];
+        kf_strbuf_printf(b, "<tr><td class=l>%d</td><td>%g</td><td>%.3f</td><td class=ctx>", order[q], (double)cl->size,
+                         cl->mean_abs_corr);
+        for (int n = 0; n < cl->n_contexts && n < max_ctx; n++) {
+            const kf_analysis_context *e = &cl->contexts[n];
+            text_cell(b, e->left);
             kf_strbuf_puts(b, "<b>");
-            text_cell(b, cJSON_GetStringValue(get(e, "token")));
+            text_cell(b, e->token);
             kf_strbuf_puts(b, "</b>");
-            text_cell(b, cJSON_GetStringValue(get(e, "right")));
-            kf_strbuf_printf(b, " <span class=nl>(%.2f)</span>\n", num(e, "score"));
+            text_cell(b, e->right);
+            kf_strbuf_printf(b, " <span class=nl>(%.2f)</span>\n", e->score);
         }
         kf_strbuf_puts(b, "</td></tr>\n");
     }
     kf_strbuf_puts(b, "</table>\n");
 }
 
-static void sizes_plot(kf_strbuf *b, const cJSON *kind, const char *title) {
-    double sizes[4096];
-    int k = nums(get(kind, "sizes"), sizes, 4096);
-    for (int i = 1; i < k; i++)
-        for (int j = i; j > 0 && sizes[j] > sizes[j - 1]; j--) {
-            double t = sizes[j];
-            sizes[j] = sizes[j - 1];
-            sizes[j - 1] = t;
-        }
+static void sizes_plot(kf_strbuf *b, const kf_analysis_kmeans *km, const int *order, const char *title) {
+    double *sizes = malloc((size_t)km->k * sizeof *sizes);
+    if (!sizes) {
+        b->oom = 1;
+        return;
+    }
+    for (int c = 0; c < km->k; c++) sizes[c] = km->clusters[order[c]].size;
     kf_plot_opts o = {.title = title, .xlabel = "clusters, largest first", .ylabel = "neurons", .width = 420, .height = 260};
-    kf_svg_bars(b, &o, sizes, k, NULL);
+    kf_svg_bars(b, &o, sizes, km->k, NULL);
+    free(sizes);
 }
 
-static void cluster_section(kf_strbuf *b, const cJSON *a) {
-    const cJSON *cl = get(get(a, "clusters"), "layers"), *e;
-    if (!cl) return;
+static void cluster_section(kf_strbuf *b, const kf_analysis_result *a) {
     kf_strbuf_puts(b, "<h2>Concept clusters (k-means)</h2>\n<p class=note>Per layer, k-means (k-means++, restarts, "
                       "seeded) on the FFN neurons, twice: on activation profiles (a neuron = its standardised "
                       "activations over the sampled calibration tokens) and on weight vectors (its gate and up input "
@@ -321,27 +259,35 @@ static void cluster_section(kf_strbuf *b, const cJSON *a) {
                       "standardised activation of its members is highest.</p>\n");
     kf_strbuf_puts(b, "<table><tr><th class=l>layer</th><th>k (activation)</th><th>silhouette</th>"
                       "<th>k (weight)</th><th>silhouette</th></tr>\n");
-    cJSON_ArrayForEach(e, cl) {
-        const cJSON *ac = get(e, "activation"), *wg = get(e, "weight");
+    for (int l = 0; l < a->n_layer; l++) {
+        const kf_analysis_kmeans *ac = &a->layers[l].activation, *wg = &a->layers[l].weight;
         kf_strbuf_printf(b, "<tr><td class=l>L%g</td><td>%g</td><td>%.4f</td><td>%g</td><td>%.4f</td></tr>\n",
-                         num(e, "layer"), num(ac, "k"), num(ac, "silhouette"), num(wg, "k"), num(wg, "silhouette"));
+                         (double)l, (double)ac->k, ac->silhouette, (double)wg->k, wg->silhouette);
     }
     kf_strbuf_puts(b, "</table>\n");
-    int first = 1;
-    cJSON_ArrayForEach(e, cl) {
-        const cJSON *ac = get(e, "activation"), *wg = get(e, "weight");
+    for (int l = 0; l < a->n_layer; l++) {
+        const kf_analysis_kmeans *ac = &a->layers[l].activation, *wg = &a->layers[l].weight;
+        int *oa = malloc((size_t)ac->k * sizeof *oa), *ow = malloc((size_t)wg->k * sizeof *ow);
+        if (!oa || !ow) {
+            free(oa);
+            free(ow);
+            b->oom = 1;
+            return;
+        }
+        by_size(ac, oa);
+        by_size(wg, ow);
         kf_strbuf_printf(b, "<details%s><summary><b>Layer L%g</b>: %g activation clusters (silhouette %.3f), "
                             "%g weight clusters (silhouette %.3f)</summary>\n<div class=plots>\n",
-                         first ? " open" : "", num(e, "layer"), num(ac, "k"), num(ac, "silhouette"), num(wg, "k"),
-                         num(wg, "silhouette"));
-        first = 0;
-        sizes_plot(b, ac, "Activation clusters: sizes");
-        sizes_plot(b, wg, "Weight clusters: sizes");
+                         l == 0 ? " open" : "", (double)l, (double)ac->k, ac->silhouette, (double)wg->k, wg->silhouette);
+        sizes_plot(b, ac, oa, "Activation clusters: sizes");
+        sizes_plot(b, wg, ow, "Weight clusters: sizes");
         kf_strbuf_puts(b, "</div>\n<h3>Activation clusters</h3>\n");
-        contexts_table(b, ac, 16, 3);
+        contexts_table(b, ac, oa, 16, 3);
         kf_strbuf_puts(b, "<h3>Weight clusters</h3>\n");
-        contexts_table(b, wg, 8, 2);
+        contexts_table(b, wg, ow, 8, 2);
         kf_strbuf_puts(b, "</details>\n");
+        free(oa);
+        free(ow);
     }
 }
 
@@ -356,8 +302,10 @@ static kf_status write_file(const char *dir, const char *name, const char *text,
     return ok ? KF_OK : kf_error_set(err, KF_ERR_IO, "%s: write failed", path);
 }
 
-kf_status kf_report_analysis_write(const cJSON *a, const char *dir, kf_error *err) {
-    char *json = cJSON_Print(a);
+kf_status kf_report_analysis_write(const kf_analysis_result *a, const char *dir, kf_error *err) {
+    cJSON *tree = kf_report_analysis_to_json(a);
+    char *json = tree ? cJSON_Print(tree) : NULL;
+    cJSON_Delete(tree);
     if (!json) return kf_error_set(err, KF_ERR_NOMEM, "report: out of memory printing analysis.json");
     kf_status st = write_file(dir, "analysis.json", json, err);
     free(json);

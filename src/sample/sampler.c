@@ -15,7 +15,7 @@ kf_status kf_sampler_init(kf_sampler *s, int n_vocab, float temp, float top_p, u
     s->n_vocab = n_vocab;
     s->temp = temp;
     s->top_p = top_p;
-    s->state = seed ? seed : 0x9E3779B97F4A7C15ull;
+    kf_rng_seed(&s->rng, seed);
     s->cand = malloc(sizeof *s->cand * (size_t)n_vocab);
     if (!s->cand) return kf_error_set(err, KF_ERR_NOMEM, "sampler: out of memory");
     return KF_OK;
@@ -24,13 +24,6 @@ kf_status kf_sampler_init(kf_sampler *s, int n_vocab, float temp, float top_p, u
 void kf_sampler_free(kf_sampler *s) {
     free(s->cand);
     s->cand = NULL;
-}
-
-static float next_uniform(kf_sampler *s) { // [0, 1)
-    s->state ^= s->state >> 12;
-    s->state ^= s->state << 25;
-    s->state ^= s->state >> 27;
-    return (float)((s->state * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0f;
 }
 
 int32_t kf_sample_argmax(const float *logits, int n) {
@@ -67,7 +60,7 @@ int32_t kf_sampler_sample(kf_sampler *s, const float *logits) {
         }
         mass = acc;
     }
-    double r = next_uniform(s) * mass, acc = 0;
+    double r = kf_rng_uniform(&s->rng) * mass, acc = 0;
     for (int i = 0; i < kept; i++) {
         acc += s->cand[i].p;
         if (r < acc) return s->cand[i].id;

@@ -4,13 +4,14 @@
 
 #include <stdint.h>
 
+#include "core/rng.h"
 #include "core/status.h"
 
 typedef struct {
     int n_vocab;
     float temp;      // 0 = greedy
     float top_p;     // 1 = off
-    uint64_t state;  // xorshift64* state
+    kf_rng rng;
     struct kf_sample_cand *cand; // (n_vocab) scratch, allocated once
 } kf_sampler;
 

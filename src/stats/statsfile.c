@@ -1,6 +1,5 @@
 #include "stats/statsfile.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +16,11 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
     return h;
 }
 
-void kf_statsfile_init(kf_statsfile *f, uint64_t fingerprint) {
+void kf_statsfile_init(kf_statsfile *f, uint64_t fingerprint, const kf_calib_protocol *protocol) {
     memset(f, 0, sizeof *f);
     f->fingerprint = fingerprint;
+    f->protocol = *protocol;
+    f->protocol.rank = 0;
 }
 
 void kf_statsfile_free(kf_statsfile *f) {
@@ -67,15 +68,14 @@ kf_status kf_statsfile_merge(kf_statsfile *dst, const kf_statsfile *src, kf_erro
     if (dst->fingerprint != src->fingerprint)
         return kf_error_set(err, KF_ERR_ARG, "statsfile: merge of model %016llx into model %016llx",
                             (unsigned long long)src->fingerprint, (unsigned long long)dst->fingerprint);
+    kf_status st = kf_calib_check_same(&src->protocol, &dst->protocol, "statsfile: merge: the other part", err);
+    if (st != KF_OK) return st;
+    dst->protocol.max_tokens += src->protocol.max_tokens;
     for (int i = 0; i < src->n; i++) {
         const kf_stats_entry *e = src->entries[i];
         kf_moments *m = kf_statsfile_get(dst, e->name);
-        if (!m) {
-            kf_status st = kf_statsfile_add(dst, e->name, e->m.d, e->m.topk, e->m.eps, &m, err);
-            if (st != KF_OK) return st;
-        }
-        kf_status st = kf_moments_merge(m, &e->m, err);
-        if (st != KF_OK) return st;
+        if (!m && (st = kf_statsfile_add(dst, e->name, e->m.d, e->m.topk, e->m.eps, &m, err)) != KF_OK) return st;
+        if ((st = kf_moments_merge(m, &e->m, err)) != KF_OK) return st;
     }
     return KF_OK;
 }
@@ -127,14 +127,16 @@ static void write_entry(stats_writer *w, const kf_stats_entry *e) {
 
 kf_status kf_statsfile_save(const kf_statsfile *f, const char *path, kf_error *err) {
     char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return kf_error_set(err, KF_ERR_ARG, "%s: path too long", path);
-    FILE *fp = fopen(tmp, "wb");
-    if (!fp) return kf_error_set(err, KF_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    FILE *fp;
+    kf_status st = kf_file_begin(path, tmp, sizeof tmp, &fp, err);
+    if (st != KF_OK) return st;
     stats_writer w = {fp, 0, 1};
     uint32_t version = KF_STATSFILE_VERSION, n = (uint32_t)f->n;
+    const kf_calib_protocol *p = &f->protocol;
+    int32_t proto[4] = {p->ctx, p->batch, p->bos_id < 0 ? -1 : p->bos_id, p->n_ranks};
+    int64_t n_tokens = p->max_tokens;
     if (fwrite(KF_STATS_MAGIC, 1, 8, fp) != 8 || fwrite(&version, 4, 1, fp) != 1 || fwrite(&n, 4, 1, fp) != 1 ||
-        fwrite(&f->fingerprint, 8, 1, fp) != 1)
+        fwrite(&f->fingerprint, 8, 1, fp) != 1 || fwrite(proto, 4, 4, fp) != 4 || fwrite(&n_tokens, 8, 1, fp) != 1)
         w.ok = 0;
     for (int i = 0; i < f->n && w.ok; i++) write_entry(&w, f->entries[i]);
     return kf_file_commit(fp, w.ok, tmp, path, err);
@@ -202,8 +204,23 @@ static kf_status read_entry(kf_statsfile *f, stats_reader *r, uint64_t nb, int i
     return KF_OK;
 }
 
-kf_status kf_statsfile_load(kf_statsfile *f, const char *path, uint64_t fingerprint, kf_error *err) {
-    kf_statsfile_init(f, fingerprint);
+// The protocol fields of a version 2 header.
+static kf_status read_protocol(stats_reader *r, kf_calib_protocol *p, const char *path, kf_error *err) {
+    int32_t v[4];
+    int64_t n_tokens;
+    if (!rd(r, v, sizeof v) || !rd(r, &n_tokens, 8))
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: truncated header", path);
+    *p = (kf_calib_protocol){.ctx = v[0], .batch = v[1], .bos_id = v[2], .n_ranks = v[3], .max_tokens = n_tokens};
+    if (p->ctx < 2 || p->batch < 1 || p->bos_id < -1 || p->n_ranks < 1 || n_tokens < 0)
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: bad calibration protocol (ctx %d, batch %d, BOS %d, %d ranks)",
+                            path, p->ctx, p->batch, p->bos_id, p->n_ranks);
+    return KF_OK;
+}
+
+kf_status kf_statsfile_load(kf_statsfile *f, const char *path, uint64_t fingerprint, const kf_calib_protocol *want,
+                            kf_error *err) {
+    memset(f, 0, sizeof *f);
+    f->fingerprint = fingerprint;
     kf_mmap mm;
     kf_status st = kf_mmap_open(&mm, path, err);
     if (st != KF_OK) return st;
@@ -215,12 +232,18 @@ kf_status kf_statsfile_load(kf_statsfile *f, const char *path, uint64_t fingerpr
         st = kf_error_set(err, KF_ERR_FORMAT, "%s: bad magic (not a kfuse statistics file)", path);
     } else if (!rd(&r, &version, 4) || !rd(&r, &n_entries, 4) || !rd(&r, &fp, 8)) {
         st = kf_error_set(err, KF_ERR_FORMAT, "%s: truncated header", path);
+    } else if (version == 1) {
+        st = kf_error_set(err, KF_ERR_UNSUPPORTED,
+                          "%s: version 1 does not record its calibration windows; gather it again with kfuse analyze",
+                          path);
     } else if (version != KF_STATSFILE_VERSION) {
         st = kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: version %u, this build reads version %d", path, version,
                           KF_STATSFILE_VERSION);
     } else if (fp != fingerprint) {
         st = kf_error_set(err, KF_ERR_ARG, "%s: model fingerprint %016llx does not match the model's %016llx", path,
                           (unsigned long long)fp, (unsigned long long)fingerprint);
+    } else if ((st = read_protocol(&r, &f->protocol, path, err)) == KF_OK && want) {
+        st = kf_calib_check_same(&f->protocol, want, path, err);
     }
     for (uint32_t i = 0; st == KF_OK && i < n_entries; i++) {
         uint64_t nb;

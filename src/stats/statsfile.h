@@ -1,8 +1,11 @@
 // A statistics file: named kf_moments accumulators (e.g. "layer.3.ffn_act")
-// stamped with the 64-bit fingerprint of the model that produced them.
+// stamped with the 64-bit fingerprint of the model that produced them and the
+// calibration protocol (calib/calib.h) of the windows they were gathered on,
+// so that a run under another protocol can refuse them.
 //
 // On-disk layout (little-endian, no padding):
-//   header  "KFSTATS\0" | u32 version (1) | u32 n_entries | u64 fingerprint
+//   header  "KFSTATS\0" | u32 version (2) | u32 n_entries | u64 fingerprint
+//           i32 ctx | i32 batch | i32 bos_id (-1: none) | i32 n_ranks | i64 n_tokens (tokens run)
 //   entry   u64 n_bytes (bytes that follow, up to and including the checksum)
 //           u32 name_len | name (no NUL)
 //           u32 d | u32 topk | f32 eps | u32 has_shift | i64 n
@@ -11,16 +14,18 @@
 //           u32 coact[d(d+1)/2] (only when topk > 0)
 //           u64 checksum (FNV-1a 64 of the entry bytes from name_len on)
 // Loading validates every size against the file size, the magic, version,
-// fingerprint and checksums, and names the file in every error.
+// fingerprint, protocol and checksums, and names the file in every error.
+// Version 1 (before the protocol was recorded) is refused with one line.
 #ifndef KF_STATS_STATSFILE_H
 #define KF_STATS_STATSFILE_H
 
 #include <stdint.h>
 
+#include "calib/calib.h"
 #include "core/status.h"
 #include "stats/moments.h"
 
-#define KF_STATSFILE_VERSION 1
+#define KF_STATSFILE_VERSION 2
 #define KF_STATSFILE_NAME_MAX 255
 
 typedef struct {
@@ -30,11 +35,12 @@ typedef struct {
 
 typedef struct {
     uint64_t fingerprint;     // of the model the statistics come from
+    kf_calib_protocol protocol; // windows they were gathered on; max_tokens = tokens run, rank 0
     int n, cap;
     kf_stats_entry **entries; // (n) owned
 } kf_statsfile;
 
-void kf_statsfile_init(kf_statsfile *f, uint64_t fingerprint);
+void kf_statsfile_init(kf_statsfile *f, uint64_t fingerprint, const kf_calib_protocol *protocol);
 void kf_statsfile_free(kf_statsfile *f);
 
 // Creates an empty accumulator under a new, unique name (1..255 bytes) and
@@ -44,13 +50,17 @@ kf_status kf_statsfile_add(kf_statsfile *f, const char *name, int d, int topk, f
 // NULL when absent.
 kf_moments *kf_statsfile_get(const kf_statsfile *f, const char *name);
 // Merges every accumulator of src into the same-named one of dst (created
-// when missing). Fingerprints must match.
+// when missing). Fingerprints and windows (kf_calib_check_same) must match;
+// the token counts add up.
 kf_status kf_statsfile_merge(kf_statsfile *dst, const kf_statsfile *src, kf_error *err);
 
 // Writes path.tmp, then renames it over path.
 kf_status kf_statsfile_save(const kf_statsfile *f, const char *path, kf_error *err);
 // f must be freed or fresh; on failure it is left empty. The file's
-// fingerprint must equal the given one.
-kf_status kf_statsfile_load(kf_statsfile *f, const char *path, uint64_t fingerprint, kf_error *err);
+// fingerprint must equal the given one and, when want is not NULL, its
+// protocol must give the same windows as want ("stats.kfs was gathered with
+// ctx 128 and no BOS; this run uses ctx 256 with BOS 1").
+kf_status kf_statsfile_load(kf_statsfile *f, const char *path, uint64_t fingerprint, const kf_calib_protocol *want,
+                            kf_error *err);
 
 #endif

@@ -15,6 +15,14 @@
 // for the chosen method; neurons are then removed greedily, one step of one
 // layer at a time, where the error added per parameter saved is smallest,
 // until the target is met.
+//
+// Search (max perplexity increase): bisection on the kept parameter fraction,
+// each trial an allocation + compression of a fresh copy of the model,
+// measured on validation windows held out of the calibration text.
+//
+// One concern per file: layer_stats.c (calibration passes, Block Influence),
+// group.c (fold groups), plan.c (a layer's plan, allocation, search), ffn.c
+// (FFN surgery), block.c (drop/merge blocks), refit.c, compress.c (driver).
 #ifndef KF_TRANSFORM_COMPRESS_H
 #define KF_TRANSFORM_COMPRESS_H
 
@@ -24,6 +32,7 @@
 #include "model/model.h"
 #include "stats/statsfile.h"
 #include "transform/ffn.h"
+#include "transform/group.h"
 
 typedef enum {
     KF_CMP_FOLD = 0,
@@ -33,15 +42,6 @@ typedef enum {
     KF_CMP_RANDOM,
     KF_CMP_DROP_LAYERS,
 } kf_cmp_method;
-
-typedef enum {
-    KF_GROUP_CORR = 0,      // average linkage on 1 - |rho|
-    KF_GROUP_KMEANS_ACT,    // k-means on each neuron's correlation profile (row of the correlation matrix)
-    KF_GROUP_KMEANS_WEIGHT, // k-means on [gate row, up row]
-    KF_GROUP_CORR_ENERGY,   // average linkage on (1 - rho^2) min(e_i, e_j) / max e, e_j = E[a_j^2] ||w_down[:,j]||^2
-    KF_GROUP_LS,            // representatives by greedy least-squares selection (kf_ffn_select_ls), each other
-                            // neuron joins the representative it is most correlated with
-} kf_group_kind;
 
 typedef void (*kf_compress_progress_fn)(void *user, const char *stage, int layer, int n_layer);
 
@@ -84,7 +84,7 @@ typedef struct {
 
 void kf_compress_report_free(kf_compress_report *r);
 
-// Compresses m in place. ids (n_ids): calibration tokens (cut into windows
+// Compresses m in place. ids (n_ids): calibration tokens (calib/'s windows
 // of ctx, first token replaced by bos_id when >= 0); may be NULL when a
 // statistics file replaces the calibration pass or the method needs none.
 kf_status kf_compress_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, const kf_compress_opts *o,
@@ -105,8 +105,26 @@ kf_status kf_compress_allocate(const kf_model *m, const int32_t *ids, int64_t n_
 // Parameters of one FFN neuron of layer l (rows of gate/up, bias, down column).
 int64_t kf_compress_neuron_params(const kf_model *m, int l);
 
-// Block Influence of every block (n_layer): 1 - mean cos(block input, block output).
+// Block Influence of every block (n_layer): 1 - mean cos(block input, block
+// output), with analyze's accumulator (kf_bi_add), on the windows of ctx.
 kf_status kf_compress_block_influence(const kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, int ctx,
                                       int batch, double *bi, kf_error *err);
+
+// --max-ppl-increase: the smallest kept parameter fraction (of 6 bisection
+// trials in [0.05, 1], the first at 0.5) whose model, loaded afresh from path,
+// allocated (kf_compress_allocate) and compressed (kf_compress_run) on cal
+// with opts o, keeps the perplexity on val within max_inc percent of the
+// original's. on_trial (may be NULL) hears each measured trial.
+typedef void (*kf_compress_trial_fn)(void *user, double keep, double ppl, double limit);
+
+typedef struct {
+    double keep; // the fraction found
+    double ppl0; // validation perplexity of the original
+    double ppl;  // of the model at keep
+} kf_compress_search_result;
+
+kf_status kf_compress_search(const char *path, const int32_t *cal, int64_t n_cal, const int32_t *val, int64_t n_val,
+                             int bos_id, const kf_compress_opts *o, double max_inc, kf_compress_trial_fn on_trial,
+                             void *user, kf_compress_search_result *res, kf_error *err);
 
 #endif

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "analyze/corrclust.h"
+#include "core/rng.h"
 
 // Copies rows idx of src (F,C) into a new (k,C) tensor of the model.
 static kf_status take_rows(kf_model *m, kf_tensor *t, const int *idx, int k, int64_t C, kf_error *err) {
@@ -51,7 +51,8 @@ void kf_ffn_scores(const kf_model *m, int l, kf_score_kind kind, const double *s
     const kf_layer *ly = &m->layers[l];
     const int F = ly->n_ff, C = m->n_embd;
     const float *wd = ly->w_down.data;
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + (uint64_t)l + 1;
+    kf_rng rng;
+    kf_rng_seed(&rng, seed * 0x9E3779B97F4A7C15ull + (uint64_t)l + 1);
     for (int j = 0; j < F; j++) {
         double col2 = 0, col1 = 0, row2 = 0;
         for (int c = 0; c < C; c++) {
@@ -68,10 +69,7 @@ void kf_ffn_scores(const kf_model *m, int l, kf_score_kind kind, const double *s
         case KF_SCORE_MAGNITUDE: score[j] = sqrt(row2) * sqrt(col2); break;
         case KF_SCORE_WANDA: score[j] = sqrt(sum_sq[j] / (double)n) * col1; break;
         case KF_SCORE_ACT: score[j] = sum_abs[j] / (double)n; break;
-        case KF_SCORE_RANDOM:
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            score[j] = (double)(x >> 11) / 9007199254740992.0;
-            break;
+        case KF_SCORE_RANDOM: score[j] = kf_rng_uniform(&rng); break;
         }
     }
 }
@@ -99,73 +97,6 @@ kf_status kf_ffn_top_k(const double *score, int F, int k, int *idx, kf_error *er
     qsort(idx, (size_t)k, sizeof *idx, int_cmp);
     free(v);
     return KF_OK;
-}
-
-void kf_ffn_representatives(const double *corr, int F, const int32_t *labels, int k, int *reps) {
-    double *best = malloc(sizeof *best * (size_t)k);
-    for (int g = 0; g < k; g++) best[g] = -1, reps[g] = -1;
-    // O(F^2): for each neuron, the sum of rho^2 over its own group.
-    for (int i = 0; i < F; i++) {
-        double s = 0;
-        for (int j = 0; j < F; j++)
-            if (labels[j] == labels[i]) s += corr[(size_t)i * F + j] * corr[(size_t)i * F + j];
-        if (s > best[labels[i]]) best[labels[i]] = s, reps[labels[i]] = i;
-    }
-    free(best);
-}
-
-static int uf_find(int *p, int x) {
-    while (p[x] != x) x = p[x] = p[p[x]];
-    return x;
-}
-
-kf_status kf_ffn_group_corr_k(const double *corr, int F, int k, int32_t *labels, double *t_cut, kf_error *err) {
-    if (k < 1 || k > F) return kf_error_set(err, KF_ERR_ARG, "fold: width %d is not in [1, %d]", k, F);
-    *t_cut = 0;
-    if (k == F || F < 2) {
-        for (int j = 0; j < F; j++) labels[j] = j;
-        return KF_OK;
-    }
-    kf_linkage z = {0};
-    kf_status s = kf_corrclust_run(corr, F, &z, err);
-    if (s != KF_OK) return s;
-    // Union-find over the linkage ids (F leaves + F-1 merged clusters).
-    int *p = malloc(sizeof *p * (size_t)(2 * F)), *map = malloc(sizeof *map * (size_t)(2 * F));
-    if (!p || !map) {
-        s = kf_error_set(err, KF_ERR_NOMEM, "fold: out of memory for %d neurons", F);
-        goto done;
-    }
-    for (int i = 0; i < 2 * F; i++) p[i] = i, map[i] = -1;
-    for (int q = 0; q < F - k; q++) {
-        p[uf_find(p, z.a[q])] = F + q;
-        p[uf_find(p, z.b[q])] = F + q;
-        *t_cut = z.dist[q];
-    }
-    int next = 0;
-    for (int j = 0; j < F; j++) {
-        int r = uf_find(p, j);
-        if (map[r] < 0) map[r] = next++;
-        labels[j] = map[r];
-    }
-    if (next != k) s = kf_error_set(err, KF_ERR_INTERNAL, "fold: cut gave %d groups, wanted %d", next, k);
-done:
-    free(p);
-    free(map);
-    kf_linkage_free(&z);
-    return s;
-}
-
-kf_status kf_ffn_group_corr_t(const double *corr, int F, double t, int32_t *labels, int *k, kf_error *err) {
-    if (F < 2) {
-        for (int j = 0; j < F; j++) labels[j] = j;
-        *k = F;
-        return KF_OK;
-    }
-    kf_linkage z = {0};
-    kf_status s = kf_corrclust_run(corr, F, &z, err);
-    if (s == KF_OK) s = kf_linkage_cut(&z, t, labels, k, err);
-    kf_linkage_free(&z);
-    return s;
 }
 
 void kf_ffn_merge_down(const kf_model *m, int l, const double *cov, const int32_t *labels, const int *reps, int k,

@@ -1,6 +1,7 @@
 // FFN surgery on one layer and the per-neuron choices behind it: which
-// neurons to keep (prune scores), how to group them (fold), and the error a
-// new down projection leaves, all from the layer's activation statistics.
+// neurons to keep (prune scores, greedy least-squares selection), the merged
+// down columns of fold groups (the groups themselves: group.h), and the error
+// a new down projection leaves, all from the layer's activation statistics.
 //
 // Every new FFN is "a subset of the old neurons + a new w_down": a pruned
 // layer keeps idx with the old columns (or refitted ones); a folded layer
@@ -35,15 +36,6 @@ void kf_ffn_scores(const kf_model *m, int l, kf_score_kind kind, const double *s
                    uint64_t seed, double *score);
 // The k neurons of largest score, in increasing index order (ties: lower index).
 kf_status kf_ffn_top_k(const double *score, int F, int k, int *idx, kf_error *err);
-
-// Groups (labels F in [0,k)) -> representatives reps (k): the member with the
-// largest sum of rho^2 to its group, as the analyze thresholds do.
-void kf_ffn_representatives(const double *corr, int F, const int32_t *labels, int k, int *reps);
-// Average-linkage clustering on 1 - |rho| cut to exactly k groups (the first
-// F-k merges); *t_cut = distance of the last merge applied (0 when k == F).
-kf_status kf_ffn_group_corr_k(const double *corr, int F, int k, int32_t *labels, double *t_cut, kf_error *err);
-// The same clustering cut at distance t (scipy fcluster 'distance'); *k = groups.
-kf_status kf_ffn_group_corr_t(const double *corr, int F, double t, int32_t *labels, int *k, kf_error *err);
 
 // Down columns of the merged neurons (C,k): column g = sum over members j of
 // beta_j w_down[:, j], beta_j = cov_jr / cov_rr (1 for r; 0 when var_r = 0).
