@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "arch/arch.h"
 #include "core/file.h"
 #include "core/rng.h"
 #include "io/save.h"
@@ -93,11 +94,7 @@ kf_model *kf_fuzz_tiny_model(kf_fuzz_tiny kind) {
     kf_model *m = kf_model_new();
     if (!m) kf_fuzz_fail("tiny model", "out of memory");
     bool gpt2 = kind == KF_FUZZ_GPT2;
-    m->arch = gpt2 ? KF_ARCH_GPT2 : KF_ARCH_LLAMA;
-    m->norm = gpt2 ? KF_NORM_LAYER : KF_NORM_RMS;
-    m->act = gpt2 ? KF_ACT_GELU_TANH : KF_ACT_SILU;
-    m->pos = gpt2 ? KF_POS_LEARNED : KF_POS_ROPE;
-    m->gated_ffn = !gpt2;
+    kf_arch_set_traits(m, gpt2 ? KF_ARCH_GPT2 : KF_ARCH_LLAMA);
     m->n_vocab = V;
     m->n_embd = C;
     m->n_layer = L;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "arch/arch.h"
 #include "model/model.h"
 
 typedef struct {
@@ -45,11 +46,7 @@ static inline kf_status kf_synth_llama(const kf_synth_shape *sh, kf_synth_fill f
         kf_model_free(m);
         return kf_error_set(err, KF_ERR_NOMEM, "synthetic model: out of memory");
     }
-    m->arch = KF_ARCH_LLAMA;
-    m->norm = KF_NORM_RMS;
-    m->act = KF_ACT_SILU;
-    m->pos = KF_POS_ROPE;
-    m->gated_ffn = true;
+    kf_arch_set_traits(m, KF_ARCH_LLAMA);
     m->n_vocab = sh->n_vocab;
     m->n_embd = sh->n_embd;
     m->n_layer = sh->n_layer;
