@@ -102,12 +102,7 @@ static kf_status hf_load(kf_hf_loader *ld, kf_error *err) {
     TRY(kf_hf_get1(ld, NAME("ln_f.weight"), m->n_embd, true, &m->out_norm_w, err));
     TRY(kf_hf_get1(ld, NAME("ln_f.bias"), m->n_embd, true, &m->out_norm_b, err));
 #undef NAME
-    if (!tie && kf_hf_has(ld, "lm_head.weight"))
-        return kf_hf_get2(ld, "lm_head.weight", m->n_vocab, m->n_embd, true, &m->lm_head, err);
-    kf_hf_skip(ld, "lm_head.weight");
-    m->lm_head = m->tok_embd;
-    m->tied_head = true;
-    return KF_OK;
+    return kf_hf_get_head(ld, tie, err);
 }
 
 // n_inner: null when every layer has 4C, one integer when all agree, else a list.

@@ -138,3 +138,12 @@ cJSON *kf_hf_json_f32(float x) {
     return cJSON_CreateNumber(strtod(b, NULL));
 }
 
+kf_status kf_hf_get_head(kf_hf_loader *ld, bool tie, kf_error *err) {
+    kf_model *m = ld->m;
+    if (!tie && kf_hf_has(ld, "lm_head.weight"))
+        return kf_hf_get2(ld, "lm_head.weight", m->n_vocab, m->n_embd, true, &m->lm_head, err);
+    kf_hf_skip(ld, "lm_head.weight");
+    m->lm_head = m->tok_embd;
+    m->tied_head = true;
+    return KF_OK;
+}

@@ -45,6 +45,9 @@ kf_status kf_hf_get_conv1d(kf_hf_loader *ld, const char *name, int64_t n_in, int
 // Marks a tensor used if present (weights the model ignores, e.g. a tied head).
 void kf_hf_skip(kf_hf_loader *ld, const char *name);
 bool kf_hf_has(const kf_hf_loader *ld, const char *name);
+// lm_head.weight (V, C) unless tie; an absent head means tied, whatever the
+// config says (the head then aliases tok_embd, which must be loaded).
+kf_status kf_hf_get_head(kf_hf_loader *ld, bool tie, kf_error *err);
 
 // Writing: each architecture fills config.json and lists its tensors under
 // their Hugging Face names; io/save.c lays them out in one file.

@@ -93,13 +93,7 @@ static kf_status hf_load(kf_hf_loader *ld, kf_error *err) {
     if (s != KF_OK) return s;
     TRY(kf_hf_get2(ld, "model.embed_tokens.weight", m->n_vocab, m->n_embd, true, &m->tok_embd, err));
     TRY(kf_hf_get1(ld, "model.norm.weight", m->n_embd, true, &m->out_norm_w, err));
-    // An absent head means tied, whatever the config says.
-    if (!tie && kf_hf_has(ld, "lm_head.weight"))
-        return kf_hf_get2(ld, "lm_head.weight", m->n_vocab, m->n_embd, true, &m->lm_head, err);
-    kf_hf_skip(ld, "lm_head.weight");
-    m->lm_head = m->tok_embd;
-    m->tied_head = true;
-    return KF_OK;
+    return kf_hf_get_head(ld, tie, err);
 }
 
 // intermediate_size: one integer, or a list when the layers' widths differ.
