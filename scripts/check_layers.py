@@ -17,11 +17,12 @@ LAYERS = [
     ["formats"],
     ["model", "tokenizer"],
     ["arch", "runtime", "sample"],
-    ["io", "calib"],
+    ["io", "calib", "task"],
     ["stats"],
     ["analyze", "eval"],
     ["transform", "report"],
-    ["moe"],
+    ["moe", "probe", "train"],
+    ["specialise"],
     ["tools"],
 ]
 RANK = {f: i for i, layer in enumerate(LAYERS) for f in layer}
