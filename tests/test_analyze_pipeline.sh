@@ -27,6 +27,7 @@ import numpy as np
 a = json.load(open(sys.argv[1]))
 L = a["model"]["n_layer"]; C = a["model"]["n_embd"]; F = a["model"]["n_ff"]
 assert a["calibration"]["n_tokens"] == 4096, a["calibration"]
+assert a["calibration"]["bos_id"] == 1, a["calibration"]  # the tokenizer's <s>: every window starts with BOS
 cka = np.array(a["layers"]["cka"])
 assert cka.shape == (L + 1, L + 1), cka.shape
 assert np.allclose(np.diag(cka), 1, atol=1e-9), np.diag(cka)

@@ -69,6 +69,7 @@ typedef struct {
     // calibration
     int64_t n_tokens_available, n_tokens, n_sequences;
     int ctx, batch, ranks, sample_tokens;
+    int bos_id;                           // first token of every window (-1: windows as in the text)
     uint64_t seed;
     double record_seconds, tokens_per_s;
     // options

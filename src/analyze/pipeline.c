@@ -490,6 +490,7 @@ static kf_status describe_run(const kf_model *m, const kf_analyze_opts *o, const
     res->n_sequences = n_seq;
     res->ctx = o->ctx;
     res->batch = o->batch;
+    res->bos_id = o->bos_id;
     res->ranks = o->n_ranks;
     res->sample_tokens = out->S;
     res->seed = o->seed;

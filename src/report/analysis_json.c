@@ -115,6 +115,7 @@ cJSON *kf_report_analysis_to_json(const kf_analysis_result *r) {
     num(&w, ca, "n_sequences", (double)r->n_sequences);
     num(&w, ca, "ctx", r->ctx);
     num(&w, ca, "batch", r->batch);
+    num(&w, ca, "bos_id", r->bos_id);
     num(&w, ca, "ranks", r->ranks);
     num(&w, ca, "sample_tokens", r->sample_tokens);
     num(&w, ca, "seed", (double)r->seed);
@@ -463,6 +464,7 @@ static void read_run(jr *r, const cJSON *root, kf_analysis_result *res) {
     res->n_sequences = integer(r, ca, "calibration", "n_sequences", 0, big);
     res->ctx = (int)integer(r, ca, "calibration", "ctx", 1, INT32_MAX);
     res->batch = (int)integer(r, ca, "calibration", "batch", 1, INT32_MAX);
+    res->bos_id = (int)integer(r, ca, "calibration", "bos_id", -1, INT32_MAX);
     res->ranks = (int)integer(r, ca, "calibration", "ranks", 1, INT32_MAX);
     res->sample_tokens = (int)integer(r, ca, "calibration", "sample_tokens", 0, INT32_MAX);
     double seed = number(r, ca, "calibration", "seed");
