@@ -21,6 +21,7 @@ b=build-fuzz
 declare -A max_len=([hf]=16384 [safetensors]=16384 [config]=4096 [gguf]=16384 [llama2c]=65536
                     [tokenizer_json]=262144 [statsfile]=8192 [moe]=16384)
 
+scripts/install-deps.sh --test
 CC=clang cmake -S . -B $b -DKF_FUZZ=ON -DKF_MPI=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build $b --target fuzzers -j"$(nproc)" >/dev/null
 mkdir -p $b/corpus $b/artifacts $b/logs

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Installs kfuse's build and test dependencies from Debian packages.
+# Installs kfuse's dependencies from Debian packages.
+#   scripts/install-deps.sh          what building and running kfuse needs
+#   scripts/install-deps.sh --test   that plus the test references and tools
+#                                    (PyTorch, numpy, ..., chromium, clang for the fuzzers)
 # Run as root (or with sudo). Idempotent: skips apt when all are present.
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libopenblas-openmp-dev liblapacke-dev libcjson-dev libcmocka-dev libmetis-dev
-      libopenmpi-dev openmpi-bin chromium
-      clang libclang-rt-14-dev libomp-14-dev jq
-      python3-torch python3-numpy python3-scipy python3-sentencepiece python3-regex)
+      libopenmpi-dev openmpi-bin)
+TEST_PKGS=(chromium clang libclang-rt-14-dev libomp-14-dev jq
+           python3-torch python3-numpy python3-scipy python3-sentencepiece python3-regex)
+case "${1:-}" in
+  "") ;;
+  --test) PKGS+=("${TEST_PKGS[@]}") ;;
+  *) echo "usage: scripts/install-deps.sh [--test]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

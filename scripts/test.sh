@@ -15,7 +15,7 @@ run_ctest() { # ctest arguments
     exit 1
   fi
 }
-scripts/install-deps.sh
+scripts/install-deps.sh --test
 python3 scripts/check_layers.py --quiet # include edges between folders run one way (docs/ARCHITECTURE.md)
 scripts/build.sh build
 run_ctest --test-dir build
