@@ -124,6 +124,14 @@ kf_status kf_model_add_map(kf_model *m, kf_mmap map, kf_error *err);
 // (bench/RESULTS.md). Costs one copy of the weights in RAM.
 kf_status kf_model_load_to_memory(kf_model *m, kf_error *err);
 
+// Replaces every weight by a seeded random initialisation of the same shape,
+// as Hugging Face initialises these architectures: matrices and embeddings
+// N(0, 0.02), GPT-2's projections into the residual stream (wo, w_down)
+// N(0, 0.02 / sqrt(2 L)), biases 0, norm weights 1. Copies mapped weights into
+// memory first (kf_model_load_to_memory). The control of a trained model: the
+// same architecture and shape with nothing learnt. Refuses MoE models.
+kf_status kf_model_randomize(kf_model *m, uint64_t seed, kf_error *err);
+
 // Checks the hyper-parameters against the KF_MAX_* limits, every tensor's
 // presence and shape against them and each layer's n_ff, and the expert
 // fields; err names `what` (usually the file) on mismatch.

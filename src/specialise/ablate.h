@@ -1,0 +1,30 @@
+// The loss of a model with chosen FFN neurons removed (kfuse specialise).
+//
+// Removing neuron j of layer l (row j of w_gate/w_up, column j of w_down,
+// bias b_up[j]) is the same as zeroing its activation before w_down, which is
+// what the KF_HOOK_FFN_ACT hook here does, so one loaded model serves every
+// choice of neurons without copying weights.
+#ifndef KF_SPECIALISE_ABLATE_H
+#define KF_SPECIALISE_ABLATE_H
+
+#include <stdint.h>
+
+#include "calib/calib.h"
+#include "core/status.h"
+#include "model/model.h"
+
+// Neurons removed per layer: idx[off[l] .. off[l] + n[l]) are layer l's.
+typedef struct {
+    int n_layer;
+    int *n;       // (n_layer)
+    int *off;     // (n_layer)
+    int32_t *idx; // neuron indices within their layer
+} kf_spec_mask;
+
+// Mean next-token NLL (nats) of m on the windows of ids under protocol p,
+// every position after the first scored (position t predicts token t + 1),
+// with the neurons of mask removed (mask NULL: none).
+kf_status kf_spec_loss(const kf_model *m, const int32_t *ids, int64_t n_ids, const kf_calib_protocol *p,
+                       const kf_spec_mask *mask, double *nll, kf_error *err);
+
+#endif

@@ -1,0 +1,248 @@
+// kfuse specialise (src/specialise/): importance statistics against numpy
+// (tests/ref/specialise_ref.py), overlap and its permutation null on planted
+// sets, expert concentration, and on a synthetic model with one planted
+// neuron that only one dataset uses: selective pruning for that dataset
+// removes it first and hurts that dataset only.
+// ctest-timeout: 120
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "specialise/sets.h"
+#include "specialise/specialise.h"
+#include "synth_model.h"
+#include "test_util.h"
+
+// ---- importance against numpy ---------------------------------------------------
+
+static void npy_save(const char *path, const char *descr, const void *data, size_t elem, int rows, int cols) {
+    char dict[128];
+    int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d), }", descr, rows,
+                     cols);
+    int pad = (64 - (10 + n + 1) % 64) % 64;
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    unsigned hl = (unsigned)(n + pad + 1);
+    unsigned char head[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hl & 0xFF), (unsigned char)(hl >> 8)};
+    fwrite(head, 1, 10, f);
+    fwrite(dict, 1, (size_t)n, f);
+    for (int i = 0; i < pad; i++) fputc(' ', f);
+    fputc('\n', f);
+    fwrite(data, elem, (size_t)rows * cols, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void test_importance_numpy(void **state) {
+    (void)state;
+    if (access("/usr/bin/python3", X_OK) != 0) {
+        kf_test_skip("/usr/bin/python3 not found (scripts/install-deps.sh --test installs it with numpy)");
+        return;
+    }
+    // two layers of 37 and 20 neurons, 500 tokens in 7 chunks; activations
+    // with negatives, exact zeros and positives
+    enum { T = 500, C = 7, F0 = 37, F1 = 20 };
+    kf_layer layers[2] = {{.n_ff = F0}, {.n_ff = F1}};
+    kf_model m = {.n_layer = 2, .layers = layers};
+    kf_spec_acts a;
+    kf_error err = {0};
+    assert_int_equal(kf_spec_acts_init(&a, &m, C, &err), KF_OK);
+    static float x0[T * F0], x1[T * F1];
+    static int32_t chunk[T];
+    for (int t = 0; t < T; t++) chunk[t] = t * C / T;
+    for (int i = 0; i < T * F0; i++) x0[i] = kf_rng_uniform(kf_test_rng()) < 0.2 ? 0.0f : (float)kf_test_urand() * 3;
+    for (int i = 0; i < T * F1; i++) x1[i] = (float)(kf_rng_normal(kf_test_rng()) - 0.3);
+    for (int t = 0; t < T;) { // rows go in as runs of one chunk, as windows do
+        int e = t;
+        while (e < T && chunk[e] == chunk[t]) e++;
+        kf_spec_acts_add(&a, 0, chunk[t], x0 + (int64_t)t * F0, e - t);
+        kf_spec_acts_add(&a, 1, chunk[t], x1 + (int64_t)t * F1, e - t);
+        kf_spec_acts_count(&a, chunk[t], e - t);
+        t = e;
+    }
+    double w[C], out[2 * KF_IMP_COUNT][F0 + F1];
+    for (int c = 0; c < C; c++) w[c] = kf_rng_below(kf_test_rng(), 4);
+    for (int k = 0; k < KF_IMP_COUNT; k++) {
+        kf_spec_acts_importance(&a, (kf_imp_kind)k, NULL, out[k]);
+        kf_spec_acts_importance(&a, (kf_imp_kind)k, w, out[KF_IMP_COUNT + k]);
+    }
+    kf_spec_acts_free(&a);
+    char dir[] = "/tmp/kf_spec_XXXXXX", path[256], cmd[1024];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/x0.npy", dir), npy_save(path, "<f4", x0, 4, T, F0);
+    snprintf(path, sizeof path, "%s/x1.npy", dir), npy_save(path, "<f4", x1, 4, T, F1);
+    snprintf(path, sizeof path, "%s/chunk.npy", dir), npy_save(path, "<i4", chunk, 4, T, 1);
+    snprintf(path, sizeof path, "%s/w.npy", dir), npy_save(path, "<f8", w, 8, C, 1);
+    snprintf(path, sizeof path, "%s/imp.npy", dir), npy_save(path, "<f8", out, 8, 2 * KF_IMP_COUNT, F0 + F1);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s/tests/ref/specialise_ref.py' importance '%s'", kf_test_root(), dir);
+    int rc = system(cmd);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(rc, 0);
+}
+
+// ---- sets ----------------------------------------------------------------------
+
+static void test_overlap_planted(void **state) {
+    (void)state;
+    enum { N = 100 };
+    int32_t a[20], b[20];
+    uint8_t mark[N] = {0};
+    for (int i = 0; i < 20; i++) a[i] = i, b[i] = 10 + i; // |A ∩ B| = 10, |A ∪ B| = 30
+    int in = kf_spec_intersect(a, 20, b, 20, mark);
+    assert_int_equal(in, 10);
+    assert_true(fabs(kf_spec_iou(in, 20, 20) - 10.0 / 30) < 1e-15);
+    for (int i = 0; i < N; i++) assert_int_equal(mark[i], 0);
+    // the null: E|A ∩ B| = ka kb / n = 4 for random 20-sets of 100 (hypergeometric),
+    // so the planted overlap of 10 is far out and an overlap of 4 is typical
+    kf_rng r;
+    kf_rng_seed(&r, 7);
+    const int draws = 20000;
+    kf_spec_null nu = kf_spec_overlap_null(N, 20, 20, 10.0 / 30, draws, &r);
+    // IoU = I / (40 - I) is convex in I; its mean from the exact hypergeometric law
+    double mean = 0, pmf_sum = 0;
+    for (int i = 0; i <= 20; i++) {
+        // P(I = i) = C(20, i) C(80, 20 - i) / C(100, 20)
+        double lp = lgamma(21) - lgamma(i + 1) - lgamma(21 - i) + lgamma(81) - lgamma(20 - i + 1) - lgamma(61 + i) -
+                    (lgamma(101) - lgamma(21) - lgamma(81));
+        mean += exp(lp) * i / (40.0 - i);
+        pmf_sum += exp(lp);
+    }
+    assert_true(fabs(pmf_sum - 1) < 1e-9);
+    printf("null mean %.5f (exact %.5f), q95 %.4f, p(planted) %.5f\n", nu.mean, mean, nu.q95, nu.p);
+    assert_true(fabs(nu.mean - mean) < 0.003); // Monte Carlo SE ~ 0.0004
+    assert_true(nu.p < 0.001);
+    kf_rng_seed(&r, 7);
+    kf_spec_null typical = kf_spec_overlap_null(N, 20, 20, 4.0 / 36, draws, &r);
+    assert_true(typical.p > 0.3 && typical.p < 0.8);
+    assert_true(nu.q95 > 4.0 / 36 && nu.q95 < 10.0 / 30);
+}
+
+static void test_top_k_and_concentration(void **state) {
+    (void)state;
+    double v[8] = {0.5, 2, 2, -1, 7, 0, 3, 2};
+    int32_t idx[4];
+    kf_spec_ranked scratch[8];
+    kf_spec_top_k(v, 8, 4, idx, scratch);
+    const int32_t want[4] = {4, 6, 1, 2}; // ties to the lower index
+    for (int i = 0; i < 4; i++) assert_int_equal(idx[i], want[i]);
+    // 12 neurons, 4 experts of 3
+    int32_t expert_of[12], set[6] = {0, 1, 2, 3, 6, 9};
+    for (int j = 0; j < 12; j++) expert_of[j] = j / 3;
+    int counts[4];
+    double share, ent;
+    kf_spec_concentration(set, 3, expert_of, 4, 1, counts, &share, &ent); // {0,1,2}: one expert
+    assert_true(share == 1 && ent == 0);
+    kf_spec_concentration(set + 2, 4, expert_of, 4, 1, counts, &share, &ent); // {2,3,6,9}: one per expert
+    assert_true(share == 0.25 && fabs(ent - 1) < 1e-12);
+    kf_spec_concentration(set, 6, expert_of, 4, 2, counts, &share, &ent); // 3,1,1,1: best two hold 4 of 6
+    assert_true(fabs(share - 4.0 / 6) < 1e-12);
+    double h = -(0.5 * log(0.5) + 3 * (1.0 / 6) * log(1.0 / 6)) / log(4.0);
+    assert_true(fabs(ent - h) < 1e-12);
+}
+
+// ---- the planted neuron -------------------------------------------------------------
+
+enum { V = 64, CE = 32, FF = 48, X = 5, Y = 7, J = 13, BOS = 1, TOK = 4096 };
+
+static void fill_random(kf_tensor *t, bool norm, void *user) {
+    kf_rng *r = user;
+    int64_t n = kf_tensor_nelem(t);
+    for (int64_t i = 0; i < n; i++) t->data[i] = norm ? 1.0f : (float)(0.1 * kf_rng_normal(r));
+}
+
+// One layer; residual dimension 0 carries only "the token is X" (set by
+// the embedding; nothing else writes it). Neuron J reads dimension 0 alone,
+// so it is exactly silent on any text without X, and writes the direction
+// the head reads as "next token is Y". Dataset A always follows X by Y.
+static kf_model *planted_model(void) {
+    kf_rng r;
+    kf_rng_seed(&r, 3);
+    const int n_ff[1] = {FF};
+    kf_synth_shape sh = {.n_vocab = V, .n_embd = CE, .n_layer = 1, .n_head = 4, .n_head_kv = 2, .head_dim = 8,
+                         .n_ctx_train = 256, .n_ff = n_ff, .norm_eps = 1e-5f, .rope_theta = 10000};
+    kf_model *m;
+    kf_error err = {0};
+    assert_int_equal(kf_synth_llama(&sh, fill_random, &r, &m, &err), KF_OK);
+    kf_layer *L = &m->layers[0];
+    for (int v = 0; v < V; v++) m->tok_embd.data[v * CE] = v == X ? 4.0f : 0.0f;
+    for (int c = 0; c < L->wo.ne[1]; c++) L->wo.data[c] = 0; // wo row 0
+    for (int j = 0; j < FF; j++) L->w_down.data[j] = 0;       // w_down row 0
+    float u[CE] = {0};
+    double nu = 0;
+    for (int c = 1; c < CE; c++) u[c] = (float)kf_rng_normal(&r), nu += u[c] * u[c];
+    for (int c = 1; c < CE; c++) u[c] /= (float)sqrt(nu);
+    for (int c = 0; c < CE; c++) {
+        L->w_gate.data[J * CE + c] = c == 0 ? 3.0f : 0.0f;
+        L->w_up.data[J * CE + c] = c == 0 ? 3.0f : 0.0f;
+        L->w_down.data[c * FF + J] = 2.0f * u[c];
+        m->lm_head.data[Y * CE + c] = 4.0f * u[c];
+    }
+    return m;
+}
+
+static void test_planted_neuron(void **state) {
+    (void)state;
+    kf_model *m = planted_model();
+    int32_t *a = malloc(sizeof *a * TOK * 2), *b = malloc(sizeof *b * TOK * 2);
+    kf_test_random_ids(a, TOK * 2, 10, V, 11);
+    kf_test_random_ids(b, TOK * 2, 10, V, 12);
+    for (int t = 2; t + 1 < TOK * 2; t += 4) a[t] = X, a[t + 1] = Y;
+    for (int t = 0; t < TOK * 2; t++) assert_true(b[t] != X);
+    kf_spec_data data[2] = {{"A", a, TOK * 2}, {"B", b, TOK * 2}};
+    kf_spec_opts o;
+    kf_spec_opts_default(&o);
+    const double fracs[1] = {0.02}; // one neuron of 48
+    o.fracs = fracs;
+    o.n_frac = 1;
+    o.ctx = 64;
+    o.bos_id = BOS;
+    o.tokens = TOK;
+    o.eval_tokens = TOK;
+    o.n_boot = 20;
+    o.n_null = 200;
+    o.ablate_top = 2;
+    kf_spec_result r;
+    kf_error err = {0};
+    assert_int_equal(kf_spec_run(m, data, 2, &o, &r, &err), KF_OK);
+    // J is silent on B and the most A-specific neuron
+    assert_true(r.importance[FF + J] == 0);
+    assert_true(r.importance[J] > 0);
+    int32_t top;
+    double ratio[FF];
+    kf_spec_ranked scratch[FF];
+    kf_spec_specific(r.importance, r.importance + FF, FF, 1, &top, ratio, scratch);
+    assert_int_equal(top, J);
+    assert_int_equal(r.n_removed[0], 1);
+    // removing it hurts A (Y after X is no longer predicted) and leaves B exactly as it was
+    const double dA = r.sel_focus[(0 * 2 + 1) * 1] - r.base_loss[0], dB = r.sel_retain[(0 * 2 + 1) * 1] - r.base_loss[1];
+    printf("planted: base A %.4f B %.4f; A-specific removed: dA %.4f dB %.2e; random: dA %.4f\n", r.base_loss[0],
+           r.base_loss[1], dA, dB, r.rand_mean[0] - r.base_loss[0]);
+    assert_true(dA > 0.05);
+    assert_true(fabs(dB) < 1e-6);
+    // removing one random neuron costs A far less
+    assert_true(r.rand_mean[0] - r.base_loss[0] < 0.25 * dA);
+    // J is also A's most important neuron; its measured ablation is the same removal
+    assert_int_equal(r.ablate_idx[0], J);
+    assert_true(fabs(r.ablate_dloss[0] - dA) < 1e-12);
+    kf_spec_result_free(&r);
+    free(a);
+    free(b);
+    kf_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_importance_numpy),
+        cmocka_unit_test(test_overlap_planted),
+        cmocka_unit_test(test_top_k_and_concentration),
+        cmocka_unit_test(test_planted_neuron),
+    };
+    return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
+}
