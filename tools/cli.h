@@ -41,5 +41,6 @@ int kf_cmd_eval(int argc, char **argv);
 int kf_cmd_compress(int argc, char **argv);
 int kf_cmd_moefy(int argc, char **argv);
 int kf_cmd_specialise(int argc, char **argv);
+int kf_cmd_convert(int argc, char **argv);
 
 #endif

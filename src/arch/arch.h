@@ -30,8 +30,15 @@ typedef struct {
     // Fills config.json's architecture keys and lists the tensors under their
     // Hugging Face names (o->dir names the folder in errors).
     kf_status (*hf_export)(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_error *err);
-    // GGUF: general.architecture names this family loads; the first is written
+    // GGUF: general.architecture names this family loads
     const char *gguf_names[3];
+    // The general.architecture to write for m (llama.cpp must know it and
+    // its layer shapes): one of gguf_names.
+    const char *(*gguf_export_name)(const kf_model *m);
+    // The family's llama.cpp architecture has one FFN width for all layers:
+    // per-layer widths are written zero-padded to the widest layer (padded
+    // neurons have zero input and output weights, so the function is the same).
+    bool gguf_pad_ffn;
     // Reads the family's keys and tensors (after the shared counts and
     // m->layers are set); ld->arch is the file's name for the family.
     kf_status (*gguf_load)(kf_gguf_loader *ld);

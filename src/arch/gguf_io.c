@@ -67,6 +67,30 @@ kf_status kf_gguf_load_hparam(kf_gguf_loader *ld, const char *key, bool required
     return KF_OK;
 }
 
+kf_status kf_gguf_load_hparam_layers(kf_gguf_loader *ld, const char *key, bool required, int64_t lo, int64_t hi,
+                                     int *out) {
+    const kf_gguf_kv *kv = kf_gguf_find_kv(ld->g, key);
+    if (!kv || kv->type != KF_GGUF_ARRAY) return kf_gguf_load_hparam(ld, key, required, lo, hi, out);
+    int64_t *v, n;
+    kf_status st = kf_gguf_get_int_array(ld->g, key, &v, &n, ld->err);
+    if (st != KF_OK) return st;
+    if (n != ld->m->n_layer)
+        st = kf_error_set(ld->err, KF_ERR_FORMAT, "%s: key %s has %lld entries for %d layers", ld->g->path, key,
+                          (long long)n, ld->m->n_layer);
+    for (int64_t l = 1; st == KF_OK && l < n; l++)
+        if (v[l] != v[0])
+            st = kf_error_set(ld->err, KF_ERR_UNSUPPORTED,
+                              "%s: key %s differs between layers (%lld in layer 0, %lld in layer %lld); kfuse models "
+                              "have one value for all layers",
+                              ld->g->path, key, (long long)v[0], (long long)v[l], (long long)l);
+    if (st == KF_OK && (v[0] < lo || v[0] > hi))
+        st = kf_error_set(ld->err, KF_ERR_FORMAT, "%s: key %s = %lld is out of range [%lld, %lld]", ld->g->path, key,
+                          (long long)v[0], (long long)lo, (long long)hi);
+    if (st == KF_OK) *out = (int)v[0];
+    free(v);
+    return st;
+}
+
 kf_status kf_gguf_load_ffn_widths(kf_gguf_loader *ld) {
     kf_model *m = ld->m;
     const char *key = kf_gguf_key(ld, "feed_forward_length");
@@ -215,6 +239,50 @@ static uint32_t file_type(kf_dtype d) {
     }
 }
 
+// A copy of src (rows x cols) in o's scratch with rows padded to `rows_to`
+// and columns to `cols_to`, zeros in the padding; NULL when out of memory.
+static float *padded(kf_gguf_out *o, const float *src, int64_t rows, int64_t cols, int64_t rows_to, int64_t cols_to) {
+    float *dst = kf_gguf_out_alloc(o, sizeof *dst * (size_t)(rows_to * cols_to));
+    if (!dst) return NULL;
+    for (int64_t r = 0; r < rows; r++) memcpy(dst + r * cols_to, src + r * cols, sizeof *dst * (size_t)cols);
+    return dst;
+}
+
+// t (F rows, or C rows of F columns when `cols`) padded to F_to.
+static void pad_tensor(kf_gguf_out *o, kf_tensor *t, bool cols, int64_t F_to) {
+    if (!kf_tensor_present(t)) return;
+    int64_t rows = t->ne[0], ncol = t->ndim == 2 ? t->ne[1] : 1;
+    float *d = cols ? padded(o, t->data, rows, ncol, rows, F_to) : padded(o, t->data, rows, ncol, F_to, ncol);
+    t->data = d;
+    t->ne[cols ? 1 : 0] = F_to;
+}
+
+const kf_model *kf_gguf_out_pad_ffn(kf_gguf_out *o, const kf_model *m) {
+    int F = 0;
+    bool uniform = true;
+    for (int l = 0; l < m->n_layer; l++) {
+        F = m->layers[l].n_ff > F ? m->layers[l].n_ff : F;
+        uniform = uniform && m->layers[l].n_ff == m->layers[0].n_ff;
+    }
+    if (uniform) return m;
+    kf_model *v = kf_gguf_out_alloc(o, sizeof *v);
+    kf_layer *layers = kf_gguf_out_alloc(o, sizeof *layers * (size_t)m->n_layer);
+    if (!v || !layers) return NULL;
+    *v = *m; // shallow: only the padded FFN tensors are new
+    v->layers = layers;
+    for (int l = 0; l < m->n_layer; l++) {
+        kf_layer *L = &layers[l];
+        *L = m->layers[l];
+        if (L->n_ff == F) continue;
+        pad_tensor(o, &L->w_gate, false, F); // (F, C)
+        pad_tensor(o, &L->w_up, false, F);   // (F, C)
+        pad_tensor(o, &L->b_up, false, F);   // (F)
+        pad_tensor(o, &L->w_down, true, F);  // (C, F)
+        L->n_ff = F;
+    }
+    return o->err.code == KF_OK ? v : NULL;
+}
+
 void kf_gguf_out_hparams(kf_gguf_out *o, const kf_model *m, const char *arch) {
     kf_gguf_writer *w = o->w;
     char key[128], name[256];
@@ -231,7 +299,7 @@ void kf_gguf_out_hparams(kf_gguf_out *o, const kf_model *m, const char *arch) {
     for (int l = 1; l < m->n_layer; l++) uniform = uniform && m->layers[l].n_ff == m->layers[0].n_ff;
     if (uniform) {
         kf_gguf_writer_add_u32(w, KEY("feed_forward_length"), (uint32_t)m->layers[0].n_ff);
-    } else { // per-layer widths as an array (kfuse reads it back; llama.cpp's `llama` does not)
+    } else { // one width per layer: llama.cpp's `deci` reads the array (its `llama` sizes every layer like layer 0)
         int32_t *ff = kf_gguf_out_alloc(o, sizeof *ff * (size_t)m->n_layer);
         if (ff) {
             for (int l = 0; l < m->n_layer; l++) ff[l] = m->layers[l].n_ff;

@@ -24,6 +24,11 @@ typedef struct {
 const char *kf_gguf_key(kf_gguf_loader *ld, const char *suffix);
 // An integer hyper-parameter in [lo, hi] (left unchanged when absent and optional).
 kf_status kf_gguf_load_hparam(kf_gguf_loader *ld, const char *key, bool required, int64_t lo, int64_t hi, int *out);
+// As kf_gguf_load_hparam, but the key may also be an array of one value per
+// layer (llama.cpp's per-layer form, e.g. deci's head counts) whose entries
+// must all be equal: kfuse models have one value for every layer.
+kf_status kf_gguf_load_hparam_layers(kf_gguf_loader *ld, const char *key, bool required, int64_t lo, int64_t hi,
+                                     int *out);
 // <arch>.feed_forward_length: one width for all layers or one per layer.
 kf_status kf_gguf_load_ffn_widths(kf_gguf_loader *ld);
 // Loads tensor `name` into dst (left absent when missing and optional).
@@ -50,6 +55,12 @@ void kf_gguf_out_free(kf_gguf_out *o);
 // Adds a model tensor (absent ones are skipped) under its GGUF dtype;
 // rope_heads > 0 stores its rows in the interleaved RoPE layout.
 void kf_gguf_out_tensor(kf_gguf_out *o, const char *name, const kf_tensor *t, int rope_heads);
+// A view of m whose every FFN is zero-padded to the widest layer's width
+// (rows of w_gate/w_up/b_up, columns of w_down), for readers with one FFN
+// width (arch.h gguf_pad_ffn); the padded neurons output nothing, so the
+// view computes m's function. Buffers live in o's scratch; m itself when
+// the widths are already equal; NULL (o->err set) when out of memory.
+const kf_model *kf_gguf_out_pad_ffn(kf_gguf_out *o, const kf_model *m);
 // Adds the keys every family shares: general.*, context/embedding/block
 // counts, FFN widths (one or per layer), head counts.
 void kf_gguf_out_hparams(kf_gguf_out *o, const kf_model *m, const char *arch);

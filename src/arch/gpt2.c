@@ -225,8 +225,8 @@ static kf_status gguf_load(kf_gguf_loader *ld) {
     kf_gguf *g = ld->g;
     kf_status st;
     double eps;
-    if ((st = kf_gguf_load_hparam(ld, kf_gguf_key(ld, "attention.head_count_kv"), false, 1, m->n_head, &m->n_head_kv)) !=
-            KF_OK ||
+    if ((st = kf_gguf_load_hparam_layers(ld, kf_gguf_key(ld, "attention.head_count_kv"), false, 1, m->n_head,
+                                         &m->n_head_kv)) != KF_OK ||
         (st = kf_gguf_get_float(g, kf_gguf_key(ld, "attention.layer_norm_epsilon"), true, &eps, ld->err)) != KF_OK)
         return st;
     if (m->n_embd % m->n_head != 0)
@@ -288,6 +288,11 @@ static void gguf_export_tensors(kf_gguf_out *o, const kf_model *m) {
     for (int l = 0; l < m->n_layer; l++) kf_gguf_out_layer(o, m, l, false, true);
 }
 
+static const char *gguf_export_name(const kf_model *m) {
+    (void)m;
+    return "gpt2";
+}
+
 const kf_arch_desc kf_arch_gpt2 = {
     .id = KF_ARCH_GPT2,
     .name = "gpt2",
@@ -299,6 +304,8 @@ const kf_arch_desc kf_arch_gpt2 = {
     .hf_load = hf_load,
     .hf_export = hf_export,
     .gguf_names = {"gpt2"},
+    .gguf_export_name = gguf_export_name,
+    .gguf_pad_ffn = true,
     .gguf_load = gguf_load,
     .gguf_export_keys = gguf_export_keys,
     .gguf_export_tensors = gguf_export_tensors,

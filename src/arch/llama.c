@@ -1,7 +1,7 @@
 // The Llama family: Llama, Mistral, Qwen2 (q/k/v biases). RMSNorm,
 // rotate-half RoPE, grouped-query attention, SwiGLU. Hugging Face
 // (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) and GGUF (`llama`,
-// `qwen2`) in both directions; llama2.c checkpoints are src/io/llama2c.c.
+// `qwen2`, `deci` for per-layer FFN widths) in both directions; llama2.c checkpoints are src/io/llama2c.c.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,9 +166,11 @@ static kf_status hf_export(const kf_model *m, cJSON *cfg, kf_hf_outs *o, kf_erro
 
 // ---- GGUF -------------------------------------------------------------------------------
 
-// `llama` and `qwen2`: the same blocks (Qwen2 with Q/K/V biases); llama.cpp
-// permutes Llama's Q/K rows to the interleaved RoPE layout but keeps Qwen2's
-// rotate-half rows (its NEOX RoPE).
+// `llama`, `qwen2` and `deci`: the same blocks (Qwen2 with Q/K/V biases;
+// deci, llama.cpp's architecture of Nemotron/DeciLM, with per-layer FFN
+// widths and head counts); llama.cpp permutes Llama's and deci's Q/K rows to
+// the interleaved RoPE layout but keeps Qwen2's rotate-half rows (its NEOX
+// RoPE).
 static kf_status gguf_load(kf_gguf_loader *ld) {
     kf_model *m = ld->m;
     kf_gguf *g = ld->g;
@@ -184,8 +186,8 @@ static kf_status gguf_load(kf_gguf_loader *ld) {
                             "%s: per-frequency RoPE factors (rope_freqs) are not supported", g->path);
     int head_dim = 0, rope_dim = 0, v_dim = 0;
     double eps, theta = 10000.0;
-    if ((st = kf_gguf_load_hparam(ld, kf_gguf_key(ld, "attention.head_count_kv"), false, 1, m->n_head, &m->n_head_kv)) !=
-            KF_OK ||
+    if ((st = kf_gguf_load_hparam_layers(ld, kf_gguf_key(ld, "attention.head_count_kv"), false, 1, m->n_head,
+                                         &m->n_head_kv)) != KF_OK ||
         (st = kf_gguf_get_float(g, kf_gguf_key(ld, "attention.layer_norm_rms_epsilon"), true, &eps, ld->err)) !=
             KF_OK ||
         (st = kf_gguf_get_float(g, kf_gguf_key(ld, "rope.freq_base"), false, &theta, ld->err)) != KF_OK)
@@ -226,7 +228,7 @@ static kf_status gguf_load(kf_gguf_loader *ld) {
         m->lm_head = m->tok_embd;
         m->tied_head = true;
     }
-    bool interleaved = strcmp(ld->arch, "llama") == 0;
+    bool interleaved = strcmp(ld->arch, "qwen2") != 0; // llama and deci
     for (int l = 0; l < m->n_layer; l++)
         if ((st = kf_gguf_load_layer(ld, l, interleaved)) != KF_OK) return st;
     return KF_OK;
@@ -252,6 +254,15 @@ static void gguf_export_tensors(kf_gguf_out *o, const kf_model *m) {
     for (int l = 0; l < m->n_layer; l++) kf_gguf_out_layer(o, m, l, true, false);
 }
 
+// llama.cpp's `llama` sizes every layer's FFN like layer 0 (it refuses
+// other shapes); its `deci` reads feed_forward_length per layer and has the
+// same tensors, RoPE layout and keys.
+static const char *gguf_export_name(const kf_model *m) {
+    for (int l = 1; l < m->n_layer; l++)
+        if (m->layers[l].n_ff != m->layers[0].n_ff) return "deci";
+    return "llama";
+}
+
 const kf_arch_desc kf_arch_llama = {
     .id = KF_ARCH_LLAMA,
     .name = "llama",
@@ -262,7 +273,8 @@ const kf_arch_desc kf_arch_llama = {
     .hf_classes = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"},
     .hf_load = hf_load,
     .hf_export = hf_export,
-    .gguf_names = {"llama", "qwen2"},
+    .gguf_names = {"llama", "qwen2", "deci"},
+    .gguf_export_name = gguf_export_name,
     .gguf_load = gguf_load,
     .gguf_export_keys = gguf_export_keys,
     .gguf_export_tensors = gguf_export_tensors,

@@ -16,7 +16,7 @@ static kf_status load_model(kf_gguf_loader *ld, const kf_arch_desc *d) {
     int64_t max_layers = g->n_tensors < KF_MAX_LAYERS ? g->n_tensors : KF_MAX_LAYERS;
     if ((st = kf_gguf_load_hparam(ld, kf_gguf_key(ld, "block_count"), true, 1, max_layers, &m->n_layer)) != KF_OK ||
         (st = kf_gguf_load_hparam(ld, kf_gguf_key(ld, "embedding_length"), true, 1, KF_MAX_EMBD, &m->n_embd)) != KF_OK ||
-        (st = kf_gguf_load_hparam(ld, kf_gguf_key(ld, "attention.head_count"), true, 1, m->n_embd < KF_MAX_HEADS ? m->n_embd : KF_MAX_HEADS, &m->n_head)) != KF_OK ||
+        (st = kf_gguf_load_hparam_layers(ld, kf_gguf_key(ld, "attention.head_count"), true, 1, m->n_embd < KF_MAX_HEADS ? m->n_embd : KF_MAX_HEADS, &m->n_head)) != KF_OK ||
         (st = kf_gguf_load_hparam(ld, kf_gguf_key(ld, "context_length"), true, 1, KF_MAX_CTX, &m->n_ctx_train)) != KF_OK)
         return st;
     m->n_head_kv = m->n_head;

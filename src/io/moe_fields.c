@@ -171,7 +171,48 @@ static kf_status load_hf(kf_model *m, const char *dir, kf_error *err) {
 
 // ---- GGUF --------------------------------------------------------------------------
 
-kf_status kf_moe_gguf_add(kf_gguf_writer *w, const kf_model *m, kf_error *err) {
+static const char *base_name(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+bool kf_moe_gguf_router_path(const char *gguf_path, char *out, size_t n) {
+    size_t len = strlen(gguf_path);
+    if (len >= 5 && !strcmp(gguf_path + len - 5, ".gguf")) len -= 5;
+    return snprintf(out, n, "%.*s.moe_router.gguf", (int)len, gguf_path) < (int)n;
+}
+
+void kf_moe_make_dense(kf_model *m) {
+    for (int l = 0; l < m->n_layer; l++) {
+        kf_layer *L = &m->layers[l];
+        L->n_expert = L->top_k = 0;
+        L->coverage = 0;
+        L->router = KF_ROUTER_LINEAR;
+        for (int i = 0; i < N_ROUTER_TENSORS; i++) memset(field(L, i), 0, sizeof(kf_tensor));
+    }
+}
+
+kf_status kf_moe_gguf_write_routers(const kf_model *m, const char *router_path, kf_error *err) {
+    kf_gguf_writer *w;
+    kf_status s = kf_gguf_writer_init(&w, err);
+    if (s != KF_OK) return s;
+    // Not a model: a reader that opens it by mistake learns what it is.
+    kf_gguf_writer_add_str(w, "general.architecture", "kfuse-moe-router");
+    kf_gguf_writer_add_u32(w, "general.alignment", KF_GGUF_DEFAULT_ALIGNMENT);
+    char name[96];
+    for (int l = 0; l < m->n_layer; l++)
+        for (int i = 0; i < N_ROUTER_TENSORS; i++) {
+            kf_tensor *t = field(&m->layers[l], i);
+            if (m->layers[l].n_expert == 0 || !kf_tensor_present(t)) continue;
+            snprintf(name, sizeof name, "blk.%d.%s", l, ROUTER_TENSORS[i].gguf);
+            kf_gguf_writer_add_tensor(w, name, t->ndim, t->ne, t->data, KF_DTYPE_F32);
+        }
+    s = kf_gguf_writer_save(w, router_path, err);
+    kf_gguf_writer_free(w);
+    return s;
+}
+
+kf_status kf_moe_gguf_add(kf_gguf_writer *w, const kf_model *m, const char *router_path, kf_error *err) {
     if (!kf_moe_model_has_experts(m)) return KF_OK;
     const int L = m->n_layer;
     int32_t *iv = malloc(sizeof(int32_t) * (size_t)L * 3);
@@ -192,16 +233,9 @@ kf_status kf_moe_gguf_add(kf_gguf_writer *w, const kf_model *m, kf_error *err) {
     kf_gguf_writer_add_i32_array(w, "kfuse.moe.router", iv + L, L);
     kf_gguf_writer_add_i32_array(w, "kfuse.moe.top_k", iv + 2 * L, L);
     kf_gguf_writer_add_f32_array(w, "kfuse.moe.coverage", cv, L);
+    kf_gguf_writer_add_str(w, "kfuse.moe.router_file", base_name(router_path));
     free(iv);
     free(cv);
-    char name[96];
-    for (int l = 0; l < L; l++)
-        for (int i = 0; i < N_ROUTER_TENSORS; i++) {
-            kf_tensor *t = field(&m->layers[l], i);
-            if (m->layers[l].n_expert == 0 || !kf_tensor_present(t)) continue;
-            snprintf(name, sizeof name, "blk.%d.%s", l, ROUTER_TENSORS[i].gguf);
-            kf_gguf_writer_add_tensor(w, name, t->ndim, t->ne, t->data, KF_DTYPE_F32);
-        }
     return KF_OK;
 }
 
@@ -226,6 +260,26 @@ static kf_status gguf_array(const kf_gguf *g, const char *key, int n, double *v,
     return s;
 }
 
+// Opens the companion that kfuse.moe.router_file names: a plain file name,
+// looked up beside the model file.
+static kf_status open_routers(const kf_gguf *g, const char *path, kf_gguf **rg, kf_error *err) {
+    char *name = NULL, rpath[1100], esc[KF_ESC_NAME];
+    kf_status s = kf_gguf_get_str(g, "kfuse.moe.router_file", true, &name, err);
+    if (s != KF_OK) return s;
+    const char *slash = strrchr(path, '/');
+    int dir_len = slash ? (int)(slash - path + 1) : 0;
+    if (!name[0] || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+        s = kf_error_set(err, KF_ERR_FORMAT, "%s: kfuse.moe.router_file '%s' is not a file name", path,
+                         kf_str_escape(esc, sizeof esc, name, KF_STR_NUL));
+    else if (snprintf(rpath, sizeof rpath, "%.*s%s", dir_len, path, name) >= (int)sizeof rpath)
+        s = kf_error_set(err, KF_ERR_ARG, "%s: path too long", path);
+    else if (!kf_file_exists(rpath))
+        s = kf_error_set(err, KF_ERR_IO, "%s: the experts' routers file %s (kfuse.moe.router_file) is missing", path,
+                         rpath);
+    free(name);
+    return s == KF_OK ? kf_gguf_open(rg, rpath, err) : s;
+}
+
 static kf_status load_gguf(kf_model *m, const char *path, kf_error *err) {
     kf_gguf *g;
     kf_status s = kf_gguf_open(&g, path, err);
@@ -244,15 +298,18 @@ static kf_status load_gguf(kf_model *m, const char *path, kf_error *err) {
     for (int l = 0; s == KF_OK && l < L; l++)
         if (v[L + l] > KF_ROUTER_ORACLE) s = kf_error_set(err, KF_ERR_FORMAT, "%s: layer %d: unknown router kind", path, l);
     if (s == KF_OK) s = set_layers(m, v, v + L, v + 2 * L, v + 3 * L, path, err);
+    kf_gguf *rg = NULL; // the companion router file (older files: none, the routers are in g)
+    if (s == KF_OK && kf_gguf_find_kv(g, "kfuse.moe.router_file")) s = open_routers(g, path, &rg, err);
+    const kf_gguf *src = rg ? rg : g;
     char name[96];
     for (int l = 0; l < L && s == KF_OK; l++)
         for (int i = 0; i < N_ROUTER_TENSORS && s == KF_OK; i++) {
             snprintf(name, sizeof name, "blk.%d.%s", l, ROUTER_TENSORS[i].gguf);
-            const kf_gguf_tensor *t = kf_gguf_find_tensor(g, name);
+            const kf_gguf_tensor *t = kf_gguf_find_tensor(src, name);
             if (!t) continue;
             kf_tensor *dst = field(&m->layers[l], i);
             if (t->dtype >= KF_DTYPE_COUNT || t->ndim < 1 || t->ndim > 2) {
-                s = kf_error_set(err, KF_ERR_FORMAT, "%s: router tensor %s has an unusable dtype or rank", path, name);
+                s = kf_error_set(err, KF_ERR_FORMAT, "%s: router tensor %s has an unusable dtype or rank", src->path, name);
                 break;
             }
             if ((s = kf_model_alloc_tensor(m, dst, t->ndim, t->ne, err)) == KF_OK) {
@@ -261,6 +318,7 @@ static kf_status load_gguf(kf_model *m, const char *path, kf_error *err) {
             }
         }
     free(v);
+    kf_gguf_close(rg);
     kf_gguf_close(g);
     return s;
 }

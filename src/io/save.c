@@ -202,21 +202,43 @@ static kf_status save_gguf(const kf_model *m, const char *path, const kf_save_op
     if (wtype != KF_DTYPE_F32 && wtype != KF_DTYPE_F16 && wtype != KF_DTYPE_BF16 && wtype != KF_DTYPE_Q8_0)
         return kf_error_set(err, KF_ERR_ARG, "%s: cannot store weights as dtype %d", path, (int)wtype);
     const kf_arch_desc *d = kf_arch_get(m->arch);
+    const char *arch = d->gguf_export_name(m);
     kf_gguf_out out = {.wtype = wtype};
     kf_status s = kf_gguf_writer_init(&out.w, err);
     if (s != KF_OK) return s;
-    kf_gguf_out_hparams(&out, m, d->gguf_names[0]);
-    d->gguf_export_keys(&out, m, d->gguf_names[0]);
+    const kf_model *mv = m; // what is written: m, or m with its FFNs padded to one width
+    if (d->gguf_pad_ffn && kf_moe_model_has_experts(m) && kf_gguf_out_pad_ffn(&out, m) != m)
+        s = kf_error_set(err, KF_ERR_UNSUPPORTED,
+                         "%s: llama.cpp's %s has one FFN width and padding would break the experts' neuron ranges; "
+                         "write the dense equivalent (kfuse convert --dense) or a Hugging Face folder",
+                         path, arch);
+    else if (d->gguf_pad_ffn && !(mv = kf_gguf_out_pad_ffn(&out, m)))
+        s = kf_error_set(err, out.err.code, "%s: %s", path, out.err.msg);
+    if (s != KF_OK) {
+        kf_gguf_writer_free(out.w);
+        kf_gguf_out_free(&out);
+        return s;
+    }
+    kf_gguf_out_hparams(&out, mv, arch);
+    d->gguf_export_keys(&out, mv, arch);
     if (o->tok) {
         s = kf_vocab_gguf_add(out.w, o->tok, m->n_vocab, path, err);
     } else { // keep the model's special ids even without a vocabulary
         if (m->bos_id >= 0) kf_gguf_writer_add_u32(out.w, "tokenizer.ggml.bos_token_id", (uint32_t)m->bos_id);
         if (m->eos_id >= 0) kf_gguf_writer_add_u32(out.w, "tokenizer.ggml.eos_token_id", (uint32_t)m->eos_id);
     }
-    if (s == KF_OK) d->gguf_export_tensors(&out, m);
+    if (s == KF_OK) d->gguf_export_tensors(&out, mv);
     if (s == KF_OK && out.err.code != KF_OK) s = kf_error_set(err, out.err.code, "%s: %s", path, out.err.msg);
-    if (s == KF_OK) s = kf_moe_gguf_add(out.w, m, err);
+    // A MoE model's routers go to a companion file, so that the model file
+    // holds exactly the tensors llama.cpp expects (moe_fields.h).
+    char routers[1100];
+    bool moe = kf_moe_model_has_experts(m);
+    if (s == KF_OK && moe && !kf_moe_gguf_router_path(path, routers, sizeof routers))
+        s = kf_error_set(err, KF_ERR_ARG, "%s: path too long", path);
+    if (s == KF_OK) s = kf_moe_gguf_add(out.w, m, routers, err);
+    if (s == KF_OK && moe) s = kf_moe_gguf_write_routers(m, routers, err);
     if (s == KF_OK) s = kf_gguf_writer_save(out.w, path, err);
+    if (s != KF_OK && moe) remove(routers);
     kf_gguf_writer_free(out.w);
     kf_gguf_out_free(&out);
     return s;

@@ -10,9 +10,13 @@
 //                      files copied from tokenizer_dir. An existing target
 //                      folder is replaced, but only when it holds nothing
 //                      but files kfuse writes.
-//   KF_FORMAT_GGUF     one file llama.cpp loads (architecture `llama` or
-//                      `gpt2`) with tok's vocabulary; 2-D weights as dtype
-//                      (F32, F16, BF16, Q8_0), norms and biases F32.
+//   KF_FORMAT_GGUF     one file llama.cpp loads (architecture `llama`, `deci`
+//                      when the FFN widths differ per layer, or `gpt2` with
+//                      the FFNs zero-padded to the widest layer) with tok's
+//                      vocabulary; 2-D weights as dtype (F32, F16, BF16,
+//                      Q8_0), norms and biases F32. A MoEfied model's routers
+//                      go to the companion X.moe_router.gguf (moe_fields.h),
+//                      written first; both files are renamed into place.
 //   KF_FORMAT_LLAMA2C  a llama2.c checkpoint (io/llama2c.h: Llama only).
 #ifndef KF_IO_SAVE_H
 #define KF_IO_SAVE_H

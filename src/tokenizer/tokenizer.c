@@ -441,7 +441,8 @@ kf_status kf_tokenizer_init(kf_tokenizer **out, const kf_tokenizer_spec *spec, k
         return kf_error_set(err, KF_ERR_ARG, "tokenizer spec: n_merges > 0 without merges");
     kf_tok_build_args a = {
         .kind = spec->kind, .n_vocab = spec->n_vocab, .pieces = spec->pieces, .scores = spec->scores,
-        .prefix_space = spec->kind == KF_TOK_SPM, .use_regex = spec->kind == KF_TOK_BYTELEVEL,
+        .prefix_space = spec->prefix == KF_TOK_PREFIX_DEFAULT ? spec->kind == KF_TOK_SPM : spec->prefix == KF_TOK_PREFIX_ON,
+        .use_regex = spec->kind == KF_TOK_BYTELEVEL,
         .bos = spec->bos_id < 0 ? -2 : spec->bos_id, .eos = spec->eos_id < 0 ? -2 : spec->eos_id,
         .unk = spec->unk_id < 0 ? -2 : spec->unk_id, .add_bos = spec->add_bos,
     };
@@ -850,6 +851,7 @@ int kf_tokenizer_n_vocab(const kf_tokenizer *t) { return t->n_vocab; }
 int kf_tokenizer_bos(const kf_tokenizer *t) { return t->bos; }
 int kf_tokenizer_eos(const kf_tokenizer *t) { return t->eos; }
 bool kf_tokenizer_add_bos(const kf_tokenizer *t) { return t->add_bos; }
+bool kf_tokenizer_prefix_space(const kf_tokenizer *t) { return t->prefix_space; }
 kf_tok_kind kf_tokenizer_kind(const kf_tokenizer *t) { return t->kind; }
 
 const char *kf_tokenizer_piece(const kf_tokenizer *t, int32_t id) {

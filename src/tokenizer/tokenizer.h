@@ -39,6 +39,14 @@ kf_status kf_tokenizer_load_for_model(kf_tokenizer **out, const char *model_path
 // reads the vocabulary from GGUF metadata and calls kf_tokenizer_init.
 kf_status kf_tokenizer_load_gguf(kf_tokenizer **out, const char *path, kf_error *err);
 
+// Whether a space is put before the text: SentencePiece's dummy "▁" prefix,
+// byte-level BPE's add_prefix_space.
+typedef enum {
+    KF_TOK_PREFIX_DEFAULT = 0, // the kind's usual: SPM yes, byte-level no
+    KF_TOK_PREFIX_ON,
+    KF_TOK_PREFIX_OFF,
+} kf_tok_prefix;
+
 // Builds a tokenizer from a vocabulary held in memory (GGUF metadata).
 // SPM: pieces + scores (merge priority = score, higher first).
 // BYTELEVEL: pieces + merges ("a b" strings, rank = index).
@@ -52,6 +60,7 @@ typedef struct {
     const char *const *merges;  // BYTELEVEL only
     int bos_id, eos_id, unk_id; // -1 when absent
     bool add_bos;
+    kf_tok_prefix prefix;
 } kf_tokenizer_spec;
 kf_status kf_tokenizer_init(kf_tokenizer **out, const kf_tokenizer_spec *spec, kf_error *err);
 
@@ -74,6 +83,7 @@ int kf_tokenizer_n_vocab(const kf_tokenizer *tok);
 int kf_tokenizer_bos(const kf_tokenizer *tok); // -1 when none
 int kf_tokenizer_eos(const kf_tokenizer *tok);
 bool kf_tokenizer_add_bos(const kf_tokenizer *tok); // tokenizer's default
+bool kf_tokenizer_prefix_space(const kf_tokenizer *tok); // a space (SPM "▁") is put before the text
 kf_tok_kind kf_tokenizer_kind(const kf_tokenizer *tok);
 // The vocabulary as stored (SPM spaces as "▁", byte-level pieces in GPT-2's
 // byte-to-character form); NULL / 0 for an id out of range. The score is the

@@ -7,6 +7,10 @@
 //   tokenizer.ggml.token_type  int array (1 normal, 2 unknown, 3 control, 6 byte, ...)
 //   tokenizer.ggml.merges      string array "a b", rank = index (byte-level)
 //   tokenizer.ggml.{bos,eos,unknown}_token_id, tokenizer.ggml.add_bos_token
+//   tokenizer.ggml.add_space_prefix  bool: a space before the text (SPM's
+//                              dummy "▁"; default true for llama, false for
+//                              gpt2, as in llama.cpp, whose gpt2 tokenizer
+//                              never adds one)
 // The file is parsed and bounds-checked by the GGUF reader (src/formats/gguf.c).
 #include <stdint.h>
 #include <stdio.h>
@@ -94,6 +98,9 @@ static kf_status build(kf_tokenizer **out, const kf_gguf *g, kf_error *err) {
         goto done;
     spec.add_bos = spec.kind == KF_TOK_SPM; // llama.cpp's default per tokenizer model
     if ((st = kf_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", false, &spec.add_bos, err)) != KF_OK) goto done;
+    bool prefix = spec.kind == KF_TOK_SPM; // llama.cpp's default per tokenizer model
+    if ((st = kf_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", false, &prefix, err)) != KF_OK) goto done;
+    spec.prefix = prefix ? KF_TOK_PREFIX_ON : KF_TOK_PREFIX_OFF;
     spec.n_vocab = (int)n;
     spec.pieces = (const char *const *)tokens;
     spec.scores = scores;
@@ -194,5 +201,6 @@ kf_status kf_vocab_gguf_add(kf_gguf_writer *w, const kf_tokenizer *tok, int V, c
         kf_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)kf_tokenizer_eos(tok));
     if (unk >= 0) kf_gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)unk);
     kf_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", kf_tokenizer_add_bos(tok));
+    kf_gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", kf_tokenizer_prefix_space(tok));
     return KF_OK;
 }
