@@ -16,6 +16,7 @@ static const struct {
     {"analyze", kf_cmd_analyze, "MODEL -f CALIB.txt -o DIR [--tokens N --ctx N --threshold t --k K]  redundancy report"},
     {"compress", kf_cmd_compress, "MODEL -f CALIB --method fold|prune-*|random|drop-layers --widths|--ffn-keep|--target-params|--drop N [--merge] -o OUT"},
     {"moefy", kf_cmd_moefy, "MODEL -f CALIB --experts E [--split kmeans|coact|fold --router similarity|linear|mlp|oracle --top-k K|--coverage t] -o OUT"},
+    {"probe", kf_cmd_probe, "MODEL --task conllu:UPOS|tsv:label --train F --dev F --test F -o DIR  probes, layer/neuron selection"},
     {"eval", kf_cmd_eval, "MODEL [MODEL...] --ref ORIGINAL -f TEXT [--ctx N --json --top-k K]  ppl, KL, top-1, size, speed"},
 };
 

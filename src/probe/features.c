@@ -35,9 +35,10 @@ void kf_feat_layout_free(kf_feat_layout *lay) {
 // The v1.0 header of a (rows, cols) array into h (cap >= 128); returns its length,
 // a multiple of 64 as numpy writes it.
 static size_t npy_header(char *h, size_t cap, const char *descr, int64_t rows, int64_t cols) {
-    char dict[112];
-    int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (%" PRId64 ", %" PRId64 "), }",
-                     descr, rows, cols);
+    char dict[112], shape[48];
+    if (cols < 0) snprintf(shape, sizeof shape, "(%" PRId64 ",)", rows);
+    else snprintf(shape, sizeof shape, "(%" PRId64 ", %" PRId64 ")", rows, cols);
+    int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }", descr, shape);
     size_t total = (10 + (size_t)n + 1 + 63) / 64 * 64;
     if (total > cap) return 0;
     memcpy(h, "\x93NUMPY\x01\x00", 8);
@@ -57,7 +58,7 @@ kf_status kf_npy_write(const char *path, const char *descr, const void *data, si
     FILE *f;
     kf_status s = kf_file_begin(path, tmp, sizeof tmp, &f, err);
     if (s != KF_OK) return s;
-    size_t n = (size_t)rows * (size_t)cols;
+    size_t n = (size_t)rows * (size_t)(cols < 0 ? 1 : cols);
     bool ok = hl > 0 && fwrite(h, 1, hl, f) == hl && (n == 0 || fwrite(data, elem, n, f) == n);
     return kf_file_commit(f, ok, tmp, path, err);
 }

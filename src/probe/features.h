@@ -75,7 +75,8 @@ void kf_features_close(kf_features *f);
 // dst (n_rows, n) f32 = columns cols[0..n) of every row.
 void kf_features_gather(const kf_features *f, const int64_t *cols, int n, float *dst);
 
-// Writes a (rows, cols) array as .npy v1.0; descr "<f4", "<f2", "<i4".
+// Writes a (rows, cols) array as .npy v1.0 (cols < 0: a vector (rows,));
+// descr "<f4", "<f2", "<i4".
 kf_status kf_npy_write(const char *path, const char *descr, const void *data, size_t elem, int64_t rows,
                        int64_t cols, kf_error *err);
 
