@@ -42,5 +42,6 @@ int kf_cmd_compress(int argc, char **argv);
 int kf_cmd_moefy(int argc, char **argv);
 int kf_cmd_specialise(int argc, char **argv);
 int kf_cmd_convert(int argc, char **argv);
+int kf_cmd_probe(int argc, char **argv);
 
 #endif
