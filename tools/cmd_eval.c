@@ -197,9 +197,17 @@ int kf_cmd_eval(int argc, char **argv) {
     const kf_model *vref = ref ? ref : ms[0];
     const char *vpath = ref ? ref_path : paths[0];
     for (int k = 0; k < n_models; k++)
-        if (vref->n_vocab != ms[k]->n_vocab)
-            kf_cli_failf("eval: vocabularies differ: %s has %d entries, %s has %d", paths[k], ms[k]->n_vocab, vpath,
-                         vref->n_vocab);
+        if (vref->n_vocab != ms[k]->n_vocab) {
+            // freed before the exit: nothing is left for the leak checker of the sanitizer builds
+            kf_error_set(&err, KF_ERR_ARG, "eval: vocabularies differ: %s has %d entries, %s has %d", paths[k],
+                         ms[k]->n_vocab, vpath, vref->n_vocab);
+            for (int j = 0; j < n_models; j++) kf_model_free(ms[j]);
+            kf_model_free(ref);
+            kf_tokenizer_free(tok);
+            free(ms);
+            free(paths);
+            kf_cli_fail(&err);
+        }
     size_t n_ids = 0;
     kf_compare_result *r = NULL;
     perturbed_run pr = {.spec = perturb};
