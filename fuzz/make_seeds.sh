@@ -69,5 +69,8 @@ h=$out/moefy-hf
 join "$out/hf/moefy-linear-top2" "$h/config.json" "$h/model.safetensors" "$h/moe_router.safetensors"
 jq -c .kfuse_moe "$h/config.json" >"$out/moe-linear.json"
 join "$out/moe/moefy-linear-top2" "$out/moe-linear.json" "$h/moe_router.safetensors"
+# BLiMP JSONL: the test fixture's files (tests/fixtures/blimp)
+mkdir -p "$out/blimp"
+for f in tests/fixtures/blimp/*.jsonl; do cp "$f" "$out/blimp/$(basename "$f" .jsonl)"; done
 rm -rf "$out/analyze" "$out/moefy-hf" "$out/moefy.gguf" "$out/moe-linear.json" "$calib" "$out"/tiny-llama.*
 for d in "$out"/*/; do echo "$(basename "$d"): $(ls "$d" | wc -l) seeds"; done

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-30}
 shift || true
-all=(hf safetensors config gguf llama2c tokenizer_json statsfile moe)
+all=(hf safetensors config gguf llama2c tokenizer_json statsfile moe blimp)
 harnesses=("$@")
 [ ${#harnesses[@]} -gt 0 ] || harnesses=("${all[@]}")
 jobs=${KF_FUZZ_JOBS:-2}
@@ -19,7 +19,7 @@ b=build-fuzz
 
 # -max_len per harness: room for the seeds that matter (fuzz/make_seeds.sh).
 declare -A max_len=([hf]=16384 [safetensors]=16384 [config]=4096 [gguf]=16384 [llama2c]=65536
-                    [tokenizer_json]=262144 [statsfile]=8192 [moe]=16384)
+                    [tokenizer_json]=262144 [statsfile]=8192 [moe]=16384 [blimp]=8192)
 
 scripts/install-deps.sh --test
 CC=clang cmake -S . -B $b -DKF_FUZZ=ON -DKF_MPI=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
