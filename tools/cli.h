@@ -40,5 +40,6 @@ int kf_cmd_analyze(int argc, char **argv);
 int kf_cmd_eval(int argc, char **argv);
 int kf_cmd_compress(int argc, char **argv);
 int kf_cmd_moefy(int argc, char **argv);
+int kf_cmd_recover(int argc, char **argv);
 
 #endif

@@ -16,6 +16,7 @@ static const struct {
     {"analyze", kf_cmd_analyze, "MODEL -f CALIB.txt -o DIR [--tokens N --ctx N --threshold t --k K]  redundancy report"},
     {"compress", kf_cmd_compress, "MODEL -f CALIB --method fold|prune-*|random|drop-layers --widths|--ffn-keep|--target-params|--drop N [--merge] -o OUT"},
     {"moefy", kf_cmd_moefy, "MODEL -f CALIB --experts E [--split kmeans|coact|fold --router similarity|linear|mlp|oracle --top-k K|--coverage t] -o OUT"},
+    {"recover", kf_cmd_recover, "STUDENT --teacher ORIGINAL -f TRAIN.txt [--tokens N --steps S --lr --batch --ctx --train all|ffn|lora --lora-rank r --eval FILE] -o OUT"},
     {"eval", kf_cmd_eval, "MODEL [MODEL...] --ref ORIGINAL -f TEXT [--ctx N --json --top-k K]  ppl, KL, top-1, size, speed"},
 };
 

@@ -345,6 +345,11 @@ kf_param *kf_train_params(kf_train *t, int *n) {
     return t->params;
 }
 
+void kf_train_shape(const kf_train *t, int *B, int *T) {
+    *B = t->B;
+    *T = t->T;
+}
+
 const kf_model *kf_train_grads(const kf_train *t) { return &t->grads; }
 const float *kf_train_logits(const kf_train *t) { return t->logits; }
 float *kf_train_dlogits(kf_train *t) { return t->dlogits; }

@@ -70,6 +70,8 @@ void kf_train_zero_grad(kf_train *t);
 void kf_train_backward(kf_train *t);
 
 kf_param *kf_train_params(kf_train *t, int *n);
+// Batch shape given at init.
+void kf_train_shape(const kf_train *t, int *B, int *T);
 // A model-shaped view of the gradients: every tensor's data is its gradient,
 // NULL for frozen tensors (the tied head shares tok_embd's). Owned by t.
 const kf_model *kf_train_grads(const kf_train *t);
