@@ -43,5 +43,6 @@ int kf_cmd_moefy(int argc, char **argv);
 int kf_cmd_specialise(int argc, char **argv);
 int kf_cmd_convert(int argc, char **argv);
 int kf_cmd_probe(int argc, char **argv);
+int kf_cmd_recover(int argc, char **argv);
 
 #endif
