@@ -55,10 +55,10 @@ const char *kf_cli_default_model(void) {
     return KF_SOURCE_DIR "/models/llama-gutenberg-6.5m";
 }
 
-kf_model *kf_cli_load_model(const char *path, kf_tokenizer **tok) {
+static kf_model *load_model(const char *path, kf_tokenizer **tok, bool keep_dtype) {
     kf_error err = {0};
     kf_model *m;
-    if (kf_model_load(&m, path, &err) != KF_OK) kf_cli_fail(&err);
+    if (kf_model_load_opts(&m, path, &(kf_load_opts){.keep_dtype = keep_dtype}, &err) != KF_OK) kf_cli_fail(&err);
     if (tok) {
         if (kf_tokenizer_load_for_model(tok, path, m->n_vocab, &err) != KF_OK) kf_cli_fail(&err);
         if (kf_tokenizer_n_vocab(*tok) > m->n_vocab)
@@ -67,6 +67,10 @@ kf_model *kf_cli_load_model(const char *path, kf_tokenizer **tok) {
     }
     return m;
 }
+
+kf_model *kf_cli_load_model(const char *path, kf_tokenizer **tok) { return load_model(path, tok, false); }
+
+kf_model *kf_cli_load_model_run(const char *path, kf_tokenizer **tok) { return load_model(path, tok, true); }
 
 char *kf_cli_read_text(const char *path, size_t *len) {
     kf_error err = {0};

@@ -104,11 +104,11 @@ int kf_cmd_eval(int argc, char **argv) {
     if (!ms) kf_cli_failf("eval: out of memory");
     kf_error err = {0};
     for (int k = 0; k < n_models; k++) {
-        ms[k] = kf_cli_load_model(paths[k], k == 0 ? &tok : NULL);
+        ms[k] = kf_cli_load_model_run(paths[k], k == 0 ? &tok : NULL);
         if ((top_k > 0 || coverage > 0) && kf_model_set_expert_selection(ms[k], top_k, (float)coverage, &err) != KF_OK)
             kf_cli_fail(&err);
     }
-    kf_model *ref = kf_cli_load_model(ref_path, NULL);
+    kf_model *ref = kf_cli_load_model_run(ref_path, NULL);
     for (int k = 0; k < n_models; k++)
         if (ref->n_vocab != ms[k]->n_vocab)
             kf_cli_failf("eval: vocabularies differ: %s has %d entries, %s has %d", paths[k], ms[k]->n_vocab, ref_path,

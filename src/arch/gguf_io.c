@@ -112,6 +112,22 @@ kf_status kf_gguf_load_tensor(kf_gguf_loader *ld, const char *name, kf_tensor *d
     if (heads > 0 && (rows % heads != 0 || (rows / heads) % 2 != 0))
         return kf_error_set(ld->err, KF_ERR_FORMAT, "%s: tensor %s has %lld rows, not %d heads of even size",
                             ld->g->path, name, (long long)rows, heads);
+    dst->dtype = KF_DTYPE_F32;
+    if (ld->keep_dtype && t->ndim == 2 &&
+        (t->dtype == KF_DTYPE_F16 || t->dtype == KF_DTYPE_BF16 || t->dtype == KF_DTYPE_Q8_0)) {
+        dst->dtype = t->dtype;
+        if (heads == 0) {
+            dst->data = (float *)t->data; // read-only map; kernels load any alignment
+            return KF_OK;
+        }
+        char *p = kf_model_alloc_bytes(ld->m, t->nbytes);
+        if (!p) return kf_error_set(ld->err, KF_ERR_NOMEM, "%s: out of memory loading %s", ld->g->path, name);
+        size_t row = kf_dtype_size(t->dtype, cols); // interleaved file row r -> rotate-half row
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(p + (size_t)kf_rope_rotate_half_row(r, rows / heads) * row, t->data + (size_t)r * row, row);
+        dst->data = (float *)p;
+        return KF_OK;
+    }
     if (t->dtype == KF_DTYPE_F32 && heads == 0 && (uintptr_t)t->data % _Alignof(float) == 0) {
         dst->data = (float *)t->data; // read-only map: transforms copy before editing
         return KF_OK;
