@@ -72,6 +72,16 @@ kf_model *kf_cli_load_model(const char *path, kf_tokenizer **tok) { return load_
 
 kf_model *kf_cli_load_model_run(const char *path, kf_tokenizer **tok) { return load_model(path, tok, true); }
 
+kf_dtype kf_cli_save_dtype(const char *cmd, const char *name, const kf_model *m, kf_format f) {
+    if (!name) return kf_save_default_dtype(kf_model_weight_dtype(m), f);
+    kf_dtype d;
+    if (!kf_dtype_parse(name, &d)) kf_cli_failf("%s: --dtype must be f32, f16, bf16 or q8_0, not '%s'", cmd, name);
+    if (f == KF_FORMAT_HF && d == KF_DTYPE_Q8_0)
+        kf_cli_failf("%s: --dtype q8_0 needs --format gguf (safetensors stores f32, f16, bf16)", cmd);
+    if (f == KF_FORMAT_LLAMA2C && d != KF_DTYPE_F32) kf_cli_failf("%s: llama2c stores f32 only", cmd);
+    return d;
+}
+
 char *kf_cli_read_text(const char *path, size_t *len) {
     kf_error err = {0};
     char *buf;

@@ -210,7 +210,7 @@ void kf_gguf_out_tensor(kf_gguf_out *o, const char *name, const kf_tensor *t, in
         kf_rope_interleaved_order(heads, t->ne[0] / heads, ord);
         order = ord;
     }
-    kf_gguf_rows part = {t->data, t->ne[0]};
+    kf_gguf_rows part = {t->data, t->ne[0], t->dtype};
     kf_gguf_writer_add_stacked(o->w, name, t->ndim, t->ne, &part, 1, order, tensor_type(o, t->ndim, t->ne[t->ndim - 1]));
 }
 
@@ -266,12 +266,15 @@ void kf_gguf_out_layer(kf_gguf_out *o, const kf_model *m, int l, bool interleave
         const layer_tensor *lt = &LAYER_TENSORS[i];
         if (fused_qkv && lt->field == offsetof(kf_layer, wq)) { // Q, K, V stacked in place of the three
             int64_t C = m->n_embd, rows = L->wq.ne[0] + L->wk.ne[0] + L->wv.ne[0];
-            kf_gguf_rows parts[3] = {{L->wq.data, L->wq.ne[0]}, {L->wk.data, L->wk.ne[0]}, {L->wv.data, L->wv.ne[0]}};
+            kf_gguf_rows parts[3] = {{L->wq.data, L->wq.ne[0], L->wq.dtype},
+                                     {L->wk.data, L->wk.ne[0], L->wk.dtype},
+                                     {L->wv.data, L->wv.ne[0], L->wv.dtype}};
             snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", l);
             kf_gguf_writer_add_stacked(o->w, name, 2, (int64_t[]){rows, C}, parts, 3, NULL, tensor_type(o, 2, C));
             if (kf_tensor_present(&L->bq)) {
-                kf_gguf_rows bparts[3] = {
-                    {L->bq.data, L->bq.ne[0]}, {L->bk.data, L->bk.ne[0]}, {L->bv.data, L->bv.ne[0]}};
+                kf_gguf_rows bparts[3] = {{L->bq.data, L->bq.ne[0], L->bq.dtype},
+                                          {L->bk.data, L->bk.ne[0], L->bk.dtype},
+                                          {L->bv.data, L->bv.ne[0], L->bv.dtype}};
                 snprintf(name, sizeof name, "blk.%d.attn_qkv.bias", l);
                 kf_gguf_writer_add_stacked(o->w, name, 1, (int64_t[]){rows}, bparts, 3, NULL, KF_DTYPE_F32);
             }

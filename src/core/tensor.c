@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 int64_t kf_tensor_nelem(const kf_tensor *t) {
     if (t->ndim == 0) return 0;
@@ -66,6 +67,15 @@ const char *kf_dtype_name(kf_dtype d) {
     case KF_DTYPE_Q8_0: return "Q8_0";
     default: return "?";
     }
+}
+
+bool kf_dtype_parse(const char *name, kf_dtype *out) {
+    for (int d = 0; d < KF_DTYPE_COUNT; d++)
+        if (strcasecmp(name, kf_dtype_name((kf_dtype)d)) == 0) {
+            *out = (kf_dtype)d;
+            return true;
+        }
+    return false;
 }
 
 size_t kf_dtype_size(kf_dtype d, int64_t n) {

@@ -51,6 +51,8 @@ void kf_tensor_row_f32(const kf_tensor *t, int64_t r, float *dst);
 float kf_tensor_get_f32(const kf_tensor *t, int64_t i);
 
 const char *kf_dtype_name(kf_dtype d);
+// "f32", "f16", "bf16", "q8_0" (any case) -> dtype; false for anything else.
+bool kf_dtype_parse(const char *name, kf_dtype *out);
 // Bytes for n elements stored in dtype d (n a multiple of 32 for Q8_0).
 size_t kf_dtype_size(kf_dtype d, int64_t n);
 

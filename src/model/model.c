@@ -287,6 +287,21 @@ int64_t kf_model_n_params(const kf_model *m) {
     return total;
 }
 
+kf_dtype kf_model_weight_dtype(const kf_model *m) {
+    int n = kf_model_list_tensors(m, NULL, 0);
+    kf_named_tensor *ts = malloc(sizeof *ts * (size_t)(n > 0 ? n : 1));
+    if (!ts) return KF_DTYPE_F32;
+    kf_model_list_tensors(m, ts, n);
+    int count[KF_DTYPE_COUNT] = {0};
+    for (int i = 0; i < n; i++)
+        if (ts[i].t->ndim == 2 && ts[i].t->src_dtype < KF_DTYPE_COUNT) count[ts[i].t->src_dtype]++;
+    free(ts);
+    int best = KF_DTYPE_F32;
+    for (int d = 0; d < KF_DTYPE_COUNT; d++)
+        if (count[d] > count[best]) best = d;
+    return (kf_dtype)best;
+}
+
 int64_t kf_model_weight_bytes(const kf_model *m) {
     // Decode reads every weight once, in its in-memory dtype, except the
     // embedding table (one row) and learned positions (one row); a tied head

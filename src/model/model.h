@@ -168,6 +168,9 @@ kf_status kf_model_set_expert_selection(kf_model *m, int top_k, float coverage, 
 uint64_t kf_model_fingerprint(const kf_model *m);
 
 int64_t kf_model_n_params(const kf_model *m);     // tied head counted once
+// The file dtype (src_dtype) most 2-D weights were loaded from (F32 for a
+// model built in memory); writers keep it by default (io/save.h).
+kf_dtype kf_model_weight_dtype(const kf_model *m);
 int64_t kf_model_weight_bytes(const kf_model *m); // bytes read per decoded token (all weights once, as stored)
 const char *kf_arch_name(kf_arch a);
 
