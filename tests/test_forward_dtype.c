@@ -197,6 +197,39 @@ static void test_gguf_f16(void **state) { check_gguf(KF_DTYPE_F16); }
 static void test_gguf_bf16(void **state) { check_gguf(KF_DTYPE_BF16); }
 static void test_gguf_q8_0(void **state) { check_gguf(KF_DTYPE_Q8_0); }
 
+// GPT-2 (tests/fixtures/models/gpt2-tiny) as GGUF F16: learned positions
+// and the embeddings decoded from F16 rows, the fused QKV read as fp32 and
+// split, the rest kept; logits as the fp32 load's.
+static void test_gguf_gpt2_f16(void **state) {
+    char dir[1024], path[256];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/gpt2-tiny", kf_test_root());
+    kf_model *src = load(dir, false);
+    snprintf(path, sizeof path, "/tmp/kf_forward_dtype_%d_gpt2.gguf", (int)getpid());
+    kf_error err = {0};
+    ASSERT_OK(kf_model_save(src, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .dtype = KF_DTYPE_F16}, &err));
+    kf_model_free(src);
+    kf_model *ref = load(path, false), *m = load(path, true);
+    assert_int_equal(m->pos_embd.dtype, KF_DTYPE_F16);
+    assert_int_equal(m->layers[0].w_up.dtype, KF_DTYPE_F16);
+    assert_int_equal(m->layers[0].wq.dtype, KF_DTYPE_F32); // split from the fused attn_qkv
+    enum { T = 10 };
+    int32_t ids[T];
+    kf_test_random_ids(ids, T, 0, ref->n_vocab, 3);
+    const int V = ref->n_vocab;
+    float *rp = malloc(sizeof(float) * T * V), *rd = malloc(sizeof(float) * T * V);
+    float *kp = malloc(sizeof(float) * T * V), *kd = malloc(sizeof(float) * T * V);
+    run(ref, ids, T, rp, rd);
+    run(m, ids, T, kp, kd);
+    float dp = max_abs_diff(kp, rp, (int64_t)T * V), dd = max_abs_diff(kd, rd, (int64_t)T * V);
+    print_message("gpt2-tiny F16 kept vs fp32: max |dlogit| prefill %.3g, decode %.3g\n", dp, dd);
+    assert_true(dp <= SAME_TOL);
+    assert_true(dd <= SAME_TOL);
+    free(rp), free(rd), free(kp), free(kd);
+    kf_model_free(ref);
+    kf_model_free(m);
+    unlink(path);
+}
+
 // The default load of a BF16 file is fp32 in memory (what transforms and
 // training read) and remembers the file's dtype.
 static void test_fp32_loads_unchanged(void **state) {
@@ -216,7 +249,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bf16_fixture_vs_torch), cmocka_unit_test(test_gguf_f16),
         cmocka_unit_test(test_gguf_bf16),             cmocka_unit_test(test_gguf_q8_0),
-        cmocka_unit_test(test_fp32_loads_unchanged),
+        cmocka_unit_test(test_gguf_gpt2_f16),         cmocka_unit_test(test_fp32_loads_unchanged),
     };
     return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
 }
