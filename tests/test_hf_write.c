@@ -1,6 +1,7 @@
 // Writing Hugging Face folders and reading them back: bit-identical round
-// trips (Llama, GPT-2, per-layer FFN widths), sharded checkpoints, and
-// F16/BF16 conversion of hand-made files with known values.
+// trips (Llama, GPT-2, per-layer FFN widths), sharded checkpoints (read and
+// written), weights written as BF16/F16, and F16/BF16 conversion of
+// hand-made files with known values.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -283,11 +284,100 @@ static void test_sharded(void **state) {
     assert_int_equal(r->n_maps, 2);
     models_equal(m, r);
     kf_model_free(r);
-    // The writer refuses a folder that holds a sharded checkpoint (the index would win on load).
-    assert_int_equal(kf_model_save(m, two, &(kf_save_opts){.format = KF_FORMAT_HF}, &err), KF_ERR_ARG);
+    // The writer replaces a folder holding a sharded checkpoint whole: no
+    // shard or index of the old one survives to win on load.
+    ASSERT_OK(kf_model_save(m, two, &(kf_save_opts){.format = KF_FORMAT_HF}, &err));
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", two);
+    assert_false(kf_file_exists(p));
+    snprintf(p, sizeof p, "%s/%s", two, shard[0]);
+    assert_false(kf_file_exists(p));
+    ASSERT_OK(kf_model_load_hf(&r, two, &err));
+    models_equal(m, r);
+    kf_model_free(r);
+
+    // kfuse's own shards: above shard_bytes the writer splits the tensors
+    // in order into shards of at most that size (one larger tensor alone)
+    // with an index, and reads them back bit-identical.
+    const int64_t limit = 300000; // bytes; the 1.4M model's F32 tensors take ~5.8 MB
+    ASSERT_OK(kf_model_save(m, two, &(kf_save_opts){.format = KF_FORMAT_HF, .shard_bytes = limit}, &err));
+    snprintf(p, sizeof p, "%s/model.safetensors", two);
+    assert_false(kf_file_exists(p));
+    kf_st_set sh = {0};
+    ASSERT_OK(kf_st_set_open_dir(&sh, two, &err));
+    assert_true(sh.n_files > 2);
+    for (int f = 0; f < sh.n_files; f++) {
+        uint64_t bytes = 0;
+        int n_in = 0;
+        for (int i = 0; i < sh.n_tensors; i++)
+            if (sh.tensors[i].file == f) bytes += sh.tensors[i].nbytes, n_in++;
+        assert_true(bytes <= (uint64_t)limit || n_in == 1);
+    }
+    kf_st_set_free(&sh);
+    ASSERT_OK(kf_model_load_hf(&r, two, &err));
+    models_equal(m, r);
+    kf_model_free(r);
     kf_model_free(m);
     rm_tree(one);
     rm_tree(two);
+}
+
+// dtype: 2-D weights stored as BF16 or F16 (norms F32), config.json's
+// torch_dtype says so, values are the fp32 ones rounded as core/tensor.c
+// rounds them, and a load that keeps the dtype holds those very bytes; Q8_0
+// has no safetensors dtype and is refused. kf_save_default_dtype keeps a
+// model's dtype where the format has it.
+static void test_write_dtype(void **state) {
+    char src[1024], dir[256];
+    llama_dir(src, sizeof src);
+    snprintf(dir, sizeof dir, "/tmp/kf_hf_write_dtype_%d", (int)getpid());
+    kf_error err = {0};
+    kf_model *m, *r, *k;
+    ASSERT_OK(kf_model_load_hf(&m, src, &err));
+    const kf_dtype dts[2] = {KF_DTYPE_BF16, KF_DTYPE_F16};
+    const char *torch[2] = {"bfloat16", "float16"};
+    for (int t = 0; t < 2; t++) {
+        ASSERT_OK(kf_model_save(m, dir, &(kf_save_opts){.format = KF_FORMAT_HF, .dtype = dts[t], .shard_bytes = 1000000},
+                                &err));
+        cJSON *cfg = read_config(dir);
+        assert_string_equal(cJSON_GetObjectItem(cfg, "torch_dtype")->valuestring, torch[t]);
+        cJSON_Delete(cfg);
+        ASSERT_OK(kf_model_load_hf(&r, dir, &err));
+        ASSERT_OK(kf_model_load_hf_opts(&k, dir, &(kf_load_opts){.keep_dtype = true}, &err));
+        assert_int_equal(r->layers[0].w_up.src_dtype, dts[t]);
+        assert_int_equal(r->layers[0].ffn_norm_w.src_dtype, KF_DTYPE_F32);
+        assert_int_equal(k->layers[1].w_down.dtype, dts[t]);
+        assert_int_equal(kf_model_weight_dtype(r), dts[t]);
+        const kf_tensor *a = &m->layers[1].w_down, *b = &r->layers[1].w_down;
+        const int64_t n = kf_tensor_nelem(a);
+        uint16_t *enc = malloc(2 * (size_t)n);
+        float *dec = malloc(4 * (size_t)n);
+        kf_f32_to_dtype(dts[t], a->data, enc, n);
+        kf_dtype_to_f32(dts[t], enc, dec, n);
+        assert_memory_equal(dec, b->data, 4 * (size_t)n);
+        assert_memory_equal(enc, k->layers[1].w_down.data, 2 * (size_t)n);
+        assert_memory_equal(m->layers[1].ffn_norm_w.data, r->layers[1].ffn_norm_w.data, 4 * (size_t)m->n_embd);
+        free(enc), free(dec);
+        // Written again from the kept model: the same bytes, no rounding twice.
+        char dir2[300];
+        snprintf(dir2, sizeof dir2, "%s_again", dir);
+        ASSERT_OK(kf_model_save(k, dir2, &(kf_save_opts){.format = KF_FORMAT_HF, .dtype = dts[t]}, &err));
+        kf_model *r2;
+        ASSERT_OK(kf_model_load_hf(&r2, dir2, &err));
+        models_equal(r, r2);
+        kf_model_free(r2);
+        rm_tree(dir2);
+        kf_model_free(r);
+        kf_model_free(k);
+    }
+    assert_int_equal(kf_model_save(m, dir, &(kf_save_opts){.format = KF_FORMAT_HF, .dtype = KF_DTYPE_Q8_0}, &err),
+                     KF_ERR_ARG);
+    assert_non_null(strstr(err.msg, "Q8_0"));
+    assert_int_equal(kf_save_default_dtype(KF_DTYPE_BF16, KF_FORMAT_HF), KF_DTYPE_BF16);
+    assert_int_equal(kf_save_default_dtype(KF_DTYPE_Q8_0, KF_FORMAT_HF), KF_DTYPE_F16);
+    assert_int_equal(kf_save_default_dtype(KF_DTYPE_Q8_0, KF_FORMAT_GGUF), KF_DTYPE_Q8_0);
+    assert_int_equal(kf_save_default_dtype(KF_DTYPE_BF16, KF_FORMAT_LLAMA2C), KF_DTYPE_F32);
+    kf_model_free(m);
+    rm_tree(dir);
 }
 
 // Known encodings: F16 and BF16 bit patterns and the floats they stand for.
@@ -377,6 +467,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_gpt2),
         cmocka_unit_test(test_roundtrip_per_layer_widths),
         cmocka_unit_test(test_sharded),
+        cmocka_unit_test(test_write_dtype),
         cmocka_unit_test(test_f16_bf16),
     };
     return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));

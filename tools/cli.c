@@ -55,10 +55,10 @@ const char *kf_cli_default_model(void) {
     return KF_SOURCE_DIR "/models/llama-gutenberg-6.5m";
 }
 
-kf_model *kf_cli_load_model(const char *path, kf_tokenizer **tok) {
+static kf_model *load_model(const char *path, kf_tokenizer **tok, bool keep_dtype) {
     kf_error err = {0};
     kf_model *m;
-    if (kf_model_load(&m, path, &err) != KF_OK) kf_cli_fail(&err);
+    if (kf_model_load_opts(&m, path, &(kf_load_opts){.keep_dtype = keep_dtype}, &err) != KF_OK) kf_cli_fail(&err);
     if (tok) {
         if (kf_tokenizer_load_for_model(tok, path, m->n_vocab, &err) != KF_OK) kf_cli_fail(&err);
         if (kf_tokenizer_n_vocab(*tok) > m->n_vocab)
@@ -66,6 +66,20 @@ kf_model *kf_cli_load_model(const char *path, kf_tokenizer **tok) {
                          kf_tokenizer_n_vocab(*tok), m->n_vocab);
     }
     return m;
+}
+
+kf_model *kf_cli_load_model(const char *path, kf_tokenizer **tok) { return load_model(path, tok, false); }
+
+kf_model *kf_cli_load_model_run(const char *path, kf_tokenizer **tok) { return load_model(path, tok, true); }
+
+kf_dtype kf_cli_save_dtype(const char *cmd, const char *name, const kf_model *m, kf_format f) {
+    if (!name) return kf_save_default_dtype(kf_model_weight_dtype(m), f);
+    kf_dtype d;
+    if (!kf_dtype_parse(name, &d)) kf_cli_failf("%s: --dtype must be f32, f16, bf16 or q8_0, not '%s'", cmd, name);
+    if (f == KF_FORMAT_HF && d == KF_DTYPE_Q8_0)
+        kf_cli_failf("%s: --dtype q8_0 needs --format gguf (safetensors stores f32, f16, bf16)", cmd);
+    if (f == KF_FORMAT_LLAMA2C && d != KF_DTYPE_F32) kf_cli_failf("%s: llama2c stores f32 only", cmd);
+    return d;
 }
 
 char *kf_cli_read_text(const char *path, size_t *len) {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "io/save.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -22,7 +23,17 @@ double kf_cli_double(int argc, char **argv, int *i, double lo, double hi);
 // The model shipped in the repository (models/llama-gutenberg-6.5m).
 const char *kf_cli_default_model(void);
 // Loads a model and its tokenizer (tok may be NULL when not needed), or fails.
+// Weights are fp32 in memory (what transforms read).
 kf_model *kf_cli_load_model(const char *path, kf_tokenizer **tok);
+// The same for commands that only run the model: 2-D weights stay in the
+// file's dtype (F16, BF16, Q8_0; io/load.h), so a BF16 model takes half the
+// memory and decode reads half the bytes.
+kf_model *kf_cli_load_model_run(const char *path, kf_tokenizer **tok);
+// The dtype a command writes weights in: --dtype NAME (f32, f16, bf16,
+// q8_0) when given, checked against the format, else the dtype the model was
+// loaded from (kf_save_default_dtype); fails on a bad name or one the format
+// cannot store.
+kf_dtype kf_cli_save_dtype(const char *cmd, const char *name, const kf_model *m, kf_format f);
 // Reads a whole text file, or fails.
 char *kf_cli_read_text(const char *path, size_t *len);
 // Reads and tokenizes a text file (BOS first when add_bos), or fails with a

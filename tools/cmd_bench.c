@@ -22,7 +22,7 @@ int kf_cmd_bench(int argc, char **argv) {
         else kf_cli_failf("bench: unexpected argument %s", argv[i]);
     }
     if (!path) path = kf_cli_default_model();
-    kf_model *m = kf_cli_load_model(path, NULL);
+    kf_model *m = kf_cli_load_model_run(path, NULL);
     kf_bench_result r;
     kf_error err = {0};
     if (no_mmap && kf_model_load_to_memory(m, &err) != KF_OK) kf_cli_fail(&err);

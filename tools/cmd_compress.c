@@ -2,7 +2,8 @@
 //   [--widths w0,w1,.. | --ffn-keep F | --target-params F | --max-ppl-increase P | --thresholds analysis.json |
 //    --drop N [--merge]]
 //   [--uniform --no-refit --lambda X --group ls|corr-energy|corr|kmeans-act|kmeans-weight --stats FILE
-//    --tokens N --ctx N --seed S --json] -o OUT [--format hf|gguf|llama2c]
+//    --tokens N --ctx N --seed S --json] -o OUT [--format hf|gguf|llama2c] [--dtype f32|f16|bf16|q8_0]
+// Weights are written in the dtype the model was loaded from unless --dtype says otherwise.
 // Everything is computed before anything is written: a target that cannot be
 // met, bad widths or statistics from another model stop with one line and no
 // output.
@@ -80,7 +81,8 @@ static void on_trial(void *user, double keep, double ppl, double limit) {
 }
 
 int kf_cmd_compress(int argc, char **argv) {
-    const char *path = NULL, *calib = NULL, *out = NULL, *format = "hf", *stats_path = NULL, *thr_path = NULL;
+    const char *path = NULL, *calib = NULL, *out = NULL, *format = "hf", *stats_path = NULL, *thr_path = NULL,
+               *dtype_name = NULL;
     int method = -1, group = KF_GROUP_LS, n_w = 0, n_drop = 0, ctx = 256;
     int widths[1024];
     double keep = 0, target = 0, max_inc = -1, lambda = KF_REFIT_LAMBDA;
@@ -93,6 +95,7 @@ int kf_cmd_compress(int argc, char **argv) {
         else if (!strcmp(a, "--method")) method = pick(kf_cli_str(argc, argv, &i), method_names, N_NAMES(method_names), "--method");
         else if (!strcmp(a, "--group")) group = pick(kf_cli_str(argc, argv, &i), group_names, N_NAMES(group_names), "--group");
         else if (!strcmp(a, "--format")) format = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(a, "--dtype")) dtype_name = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--widths")) n_w = parse_widths(kf_cli_str(argc, argv, &i), widths, 1024);
         else if (!strcmp(a, "--ffn-keep")) keep = kf_cli_double(argc, argv, &i, 1e-9, 1);
         else if (!strcmp(a, "--target-params")) target = kf_cli_double(argc, argv, &i, 1e-9, 1);
@@ -132,6 +135,7 @@ int kf_cmd_compress(int argc, char **argv) {
     // The tokenizer is needed to encode calibration text and for GGUF's vocabulary.
     kf_tokenizer *tok = NULL;
     kf_model *m = kf_cli_load_model(path, calib || !strcmp(format, "gguf") ? &tok : NULL);
+    const kf_dtype dtype = kf_cli_save_dtype("compress", dtype_name, m, fmt); // before any work
     const int bos = tok ? kf_tokenizer_bos(tok) : m->bos_id;
     const int L = m->n_layer;
     const int64_t params0 = kf_model_n_params(m), bytes0 = kf_model_weight_bytes(m);
@@ -223,7 +227,7 @@ int kf_cmd_compress(int argc, char **argv) {
     double secs = kf_time_now() - t0;
 
     // Export: only now is anything written.
-    kf_save_opts so = {.format = fmt, .tok = tok, .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
+    kf_save_opts so = {.format = fmt, .dtype = dtype, .tok = tok, .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
     if (kf_model_save(m, out, &so, &err) != KF_OK) kf_cli_fail(&err);
 
     cJSON *o_js = cJSON_CreateObject();

@@ -188,7 +188,7 @@ int kf_cmd_eval(int argc, char **argv) {
     kf_model **ms = calloc((size_t)n_models, sizeof *ms);
     if (!ms) kf_cli_failf("eval: out of memory");
     for (int k = 0; k < n_models; k++) {
-        ms[k] = kf_cli_load_model(paths[k], k == 0 ? &tok : NULL);
+        ms[k] = kf_cli_load_model_run(paths[k], k == 0 ? &tok : NULL);
         if ((top_k > 0 || coverage > 0) && kf_model_set_expert_selection(ms[k], top_k, (float)coverage, &err) != KF_OK)
             kf_cli_fail(&err);
     }
@@ -196,6 +196,7 @@ int kf_cmd_eval(int argc, char **argv) {
     // one tokenizer (the first model's) serves every model: vocabularies must agree
     const kf_model *vref = ref ? ref : ms[0];
     const char *vpath = ref ? ref_path : paths[0];
+    kf_model *ref = kf_cli_load_model_run(ref_path, NULL);
     for (int k = 0; k < n_models; k++)
         if (vref->n_vocab != ms[k]->n_vocab) {
             // freed before the exit: nothing is left for the leak checker of the sanitizer builds

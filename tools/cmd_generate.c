@@ -25,7 +25,7 @@ int kf_cmd_generate(int argc, char **argv) {
     }
     if (!path) path = kf_cli_default_model();
     kf_tokenizer *tok;
-    kf_model *m = kf_cli_load_model(path, &tok);
+    kf_model *m = kf_cli_load_model_run(path, &tok);
     kf_error err = {0};
     int32_t *ids;
     size_t n_prompt;

@@ -43,7 +43,7 @@ int kf_cmd_info(int argc, char **argv) {
         else kf_cli_failf("info: unexpected argument %s", argv[i]);
     }
     if (!path) path = kf_cli_default_model();
-    kf_model *m = kf_cli_load_model(path, NULL);
+    kf_model *m = kf_cli_load_model_run(path, NULL);
     int counts[KF_DTYPE_COUNT] = {0};
     int64_t bytes[KF_DTYPE_COUNT] = {0}, file_bytes = 0;
     count_dtypes(m, counts, bytes);

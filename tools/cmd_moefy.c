@@ -1,7 +1,9 @@
 // kfuse moefy MODEL -f CALIB.txt --experts E [--split kmeans|coact|fold]
 //   [--router similarity|linear|mlp|oracle] [--top-k K | --share P | --coverage T]
 //   [--stats FILE --tokens N --router-tokens N --ctx N --hidden H --epochs N --lr X
-//    --fold-keep P --seed S --format hf|gguf --json] -o OUT
+//    --fold-keep P --seed S --format hf|gguf --dtype f32|f16|bf16|q8_0 --json] -o OUT
+// Weights are written in the dtype the model was loaded from unless --dtype
+// says otherwise; routers are F32.
 // Turns every FFN layer into E equal experts with a router (src/moe/moefy.h),
 // writes the model (HF folder, or GGUF), prints a JSON summary on stdout.
 #include <cjson/cJSON.h>
@@ -34,7 +36,7 @@ static void on_progress(void *user, const char *stage, int layer, int n_layer) {
 }
 
 int kf_cmd_moefy(int argc, char **argv) {
-    const char *path = NULL, *calib = NULL, *out = NULL, *format = NULL, *stats_path = NULL;
+    const char *path = NULL, *calib = NULL, *out = NULL, *format = NULL, *stats_path = NULL, *dtype_name = NULL;
     kf_moefy_opts o;
     kf_moefy_opts_default(&o);
     int E = 0, top_k = -1;
@@ -60,6 +62,7 @@ int kf_cmd_moefy(int argc, char **argv) {
         else if (!strcmp(a, "--fold-keep")) o.fold_keep = kf_cli_double(argc, argv, &i, 1e-9, 1);
         else if (!strcmp(a, "--seed")) o.seed = (uint64_t)kf_cli_long(argc, argv, &i, 0, 1L << 62);
         else if (!strcmp(a, "--format")) format = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(a, "--dtype")) dtype_name = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--json")) json = true;
         else if (a[0] == '-') kf_cli_failf("moefy: unknown option %s", a);
         else if (!path) path = a;
@@ -85,6 +88,8 @@ int kf_cmd_moefy(int argc, char **argv) {
 
     kf_tokenizer *tok;
     kf_model *m = kf_cli_load_model(path, &tok);
+    const kf_format fmt = strcmp(format, "hf") ? KF_FORMAT_GGUF : KF_FORMAT_HF;
+    const kf_dtype dtype = kf_cli_save_dtype("moefy", dtype_name, m, fmt); // before any work
     kf_error err = {0};
     kf_statsfile stats = {0};
     if (stats_path) {
@@ -107,8 +112,7 @@ int kf_cmd_moefy(int argc, char **argv) {
     if (s != KF_OK) kf_cli_fail(&err);
     double secs = kf_time_now() - t0;
 
-    kf_save_opts so = {.format = strcmp(format, "hf") ? KF_FORMAT_GGUF : KF_FORMAT_HF, .tok = tok,
-                       .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
+    kf_save_opts so = {.format = fmt, .dtype = dtype, .tok = tok, .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
     if (kf_model_save(m, out, &so, &err) != KF_OK) kf_cli_fail(&err);
 
     cJSON *js = cJSON_CreateObject();

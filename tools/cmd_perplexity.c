@@ -40,7 +40,7 @@ int kf_cmd_perplexity(int argc, char **argv) {
     if (!text_path) kf_cli_failf("perplexity: -f TEXT is required");
     if (!path) path = kf_cli_default_model();
     kf_tokenizer *tok;
-    kf_model *m = kf_cli_load_model(path, &tok);
+    kf_model *m = kf_cli_load_model_run(path, &tok);
     kf_error err = {0};
     size_t n_ids;
     int32_t *ids = kf_cli_tokenize_file(tok, text_path, true, &n_ids);

@@ -136,6 +136,22 @@ kf_status kf_gguf_load_tensor(kf_gguf_loader *ld, const char *name, kf_tensor *d
     if (heads > 0 && (rows % heads != 0 || (rows / heads) % 2 != 0))
         return kf_error_set(ld->err, KF_ERR_FORMAT, "%s: tensor %s has %lld rows, not %d heads of even size",
                             ld->g->path, name, (long long)rows, heads);
+    dst->dtype = KF_DTYPE_F32;
+    if (ld->keep_dtype && t->ndim == 2 &&
+        (t->dtype == KF_DTYPE_F16 || t->dtype == KF_DTYPE_BF16 || t->dtype == KF_DTYPE_Q8_0)) {
+        dst->dtype = t->dtype;
+        if (heads == 0) {
+            dst->data = (float *)t->data; // read-only map; kernels load any alignment
+            return KF_OK;
+        }
+        char *p = kf_model_alloc_bytes(ld->m, t->nbytes);
+        if (!p) return kf_error_set(ld->err, KF_ERR_NOMEM, "%s: out of memory loading %s", ld->g->path, name);
+        size_t row = kf_dtype_size(t->dtype, cols); // interleaved file row r -> rotate-half row
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(p + (size_t)kf_rope_rotate_half_row(r, rows / heads) * row, t->data + (size_t)r * row, row);
+        dst->data = (float *)p;
+        return KF_OK;
+    }
     if (t->dtype == KF_DTYPE_F32 && heads == 0 && (uintptr_t)t->data % _Alignof(float) == 0) {
         dst->data = (float *)t->data; // read-only map: transforms copy before editing
         return KF_OK;
@@ -218,7 +234,7 @@ void kf_gguf_out_tensor(kf_gguf_out *o, const char *name, const kf_tensor *t, in
         kf_rope_interleaved_order(heads, t->ne[0] / heads, ord);
         order = ord;
     }
-    kf_gguf_rows part = {t->data, t->ne[0]};
+    kf_gguf_rows part = {t->data, t->ne[0], t->dtype};
     kf_gguf_writer_add_stacked(o->w, name, t->ndim, t->ne, &part, 1, order, tensor_type(o, t->ndim, t->ne[t->ndim - 1]));
 }
 
@@ -318,12 +334,15 @@ void kf_gguf_out_layer(kf_gguf_out *o, const kf_model *m, int l, bool interleave
         const layer_tensor *lt = &LAYER_TENSORS[i];
         if (fused_qkv && lt->field == offsetof(kf_layer, wq)) { // Q, K, V stacked in place of the three
             int64_t C = m->n_embd, rows = L->wq.ne[0] + L->wk.ne[0] + L->wv.ne[0];
-            kf_gguf_rows parts[3] = {{L->wq.data, L->wq.ne[0]}, {L->wk.data, L->wk.ne[0]}, {L->wv.data, L->wv.ne[0]}};
+            kf_gguf_rows parts[3] = {{L->wq.data, L->wq.ne[0], L->wq.dtype},
+                                     {L->wk.data, L->wk.ne[0], L->wk.dtype},
+                                     {L->wv.data, L->wv.ne[0], L->wv.dtype}};
             snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", l);
             kf_gguf_writer_add_stacked(o->w, name, 2, (int64_t[]){rows, C}, parts, 3, NULL, tensor_type(o, 2, C));
             if (kf_tensor_present(&L->bq)) {
-                kf_gguf_rows bparts[3] = {
-                    {L->bq.data, L->bq.ne[0]}, {L->bk.data, L->bk.ne[0]}, {L->bv.data, L->bv.ne[0]}};
+                kf_gguf_rows bparts[3] = {{L->bq.data, L->bq.ne[0], L->bq.dtype},
+                                          {L->bk.data, L->bk.ne[0], L->bk.dtype},
+                                          {L->bv.data, L->bv.ne[0], L->bv.dtype}};
                 snprintf(name, sizeof name, "blk.%d.attn_qkv.bias", l);
                 kf_gguf_writer_add_stacked(o->w, name, 1, (int64_t[]){rows}, bparts, 3, NULL, KF_DTYPE_F32);
             }

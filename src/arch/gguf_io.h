@@ -18,6 +18,7 @@ typedef struct {
     kf_error *err;
     const char *arch; // general.architecture of the file
     char key[128];    // scratch for kf_gguf_key
+    bool keep_dtype;  // 2-D F16/BF16/Q8_0 weights stay as stored (kf_load_opts, io/load.h)
 } kf_gguf_loader;
 
 // "<arch>.<suffix>" in ld->key (valid until the next call).
@@ -33,7 +34,9 @@ kf_status kf_gguf_load_hparam_layers(kf_gguf_loader *ld, const char *key, bool r
 kf_status kf_gguf_load_ffn_widths(kf_gguf_loader *ld);
 // Loads tensor `name` into dst (left absent when missing and optional).
 // rope_heads > 0 permutes its rows back from the interleaved RoPE layout.
-// F32 data that needs no permutation stays in the map.
+// F32 data that needs no permutation stays in the map. With ld->keep_dtype a
+// 2-D F16/BF16/Q8_0 tensor keeps its dtype: in the map, or (permuted rows)
+// an owned copy of its bytes.
 kf_status kf_gguf_load_tensor(kf_gguf_loader *ld, const char *name, kf_tensor *dst, bool required, int rope_heads);
 // Every blk.<l>.* tensor of the shared table into layer l. interleaved:
 // wq/wk (and biases) are stored in llama.cpp's interleaved RoPE layout.

@@ -256,7 +256,11 @@ static kf_status gguf_load(kf_gguf_loader *ld) {
         char name[KF_GGUF_MAX_NAME];
         kf_tensor fused = {0};
         snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", l);
-        if ((st = kf_gguf_load_tensor(ld, name, &fused, false, 0)) != KF_OK) return st;
+        const bool keep = ld->keep_dtype; // split_qkv copies floats: the fused tensor is read as fp32
+        ld->keep_dtype = false;
+        st = kf_gguf_load_tensor(ld, name, &fused, false, 0);
+        ld->keep_dtype = keep;
+        if (st != KF_OK) return st;
         if (kf_tensor_present(&fused) && (st = split_qkv(ld, name, &fused, &L->wq, &L->wk, &L->wv)) != KF_OK) return st;
         memset(&fused, 0, sizeof fused);
         snprintf(name, sizeof name, "blk.%d.attn_qkv.bias", l);

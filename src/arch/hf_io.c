@@ -47,6 +47,20 @@ kf_status kf_hf_get(kf_hf_loader *ld, const char *name, int ndim, const int64_t 
     if (st != KF_OK || !s) return st;
     kf_tensor_set_shape(t, ndim, ne);
     t->src_dtype = s->dtype;
+    t->dtype = KF_DTYPE_F32;
+    if (ld->keep_dtype && ndim == 2 && s->dtype != KF_DTYPE_F32) { // F16 or BF16 (lookup checked)
+        t->dtype = s->dtype;
+        if ((uintptr_t)s->data % 2 == 0) {
+            t->data = (float *)s->data; // 16-bit values in the read-only map
+            return KF_OK;
+        }
+        void *dst = kf_model_alloc_bytes(ld->m, kf_tensor_nbytes(t));
+        if (!dst)
+            return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory for tensor '%s'", ld->st->paths[s->file], name);
+        memcpy(dst, s->data, kf_tensor_nbytes(t));
+        t->data = dst;
+        return KF_OK;
+    }
     if (in_place(s)) {
         t->data = (float *)s->data; // read-only map: weights are never written in place
         return KF_OK;

@@ -20,11 +20,14 @@ typedef struct {
     const char *arch;  // architectures[0] of config.json
     char where[1024];  // file named by "missing tensor" errors: model.safetensors or the index
     bool *used;        // per st tensor: taken by the architecture
+    bool keep_dtype;   // 2-D F16/BF16 weights stay as stored (kf_load_opts, io/load.h)
 } kf_hf_loader;
 
 // Finds a tensor, marks it used, checks that its dtype converts to fp32 and
 // that its shape is exactly ne[0..ndim) (the shape config.json implies), and
 // points t at fp32 data: into the map for aligned F32, else an owned copy.
+// With ld->keep_dtype, a 2-D F16/BF16 tensor keeps its dtype instead: in the
+// map when 2-byte aligned, else an owned copy of its bytes.
 // A missing tensor is an error when required, else leaves t absent.
 kf_status kf_hf_get(kf_hf_loader *ld, const char *name, int ndim, const int64_t *ne, bool required, kf_tensor *t,
                     kf_error *err);

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 int64_t kf_tensor_nelem(const kf_tensor *t) {
     if (t->ndim == 0) return 0;
@@ -25,6 +26,39 @@ const char *kf_tensor_shape_str(const kf_tensor *t, char *buf, size_t n) {
     return buf;
 }
 
+int64_t kf_tensor_row_len(const kf_tensor *t) { return t->ndim > 0 && t->ne[0] > 0 ? kf_tensor_nelem(t) / t->ne[0] : 0; }
+
+size_t kf_tensor_nbytes(const kf_tensor *t) { return kf_dtype_size(t->dtype, kf_tensor_nelem(t)); }
+
+const void *kf_tensor_row(const kf_tensor *t, int64_t r) {
+    return (const char *)t->data + kf_dtype_size(t->dtype, r * kf_tensor_row_len(t));
+}
+
+void kf_tensor_row_f32(const kf_tensor *t, int64_t r, float *dst) {
+    kf_dtype_to_f32(t->dtype, kf_tensor_row(t, r), dst, kf_tensor_row_len(t));
+}
+
+float kf_tensor_get_f32(const kf_tensor *t, int64_t i) {
+    const uint8_t *p = (const uint8_t *)t->data;
+    uint16_t h;
+    switch (t->dtype) {
+    case KF_DTYPE_F16: memcpy(&h, p + 2 * i, 2); return kf_f16_to_f32_1(h);
+    case KF_DTYPE_BF16: {
+        memcpy(&h, p + 2 * i, 2);
+        uint32_t u = (uint32_t)h << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    case KF_DTYPE_Q8_0: {
+        const uint8_t *b = p + (i / 32) * 34; // f16 scale, then 32 int8
+        memcpy(&h, b, 2);
+        return kf_f16_to_f32_1(h) * (float)(int8_t)b[2 + i % 32];
+    }
+    default: return t->data[i];
+    }
+}
+
 const char *kf_dtype_name(kf_dtype d) {
     switch (d) {
     case KF_DTYPE_F32: return "F32";
@@ -33,6 +67,15 @@ const char *kf_dtype_name(kf_dtype d) {
     case KF_DTYPE_Q8_0: return "Q8_0";
     default: return "?";
     }
+}
+
+bool kf_dtype_parse(const char *name, kf_dtype *out) {
+    for (int d = 0; d < KF_DTYPE_COUNT; d++)
+        if (strcasecmp(name, kf_dtype_name((kf_dtype)d)) == 0) {
+            *out = (kf_dtype)d;
+            return true;
+        }
+    return false;
 }
 
 size_t kf_dtype_size(kf_dtype d, int64_t n) {

@@ -729,18 +729,20 @@ void kf_gguf_writer_add_stacked(kf_gguf_writer *w, const char *name, int ndim, c
 
 void kf_gguf_writer_add_tensor(kf_gguf_writer *w, const char *name, int ndim, const int64_t *ne, const float *data,
                                kf_dtype dtype) {
-    kf_gguf_rows part = {data, ne[0]};
+    kf_gguf_rows part = {data, ne[0], KF_DTYPE_F32};
     kf_gguf_writer_add_stacked(w, name, ndim, ne, &part, 1, NULL, dtype);
 }
 
-// Writes one tensor's data, converting a row at a time through buf (room for
-// one row in fp32 and encoded).
-static bool write_tensor_data(FILE *f, const writer_tensor *t, uint8_t *buf) {
+// Writes one tensor's data a row at a time: rows already in the stored dtype
+// as they are, others through buf (one row encoded) and f32 (one row fp32).
+static bool write_tensor_data(FILE *f, const writer_tensor *t, uint8_t *buf, float *f32) {
     int64_t ncols = 1;
     for (int i = 1; i < t->ndim; i++) ncols *= t->ne[i];
-    if (t->dtype == KF_DTYPE_F32 && !t->row_order) {
+    bool same = !t->row_order;
+    for (int p = 0; p < t->n_parts; p++) same = same && t->parts[p].dtype == t->dtype;
+    if (same) {
         for (int p = 0; p < t->n_parts; p++) {
-            size_t n = sizeof(float) * (size_t)(t->parts[p].rows * ncols);
+            size_t n = kf_dtype_size(t->dtype, t->parts[p].rows * ncols);
             if (fwrite(t->parts[p].data, 1, n, f) != n) return false;
         }
         return true;
@@ -750,7 +752,14 @@ static bool write_tensor_data(FILE *f, const writer_tensor *t, uint8_t *buf) {
         int64_t src = t->row_order ? t->row_order[r] : r;
         int p = 0;
         while (src >= t->parts[p].rows) src -= t->parts[p++].rows;
-        kf_f32_to_dtype(t->dtype, t->parts[p].data + src * ncols, buf, ncols);
+        const kf_gguf_rows *part = &t->parts[p];
+        const uint8_t *row = (const uint8_t *)part->data + kf_dtype_size(part->dtype, src * ncols);
+        if (part->dtype == t->dtype) {
+            if (fwrite(row, 1, row_bytes, f) != row_bytes) return false;
+            continue;
+        }
+        kf_dtype_to_f32(part->dtype, row, f32, ncols);
+        kf_f32_to_dtype(t->dtype, f32, buf, ncols);
         if (fwrite(buf, 1, row_bytes, f) != row_bytes) return false;
     }
     return true;
@@ -776,12 +785,18 @@ kf_status kf_gguf_writer_save(kf_gguf_writer *w, const char *path, kf_error *err
         if (ncols > max_cols) max_cols = ncols;
     }
     uint8_t *buf = malloc(sizeof(float) * (size_t)max_cols);
-    if (!buf) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
+    float *f32 = malloc(sizeof(float) * (size_t)max_cols);
+    if (!buf || !f32) {
+        free(buf);
+        free(f32);
+        return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", path);
+    }
     char tmp[1100];
     FILE *f;
     kf_status st = kf_file_begin(path, tmp, sizeof tmp, &f, err);
     if (st != KF_OK) {
         free(buf);
+        free(f32);
         return st;
     }
     uint32_t version = 3;
@@ -805,10 +820,11 @@ kf_status kf_gguf_writer_save(kf_gguf_writer *w, const char *path, kf_error *err
     uint64_t at = 0;
     for (int64_t i = 0; ok && i < w->n_tensors; i++) {
         const writer_tensor *t = &w->tensors[i];
-        ok = write_zeros(f, (size_t)(t->offset - at)) && write_tensor_data(f, t, buf);
+        ok = write_zeros(f, (size_t)(t->offset - at)) && write_tensor_data(f, t, buf, f32);
         at = t->offset + t->nbytes;
     }
     free(buf);
+    free(f32);
     return kf_file_commit(f, ok, tmp, path, err);
 }
 

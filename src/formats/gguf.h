@@ -137,10 +137,12 @@ void kf_gguf_writer_add_str_array(kf_gguf_writer *w, const char *key, const char
 // live until kf_gguf_writer_save) is stored as dtype (F32, F16, BF16 or Q8_0).
 void kf_gguf_writer_add_tensor(kf_gguf_writer *w, const char *name, int ndim, const int64_t *ne, const float *data,
                                kf_dtype dtype);
-// A block of fp32 rows (not copied).
+// A block of rows (not copied): fp32, or bytes of `dtype` (a tensor kept in
+// its file dtype, core/tensor.h), converted to the stored dtype on writing.
 typedef struct {
     const float *data;
     int64_t rows;
+    kf_dtype dtype; // of data; F32 (0) unless set
 } kf_gguf_rows;
 // Adds a tensor whose rows are 1-3 blocks stacked (their rows sum to ne[0]),
 // optionally reordered: stored row r is stacked row row_order[r] (row_order,

@@ -299,16 +299,21 @@ void kf_st_set_free(kf_st_set *s) {
     memset(s, 0, sizeof *s);
 }
 
-static char *write_header(const char *const *names, const kf_tensor *const *ts, int n, bool pt_metadata, size_t *len) {
+uint64_t kf_st_nbytes(const kf_tensor *t, kf_dtype d) { return (uint64_t)kf_dtype_size(d, kf_tensor_nelem(t)); }
+
+static kf_dtype dtype_at(const kf_dtype *dts, int i) { return dts ? dts[i] : KF_DTYPE_F32; }
+
+static char *write_header(const char *const *names, const kf_tensor *const *ts, const kf_dtype *dts, int n,
+                          bool pt_metadata, size_t *len) {
     cJSON *h = cJSON_CreateObject();
     if (pt_metadata) cJSON_AddStringToObject(cJSON_AddObjectToObject(h, "__metadata__"), "format", "pt");
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
-        uint64_t bytes = (uint64_t)kf_tensor_nelem(ts[i]) * sizeof(float);
+        uint64_t bytes = kf_st_nbytes(ts[i], dtype_at(dts, i));
         double shape[KF_MAX_DIMS], span[2] = {(double)off, (double)(off + bytes)};
         for (int d = 0; d < ts[i]->ndim; d++) shape[d] = (double)ts[i]->ne[d];
         cJSON *e = cJSON_AddObjectToObject(h, names[i]);
-        cJSON_AddStringToObject(e, "dtype", "F32");
+        cJSON_AddStringToObject(e, "dtype", kf_dtype_name(dtype_at(dts, i)));
         cJSON_AddItemToObject(e, "shape", cJSON_CreateDoubleArray(shape, ts[i]->ndim));
         cJSON_AddItemToObject(e, "data_offsets", cJSON_CreateDoubleArray(span, 2));
         off += bytes;
@@ -328,17 +333,42 @@ static char *write_header(const char *const *names, const kf_tensor *const *ts, 
     return out;
 }
 
-bool kf_st_write(FILE *f, const char *const *names, const kf_tensor *const *ts, int n, bool pt_metadata) {
-    size_t hlen;
-    char *header = write_header(names, ts, n, pt_metadata, &hlen);
-    if (!header) return false;
+// Tensor t as dtype d: its bytes when already d, else chunks of CHUNK
+// values (a multiple of Q8_0's 32) decoded to fp32 and encoded as d.
+#define CHUNK 65536
+static bool write_tensor(FILE *f, const kf_tensor *t, kf_dtype d, float *buf, uint8_t *out) {
+    const int64_t n = kf_tensor_nelem(t);
+    if (t->dtype == d) return fwrite(t->data, 1, kf_tensor_nbytes(t), f) == kf_tensor_nbytes(t);
+    for (int64_t off = 0; off < n; off += CHUNK) {
+        const int64_t k = n - off < CHUNK ? n - off : CHUNK;
+        kf_dtype_to_f32(t->dtype, (const uint8_t *)t->data + kf_dtype_size(t->dtype, off), buf, k);
+        kf_f32_to_dtype(d, buf, out, k);
+        if (fwrite(out, 1, kf_dtype_size(d, k), f) != kf_dtype_size(d, k)) return false;
+    }
+    return true;
+}
+
+bool kf_st_write_dt(FILE *f, const char *const *names, const kf_tensor *const *ts, const kf_dtype *dts, int n,
+                    bool pt_metadata) {
+    for (int i = 0; i < n; i++) {
+        kf_dtype d = dtype_at(dts, i);
+        if (d != KF_DTYPE_F32 && d != KF_DTYPE_F16 && d != KF_DTYPE_BF16) return false;
+    }
+    size_t hlen = 0;
+    char *header = write_header(names, ts, dts, n, pt_metadata, &hlen);
+    float *buf = malloc(sizeof(float) * CHUNK);
+    uint8_t *out = malloc(sizeof(float) * CHUNK);
+    bool ok = header && buf && out;
     uint8_t le[8];
     for (int i = 0; i < 8; i++) le[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
-    bool ok = fwrite(le, 1, 8, f) == 8 && fwrite(header, 1, hlen, f) == hlen;
-    for (int i = 0; i < n && ok; i++) {
-        size_t k = (size_t)kf_tensor_nelem(ts[i]);
-        ok = fwrite(ts[i]->data, sizeof(float), k, f) == k;
-    }
+    ok = ok && fwrite(le, 1, 8, f) == 8 && fwrite(header, 1, hlen, f) == hlen;
+    for (int i = 0; i < n && ok; i++) ok = write_tensor(f, ts[i], dtype_at(dts, i), buf, out);
     free(header);
+    free(buf);
+    free(out);
     return ok;
+}
+
+bool kf_st_write(FILE *f, const char *const *names, const kf_tensor *const *ts, int n, bool pt_metadata) {
+    return kf_st_write_dt(f, names, ts, NULL, n, pt_metadata);
 }

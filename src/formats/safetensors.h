@@ -61,5 +61,12 @@ void kf_st_set_free(kf_st_set *s);
 // that the data stays aligned in a map, then the data back to back. False
 // when out of memory or a write fails (the caller commits or removes f).
 bool kf_st_write(FILE *f, const char *const *names, const kf_tensor *const *ts, int n, bool pt_metadata);
+// The same with tensor i stored as dts[i] (F32, F16 or BF16; dts NULL: all
+// F32), whatever dtype its data has in memory: bytes already in dts[i] are
+// copied, others decoded and encoded in chunks (no copy of a whole tensor).
+bool kf_st_write_dt(FILE *f, const char *const *names, const kf_tensor *const *ts, const kf_dtype *dts, int n,
+                    bool pt_metadata);
+// Bytes tensor t takes stored as d (F32, F16, BF16).
+uint64_t kf_st_nbytes(const kf_tensor *t, kf_dtype d);
 
 #endif

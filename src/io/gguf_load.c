@@ -6,6 +6,7 @@
 
 #include "arch/arch.h"
 #include "formats/gguf.h"
+#include "io/load.h"
 
 static kf_status load_model(kf_gguf_loader *ld, const kf_arch_desc *d) {
     kf_model *m = ld->m;
@@ -35,6 +36,10 @@ static kf_status load_model(kf_gguf_loader *ld, const kf_arch_desc *d) {
 }
 
 kf_status kf_model_load_gguf(kf_model **out, const char *path, kf_error *err) {
+    return kf_model_load_gguf_opts(out, path, NULL, err);
+}
+
+kf_status kf_model_load_gguf_opts(kf_model **out, const char *path, const kf_load_opts *o, kf_error *err) {
     *out = NULL;
     kf_gguf *g;
     kf_status st = kf_gguf_open(&g, path, err);
@@ -62,7 +67,7 @@ kf_status kf_model_load_gguf(kf_model **out, const char *path, kf_error *err) {
         kf_gguf_close(g);
         return st;
     }
-    kf_gguf_loader ld = {.g = g, .m = m, .err = err, .arch = arch};
+    kf_gguf_loader ld = {.g = g, .m = m, .err = err, .arch = arch, .keep_dtype = o && o->keep_dtype};
     st = load_model(&ld, d);
     free(arch);
     kf_gguf_close(g);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "arch/arch.h"
+#include "io/load.h"
 
 // Tensors some checkpoints carry that no architecture here reads.
 static bool ignorable(const char *name) {
@@ -64,12 +65,16 @@ static kf_status load(kf_model *m, const char *dir, kf_hf_config *cfg, kf_st_set
 }
 
 kf_status kf_model_load_hf(kf_model **out, const char *dir, kf_error *err) {
+    return kf_model_load_hf_opts(out, dir, NULL, err);
+}
+
+kf_status kf_model_load_hf_opts(kf_model **out, const char *dir, const kf_load_opts *o, kf_error *err) {
     *out = NULL;
     kf_model *m = kf_model_new();
     if (!m) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", dir);
     kf_hf_config cfg = {.root = NULL};
     kf_st_set st = {0};
-    kf_hf_loader ld = {0};
+    kf_hf_loader ld = {.keep_dtype = o && o->keep_dtype};
     kf_status s = load(m, dir, &cfg, &st, &ld, err);
     free(ld.used);
     kf_st_set_free(&st);

@@ -19,6 +19,12 @@
 #include "io/moe_fields.h"
 #include "tokenizer/vocab_gguf.h"
 
+kf_dtype kf_save_default_dtype(kf_dtype model_dtype, kf_format f) {
+    if (f == KF_FORMAT_LLAMA2C) return KF_DTYPE_F32;
+    if (f == KF_FORMAT_HF && model_dtype == KF_DTYPE_Q8_0) return KF_DTYPE_F16;
+    return model_dtype < KF_DTYPE_COUNT ? model_dtype : KF_DTYPE_F32;
+}
+
 bool kf_format_parse(const char *name, kf_format *out) {
     static const char *names[] = {"hf", "gguf", "llama2c"};
     for (int i = 0; i < 3; i++)
@@ -43,16 +49,24 @@ static kf_status check_writable(const kf_model *m, const char *path, kf_error *e
 // ---- Hugging Face folder ----------------------------------------------------------------
 
 // The files a kfuse HF folder may hold: what the writer writes and the tokenizer files it copies.
-static const char *const HF_FILES[] = {"model.safetensors", "config.json", KF_MOE_ROUTER_FILE,
-                                       "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-                                       "tokenizer.bin", "generation_config.json", "special_tokens_map.json"};
+static const char *const HF_FILES[] = {"model.safetensors", "model.safetensors.index.json", "config.json",
+                                       KF_MOE_ROUTER_FILE, "tokenizer.json", "tokenizer_config.json",
+                                       "tokenizer.model", "tokenizer.bin", "generation_config.json",
+                                       "special_tokens_map.json"};
 #define N_HF_FILES (int)(sizeof HF_FILES / sizeof HF_FILES[0])
-#define FIRST_TOKENIZER_FILE 3
+#define FIRST_TOKENIZER_FILE 4
+
+// model-00001-of-00003.safetensors
+static bool is_shard_name(const char *name) {
+    int i, n, len = 0;
+    return sscanf(name, "model-%5d-of-%5d.safetensors%n", &i, &n, &len) == 2 && len == (int)strlen(name) &&
+           strlen(name) == strlen("model-00001-of-00001.safetensors") && i >= 1 && i <= n;
+}
 
 static bool is_hf_file(const char *name) {
     for (int i = 0; i < N_HF_FILES; i++)
         if (strcmp(name, HF_FILES[i]) == 0) return true;
-    return false;
+    return is_shard_name(name);
 }
 
 // A folder kfuse may replace: absent, or holding only files kfuse writes.
@@ -62,11 +76,8 @@ static kf_status check_replaceable(const char *dir, kf_error *err) {
     kf_status s = KF_OK;
     for (struct dirent *e; s == KF_OK && (e = readdir(d));) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || is_hf_file(e->d_name)) continue;
-        if (!strcmp(e->d_name, "model.safetensors.index.json"))
-            s = kf_error_set(err, KF_ERR_ARG, "%s: already holds a sharded checkpoint; write to another folder", dir);
-        else
-            s = kf_error_set(err, KF_ERR_ARG, "%s: holds '%.64s', which kfuse did not write; write to another folder",
-                             dir, e->d_name);
+        s = kf_error_set(err, KF_ERR_ARG, "%s: holds '%.64s', which kfuse did not write; write to another folder",
+                         dir, e->d_name);
     }
     closedir(d);
     return s;
@@ -74,9 +85,12 @@ static kf_status check_replaceable(const char *dir, kf_error *err) {
 
 // Removes the kfuse files of a folder, then the folder (best effort: cleanup).
 static void remove_hf_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
     char p[1200];
-    for (int i = 0; i < N_HF_FILES; i++)
-        if (kf_path_join(p, sizeof p, dir, HF_FILES[i])) remove(p);
+    for (struct dirent *e; (e = readdir(d));)
+        if (is_hf_file(e->d_name) && kf_path_join(p, sizeof p, dir, e->d_name)) remove(p);
+    closedir(d);
     rmdir(dir);
 }
 
@@ -117,6 +131,67 @@ static kf_status copy_file(const char *src, const char *dst, kf_error *err) {
     return s;
 }
 
+static const char *torch_dtype(kf_dtype d) {
+    return d == KF_DTYPE_F16 ? "float16" : d == KF_DTYPE_BF16 ? "bfloat16" : "float32";
+}
+
+// Writes tensors [a, b) of the list as one safetensors file.
+static kf_status write_st(const char *path, const char **names, const kf_tensor **ts, const kf_dtype *dts, int a,
+                          int b, kf_error *err) {
+    FILE *f = fopen(path, "wb");
+    bool ok = f && kf_st_write_dt(f, names + a, ts + a, dts + a, b - a, true);
+    if (f) ok = (fclose(f) == 0) && ok;
+    return ok ? KF_OK : kf_error_set(err, KF_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+}
+
+// The tensors as model.safetensors, or, above shard_bytes, as shards in
+// list order (a shard closes before the tensor that would overflow it) plus
+// model.safetensors.index.json mapping each name to its shard.
+static kf_status write_weights(const char *dir, const char **names, const kf_tensor **ts, const kf_dtype *dts, int n,
+                               int64_t shard_bytes, kf_error *err) {
+    char p[1200];
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) total += kf_st_nbytes(ts[i], dts[i]);
+    if (total <= (uint64_t)shard_bytes) {
+        kf_path_join(p, sizeof p, dir, "model.safetensors");
+        return write_st(p, names, ts, dts, 0, n, err);
+    }
+    int *first = malloc(sizeof *first * (size_t)(n + 1)), n_shards = 0; // shard k: tensors [first[k], first[k+1])
+    if (!first) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", dir);
+    uint64_t in_shard = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t b = kf_st_nbytes(ts[i], dts[i]);
+        if (i == 0 || (in_shard > 0 && in_shard + b > (uint64_t)shard_bytes)) {
+            first[n_shards++] = i;
+            in_shard = 0;
+        }
+        in_shard += b;
+    }
+    first[n_shards] = n;
+    kf_status s = n_shards > 99999 ? kf_error_set(err, KF_ERR_ARG, "%s: %d shards exceed 99999", dir, n_shards) : KF_OK;
+    cJSON *index = cJSON_CreateObject(), *map = NULL;
+    if (!index) s = kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", dir);
+    if (s == KF_OK) {
+        cJSON_AddNumberToObject(cJSON_AddObjectToObject(index, "metadata"), "total_size", (double)total);
+        map = cJSON_AddObjectToObject(index, "weight_map");
+    }
+    for (int k = 0; s == KF_OK && k < n_shards; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", k + 1, n_shards);
+        for (int i = first[k]; i < first[k + 1]; i++) cJSON_AddStringToObject(map, names[i], name);
+        kf_path_join(p, sizeof p, dir, name);
+        s = write_st(p, names, ts, dts, first[k], first[k + 1], err);
+    }
+    char *text = s == KF_OK ? cJSON_Print(index) : NULL;
+    if (s == KF_OK && !text) s = kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", dir);
+    if (s == KF_OK && kf_path_join(p, sizeof p, dir, "model.safetensors.index.json"))
+        s = write_bytes(p, text, strlen(text), true, err);
+    free(text);
+    cJSON_Delete(index);
+    free(first);
+    return s;
+}
+
 // Writes the folder's files into dir (a fresh temporary folder).
 static kf_status write_hf_files(const kf_model *m, const char *dir, const kf_save_opts *o, kf_hf_outs *outs,
                                 cJSON *cfg, kf_error *err) {
@@ -125,23 +200,20 @@ static kf_status write_hf_files(const kf_model *m, const char *dir, const kf_sav
     if (s != KF_OK) return s;
     if (m->bos_id >= 0) cJSON_AddNumberToObject(cfg, "bos_token_id", m->bos_id);
     if (m->eos_id >= 0) cJSON_AddNumberToObject(cfg, "eos_token_id", m->eos_id);
-    cJSON_AddStringToObject(cfg, "torch_dtype", "float32");
+    cJSON_AddStringToObject(cfg, "torch_dtype", torch_dtype(o->dtype));
     kf_moe_hf_config(m, cfg);
     const char **names = malloc(sizeof *names * (size_t)(outs->n + 1));
     const kf_tensor **ts = malloc(sizeof *ts * (size_t)(outs->n + 1));
+    kf_dtype *dts = malloc(sizeof *dts * (size_t)(outs->n + 1));
     char *text = cJSON_Print(cfg);
-    if (!names || !ts || !text) s = kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", dir);
+    if (!names || !ts || !dts || !text) s = kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", dir);
     for (int i = 0; s == KF_OK && i < outs->n; i++) {
         names[i] = outs->t[i].name;
         ts[i] = &outs->t[i].t;
+        dts[i] = ts[i]->ndim == 2 ? o->dtype : KF_DTYPE_F32; // norms and biases stay F32
     }
-    if (s == KF_OK) {
-        kf_path_join(p, sizeof p, dir, "model.safetensors");
-        FILE *f = fopen(p, "wb");
-        bool ok = f && kf_st_write(f, names, ts, outs->n, true);
-        if (f) ok = (fclose(f) == 0) && ok;
-        if (!ok) s = kf_error_set(err, KF_ERR_IO, "%s: write failed: %s", p, strerror(errno));
-    }
+    if (s == KF_OK)
+        s = write_weights(dir, names, ts, dts, outs->n, o->shard_bytes > 0 ? o->shard_bytes : KF_SAVE_SHARD_BYTES, err);
     if (s == KF_OK && kf_path_join(p, sizeof p, dir, "config.json")) s = write_bytes(p, text, strlen(text), true, err);
     if (s == KF_OK && kf_path_join(p, sizeof p, dir, KF_MOE_ROUTER_FILE)) s = kf_moe_hf_write_routers(m, p, err);
     for (int i = FIRST_TOKENIZER_FILE; s == KF_OK && o->tokenizer_dir && i < N_HF_FILES; i++) {
@@ -152,6 +224,7 @@ static kf_status write_hf_files(const kf_model *m, const char *dir, const kf_sav
     free(text);
     free(names);
     free(ts);
+    free(dts);
     return s;
 }
 
@@ -168,6 +241,9 @@ static kf_status commit_dir(const char *tmp, const char *dir, kf_error *err) {
 }
 
 static kf_status save_hf(const kf_model *m, const char *path, const kf_save_opts *o, kf_error *err) {
+    if (o->dtype != KF_DTYPE_F32 && o->dtype != KF_DTYPE_F16 && o->dtype != KF_DTYPE_BF16)
+        return kf_error_set(err, KF_ERR_ARG, "%s: safetensors stores F32, F16 or BF16, not %s", path,
+                            kf_dtype_name(o->dtype));
     char dir[1024], tmp[1100];
     size_t n = strlen(path);
     while (n > 1 && path[n - 1] == '/') n--;

@@ -30,9 +30,23 @@ float *kf_model_alloc(kf_model *m, int64_t n) {
     return b->data;
 }
 
+void *kf_model_alloc_bytes(kf_model *m, size_t n) { return kf_model_alloc(m, (int64_t)((n + 3) / 4)); }
+
+kf_status kf_model_tensor_to_f32(kf_model *m, kf_tensor *t, kf_error *err) {
+    if (!kf_tensor_present(t) || t->dtype == KF_DTYPE_F32) return KF_OK;
+    int64_t n = kf_tensor_nelem(t);
+    float *dst = kf_model_alloc(m, n);
+    if (!dst) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory converting a tensor of %lld values to fp32",
+                                  m->path, (long long)n);
+    kf_dtype_to_f32(t->dtype, t->data, dst, n);
+    t->data = dst;
+    t->dtype = KF_DTYPE_F32;
+    return KF_OK;
+}
+
 kf_status kf_model_alloc_tensor(kf_model *m, kf_tensor *t, int ndim, const int64_t *ne, kf_error *err) {
     kf_tensor_set_shape(t, ndim, ne);
-    t->src_dtype = KF_DTYPE_F32;
+    t->src_dtype = t->dtype = KF_DTYPE_F32;
     t->data = kf_model_alloc(m, kf_tensor_nelem(t));
     if (!t->data) return kf_error_set(err, KF_ERR_NOMEM, "out of memory allocating a tensor of %lld floats",
                                       (long long)kf_tensor_nelem(t));
@@ -233,24 +247,23 @@ kf_status kf_model_load_to_memory(kf_model *m, kf_error *err) {
     if (!ts) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", m->path);
     kf_model_list_tensors(m, ts, n);
     // The list is in forward order (embeddings, layers, head); each tensor
-    // starts on a 64-byte boundary.
-    int64_t total = 0;
+    // starts on a 64-byte boundary; bytes as the tensor's dtype stores them.
+    size_t total = 0;
     for (int i = 0; i < n; i++)
-        if (in_maps(m, ts[i].t->data)) total += (kf_tensor_nelem(ts[i].t) + 15) & ~(int64_t)15;
-    float *buf = total ? kf_model_alloc(m, total) : NULL;
+        if (in_maps(m, ts[i].t->data)) total += (kf_tensor_nbytes(ts[i].t) + 63) & ~(size_t)63;
+    char *buf = total ? kf_model_alloc_bytes(m, total) : NULL;
     if (total && !buf) {
         free(ts);
-        return kf_error_set(err, KF_ERR_NOMEM, "%s: cannot hold %lld bytes of weights in memory", m->path,
-                            (long long)total * 4);
+        return kf_error_set(err, KF_ERR_NOMEM, "%s: cannot hold %zu bytes of weights in memory", m->path, total);
     }
     const float *tok_embd_old = m->tok_embd.data;
     for (int i = 0; i < n; i++) {
         kf_tensor *t = (kf_tensor *)ts[i].t; // the model is ours to change; the list is read-only by design
         if (!in_maps(m, t->data)) continue;
-        int64_t e = kf_tensor_nelem(t);
-        memcpy(buf, t->data, (size_t)e * sizeof(float));
-        t->data = buf;
-        buf += (e + 15) & ~(int64_t)15;
+        size_t e = kf_tensor_nbytes(t);
+        memcpy(buf, t->data, e);
+        t->data = (float *)buf;
+        buf += (e + 63) & ~(size_t)63;
     }
     if (m->tied_head && m->lm_head.data == tok_embd_old) m->lm_head.data = m->tok_embd.data;
     free(ts);
@@ -261,7 +274,7 @@ kf_status kf_model_load_to_memory(kf_model *m, kf_error *err) {
     return KF_OK;
 }
 
-static int64_t n_or_zero(const kf_tensor *t) { return kf_tensor_present(t) ? kf_tensor_nelem(t) : 0; }
+static int64_t bytes_or_zero(const kf_tensor *t) { return kf_tensor_present(t) ? (int64_t)kf_tensor_nbytes(t) : 0; }
 
 int64_t kf_model_n_params(const kf_model *m) {
     int n = kf_model_list_tensors(m, NULL, 0);
@@ -274,12 +287,35 @@ int64_t kf_model_n_params(const kf_model *m) {
     return total;
 }
 
+kf_dtype kf_model_weight_dtype(const kf_model *m) {
+    int n = kf_model_list_tensors(m, NULL, 0);
+    kf_named_tensor *ts = malloc(sizeof *ts * (size_t)(n > 0 ? n : 1));
+    if (!ts) return KF_DTYPE_F32;
+    kf_model_list_tensors(m, ts, n);
+    int count[KF_DTYPE_COUNT] = {0};
+    for (int i = 0; i < n; i++)
+        if (ts[i].t->ndim == 2 && ts[i].t->src_dtype < KF_DTYPE_COUNT) count[ts[i].t->src_dtype]++;
+    free(ts);
+    int best = KF_DTYPE_F32;
+    for (int d = 0; d < KF_DTYPE_COUNT; d++)
+        if (count[d] > count[best]) best = d;
+    return (kf_dtype)best;
+}
+
 int64_t kf_model_weight_bytes(const kf_model *m) {
-    // Decode reads every weight once except the embedding table (one row) and
-    // learned positions (one row); a tied head is read as the head.
-    int64_t n = kf_model_n_params(m) - n_or_zero(&m->pos_embd);
-    if (!m->tied_head) n -= n_or_zero(&m->tok_embd);
-    return n * (int64_t)sizeof(float);
+    // Decode reads every weight once, in its in-memory dtype, except the
+    // embedding table (one row) and learned positions (one row); a tied head
+    // is read as the head.
+    int n = kf_model_list_tensors(m, NULL, 0);
+    kf_named_tensor *ts = malloc(sizeof *ts * (size_t)(n > 0 ? n : 1));
+    if (!ts) return -1;
+    kf_model_list_tensors(m, ts, n);
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += bytes_or_zero(ts[i].t);
+    free(ts);
+    total -= bytes_or_zero(&m->pos_embd);
+    if (!m->tied_head) total -= bytes_or_zero(&m->tok_embd);
+    return total;
 }
 
 kf_status kf_model_set_expert_selection(kf_model *m, int top_k, float coverage, kf_error *err) {
@@ -324,7 +360,10 @@ uint64_t kf_model_fingerprint(const kf_model *m) {
         h = fnv1a(h, ts[i].name, strlen(ts[i].name));
         h = fnv1a(h, t->ne, sizeof t->ne);
         int64_t ne = kf_tensor_nelem(t), step = ne > 4096 ? ne / 4096 : 1;
-        for (int64_t k = 0; k < ne; k += step) h = fnv1a(h, &t->data[k], sizeof(float));
+        for (int64_t k = 0; k < ne; k += step) { // the decoded value: one fingerprint whatever the load kept
+            float v = kf_tensor_get_f32(t, k);
+            h = fnv1a(h, &v, sizeof v);
+        }
     }
     free(ts);
     return h;

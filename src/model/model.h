@@ -10,6 +10,18 @@
 // - A FFN "neuron" j of layer l is the pair (row j of w_gate/w_up, column j
 //   of w_down). Each layer has its own width n_ff: fusion changes it per
 //   layer, so nothing may assume one global intermediate size.
+// - Weights are fp32 in memory (kf_tensor.dtype F32) unless the model was
+//   loaded with kf_load_opts.keep_dtype (io/load.h). Then the 2-D weights
+//   (tok_embd, lm_head, pos_embd, wq/wk/wv/wo, w_gate/w_up/w_down of dense
+//   layers) keep the file's F16, BF16 or Q8_0 bytes, memory-mapped when the
+//   file needs no reordering, and 1-D tensors (norms, biases) and the FFN and
+//   routers of mixture-of-experts layers are fp32. Only the forward pass
+//   (runtime/, which dispatches on dtype), and what runs it, reads such a
+//   model: the commands that only run the model (info, perplexity, bench,
+//   generate, eval) ask for it; everything that reads weights as float*
+//   (transforms, moefy, training, weight analyses, writers) loads fp32, or
+//   converts the tensors it reads with kf_model_tensor_to_f32. Writers store
+//   each weight in its src_dtype unless told a dtype (io/save.h).
 #ifndef KF_MODEL_MODEL_H
 #define KF_MODEL_MODEL_H
 
@@ -112,6 +124,12 @@ void kf_model_free(kf_model *m);
 kf_model *kf_model_new(void);
 // Zeroed float buffer owned by the model (NULL if out of memory).
 float *kf_model_alloc(kf_model *m, int64_t n_floats);
+// n bytes owned by the model, 64-byte aligned and zeroed (NULL if out of memory).
+void *kf_model_alloc_bytes(kf_model *m, size_t n);
+// Converts a tensor kept in its file dtype to an owned fp32 copy (no-op for
+// F32 or absent tensors). Code that reads weights as floats (transforms,
+// routers, analyses of weights) calls it on the tensors it reads.
+kf_status kf_model_tensor_to_f32(kf_model *m, kf_tensor *t, kf_error *err);
 // Allocates t->data as an owned buffer of the given shape.
 kf_status kf_model_alloc_tensor(kf_model *m, kf_tensor *t, int ndim, const int64_t *ne, kf_error *err);
 // Registers a memory map whose lifetime becomes the model's.
@@ -158,7 +176,10 @@ kf_status kf_model_set_expert_selection(kf_model *m, int top_k, float coverage, 
 uint64_t kf_model_fingerprint(const kf_model *m);
 
 int64_t kf_model_n_params(const kf_model *m);     // tied head counted once
-int64_t kf_model_weight_bytes(const kf_model *m); // fp32 bytes read per decoded token (all weights once)
+// The file dtype (src_dtype) most 2-D weights were loaded from (F32 for a
+// model built in memory); writers keep it by default (io/save.h).
+kf_dtype kf_model_weight_dtype(const kf_model *m);
+int64_t kf_model_weight_bytes(const kf_model *m); // bytes read per decoded token (all weights once, as stored)
 const char *kf_arch_name(kf_arch a);
 
 #endif

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "runtime/kernels.h"
+#include "runtime/matvec_dtype.h"
 #include "runtime/moe.h"
 
 // Cheap element-wise loops (norms, RoPE, residual adds, biases) are memory
@@ -29,6 +30,12 @@
 #define KF_PAR_ELEMS (1 << 20)
 // The FFN activation (one exp or tanh per element) pays off sooner.
 #define KF_PAR_ACT (1 << 15)
+// Prefill with weights kept in F16/BF16/Q8_0 decodes up to this many floats
+// of a weight at a time for sgemm (64 MB). Fewer, larger sgemm calls pack the
+// activations fewer times: on 11008 x 4096 BF16 with 256 rows, tiles of 2^20
+// floats reached a third of fp32 sgemm's rate, 2^24 about the same
+// (bench/bench_dtype_kernels.c, bench/RESULTS.md).
+#define KF_TILE_FLOATS (1 << 24)
 
 struct kf_ctx {
     const kf_model *m;
@@ -49,6 +56,10 @@ struct kf_ctx {
     float *k_cache, *v_cache;   // (n_layer, kv_len, KV)
     float *rope_cos, *rope_sin; // (n_pos, Dh/2), RoPE models only
     kf_moe_ws *moe;             // mixture-of-experts layers only (runtime/moe.h)
+    // weights kept in F16/BF16/Q8_0 only (matvec_dtype.h)
+    void *xs;                   // the activation as a decode kernel wants it (kf_matvec_dt_scratch)
+    float *tile;                // (tile_floats) fp32 rows of a weight for prefill
+    int64_t tile_floats;
     int64_t ffn_used, ffn_all;  // FFN neurons computed / present, summed over rows and layers
 
     kf_hook_fn hook;
@@ -70,6 +81,29 @@ static float *alloc_floats(int64_t n) {
     return p;
 }
 
+// Weights may be F16/BF16/Q8_0 only where the forward pass dispatches on
+// dtype: 2-D weights of dense layers and the embeddings/head (model.h).
+static kf_status check_dtypes(const kf_model *m, bool *kept, kf_error *err) {
+    int n = kf_model_list_tensors(m, NULL, 0);
+    kf_named_tensor *ts = malloc(sizeof *ts * (size_t)(n > 0 ? n : 1));
+    if (!ts) return kf_error_set(err, KF_ERR_NOMEM, "forward: out of memory");
+    kf_model_list_tensors(m, ts, n);
+    kf_status s = KF_OK;
+    *kept = false;
+    for (int i = 0; i < n && s == KF_OK; i++) {
+        const kf_tensor *t = ts[i].t;
+        if (t->dtype == KF_DTYPE_F32) continue;
+        *kept = true;
+        bool ok = t->ndim == 2 && t->dtype < KF_DTYPE_COUNT && (ts[i].layer < 0 || m->layers[ts[i].layer].n_expert == 0) &&
+                  (t->dtype != KF_DTYPE_Q8_0 || kf_tensor_row_len(t) % 32 == 0);
+        if (!ok)
+            s = kf_error_set(err, KF_ERR_ARG, "forward: tensor %s is stored as %s, which the forward pass reads only for "
+                             "2-D weights of dense layers", ts[i].name, kf_dtype_name(t->dtype));
+    }
+    free(ts);
+    return s;
+}
+
 kf_status kf_ctx_init(kf_ctx **out, const kf_model *m, int max_tokens, int kv_len, kf_error *err) {
     *out = NULL;
     if (!m) return kf_error_set(err, KF_ERR_ARG, "forward: no model");
@@ -78,6 +112,8 @@ kf_status kf_ctx_init(kf_ctx **out, const kf_model *m, int max_tokens, int kv_le
                             kv_len);
     kf_status s = kf_model_validate(m, m->path[0] ? m->path : "model", err);
     if (s != KF_OK) return s;
+    bool kept = false;
+    if ((s = check_dtypes(m, &kept, err)) != KF_OK) return s;
 
     kf_ctx *c = calloc(1, sizeof *c);
     if (!c) return kf_error_set(err, KF_ERR_NOMEM, "forward: out of memory");
@@ -116,6 +152,26 @@ kf_status kf_ctx_init(kf_ctx **out, const kf_model *m, int max_tokens, int kv_le
         kf_ctx_free(c);
         return kf_error_set(err, KF_ERR_NOMEM, "forward: out of memory for a context of %d tokens", max_tokens);
     }
+    if (kept) { // rows of every weight: C, Q (wo) or F (w_down) values
+        int64_t max_in = C > Q ? C : Q;
+        if (c->max_ff > max_in) max_in = c->max_ff;
+        int64_t largest = 0; // no tile larger than the largest weight
+        for (int l = 0; l < m->n_layer; l++) {
+            const kf_layer *L = &m->layers[l];
+            const kf_tensor *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++)
+                if (kf_tensor_present(ws[k]) && kf_tensor_nelem(ws[k]) > largest) largest = kf_tensor_nelem(ws[k]);
+        }
+        if (kf_tensor_nelem(&m->lm_head) > largest) largest = kf_tensor_nelem(&m->lm_head);
+        c->tile_floats = largest < KF_TILE_FLOATS ? largest : KF_TILE_FLOATS;
+        if (c->tile_floats < max_in) c->tile_floats = max_in;
+        c->tile = alloc_floats(c->tile_floats);
+        c->xs = alloc_floats((int64_t)(kf_matvec_dt_scratch((int)max_in) + 3) / 4);
+        if (!c->tile || !c->xs) {
+            kf_ctx_free(c);
+            return kf_error_set(err, KF_ERR_NOMEM, "forward: out of memory for the weight tiles");
+        }
+    }
     if (m->pos == KF_POS_ROPE) kf_rope_table(c->rope_cos, c->rope_sin, n_pos, m->head_dim, m->rope_theta);
     for (int l = 0; l < m->n_layer; l++)
         if (m->layers[l].n_expert > 0) {
@@ -134,6 +190,8 @@ void kf_ctx_free(kf_ctx *c) {
     float *bufs[] = {c->x, c->xn, c->proj, c->q, c->att, c->k, c->v, c->gate,
                      c->act, c->k_cache, c->v_cache, c->rope_cos, c->rope_sin};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(c->tile);
+    free(c->xs);
     kf_moe_ws_free(c->moe);
     free(c);
 }
@@ -151,13 +209,19 @@ static inline void run_hook(kf_ctx *c, int layer, kf_hook_point p, float *x, int
 // ---- building blocks on N rows -------------------------------------------------
 
 // Y (N, OC) = X (N, C) W^T (+ b, may be NULL or absent): one row goes through the SIMD matvec, more
-// through sgemm.
-static void linear(float *Y, const float *X, const kf_tensor *W, const kf_tensor *b, int N) {
+// through sgemm; weights kept in F16/BF16/Q8_0 through their decode kernels and fp32 tiles.
+static void linear(kf_ctx *c, float *Y, const float *X, const kf_tensor *W, const kf_tensor *b, int N) {
     const int OC = (int)W->ne[0], C = (int)W->ne[1];
-    if (N == 1)
+    if (W->dtype != KF_DTYPE_F32) {
+        if (N == 1)
+            kf_matvec_dt(Y, W->dtype, W->data, X, OC, C, c->xs);
+        else
+            kf_matmul_dt(Y, X, W->dtype, W->data, N, C, OC, c->tile, kf_matmul_dt_tile_rows(C, c->tile_floats));
+    } else if (N == 1) {
         kf_matvec(Y, W->data, X, OC, C);
-    else
+    } else {
         kf_matmul(Y, X, W->data, N, C, OC);
+    }
     if (!b || !kf_tensor_present(b)) return;
 #pragma omp parallel for if ((int64_t)N * OC >= KF_PAR_ELEMS)
     for (int r = 0; r < N; r++)
@@ -205,12 +269,13 @@ static void forward(kf_ctx *c, const int32_t *tokens, int B, int T, int pos0, bo
     const int N = B * T, C = m->n_embd, H = m->n_head, Hkv = m->n_head_kv, Dh = m->head_dim;
     const int Q = H * Dh, KV = Hkv * Dh, half = Dh / 2;
 
-    // x (N, C) = tok_embd[token] (+ pos_embd[pos])
+    // x (N, C) = tok_embd[token] (+ pos_embd[pos]), rows decoded from the weights' dtype
     for (int r = 0; r < N; r++) {
         float *xr = c->x + (int64_t)r * C;
-        memcpy(xr, m->tok_embd.data + (int64_t)tokens[r] * C, sizeof(float) * (size_t)C);
+        kf_tensor_row_f32(&m->tok_embd, tokens[r], xr);
         if (m->pos == KF_POS_LEARNED) {
-            const float *p = m->pos_embd.data + (int64_t)(pos0 + r % T) * C;
+            float *p = c->proj + (int64_t)r * C; // scratch until the first block writes it
+            kf_tensor_row_f32(&m->pos_embd, pos0 + r % T, p);
             for (int i = 0; i < C; i++) xr[i] += p[i];
         }
     }
@@ -224,9 +289,9 @@ static void forward(kf_ctx *c, const int32_t *tokens, int B, int T, int pos0, bo
 
         // --- attention ---
         norm_rows(m, c->xn, c->x, &L->attn_norm_w, &L->attn_norm_b, N); // xn (N, C)
-        linear(c->q, c->xn, &L->wq, &L->bq, N);                         // q (N, Q)
-        linear(c->k, c->xn, &L->wk, &L->bk, N);                         // k (N, KV)
-        linear(c->v, c->xn, &L->wv, &L->bv, N);                         // v (N, KV)
+        linear(c, c->q, c->xn, &L->wq, &L->bq, N);                         // q (N, Q)
+        linear(c, c->k, c->xn, &L->wk, &L->bk, N);                         // k (N, KV)
+        linear(c, c->v, c->xn, &L->wv, &L->bv, N);                         // v (N, KV)
         if (m->pos == KF_POS_ROPE) {
 #pragma omp parallel for if ((int64_t)N * Q >= KF_PAR_ELEMS)
             for (int r = 0; r < N; r++) {
@@ -247,7 +312,7 @@ static void forward(kf_ctx *c, const int32_t *tokens, int B, int T, int pos0, bo
                 memcpy(vc, c->v, sizeof(float) * (size_t)T * KV);
             }
         }
-        linear(c->proj, c->att, &L->wo, &L->bo, N); // proj (N, C)
+        linear(c, c->proj, c->att, &L->wo, &L->bo, N); // proj (N, C)
         run_hook(c, l, KF_HOOK_ATTN_OUT, c->proj, N, C);
         add_rows(c->x, c->proj, (int64_t)N * C);
 
@@ -258,15 +323,15 @@ static void forward(kf_ctx *c, const int32_t *tokens, int B, int T, int pos0, bo
             c->ffn_used += kf_moe_ffn(c->moe, m, L, c->xn, N, c->act, c->gate, c->proj); // act (N, F), proj (N, C)
             run_hook(c, l, KF_HOOK_FFN_ACT, c->act, N, F);
         } else {
-            linear(c->act, c->xn, &L->w_up, &L->b_up, N); // act (N, F)
+            linear(c, c->act, c->xn, &L->w_up, &L->b_up, N); // act (N, F)
             if (m->gated_ffn) {
-                linear(c->gate, c->xn, &L->w_gate, NULL, N); // gate (N, F)
+                linear(c, c->gate, c->xn, &L->w_gate, NULL, N); // gate (N, F)
                 activate(m, c->act, c->gate, (int64_t)N * F);
             } else {
                 activate(m, c->act, NULL, (int64_t)N * F);
             }
             run_hook(c, l, KF_HOOK_FFN_ACT, c->act, N, F);
-            linear(c->proj, c->act, &L->w_down, &L->b_down, N); // proj (N, C)
+            linear(c, c->proj, c->act, &L->w_down, &L->b_down, N); // proj (N, C)
             c->ffn_used += (int64_t)N * F;
         }
         c->ffn_all += (int64_t)N * F;
@@ -277,7 +342,7 @@ static void forward(kf_ctx *c, const int32_t *tokens, int B, int T, int pos0, bo
 
     if (!logits) return;
     norm_rows(m, c->xn, c->x, &m->out_norm_w, &m->out_norm_b, N); // xn (N, C)
-    linear(logits, c->xn, &m->lm_head, NULL, N);                  // logits (N, V)
+    linear(c, logits, c->xn, &m->lm_head, NULL, N);                  // logits (N, V)
 }
 
 static kf_status check_tokens(const kf_model *m, const int32_t *tokens, int64_t n, kf_error *err) {

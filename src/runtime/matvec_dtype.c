@@ -1,0 +1,289 @@
+// Kernels for weights kept in F16, BF16 or Q8_0 (matvec_dtype.h).
+//
+// Every variant is one row's dot product (w: one row of C values in the
+// dtype, x: C floats, xs: the activation as the variant wants it); the row
+// loop and its OpenMP team live outside the target("avx512...") functions.
+#include "runtime/matvec_dtype.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <string.h>
+
+// Below this many multiply-adds a matvec runs on one thread (as kernels.c).
+#define KF_MV_PAR_MIN (1 << 15)
+
+// ---- reference -------------------------------------------------------------------
+
+void kf_ref_matvec_dt(float *y, kf_dtype d, const void *W, const float *x, int OC, int C) {
+    kf_tensor t = {.data = (float *)W, .ndim = 2, .ne = {OC, C, 1, 1}, .dtype = d};
+    for (int i = 0; i < OC; i++) {
+        double s = 0;
+        for (int j = 0; j < C; j++) s += (double)kf_tensor_get_f32(&t, (int64_t)i * C + j) * x[j];
+        y[i] = (float)s;
+    }
+}
+
+// ---- row dot products ------------------------------------------------------------
+
+typedef float (*dot_fn)(const uint8_t *w, const float *x, const void *xs, int C);
+
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float f16_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+static inline float bf16_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// 8 BF16 values at p as fp32: the 16 bits are the high half of the float.
+static inline __m256 bf16x8(const uint8_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+static float dot_f16_avx2(const uint8_t *w, const float *x, const void *xs, int C) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= C; j += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 2 * j))), _mm256_loadu_ps(x + j), a0);
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 2 * j + 16))),
+                             _mm256_loadu_ps(x + j + 8), a1);
+    }
+    for (; j + 8 <= C; j += 8)
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 2 * j))), _mm256_loadu_ps(x + j), a0);
+    float s = hsum256(_mm256_add_ps(a0, a1));
+    for (; j < C; j++) s += f16_at(w + 2 * j) * x[j];
+    return s;
+}
+
+static float dot_bf16_avx2(const uint8_t *w, const float *x, const void *xs, int C) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= C; j += 16) {
+        a0 = _mm256_fmadd_ps(bf16x8(w + 2 * j), _mm256_loadu_ps(x + j), a0);
+        a1 = _mm256_fmadd_ps(bf16x8(w + 2 * j + 16), _mm256_loadu_ps(x + j + 8), a1);
+    }
+    for (; j + 8 <= C; j += 8) a0 = _mm256_fmadd_ps(bf16x8(w + 2 * j), _mm256_loadu_ps(x + j), a0);
+    float s = hsum256(_mm256_add_ps(a0, a1));
+    for (; j < C; j++) s += bf16_at(w + 2 * j) * x[j];
+    return s;
+}
+
+// Q8_0 block b: sum of q[i] x[32b + i] in fp32, then scaled by the block's d.
+static float dot_q8_0_avx2(const uint8_t *w, const float *x, const void *xs, int C) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < C / 32; b++, w += 34, x += 32) {
+        const __m128i q0 = _mm_loadu_si128((const __m128i *)(w + 2)), q1 = _mm_loadu_si128((const __m128i *)(w + 18));
+        __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q0)), _mm256_loadu_ps(x));
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q0, 8))), _mm256_loadu_ps(x + 8), s);
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q1)), _mm256_loadu_ps(x + 16), s);
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q1, 8))), _mm256_loadu_ps(x + 24), s);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w)), s, acc);
+    }
+    return hsum256(acc);
+}
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+// Lanes [0, n) of 16 (n <= 16).
+AVX512 static inline __mmask16 mask16(int n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
+
+AVX512 static float dot_f16_avx512(const uint8_t *w, const float *x, const void *xs, int C) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 32 <= C; j += 32) {
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + 2 * j))), _mm512_loadu_ps(x + j), a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + 2 * j + 32))),
+                             _mm512_loadu_ps(x + j + 16), a1);
+    }
+    for (; j < C; j += 16) { // last columns through a mask
+        __mmask16 m = mask16(C - j);
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + 2 * j)), _mm512_maskz_loadu_ps(m, x + j), a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+AVX512 static inline __m512 bf16x16(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+AVX512 static float dot_bf16_avx512(const uint8_t *w, const float *x, const void *xs, int C) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 32 <= C; j += 32) {
+        a0 = _mm512_fmadd_ps(bf16x16(_mm256_loadu_si256((const __m256i *)(w + 2 * j))), _mm512_loadu_ps(x + j), a0);
+        a1 = _mm512_fmadd_ps(bf16x16(_mm256_loadu_si256((const __m256i *)(w + 2 * j + 32))), _mm512_loadu_ps(x + j + 16),
+                             a1);
+    }
+    for (; j < C; j += 16) {
+        __mmask16 m = mask16(C - j);
+        a0 = _mm512_fmadd_ps(bf16x16(_mm256_maskz_loadu_epi16(m, w + 2 * j)), _mm512_maskz_loadu_ps(m, x + j), a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+AVX512 static float dot_q8_0_avx512(const uint8_t *w, const float *x, const void *xs, int C) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < C / 32; b++, w += 34, x += 32) {
+        __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + 2)))),
+                                 _mm512_loadu_ps(x));
+        s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + 18)))),
+                            _mm512_loadu_ps(x + 16), s);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w)), s, acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+// vdpbf16ps: pairs of BF16 weights times pairs of the BF16 activation xs,
+// summed into fp32 lanes.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static float dot_bf16_dpbf16(const uint8_t *w, const float *x,
+                                                                                  const void *xs, int C) {
+    const uint8_t *xb = xs;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 64 <= C; j += 64) {
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w + 2 * j), (__m512bh)_mm512_loadu_si512(xb + 2 * j));
+        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(w + 2 * j + 64),
+                              (__m512bh)_mm512_loadu_si512(xb + 2 * j + 64));
+    }
+    for (; j < C; j += 32) {
+        const int n = C - j;
+        const __mmask32 m = n >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << n) - 1);
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_maskz_loadu_epi16(m, w + 2 * j),
+                              (__m512bh)_mm512_maskz_loadu_epi16(m, xb + 2 * j));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+// Q8_0 weights times the Q8_0 activation xs, per block: vpdpbusd multiplies
+// unsigned by signed bytes, so it takes |x| and w carrying x's sign (as
+// llama.cpp does; a weight of -128 against a negative x would overflow, and
+// kfuse's quantiser never writes -128). The int32 sum is scaled by both
+// blocks' d.
+__attribute__((target("avx512f,avx512vl,avx512vnni"))) static float dot_q8_0_vnni(const uint8_t *w, const float *x,
+                                                                                const void *xs, int C) {
+    const uint8_t *xq = xs;
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < C / 32; b++, w += 34, xq += 34) {
+        const __m256i qw = _mm256_loadu_si256((const __m256i *)(w + 2)), qx = _mm256_loadu_si256((const __m256i *)(xq + 2));
+        const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qw, qx));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w) * f16_at(xq)), _mm256_cvtepi32_ps(dot), acc);
+    }
+    return hsum256(acc);
+}
+
+// ---- dispatch ----------------------------------------------------------------------
+
+static const char *const VARIANT_NAMES[KF_MV_COUNT] = {"avx2", "avx512", "avx512_bf16", "avx512_vnni"};
+
+const char *kf_mv_variant_name(kf_mv_variant v) { return v >= 0 && v < KF_MV_COUNT ? VARIANT_NAMES[v] : "?"; }
+
+static int cpu_has(const char *feature) {
+    __builtin_cpu_init();
+    if (!strcmp(feature, "avx512")) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                           __builtin_cpu_supports("avx512vl");
+    if (!strcmp(feature, "avx512bf16")) return cpu_has("avx512") && __builtin_cpu_supports("avx512bf16");
+    return cpu_has("avx512") && __builtin_cpu_supports("avx512vnni");
+}
+
+static dot_fn pick(kf_mv_variant v, kf_dtype d) {
+    static const dot_fn table[KF_MV_COUNT][KF_DTYPE_COUNT] = {
+        [KF_MV_AVX2] = {[KF_DTYPE_F16] = dot_f16_avx2, [KF_DTYPE_BF16] = dot_bf16_avx2, [KF_DTYPE_Q8_0] = dot_q8_0_avx2},
+        [KF_MV_AVX512] = {[KF_DTYPE_F16] = dot_f16_avx512, [KF_DTYPE_BF16] = dot_bf16_avx512,
+                          [KF_DTYPE_Q8_0] = dot_q8_0_avx512},
+        [KF_MV_AVX512_BF16] = {[KF_DTYPE_BF16] = dot_bf16_dpbf16},
+        [KF_MV_AVX512_VNNI] = {[KF_DTYPE_Q8_0] = dot_q8_0_vnni},
+    };
+    return v >= 0 && v < KF_MV_COUNT && d >= 0 && d < KF_DTYPE_COUNT ? table[v][d] : NULL;
+}
+
+int kf_mv_variant_ok(kf_mv_variant v, kf_dtype d) {
+    if (!pick(v, d)) return 0;
+    switch (v) {
+    case KF_MV_AVX2: return 1; // the build's baseline (x86-64-v3)
+    case KF_MV_AVX512: return cpu_has("avx512");
+    case KF_MV_AVX512_BF16: return cpu_has("avx512bf16");
+    case KF_MV_AVX512_VNNI: return cpu_has("avx512vnni");
+    default: return 0;
+    }
+}
+
+size_t kf_matvec_dt_scratch(int C) {
+    size_t bf16 = (size_t)C * 2, q8 = kf_dtype_size(KF_DTYPE_Q8_0, C + 31);
+    return bf16 > q8 ? bf16 : q8;
+}
+
+void kf_matvec_dt_variant(kf_mv_variant v, float *y, kf_dtype d, const void *W, const float *x, int OC, int C,
+                          void *xs) {
+    const dot_fn f = pick(v, d);
+    if (v == KF_MV_AVX512_BF16) kf_f32_to_dtype(KF_DTYPE_BF16, x, xs, C);
+    if (v == KF_MV_AVX512_VNNI) kf_f32_to_dtype(KF_DTYPE_Q8_0, x, xs, C);
+    const uint8_t *w = W;
+    const size_t row = kf_dtype_size(d, C);
+#pragma omp parallel for schedule(static) if ((int64_t)OC * C >= KF_MV_PAR_MIN)
+    for (int i = 0; i < OC; i++) y[i] = f(w + (size_t)i * row, x, xs, C);
+}
+
+// The widening AVX-512 kernels (AVX2 without AVX-512): they multiply the
+// exactly decoded weights by the fp32 activation, so kept-dtype logits equal
+// the fp32 path's up to summation order. vdpbf16ps and vpdpbusd round the
+// activation (BF16, Q8_0), which moved logits by up to 0.065 on the test
+// models (tests/test_forward_dtype.c), and were not faster on this machine's
+// bandwidth-bound decode (bench/RESULTS.md, "Weights kept in their dtype").
+kf_mv_variant kf_matvec_dt_default(kf_dtype d) {
+    static int has_avx512 = -1; // decided once; a benign race writes the same value
+    if (has_avx512 < 0) has_avx512 = cpu_has("avx512");
+    (void)d;
+    return has_avx512 ? KF_MV_AVX512 : KF_MV_AVX2;
+}
+
+void kf_matvec_dt(float *y, kf_dtype d, const void *W, const float *x, int OC, int C, void *xs) {
+    kf_matvec_dt_variant(kf_matvec_dt_default(d), y, d, W, x, OC, C, xs);
+}
+
+// ---- prefill ------------------------------------------------------------------------
+
+// One row of C values to fp32 (F16C and shifts; Q8_0 through core's decoder).
+static void row_to_f32(kf_dtype d, const uint8_t *src, float *dst, int C) {
+    int j = 0;
+    if (d == KF_DTYPE_F16)
+        for (; j + 8 <= C; j += 8) _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * j))));
+    else if (d == KF_DTYPE_BF16)
+        for (; j + 8 <= C; j += 8) _mm256_storeu_ps(dst + j, bf16x8(src + 2 * j));
+    else {
+        kf_dtype_to_f32(d, src, dst, C);
+        return;
+    }
+    kf_dtype_to_f32(d, src + 2 * j, dst + j, C - j);
+}
+
+int kf_matmul_dt_tile_rows(int C, int64_t tile_floats) {
+    int64_t r = C > 0 ? tile_floats / C : 1;
+    return r < 1 ? 1 : r > (1 << 30) ? 1 << 30 : (int)r;
+}
+
+void kf_matmul_dt(float *Y, const float *X, kf_dtype d, const void *W, int N, int C, int OC, float *tile,
+                  int tile_rows) {
+    const uint8_t *w = W;
+    const size_t row = kf_dtype_size(d, C);
+    for (int r0 = 0; r0 < OC; r0 += tile_rows) {
+        const int nr = OC - r0 < tile_rows ? OC - r0 : tile_rows;
+#pragma omp parallel for schedule(static) if ((int64_t)nr * C >= KF_MV_PAR_MIN)
+        for (int r = 0; r < nr; r++) row_to_f32(d, w + (size_t)(r0 + r) * row, tile + (int64_t)r * C, C);
+        // Y[:, r0:r0+nr] (N, nr) = X (N, C) tile^T
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, nr, C, 1.0f, X, C, tile, C, 0.0f, Y + r0, OC);
+    }
+}

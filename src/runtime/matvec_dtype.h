@@ -1,0 +1,58 @@
+// Kernels for weights kept in their file dtype (F16, BF16, Q8_0; core/tensor.h).
+//
+// Decode multiplies each weight matrix by one activation vector, so it reads
+// every weight byte once per token and is bound by memory bandwidth: keeping
+// BF16/F16 weights halves the bytes per token against fp32, Q8_0 (34 bytes
+// per 32 values) reads 0.27 of them. Each kernel has a plain reference
+// (kf_ref_matvec_dt: decode one value, multiply, sum in double) and SIMD
+// variants tested against it (tests/test_kernels_dtype.c); kf_matvec_dt picks
+// the fastest this CPU has (bench/bench_dtype_kernels.c, bench/RESULTS.md).
+//
+// Prefill (N > 1 rows) converts row tiles of W to fp32 and multiplies them
+// with cblas_sgemm (kf_matmul_dt).
+//
+// Layout: W (OC, C) row-major in dtype d (Q8_0: each row C/32 blocks of an
+// f16 scale and 32 int8, C a multiple of 32), x (C) and y (OC) fp32.
+#ifndef KF_RUNTIME_MATVEC_DTYPE_H
+#define KF_RUNTIME_MATVEC_DTYPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/tensor.h"
+
+typedef enum {
+    KF_MV_AVX2 = 0,    // FMA on fp32 after widening each weight (F16C for F16; shift for BF16; int8 -> fp32 for Q8_0)
+    KF_MV_AVX512,      // the same with 16-lane registers
+    KF_MV_AVX512_BF16, // BF16 only: vdpbf16ps, the activation rounded to BF16
+    KF_MV_AVX512_VNNI, // Q8_0 only: int8 dot products (vpdpbusd), the activation quantised to Q8_0 per block
+    KF_MV_COUNT,
+} kf_mv_variant;
+
+// y (OC) = W (OC, C) x (C), the reference: every weight decoded as
+// kf_dtype_to_f32 does, products summed in double.
+void kf_ref_matvec_dt(float *y, kf_dtype d, const void *W, const float *x, int OC, int C);
+
+// Whether variant v exists for dtype d and this CPU runs it.
+int kf_mv_variant_ok(kf_mv_variant v, kf_dtype d);
+const char *kf_mv_variant_name(kf_mv_variant v);
+// Bytes of the activation scratch xs the variants take (BF16 copy or Q8_0
+// blocks of x, C values); the forward pass owns it, so no call allocates.
+size_t kf_matvec_dt_scratch(int C);
+// y (OC) = W (OC, C) x (C) through variant v (kf_mv_variant_ok(v, d) must
+// hold); OpenMP over rows for large matrices. xs: kf_matvec_dt_scratch(C) bytes.
+void kf_matvec_dt_variant(kf_mv_variant v, float *y, kf_dtype d, const void *W, const float *x, int OC, int C,
+                          void *xs);
+// The default variant for d on this CPU (decided once).
+kf_mv_variant kf_matvec_dt_default(kf_dtype d);
+void kf_matvec_dt(float *y, kf_dtype d, const void *W, const float *x, int OC, int C, void *xs);
+
+// Rows per fp32 tile of kf_matmul_dt for rows of C values: tile_floats / C, at least 1.
+int kf_matmul_dt_tile_rows(int C, int64_t tile_floats);
+// Y (N, OC) = X (N, C) W^T for W (OC, C) in dtype d: tile_rows rows of W at a
+// time are decoded into tile (tile_rows * C floats) and multiplied by
+// cblas_sgemm into Y's columns.
+void kf_matmul_dt(float *Y, const float *X, kf_dtype d, const void *W, int N, int C, int OC, float *tile,
+                  int tile_rows);
+
+#endif

@@ -1,0 +1,168 @@
+// The F16/BF16/Q8_0 kernels (runtime/matvec_dtype.h) against the reference
+// kf_ref_matvec_dt (every weight decoded by core/tensor.c's decoders, double
+// sums) on random data, odd sizes included, every variant this CPU runs;
+// tolerances are bounds derived from each variant's arithmetic.
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "runtime/matvec_dtype.h"
+#include "test_util.h"
+
+static float *rand_buf(int64_t n) {
+    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    assert_non_null(p);
+    for (int64_t i = 0; i < n; i++) p[i] = (float)kf_test_urand();
+    return p;
+}
+
+// W (OC, C) random, stored as d; *dec its decoded values (what the kernels must multiply).
+static void *rand_weights(kf_dtype d, int OC, int C, float **dec) {
+    float *w = rand_buf((int64_t)OC * C);
+    for (int64_t i = 0; i < (int64_t)OC * C; i += 97) w[i] = 0; // some exact zeros
+    void *q = malloc(kf_dtype_size(d, (int64_t)OC * C) + 1);
+    assert_non_null(q);
+    kf_f32_to_dtype(d, w, q, (int64_t)OC * C);
+    kf_dtype_to_f32(d, q, w, (int64_t)OC * C);
+    *dec = w;
+    return q;
+}
+
+// Bound on |kernel - exact| for row i. fp32 sums of C products in any order:
+// 2 C 2^-24 sum|w x| (one product rounding and at most C additions each).
+// avx512_bf16 multiplies x rounded to BF16 (relative error <= 2^-9); vnni
+// multiplies x quantised to Q8_0 (error <= d/2 per value of a block scaled
+// by d = max|x| / 127, d stored as f16).
+static double tolerance(kf_mv_variant v, const float *w, const float *x, int C) {
+    double abs_wx = 0, q8 = 0;
+    for (int j = 0; j < C; j++) abs_wx += fabs((double)w[j] * x[j]);
+    double tol = 2.0 * (C + 2) * 5.96e-8 * abs_wx + 1e-6;
+    if (v == KF_MV_AVX512_BF16) tol += 0x1p-8 * abs_wx;
+    if (v == KF_MV_AVX512_VNNI)
+        for (int b = 0; b < C / 32; b++) {
+            double amax = 0, aw = 0;
+            for (int i = 0; i < 32; i++) {
+                amax = fmax(amax, fabs(x[32 * b + i]));
+                aw += fabs(w[32 * b + i]);
+            }
+            q8 += (amax / 127.0) * 1.001 / 2 * aw;
+        }
+    return tol + q8;
+}
+
+static void check_one(kf_mv_variant v, kf_dtype d, int OC, int C) {
+    float *dec, *x = rand_buf(C), *y = rand_buf(OC), *r = rand_buf(OC);
+    void *W = rand_weights(d, OC, C, &dec);
+    void *xs = malloc(kf_matvec_dt_scratch(C));
+    assert_non_null(xs);
+    kf_matvec_dt_variant(v, y, d, W, x, OC, C, xs);
+    kf_ref_matvec_dt(r, d, W, x, OC, C);
+    for (int i = 0; i < OC; i++) {
+        double tol = tolerance(v, dec + (int64_t)i * C, x, C);
+        if (!(fabs((double)y[i] - r[i]) <= tol))
+            fail_msg("%s %s OC=%d C=%d row %d: %.9g vs %.9g (tolerance %.3g)", kf_mv_variant_name(v), kf_dtype_name(d),
+                     OC, C, i, y[i], r[i], tol);
+    }
+    free(W), free(dec), free(x), free(y), free(r), free(xs);
+}
+
+static const kf_dtype DTYPES[] = {KF_DTYPE_F16, KF_DTYPE_BF16, KF_DTYPE_Q8_0};
+
+// Every (variant, dtype) this CPU runs: all row counts up to 20, C of 1..67
+// (multiples of 32 for Q8_0), and one size large enough for OpenMP.
+static void check_variant(kf_mv_variant v) {
+    int n_run = 0;
+    for (size_t k = 0; k < sizeof DTYPES / sizeof DTYPES[0]; k++) {
+        kf_dtype d = DTYPES[k];
+        if (!kf_mv_variant_ok(v, d)) continue;
+        n_run++;
+        const int step = d == KF_DTYPE_Q8_0 ? 32 : 1, max_c = d == KF_DTYPE_Q8_0 ? 160 : 67;
+        for (int OC = 1; OC <= 20; OC += 3)
+            for (int C = step; C <= max_c; C += step) check_one(v, d, OC, C);
+        check_one(v, d, 301, d == KF_DTYPE_Q8_0 ? 544 : 515);
+    }
+    if (n_run == 0) kf_test_skip("this CPU does not run the %s kernels", kf_mv_variant_name(v));
+}
+
+static void test_avx2(void **state) { check_variant(KF_MV_AVX2); }
+static void test_avx512(void **state) { check_variant(KF_MV_AVX512); }
+static void test_avx512_bf16(void **state) { check_variant(KF_MV_AVX512_BF16); }
+static void test_avx512_vnni(void **state) { check_variant(KF_MV_AVX512_VNNI); }
+
+// The default variant runs on this CPU and exists for every dtype.
+static void test_default(void **state) {
+    for (size_t k = 0; k < sizeof DTYPES / sizeof DTYPES[0]; k++) {
+        assert_true(kf_mv_variant_ok(kf_matvec_dt_default(DTYPES[k]), DTYPES[k]));
+        float *dec, *x = rand_buf(64), y[9], r[9];
+        void *W = rand_weights(DTYPES[k], 9, 64, &dec), *xs = malloc(kf_matvec_dt_scratch(64));
+        kf_matvec_dt(y, DTYPES[k], W, x, 9, 64, xs);
+        kf_ref_matvec_dt(r, DTYPES[k], W, x, 9, 64);
+        for (int i = 0; i < 9; i++)
+            assert_true(fabs((double)y[i] - r[i]) <= tolerance(kf_matvec_dt_default(DTYPES[k]), dec + i * 64, x, 64));
+        free(W), free(dec), free(x), free(xs);
+    }
+}
+
+// Prefill through fp32 tiles: tiles of 1, 7 and all rows (OC not a multiple
+// of the tile) against the reference row by row.
+static void test_matmul_tiles(void **state) {
+    const int N = 5, OC = 45;
+    for (size_t k = 0; k < sizeof DTYPES / sizeof DTYPES[0]; k++) {
+        const kf_dtype d = DTYPES[k];
+        const int C = d == KF_DTYPE_Q8_0 ? 96 : 83, tiles[] = {1, 7, OC};
+        float *dec, *X = rand_buf((int64_t)N * C), *Y = rand_buf((int64_t)N * OC), *R = rand_buf(OC);
+        void *W = rand_weights(d, OC, C, &dec);
+        float *tile = malloc(sizeof(float) * (size_t)OC * C);
+        for (int t = 0; t < 3; t++) {
+            for (int64_t i = 0; i < (int64_t)N * OC; i++) Y[i] = NAN; // every column must be written
+            kf_matmul_dt(Y, X, d, W, N, C, OC, tile, tiles[t]);
+            for (int n = 0; n < N; n++) {
+                kf_ref_matvec_dt(R, d, W, X + (int64_t)n * C, OC, C);
+                for (int i = 0; i < OC; i++) {
+                    double tol = tolerance(KF_MV_AVX2, dec + (int64_t)i * C, X + (int64_t)n * C, C);
+                    if (!(fabs((double)Y[(int64_t)n * OC + i] - R[i]) <= tol))
+                        fail_msg("matmul %s tile %d row %d col %d: %g vs %g", kf_dtype_name(d), tiles[t], n, i,
+                                 Y[(int64_t)n * OC + i], R[i]);
+                }
+            }
+        }
+        assert_int_equal(kf_matmul_dt_tile_rows(C, (int64_t)10 * C + 3), 10);
+        assert_int_equal(kf_matmul_dt_tile_rows(C, 1), 1);
+        free(W), free(dec), free(X), free(Y), free(R), free(tile);
+    }
+}
+
+// kf_tensor_get_f32 and kf_tensor_row_f32 decode as kf_dtype_to_f32 does.
+static void test_tensor_decode(void **state) {
+    const int OC = 3, C = 64;
+    for (size_t k = 0; k < sizeof DTYPES / sizeof DTYPES[0]; k++) {
+        float *dec, row[64];
+        void *W = rand_weights(DTYPES[k], OC, C, &dec);
+        kf_tensor t = {.data = W, .ndim = 2, .ne = {OC, C, 1, 1}, .dtype = DTYPES[k]};
+        assert_int_equal(kf_tensor_row_len(&t), C);
+        assert_int_equal(kf_tensor_nbytes(&t), kf_dtype_size(DTYPES[k], OC * C));
+        for (int r = 0; r < OC; r++) {
+            kf_tensor_row_f32(&t, r, row);
+            for (int j = 0; j < C; j++) {
+                assert_true(row[j] == dec[r * C + j]);
+                assert_true(kf_tensor_get_f32(&t, r * C + j) == dec[r * C + j]);
+            }
+        }
+        free(W), free(dec);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_avx2),        cmocka_unit_test(test_avx512),       cmocka_unit_test(test_avx512_bf16),
+        cmocka_unit_test(test_avx512_vnni), cmocka_unit_test(test_default),      cmocka_unit_test(test_matmul_tiles),
+        cmocka_unit_test(test_tensor_decode),
+    };
+    return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
+}
