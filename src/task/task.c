@@ -1,6 +1,7 @@
 // Task datasets: CoNLL-U token labels and TSV sentence labels (task/task.h).
 #include "task/task.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -222,8 +223,10 @@ kf_status kf_task_read_conllu(kf_task_split *out, const char *path, int col, kf_
         size_t fl[10];
         int nf = split_tabs(p, le, f, fl, 10);
         if (nf != 10) {
+            char got[24];
+            snprintf(got, sizeof got, nf > 10 ? "more than 10" : "%d", nf);
             s = kf_error_set(err, KF_ERR_FORMAT, "%s:%lld: %s columns on a word line (CoNLL-U has 10, tab-separated)",
-                             path, (long long)line, nf > 10 ? "more than 10" : nf == 1 ? "1 of 10" : "too few");
+                             path, (long long)line, got);
             break;
         }
         if (memchr(f[0], '-', fl[0]) || memchr(f[0], '.', fl[0])) { // multiword range or empty node
