@@ -192,11 +192,10 @@ int kf_cmd_eval(int argc, char **argv) {
         if ((top_k > 0 || coverage > 0) && kf_model_set_expert_selection(ms[k], top_k, (float)coverage, &err) != KF_OK)
             kf_cli_fail(&err);
     }
-    kf_model *ref = ref_path ? kf_cli_load_model(ref_path, NULL) : NULL;
+    kf_model *ref = ref_path ? kf_cli_load_model_run(ref_path, NULL) : NULL;
     // one tokenizer (the first model's) serves every model: vocabularies must agree
     const kf_model *vref = ref ? ref : ms[0];
     const char *vpath = ref ? ref_path : paths[0];
-    kf_model *ref = kf_cli_load_model_run(ref_path, NULL);
     for (int k = 0; k < n_models; k++)
         if (vref->n_vocab != ms[k]->n_vocab) {
             // freed before the exit: nothing is left for the leak checker of the sanitizer builds

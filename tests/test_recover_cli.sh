@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# kfuse recover: a short LoRA run writes the model (it loads), the PEFT
+# adapter folder (PEFT's keys and shapes) and a JSON summary whose curves have
+# one entry per step; an evaluation text cut from the training text is
+# refused in one line naming both files, and nothing is written; bad options
+# are one-line errors.
+set -eu
+: "${KFUSE:?}" "${KF_ROOT:?}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+m="$KF_ROOT/models/llama-gutenberg-1.4m"
+train="$KF_ROOT/data/calib/calib.txt"
+head -c 20000 "$KF_ROOT/data/wikitext-2-raw/wiki.test.raw" >"$tmp/eval.txt"
+"$KFUSE" recover "$m" --teacher "$m" -f "$train" --steps 3 --batch 2 --ctx 32 --train lora --lora-rank 4 \
+    --eval "$tmp/eval.txt" --eval-windows 4 --json -o "$tmp/out" >"$tmp/o.json"
+/usr/bin/python3 - "$tmp" <<'PY'
+import json, os, struct, sys
+d = sys.argv[1]
+o = json.load(open(os.path.join(d, "o.json")))
+assert o["steps"] == 3 and o["tokens"] == 3 * 2 * 32, o
+for k in ("loss", "kl", "ce", "grad_norm", "lr_schedule"):
+    assert len(o[k]) == 3, k
+assert o["train"] == "lora" and o["lora_rank"] == 4
+assert [p["step"] for p in o["eval"]["curve"]] == [0, 3]
+assert o["eval"]["kl_before"] < 1e-6  # the student is the teacher
+cfg = json.load(open(os.path.join(d, "out-adapter", "adapter_config.json")))
+assert cfg["peft_type"] == "LORA" and cfg["r"] == 4 and cfg["fan_in_fan_out"] is False
+assert cfg["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+blob = open(os.path.join(d, "out-adapter", "adapter_model.safetensors"), "rb").read()
+(n,) = struct.unpack("<Q", blob[:8])
+h = json.loads(blob[8 : 8 + n])
+keys = [k for k in h if k != "__metadata__"]
+assert len(keys) == 4 * 7 * 2, len(keys)
+a = h["base_model.model.model.layers.3.mlp.down_proj.lora_A.weight"]
+b = h["base_model.model.model.layers.3.mlp.down_proj.lora_B.weight"]
+assert a["shape"] == [4, 384] and b["shape"] == [128, 4], (a, b)
+print("lora run ok")
+PY
+"$KFUSE" info "$tmp/out" >/dev/null
+# an evaluation text copied from the training text
+head -c 60000 "$train" | tail -c 20000 >"$tmp/leak.txt"
+if "$KFUSE" recover "$m" --teacher "$m" -f "$train" --steps 1 --batch 1 --ctx 32 --eval "$tmp/leak.txt" \
+    -o "$tmp/leak" 2>"$tmp/err"; then
+    echo "FAIL: overlapping evaluation text accepted"; exit 1
+fi
+grep -q "leak.txt overlaps the training text" "$tmp/err" || { cat "$tmp/err"; exit 1; }
+[ "$(wc -l <"$tmp/err")" -eq 1 ] || { echo "FAIL: error is not one line"; exit 1; }
+[ ! -e "$tmp/leak" ] || { echo "FAIL: output written after the refusal"; exit 1; }
+for bad in "--train router" "--lr -1" "--batch 0"; do
+    # shellcheck disable=SC2086
+    if "$KFUSE" recover "$m" --teacher "$m" -f "$train" $bad -o "$tmp/bad" 2>"$tmp/err"; then
+        echo "FAIL: $bad accepted"; exit 1
+    fi
+    [ "$(wc -l <"$tmp/err")" -eq 1 ] || { echo "FAIL: $bad: error is not one line"; cat "$tmp/err"; exit 1; }
+done
+echo "3 passed, 0 failed"
