@@ -25,3 +25,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# Test-only: real llama.cpp for tests/test_llama_cpp.sh, from the npm registry
+# into ~/.cache/kfuse (outside the repository); run as the user who runs the tests.
+if [ "${1:-}" = --test ]; then "$(dirname "$0")/fetch-llama-cpp.sh"; fi
