@@ -234,12 +234,12 @@ static void test_per_layer_ffn(void **state) {
     ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = NULL}, &err));
     kf_gguf *f;
     ASSERT_OK(kf_gguf_open(&f, path, &err));
-    const kf_gguf_kv *kv = kf_gguf_find_kv(f, "llama.feed_forward_length");
+    const kf_gguf_kv *kv = kf_gguf_find_kv(f, "deci.feed_forward_length"); // per-layer widths: llama.cpp's deci
     assert_non_null(kv);
     assert_int_equal(kv->type, KF_GGUF_ARRAY);
     assert_int_equal(kv->arr_type, KF_GGUF_INT32);
     int64_t *w, n;
-    ASSERT_OK(kf_gguf_get_int_array(f, "llama.feed_forward_length", &w, &n, &err));
+    ASSERT_OK(kf_gguf_get_int_array(f, "deci.feed_forward_length", &w, &n, &err));
     assert_int_equal(n, 3);
     for (int l = 0; l < 3; l++) assert_int_equal(w[l], n_ff[l]);
     free(w);

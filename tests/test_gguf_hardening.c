@@ -142,7 +142,7 @@ static void test_shared_limits(void **state) {
     int n_ff[2] = {12, 20};
     kf_model *m = make_llama(2, n_ff, false), *back;
     ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF}, &err));
-    patch_value(path, "llama.context_length", 0, &(uint32_t){KF_MAX_CTX + 1}, 4);
+    patch_value(path, "deci.context_length", 0, &(uint32_t){KF_MAX_CTX + 1}, 4); // widths 12, 20: deci
     ASSERT_FAILS(kf_model_load(&back, path, &err), path, "context_length");
     m->n_ctx_train = KF_MAX_CTX + 1;
     ASSERT_FAILS(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF}, &err), "model to write",
