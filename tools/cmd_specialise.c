@@ -122,8 +122,6 @@ int kf_cmd_specialise(int argc, char **argv) {
         if (kf_spec_expert_map(m, moe[i], expert_of[i], n_expert[i], k[i], &err) != KF_OK) kf_cli_fail(&err);
         kf_model_free(moe[i]);
     }
-    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) kf_cli_failf("%s: cannot create directory: %s", out_dir, strerror(errno));
-    if (!kf_dir_exists(out_dir)) kf_cli_failf("%s: not a directory", out_dir);
 
     view v = {.run = "specialise (trained)"};
     o.progress = on_progress;
@@ -148,6 +146,9 @@ int kf_cmd_specialise(int argc, char **argv) {
                           .data = data, .files = files, .o = &o, .trained = &trained,
                           .control = ctrl ? &random_init : NULL, .control_seed = control_seed, .moe = views,
                           .n_moe = n_moe};
+    // the folder appears only once everything has been measured
+    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) kf_cli_failf("%s: cannot create directory: %s", out_dir, strerror(errno));
+    if (!kf_dir_exists(out_dir)) kf_cli_failf("%s: not a directory", out_dir);
     if (kf_spec_report_write(&rep, out_dir, &err) != KF_OK) kf_cli_fail(&err);
     printf("specialise: %d datasets, %d layers; trained %.1f s%s; wrote %s/report.html and %s/specialise.json\n", n_data,
            m->n_layer, trained.seconds, ctrl ? ", random-init control too" : "", out_dir, out_dir);
