@@ -4,12 +4,6 @@
 // a MoEfied model) is written under a temporary name beside the target and
 // committed by one rename, so a failure at any point leaves the target as it
 // was. Formats:
-//   KF_FORMAT_HF       a folder: config.json + one F32 model.safetensors with
-//                      the architecture's own tensor names (arch/), and
-//                      moe_router.safetensors for a MoEfied model; tokenizer
-//                      files copied from tokenizer_dir. An existing target
-//                      folder is replaced, but only when it holds nothing
-//                      but files kfuse writes.
 //   KF_FORMAT_GGUF     one file llama.cpp loads (architecture `llama`, `deci`
 //                      when the FFN widths differ per layer, or `gpt2` with
 //                      the FFNs zero-padded to the widest layer) with tok's
@@ -26,9 +20,6 @@
 //                      MoEfied model; tokenizer files copied from
 //                      tokenizer_dir. An existing target folder is replaced,
 //                      but only when it holds nothing but files kfuse writes.
-//   KF_FORMAT_GGUF     one file llama.cpp loads (architecture `llama` or
-//                      `gpt2`) with tok's vocabulary; 2-D weights as dtype
-//                      (F32, F16, BF16, Q8_0), norms and biases F32.
 //   KF_FORMAT_LLAMA2C  a llama2.c checkpoint (io/llama2c.h: Llama only).
 #ifndef KF_IO_SAVE_H
 #define KF_IO_SAVE_H
