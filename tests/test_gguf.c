@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <cmocka.h>
 
 #include "io/save.h"
@@ -721,6 +722,73 @@ static void test_tokenizer_json_to_gguf(void **state) {
     remove(path);
 }
 
+// ids of text under tok, as a fresh array of *n.
+static int32_t *ids_of(const kf_tokenizer *tok, const char *text, size_t *n) {
+    kf_error err = {0};
+    int32_t *ids;
+    ASSERT_OK(kf_tokenizer_encode(tok, text, strlen(text), false, &ids, n, &err));
+    return ids;
+}
+
+// Metaspace's split (tokenizer.json) survives a GGUF as
+// kfuse.tokenizer.split_words: the GGUF tokenizes runs of spaces as the
+// folder does, which differs from the same vocabulary without the split.
+static void test_tokenizer_split_to_gguf(void **state) {
+    (void)state;
+    kf_error err = {0};
+    char src[1024], path[256], json_path[256];
+    snprintf(src, sizeof src, "%s/models/llama-gutenberg-1.4m/tokenizer.json", kf_test_root());
+    char *buf;
+    size_t size;
+    ASSERT_OK(kf_file_read_all(src, &buf, &size, &err));
+    cJSON *root = cJSON_ParseWithLength(buf, size);
+    assert_non_null(root);
+    free(buf);
+    cJSON_ReplaceItemInObject(root, "normalizer", cJSON_CreateNull());
+    cJSON *meta = cJSON_CreateObject();
+    cJSON_AddStringToObject(meta, "type", "Metaspace");
+    cJSON_AddStringToObject(meta, "replacement", "\xE2\x96\x81");
+    cJSON_AddStringToObject(meta, "prepend_scheme", "first");
+    cJSON_AddBoolToObject(meta, "split", true);
+    cJSON_ReplaceItemInObject(root, "pre_tokenizer", meta);
+    tmp_file(json_path, "split.tokenizer.json");
+    char *json = cJSON_PrintUnformatted(root);
+    write_bytes(json_path, json, strlen(json));
+    free(json);
+    cJSON_Delete(root);
+
+    kf_tokenizer *plain, *split, *back;
+    ASSERT_OK(kf_tokenizer_load_hf(&plain, src, &err));
+    ASSERT_OK(kf_tokenizer_load_hf(&split, json_path, &err));
+    assert_true(kf_tokenizer_split_words(split));
+    assert_true(kf_tokenizer_split_matters(split)); // the vocabulary has "▁▁"
+    assert_false(kf_tokenizer_split_words(plain));
+    kf_model *m = load_hf("models/llama-gutenberg-1.4m");
+    tmp_file(path, "split.gguf");
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = split}, &err));
+    ASSERT_OK(kf_tokenizer_load_gguf(&back, path, &err));
+    assert_true(kf_tokenizer_split_words(back));
+    const char *text = "Hello  world,   said  he.\n\n    Indented    text";
+    size_t n_plain, n_split, n_back;
+    int32_t *a = ids_of(plain, text, &n_plain), *b = ids_of(split, text, &n_split), *c = ids_of(back, text, &n_back);
+    assert_true(n_plain != n_split || memcmp(a, b, sizeof *a * n_plain) != 0);
+    assert_int_equal(n_split, n_back);
+    assert_memory_equal(b, c, sizeof *b * n_split);
+    free(a), free(b), free(c);
+    kf_tokenizer_free(back);
+
+    // Without the split, no key: the plain vocabulary reads back unsplit.
+    ASSERT_OK(kf_model_save(m, path, &(kf_save_opts){.format = KF_FORMAT_GGUF, .tok = plain}, &err));
+    ASSERT_OK(kf_tokenizer_load_gguf(&back, path, &err));
+    assert_false(kf_tokenizer_split_words(back));
+    kf_tokenizer_free(back);
+    kf_tokenizer_free(split);
+    kf_tokenizer_free(plain);
+    kf_model_free(m);
+    remove(path);
+    remove(json_path);
+}
+
 // A GPT-2 tokenizer folder through a GGUF tokenizes WikiText-2 (first 200 KB)
 // exactly as the folder's tokenizer.json.
 static void gpt2_to_gguf(const char *dir) {
@@ -870,6 +938,7 @@ int main(void) {
         cmocka_unit_test(test_bad_models),
         cmocka_unit_test(test_tokenizer_spm_roundtrip),
         cmocka_unit_test(test_tokenizer_json_to_gguf),
+        cmocka_unit_test(test_tokenizer_split_to_gguf),
         cmocka_unit_test(test_tokenizer_gpt2_to_gguf),
         cmocka_unit_test(test_tokenizer_bytelevel_gguf),
     };

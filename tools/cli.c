@@ -82,6 +82,15 @@ kf_dtype kf_cli_save_dtype(const char *cmd, const char *name, const kf_model *m,
     return d;
 }
 
+void kf_cli_save_model(const char *cmd, const kf_model *m, const char *out, const kf_save_opts *so) {
+    if (so->format == KF_FORMAT_GGUF && so->tok && kf_tokenizer_split_matters(so->tok))
+        fprintf(stderr, "%s: warning: the tokenizer splits words at every \"\xE2\x96\x81\" (Metaspace split) and has pieces "
+                        "that span one; kfuse reads the split back from %s, llama.cpp does not and may tokenize runs "
+                        "of spaces differently\n", cmd, out);
+    kf_error err = {0};
+    if (kf_model_save(m, out, so, &err) != KF_OK) kf_cli_fail(&err);
+}
+
 char *kf_cli_read_text(const char *path, size_t *len) {
     kf_error err = {0};
     char *buf;

@@ -34,6 +34,9 @@ kf_model *kf_cli_load_model_run(const char *path, kf_tokenizer **tok);
 // loaded from (kf_save_default_dtype); fails on a bad name or one the format
 // cannot store.
 kf_dtype kf_cli_save_dtype(const char *cmd, const char *name, const kf_model *m, kf_format f);
+// Saves through kf_model_save, or fails. Warns (one line on stderr) when a
+// GGUF's tokenizer would encode differently in llama.cpp than in kfuse.
+void kf_cli_save_model(const char *cmd, const kf_model *m, const char *out, const kf_save_opts *so);
 // Reads a whole text file, or fails.
 char *kf_cli_read_text(const char *path, size_t *len);
 // Reads and tokenizes a text file (BOS first when add_bos), or fails with a

@@ -228,7 +228,7 @@ int kf_cmd_compress(int argc, char **argv) {
 
     // Export: only now is anything written.
     kf_save_opts so = {.format = fmt, .dtype = dtype, .tok = tok, .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
-    if (kf_model_save(m, out, &so, &err) != KF_OK) kf_cli_fail(&err);
+    kf_cli_save_model("compress", m, out, &so);
 
     cJSON *o_js = cJSON_CreateObject();
     cJSON_AddStringToObject(o_js, "model", path);

@@ -58,9 +58,8 @@ int kf_cmd_convert(int argc, char **argv) {
     kf_tokenizer *tok = NULL; // GGUF embeds the vocabulary
     kf_model *m = kf_cli_load_model(path, fmt == KF_FORMAT_GGUF ? &tok : NULL);
     if (dense) kf_moe_make_dense(m);
-    kf_error err = {0};
     kf_save_opts so = {.format = fmt, .dtype = dtype, .tok = tok, .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
-    if (kf_model_save(m, out, &so, &err) != KF_OK) kf_cli_fail(&err);
+    kf_cli_save_model("convert", m, out, &so);
     fprintf(stderr, "convert: %s -> %s (%s, %s%s)\n", path, out, format, dtype_name, dense ? ", dense" : "");
     kf_tokenizer_free(tok);
     kf_model_free(m);

@@ -113,7 +113,7 @@ int kf_cmd_moefy(int argc, char **argv) {
     double secs = kf_time_now() - t0;
 
     kf_save_opts so = {.format = fmt, .dtype = dtype, .tok = tok, .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
-    if (kf_model_save(m, out, &so, &err) != KF_OK) kf_cli_fail(&err);
+    kf_cli_save_model("moefy", m, out, &so);
 
     cJSON *js = cJSON_CreateObject();
     cJSON_AddStringToObject(js, "model", path);

@@ -141,7 +141,7 @@ int kf_cmd_recover(int argc, char **argv) {
         if (kf_train_lora_merge(t, &err) != KF_OK) kf_cli_fail(&err);
     }
     kf_save_opts so = {.format = fmt, .tok = tok, .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
-    if (kf_model_save(m, out, &so, &err) != KF_OK) kf_cli_fail(&err);
+    kf_cli_save_model("recover", m, out, &so);
 
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "student", path);

@@ -442,7 +442,7 @@ kf_status kf_tokenizer_init(kf_tokenizer **out, const kf_tokenizer_spec *spec, k
     kf_tok_build_args a = {
         .kind = spec->kind, .n_vocab = spec->n_vocab, .pieces = spec->pieces, .scores = spec->scores,
         .prefix_space = spec->prefix == KF_TOK_PREFIX_DEFAULT ? spec->kind == KF_TOK_SPM : spec->prefix == KF_TOK_PREFIX_ON,
-        .use_regex = spec->kind == KF_TOK_BYTELEVEL,
+        .split_words = spec->kind == KF_TOK_SPM && spec->split_words, .use_regex = spec->kind == KF_TOK_BYTELEVEL,
         .bos = spec->bos_id < 0 ? -2 : spec->bos_id, .eos = spec->eos_id < 0 ? -2 : spec->eos_id,
         .unk = spec->unk_id < 0 ? -2 : spec->unk_id, .add_bos = spec->add_bos,
     };
@@ -853,6 +853,16 @@ int kf_tokenizer_eos(const kf_tokenizer *t) { return t->eos; }
 bool kf_tokenizer_add_bos(const kf_tokenizer *t) { return t->add_bos; }
 bool kf_tokenizer_prefix_space(const kf_tokenizer *t) { return t->prefix_space; }
 kf_tok_kind kf_tokenizer_kind(const kf_tokenizer *t) { return t->kind; }
+bool kf_tokenizer_split_words(const kf_tokenizer *t) { return t->split_words; }
+
+bool kf_tokenizer_split_matters(const kf_tokenizer *t) {
+    if (!t->split_words) return false;
+    for (int i = 0; i < t->n_vocab; i++) {
+        const char *p = t->arena + t->piece_off[i];
+        if (p[0] && strstr(p + 1, SPM_SPACE)) return true;
+    }
+    return false;
+}
 
 const char *kf_tokenizer_piece(const kf_tokenizer *t, int32_t id) {
     return id >= 0 && id < t->n_vocab ? t->arena + t->piece_off[id] : NULL;

@@ -61,6 +61,7 @@ typedef struct {
     int bos_id, eos_id, unk_id; // -1 when absent
     bool add_bos;
     kf_tok_prefix prefix;
+    bool split_words;           // SPM: Metaspace's split (no merge across a "▁")
 } kf_tokenizer_spec;
 kf_status kf_tokenizer_init(kf_tokenizer **out, const kf_tokenizer_spec *spec, kf_error *err);
 
@@ -85,6 +86,12 @@ int kf_tokenizer_eos(const kf_tokenizer *tok);
 bool kf_tokenizer_add_bos(const kf_tokenizer *tok); // tokenizer's default
 bool kf_tokenizer_prefix_space(const kf_tokenizer *tok); // a space (SPM "▁") is put before the text
 kf_tok_kind kf_tokenizer_kind(const kf_tokenizer *tok);
+// SPM with Metaspace's split: every "▁" starts a new word, no merge crosses it.
+bool kf_tokenizer_split_words(const kf_tokenizer *tok);
+// Whether the split changes ids at all: some piece holds a "▁" after its
+// first character ("▁▁", "a▁b"), which an encoder without the split (such as
+// llama.cpp's llama tokenizer) may produce.
+bool kf_tokenizer_split_matters(const kf_tokenizer *tok);
 // The vocabulary as stored (SPM spaces as "▁", byte-level pieces in GPT-2's
 // byte-to-character form); NULL / 0 for an id out of range. The score is the
 // SentencePiece score where the source had one (llama2.c, spec), else 0.

@@ -11,6 +11,9 @@
 //                              dummy "▁"; default true for llama, false for
 //                              gpt2, as in llama.cpp, whose gpt2 tokenizer
 //                              never adds one)
+//   kfuse.tokenizer.split_words  bool, kfuse's own: Metaspace's split (SPM;
+//                              written only when true; llama.cpp has no such
+//                              flag and ignores the key)
 // The file is parsed and bounds-checked by the GGUF reader (src/formats/gguf.c).
 #include <stdint.h>
 #include <stdio.h>
@@ -101,6 +104,7 @@ static kf_status build(kf_tokenizer **out, const kf_gguf *g, kf_error *err) {
     bool prefix = spec.kind == KF_TOK_SPM; // llama.cpp's default per tokenizer model
     if ((st = kf_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", false, &prefix, err)) != KF_OK) goto done;
     spec.prefix = prefix ? KF_TOK_PREFIX_ON : KF_TOK_PREFIX_OFF;
+    if ((st = kf_gguf_get_bool(g, "kfuse.tokenizer.split_words", false, &spec.split_words, err)) != KF_OK) goto done;
     spec.n_vocab = (int)n;
     spec.pieces = (const char *const *)tokens;
     spec.scores = scores;
@@ -202,5 +206,6 @@ kf_status kf_vocab_gguf_add(kf_gguf_writer *w, const kf_tokenizer *tok, int V, c
     if (unk >= 0) kf_gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)unk);
     kf_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", kf_tokenizer_add_bos(tok));
     kf_gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", kf_tokenizer_prefix_space(tok));
+    if (kf_tokenizer_split_words(tok)) kf_gguf_writer_add_bool(w, "kfuse.tokenizer.split_words", true);
     return KF_OK;
 }
