@@ -6,7 +6,10 @@
 // - distillation recovers a damaged model (every w_down halved) towards its
 //   original: held-out KL falls below half of where it started for FFN and
 //   all-weights training, below three quarters for LoRA of rank 4; the same seed at one thread gives the same
-//   weights bit for bit.
+//   weights bit for bit;
+// - a run resumed from its checkpoint (src/train/checkpoint.c) ends with the
+//   weights, curves and evaluations of the uninterrupted run, bit for bit; a
+//   checkpoint of other options is refused, naming the option.
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
@@ -21,6 +24,7 @@
 #include "io/load.h"
 #include "test_hf_util.h"
 #include "train/adamw.h"
+#include "train/checkpoint.h"
 #include "train/overlap.h"
 #include "train/recover.h"
 
@@ -200,12 +204,87 @@ static void test_recovery(void **state) {
     free(ids), free(eval);
 }
 
+// Recovers a damaged model for 20 steps (FFN), checkpointing into dir every 6
+// steps, or resuming from it; returns layer 0's w_down and the result.
+static float *run_ckpt(const kf_model *teacher, const int32_t *ids, int64_t n, const int32_t *eval, int64_t n_eval,
+                       const char *dir, bool resume, float lr, kf_recover_result *r, kf_status *st, kf_error *err) {
+    kf_model *s = damaged();
+    kf_train *t;
+    kf_train_opts to = {.mode = KF_TRAIN_FFN, .seed = 3};
+    if (kf_train_init(&t, s, 4, 16, &to, err) != KF_OK) fail_msg("%s", err->msg);
+    kf_recover_opts o = kf_recover_defaults();
+    o.steps = 20;
+    o.lr = lr;
+    o.bos_id = 1;
+    o.eval_ids = eval;
+    o.n_eval_ids = n_eval;
+    o.eval_every = 5;
+    o.checkpoint_dir = dir;
+    o.checkpoint_every = 6;
+    o.resume = resume;
+    *st = kf_recover_run(t, s, teacher, ids, n, &o, NULL, NULL, r, err);
+    const kf_tensor *w = &s->layers[0].w_down;
+    float *out = malloc(sizeof(float) * kf_tensor_nelem(w));
+    memcpy(out, w->data, sizeof(float) * kf_tensor_nelem(w));
+    kf_train_free(t);
+    kf_model_free(s);
+    return out;
+}
+
+static void test_resume(void **state) {
+    (void)state;
+    enum { n_train = 8000, n_eval = 8 * 16 };
+    int32_t *ids = malloc(sizeof(int32_t) * n_train), *eval = malloc(sizeof(int32_t) * n_eval);
+    kf_test_random_ids(ids, n_train, 0, 256, 31);
+    kf_test_random_ids(eval, n_eval, 0, 256, 32);
+    kf_model *teacher = load_gqa();
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    char dir[64], ckpt[128];
+    tmp_dir(dir);
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt", dir);
+    kf_error err;
+    kf_status st;
+    kf_recover_result a, b;
+    float *wa = run_ckpt(teacher, ids, n_train, eval, n_eval, ckpt, false, 3e-3f, &a, &st, &err);
+    assert_int_equal(st, KF_OK);
+    int64_t at;
+    assert_int_equal(kf_ckpt_latest(ckpt, &at, &err), KF_OK);
+    assert_int_equal(at, 18);
+    float *wb = run_ckpt(teacher, ids, n_train, eval, n_eval, ckpt, true, 3e-3f, &b, &st, &err);
+    if (st != KF_OK) fail_msg("%s", err.msg);
+    const int64_t nw = kf_tensor_nelem(&teacher->layers[0].w_down);
+    assert_memory_equal(wa, wb, sizeof(float) * nw);
+    assert_int_equal(a.steps, b.steps);
+    assert_int_equal(a.tokens, b.tokens);
+    assert_memory_equal(a.loss, b.loss, sizeof(double) * a.steps);
+    assert_memory_equal(a.lr, b.lr, sizeof(double) * a.steps);
+    assert_int_equal(a.n_evals, b.n_evals);
+    for (int i = 0; i < a.n_evals; i++) {
+        assert_int_equal(a.evals[i].step, b.evals[i].step);
+        assert_true(a.evals[i].kl_mean == b.evals[i].kl_mean);
+    }
+    kf_recover_result_free(&a);
+    kf_recover_result_free(&b);
+    free(wb);
+    // another learning rate is another run
+    wb = run_ckpt(teacher, ids, n_train, eval, n_eval, ckpt, true, 1e-3f, &b, &st, &err);
+    assert_int_equal(st, KF_ERR_ARG);
+    assert_non_null(strstr(err.msg, "lr differs"));
+    free(wb);
+    free(wa);
+    omp_set_num_threads(threads);
+    kf_model_free(teacher);
+    free(ids), free(eval);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adamw_vs_torch),
         cmocka_unit_test(test_schedule_and_clip),
         cmocka_unit_test(test_overlap),
         cmocka_unit_test(test_recovery),
+        cmocka_unit_test(test_resume),
     };
     return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -2,8 +2,10 @@
 # kfuse recover: a short LoRA run writes the model (it loads), the PEFT
 # adapter folder (PEFT's keys and shapes) and a JSON summary whose curves have
 # one entry per step; an evaluation text cut from the training text is
-# refused in one line naming both files, and nothing is written; bad options
-# are one-line errors.
+# refused in one line naming both files, and nothing is written; a run
+# resumed from its --checkpoint writes the same model as the uninterrupted
+# one, and an existing checkpoint is not overwritten without --resume; bad
+# options are one-line errors.
 set -eu
 : "${KFUSE:?}" "${KF_ROOT:?}"
 tmp=$(mktemp -d)
@@ -46,11 +48,29 @@ fi
 grep -q "leak.txt overlaps the training text" "$tmp/err" || { cat "$tmp/err"; exit 1; }
 [ "$(wc -l <"$tmp/err")" -eq 1 ] || { echo "FAIL: error is not one line"; exit 1; }
 [ ! -e "$tmp/leak" ] || { echo "FAIL: output written after the refusal"; exit 1; }
-for bad in "--train router" "--lr -1" "--batch 0"; do
+# checkpoints: 6 steps saved every 2 (latest: step 4); resuming finishes the
+# same run, so the model equals the uninterrupted one byte for byte
+run6() { OMP_NUM_THREADS=1 "$KFUSE" recover "$m" --teacher "$m" -f "$train" --steps 6 --batch 2 --ctx 32 --train ffn \
+    --lr 1e-2 "$@"; }
+run6 -o "$tmp/full" 2>/dev/null
+run6 --checkpoint "$tmp/ck" --checkpoint-every 2 -o "$tmp/first" 2>/dev/null
+[ "$(cat "$tmp/ck/latest")" = 4 ] && [ -s "$tmp/ck/step-4.safetensors" ] && [ ! -e "$tmp/ck/step-2.json" ] ||
+    { echo "FAIL: checkpoint folder"; ls "$tmp/ck"; exit 1; }
+if run6 --checkpoint "$tmp/ck" -o "$tmp/again" 2>"$tmp/err"; then echo "FAIL: checkpoint overwritten"; exit 1; fi
+grep -q "holds a checkpoint at step 4; add --resume" "$tmp/err" || { cat "$tmp/err"; exit 1; }
+run6 --checkpoint "$tmp/ck" --resume -o "$tmp/resumed" 2>"$tmp/err"
+grep -q "resuming .* at step 4 of 6" "$tmp/err" || { cat "$tmp/err"; exit 1; }
+cmp "$tmp/full/model.safetensors" "$tmp/resumed/model.safetensors" || { echo "FAIL: resumed model differs"; exit 1; }
+if run6 --lr 2e-2 --checkpoint "$tmp/ck" --resume -o "$tmp/other" 2>"$tmp/err"; then
+    echo "FAIL: checkpoint of another run resumed"; exit 1
+fi
+grep -q "lr differs" "$tmp/err" || { cat "$tmp/err"; exit 1; }
+echo "checkpoint ok"
+for bad in "--train router" "--resume" "--lr -1" "--batch 0"; do
     # shellcheck disable=SC2086
     if "$KFUSE" recover "$m" --teacher "$m" -f "$train" $bad -o "$tmp/bad" 2>"$tmp/err"; then
         echo "FAIL: $bad accepted"; exit 1
     fi
     [ "$(wc -l <"$tmp/err")" -eq 1 ] || { echo "FAIL: $bad: error is not one line"; cat "$tmp/err"; exit 1; }
 done
-echo "3 passed, 0 failed"
+echo "4 passed, 0 failed"

@@ -1,11 +1,14 @@
 // kfuse recover STUDENT --teacher ORIGINAL -f TRAIN.txt [--tokens N | --steps S] [--lr 1e-3 --batch 8 --ctx 256
 //   --train all|ffn|lora --lora-rank 8 --lora-alpha A --warmup 0.05 --min-lr 0.1 --clip 1 --wd 0 --kl 1 --ce 0
-//   --seed 1 --eval FILE --eval-every K --eval-windows W --adapter-out DIR --json] -o OUT [--format hf|gguf]
+//   --seed 1 --eval FILE --eval-every K --eval-windows W --adapter-out DIR --checkpoint DIR --checkpoint-every S
+//   --resume --json] -o OUT [--format hf|gguf]
 // Distils the original into the (compressed) student on the training text
 // (src/train/recover.h) and saves the result through kf_model_save; with
 // --train lora the adapters are also written in PEFT's layout (default
 // OUT-adapter) and merged into the saved weights. An --eval text that shares
-// a window of 64 tokens with the training text is refused.
+// a window of 64 tokens with the training text is refused. --checkpoint DIR
+// saves the training state every S steps (default: a tenth of the run);
+// --resume continues the same command from DIR's newest checkpoint.
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +18,7 @@
 #include "core/file.h"
 #include "core/progress.h"
 #include "io/save.h"
+#include "train/checkpoint.h"
 #include "train/overlap.h"
 #include "train/recover.h"
 
@@ -65,6 +69,9 @@ int kf_cmd_recover(int argc, char **argv) {
         else if (!strcmp(a, "--eval-every")) ro.eval_every = kf_cli_long(argc, argv, &i, 1, (long)1 << 30);
         else if (!strcmp(a, "--eval-windows")) eval_windows = (int)kf_cli_long(argc, argv, &i, 1, 1 << 24);
         else if (!strcmp(a, "--adapter-out")) adapter_out = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(a, "--checkpoint")) ro.checkpoint_dir = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(a, "--checkpoint-every")) ro.checkpoint_every = kf_cli_long(argc, argv, &i, 1, (long)1 << 30);
+        else if (!strcmp(a, "--resume")) ro.resume = true;
         else if (!strcmp(a, "--json")) json = true;
         else if (a[0] == '-') kf_cli_failf("recover: unknown option %s", a);
         else if (!path) path = a;
@@ -122,6 +129,19 @@ int kf_cmd_recover(int argc, char **argv) {
     }
     ro.bos_id = kf_tokenizer_bos(tok);
     ro.steps = steps ? steps : (tokens + (int64_t)batch * ctx - 1) / ((int64_t)batch * ctx);
+    if (ro.checkpoint_dir) {
+        int64_t at;
+        if (kf_ckpt_latest(ro.checkpoint_dir, &at, &err) != KF_OK) kf_cli_fail(&err);
+        if (at > 0 && !ro.resume)
+            kf_cli_failf("recover: %s holds a checkpoint at step %lld; add --resume to continue it, or choose another "
+                         "folder", ro.checkpoint_dir, (long long)at);
+        if (ro.resume && at == 0) kf_cli_failf("recover: --resume: %s holds no checkpoint", ro.checkpoint_dir);
+        if (ro.resume) fprintf(stderr, "recover: resuming %s at step %lld of %lld\n", ro.checkpoint_dir, (long long)at,
+                               (long long)ro.steps);
+        if (!ro.checkpoint_every) ro.checkpoint_every = ro.steps >= 10 ? ro.steps / 10 : 1;
+    } else if (ro.resume) {
+        kf_cli_failf("recover: --resume needs --checkpoint DIR");
+    }
     const int64_t params0 = kf_model_n_params(m);
 
     kf_train *t;

@@ -7,6 +7,7 @@
 #include "core/progress.h"
 #include "core/rng.h"
 #include "eval/compare.h"
+#include "train/checkpoint.h"
 #include "train/ops.h"
 
 kf_recover_opts kf_recover_defaults(void) {
@@ -97,15 +98,23 @@ kf_status kf_recover_run(kf_train *t, const kf_model *student, const kf_model *t
     kf_param *params = kf_train_params(t, &n_params);
     if ((s = kf_adamw_init(&opt, params, n_params, &o->adamw, err)) != KF_OK) goto done;
 
-    if (o->eval_ids) {
+    kf_rng rng;
+    kf_rng_seed(&rng, o->seed);
+    const kf_ckpt_run run = {.steps = o->steps, .n_ids = n_ids, .ids_hash = kf_ckpt_hash_ids(ids, n_ids), .batch = B,
+                             .ctx = T, .lr = o->lr, .min_lr_ratio = o->min_lr_ratio, .warmup_share = o->warmup_share,
+                             .clip = o->clip, .kl_weight = o->kl_weight, .ce_weight = o->ce_weight, .seed = o->seed};
+    int64_t step0 = 0;
+    if (o->checkpoint_dir && o->resume) {
+        if ((s = kf_ckpt_load(o->checkpoint_dir, &run, params, n_params, opt, &rng, r, n_evals_max, &step0, err)) !=
+            KF_OK)
+            goto done;
+    } else if (o->eval_ids) {
         r->evals[0].step = 0;
         if ((s = eval_kl(t, tc, o, tokens, tlogits, V, &r->evals[r->n_evals++], err)) != KF_OK) goto done;
     }
-    kf_rng rng;
-    kf_rng_seed(&rng, o->seed);
     const int64_t warmup = (int64_t)(o->warmup_share * (double)o->steps);
     const double t0 = kf_time_now();
-    for (int64_t step = 0; step < o->steps; step++) {
+    for (int64_t step = step0; step < o->steps; step++) {
         // batch: B windows of T + 1 ids at random offsets; targets are the next ids
         for (int b = 0; b < B; b++) {
             const int64_t start = (int64_t)(kf_rng_uniform(&rng) * (double)(n_ids - T));
@@ -143,7 +152,11 @@ kf_status kf_recover_run(kf_train *t, const kf_model *student, const kf_model *t
             r->evals[r->n_evals].step = step + 1;
             if ((s = eval_kl(t, tc, o, tokens, tlogits, V, &r->evals[r->n_evals++], err)) != KF_OK) goto done;
         }
-        if (progress) progress(user, step + 1, o->steps, loss, r->tokens / (kf_time_now() - t0));
+        if (o->checkpoint_dir && o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 &&
+            step + 1 < o->steps &&
+            (s = kf_ckpt_save(o->checkpoint_dir, &run, step + 1, params, n_params, opt, &rng, r, err)) != KF_OK)
+            goto done;
+        if (progress) progress(user, step + 1, o->steps, loss, (r->tokens - step0 * N) / (kf_time_now() - t0));
     }
     if (o->eval_ids) {
         r->evals[r->n_evals].step = r->steps;

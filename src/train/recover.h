@@ -14,6 +14,7 @@
 #ifndef KF_TRAIN_RECOVER_H
 #define KF_TRAIN_RECOVER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/status.h"
@@ -33,6 +34,9 @@ typedef struct {
     const int32_t *eval_ids; // evaluation text (NULL: none)
     int64_t n_eval_ids;
     int eval_windows;        // at most this many evaluation windows (0: all whole batches)
+    const char *checkpoint_dir; // NULL: no checkpoints (train/checkpoint.h)
+    int64_t checkpoint_every;   // steps between checkpoints
+    bool resume;                // continue from checkpoint_dir's newest checkpoint
 } kf_recover_opts;
 
 kf_recover_opts kf_recover_defaults(void);
@@ -59,6 +63,9 @@ typedef void (*kf_recover_progress)(void *user, int64_t step, int64_t steps, dou
 
 // Trains t's parameters (t made for student with batch B, ctx T) on ids.
 // teacher must share the vocabulary. progress (may be NULL) after each step.
+// With checkpoint_dir, the state is saved every checkpoint_every steps; with
+// resume, the run continues from the newest one (which must belong to the
+// same options and text) and ends as the uninterrupted run would have.
 kf_status kf_recover_run(kf_train *t, const kf_model *student, const kf_model *teacher, const int32_t *ids,
                          int64_t n_ids, const kf_recover_opts *o, kf_recover_progress progress, void *user,
                          kf_recover_result *r, kf_error *err);
