@@ -129,8 +129,8 @@ int kf_cmd_recover(int argc, char **argv) {
     }
     ro.bos_id = kf_tokenizer_bos(tok);
     ro.steps = steps ? steps : (tokens + (int64_t)batch * ctx - 1) / ((int64_t)batch * ctx);
+    int64_t at = 0;
     if (ro.checkpoint_dir) {
-        int64_t at;
         if (kf_ckpt_latest(ro.checkpoint_dir, &at, &err) != KF_OK) kf_cli_fail(&err);
         if (at > 0 && !ro.resume)
             kf_cli_failf("recover: %s holds a checkpoint at step %lld; add --resume to continue it, or choose another "
@@ -220,6 +220,11 @@ int kf_cmd_recover(int argc, char **argv) {
         cJSON_AddNumberToObject(e, "kl_before", r.evals[0].kl_mean);
         cJSON_AddNumberToObject(e, "kl_after", r.evals[r.n_evals - 1].kl_mean);
         cJSON_AddItemToObject(o, "eval", e);
+    }
+    if (ro.checkpoint_dir) {
+        cJSON_AddStringToObject(o, "checkpoint", ro.checkpoint_dir);
+        cJSON_AddNumberToObject(o, "checkpoint_every", (double)ro.checkpoint_every);
+        cJSON_AddNumberToObject(o, "resumed_at_step", (double)at);
     }
     cJSON_AddStringToObject(o, "output", out);
     cJSON_AddStringToObject(o, "format", format);
