@@ -4,7 +4,8 @@
 # one entry per step; an evaluation text cut from the training text is
 # refused in one line naming both files, and nothing is written; a run
 # resumed from its --checkpoint writes the same model as the uninterrupted
-# one, and an existing checkpoint is not overwritten without --resume; bad
+# one, and an existing checkpoint is not overwritten without --resume;
+# compress --recover writes what compress followed by recover writes; bad
 # options are one-line errors.
 set -eu
 : "${KFUSE:?}" "${KF_ROOT:?}"
@@ -51,7 +52,7 @@ grep -q "leak.txt overlaps the training text" "$tmp/err" || { cat "$tmp/err"; ex
 # checkpoints: 6 steps saved every 2 (latest: step 4); resuming finishes the
 # same run, so the model equals the uninterrupted one byte for byte
 run6() { OMP_NUM_THREADS=1 "$KFUSE" recover "$m" --teacher "$m" -f "$train" --steps 6 --batch 2 --ctx 32 --train ffn \
-    --lr 1e-2 "$@"; }
+    --lr 1e-2 "$@" >/dev/null; }
 run6 -o "$tmp/full" 2>/dev/null
 run6 --checkpoint "$tmp/ck" --checkpoint-every 2 -o "$tmp/first" 2>/dev/null
 [ "$(cat "$tmp/ck/latest")" = 4 ] && [ -s "$tmp/ck/step-4.safetensors" ] && [ ! -e "$tmp/ck/step-2.json" ] ||
@@ -66,6 +67,26 @@ if run6 --lr 2e-2 --checkpoint "$tmp/ck" --resume -o "$tmp/other" 2>"$tmp/err"; 
 fi
 grep -q "lr differs" "$tmp/err" || { cat "$tmp/err"; exit 1; }
 echo "checkpoint ok"
+# compress --recover = compress, then kfuse recover with the same options
+# (one thread: the refit's sums depend on the thread count in their last bits)
+OMP_NUM_THREADS=1 "$KFUSE" compress "$m" -f "$train" --tokens 4096 --ctx 64 --method fold --ffn-keep 0.5 -o "$tmp/c" \
+    2>/dev/null >/dev/null
+OMP_NUM_THREADS=1 "$KFUSE" recover "$tmp/c" --teacher "$m" -f "$train" --tokens 256 --batch 2 --ctx 32 --train lora \
+    -o "$tmp/c-rec" 2>/dev/null >/dev/null
+OMP_NUM_THREADS=1 "$KFUSE" compress "$m" -f "$train" --tokens 4096 --ctx 64 --method fold --ffn-keep 0.5 \
+    --recover "$train" --recover-tokens 256 --recover-batch 2 --recover-ctx 32 --recover-train lora \
+    --recover-eval "$tmp/eval.txt" --json -o "$tmp/chain" 2>/dev/null >"$tmp/chain.json"
+cmp "$tmp/c-rec/model.safetensors" "$tmp/chain/model.safetensors" || { echo "FAIL: compress --recover differs"; exit 1; }
+/usr/bin/python3 -c "
+import json, sys
+r = json.load(open('$tmp/chain.json'))['recover']
+assert r['steps'] == 4 and r['tokens'] == 256 and r['train'] == 'lora', r
+assert r['eval_kl_before'] > 0 and r['eval_kl_after'] > 0, r
+"
+if "$KFUSE" compress "$m" -f "$train" --method fold --ffn-keep 0.5 --recover "$train" --recover-eval "$tmp/leak.txt" \
+    -o "$tmp/chainleak" 2>"$tmp/err"; then echo "FAIL: compress --recover-eval overlap accepted"; exit 1; fi
+grep -q "leak.txt overlaps the training text" "$tmp/err" && [ ! -e "$tmp/chainleak" ] || { cat "$tmp/err"; exit 1; }
+echo "compress --recover ok"
 for bad in "--train router" "--resume" "--lr -1" "--batch 0"; do
     # shellcheck disable=SC2086
     if "$KFUSE" recover "$m" --teacher "$m" -f "$train" $bad -o "$tmp/bad" 2>"$tmp/err"; then
@@ -73,4 +94,4 @@ for bad in "--train router" "--resume" "--lr -1" "--batch 0"; do
     fi
     [ "$(wc -l <"$tmp/err")" -eq 1 ] || { echo "FAIL: $bad: error is not one line"; cat "$tmp/err"; exit 1; }
 done
-echo "4 passed, 0 failed"
+echo "5 passed, 0 failed"

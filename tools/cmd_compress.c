@@ -3,10 +3,13 @@
 //    --drop N [--merge]]
 //   [--uniform --no-refit --lambda X --group ls|corr-energy|corr|kmeans-act|kmeans-weight --stats FILE
 //    --tokens N --ctx N --seed S --json] -o OUT [--format hf|gguf|llama2c] [--dtype f32|f16|bf16|q8_0]
+//   [--recover TRAIN.txt --recover-train all|ffn|lora --recover-tokens N --recover-lr LR --recover-batch B
+//    --recover-ctx T --recover-eval FILE]
 // Weights are written in the dtype the model was loaded from unless --dtype says otherwise.
 // Everything is computed before anything is written: a target that cannot be
 // met, bad widths or statistics from another model stop with one line and no
-// output.
+// output. --recover distils the result from MODEL before it is saved
+// (tools/recover_chain.h), as `kfuse recover` on the saved model would.
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -19,6 +22,7 @@
 #include "analyze/pipeline.h"
 #include "calib/calib.h"
 #include "cli.h"
+#include "recover_chain.h"
 #include "core/file.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
@@ -88,8 +92,11 @@ int kf_cmd_compress(int argc, char **argv) {
     double keep = 0, target = 0, max_inc = -1, lambda = KF_REFIT_LAMBDA;
     long n_tokens = 65536, seed = 1;
     bool refit = true, uniform = false, json = false, merge = false;
+    kf_cli_recover_chain rc;
+    kf_cli_recover_chain_init(&rc);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (kf_cli_recover_chain_arg(&rc, argc, argv, &i)) continue;
         if (!strcmp(a, "-f")) calib = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "-o")) out = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--method")) method = pick(kf_cli_str(argc, argv, &i), method_names, N_NAMES(method_names), "--method");
@@ -132,10 +139,13 @@ int kf_cmd_compress(int argc, char **argv) {
     if (max_inc >= 0 && (!calib || uniform || stats_path))
         kf_cli_failf("compress: --max-ppl-increase needs -f CALIB.txt, and neither --uniform nor --stats");
 
-    // The tokenizer is needed to encode calibration text and for GGUF's vocabulary.
+    kf_cli_recover_chain_check("compress", &rc);
+
+    // The tokenizer is needed to encode calibration and training text and for GGUF's vocabulary.
     kf_tokenizer *tok = NULL;
-    kf_model *m = kf_cli_load_model(path, calib || !strcmp(format, "gguf") ? &tok : NULL);
+    kf_model *m = kf_cli_load_model(path, calib || rc.text || !strcmp(format, "gguf") ? &tok : NULL);
     const kf_dtype dtype = kf_cli_save_dtype("compress", dtype_name, m, fmt); // before any work
+    if (rc.text) kf_cli_recover_chain_prepare("compress", &rc, tok);
     const int bos = tok ? kf_tokenizer_bos(tok) : m->bos_id;
     const int L = m->n_layer;
     const int64_t params0 = kf_model_n_params(m), bytes0 = kf_model_weight_bytes(m);
@@ -224,6 +234,7 @@ int kf_cmd_compress(int argc, char **argv) {
     kf_status s = kf_compress_run(m, ids, (int64_t)n_ids, bos, &o, &rep, &err);
     kf_progress_done(&bar);
     if (s != KF_OK) kf_cli_fail(&err);
+    cJSON *rec_js = rc.text ? kf_cli_recover_chain_run("compress", &rc, m, path, tok) : NULL;
     double secs = kf_time_now() - t0;
 
     // Export: only now is anything written.
@@ -269,6 +280,7 @@ int kf_cmd_compress(int argc, char **argv) {
     }
     cJSON_AddStringToObject(o_js, "output", out);
     cJSON_AddStringToObject(o_js, "format", format);
+    if (rec_js) cJSON_AddItemToObject(o_js, "recover", rec_js);
     cJSON_AddNumberToObject(o_js, "seconds", secs);
     kf_cli_print_json(o_js, json);
     if (!json)
