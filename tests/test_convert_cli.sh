@@ -12,7 +12,8 @@
 #     the dense model's perplexity;
 #   - the tokenizer's space prefix survives GGUF: a tokenizer.json without
 #     the Prepend normalizer encodes "Hello world" the same from its GGUF;
-#   - --dtype q8_0 stores Q8_0 weights; bad options fail with nothing written.
+#   - --dtype q8_0 stores Q8_0 weights, --dtype bf16 a BF16 folder whose dtype a
+#     further convert keeps; bad options fail with nothing written.
 # ctest-labels: slow
 set -eu
 : "${KFUSE:?}" "${KF_ROOT:?}" "${KF_BUILD:?}"
@@ -87,7 +88,14 @@ echo "no prefix: folder [$a], GGUF [$b]; prefix: folder [$c], GGUF [$d]"
 "$KFUSE" convert "$LL" -o "$tmp/q8.gguf" --dtype q8_0 2> /dev/null
 "$KFUSE" info "$tmp/q8.gguf" --json | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin)["dtypes"]; assert d.get("Q8_0", 0) > 0, d' ||
   { echo "FAIL: no Q8_0 tensors"; exit 1; }
-for bad in "--dtype f16 --format hf" "--dtype q4" "--format onnx"; do
+# BF16 safetensors, and the dtype kept by default when converted on to GGUF
+"$KFUSE" convert "$LL" -o "$tmp/bf16" --dtype bf16 2> /dev/null
+"$KFUSE" convert "$tmp/bf16" -o "$tmp/bf16.gguf" 2> /dev/null
+for f in "$tmp/bf16" "$tmp/bf16.gguf"; do
+  "$KFUSE" info "$f" --json | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin)["dtypes"]; assert d.get("BF16", 0) > 0 and "F16" not in d, d' ||
+    { echo "FAIL: $f does not hold BF16 weights"; exit 1; }
+done
+for bad in "--dtype q8_0 --format hf" "--dtype bf16 --format llama2c" "--dtype q4" "--format onnx"; do
   # shellcheck disable=SC2086
   if msg=$("$KFUSE" convert "$LL" -o "$tmp/bad" $bad 2>&1); then echo "FAIL: convert $bad succeeded"; exit 1; fi
   [ ! -e "$tmp/bad" ] && [ "$(echo "$msg" | wc -l)" -eq 1 ] || { echo "FAIL: convert $bad: $msg"; exit 1; }
