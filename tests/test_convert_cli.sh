@@ -95,6 +95,10 @@ for f in "$tmp/bf16" "$tmp/bf16.gguf"; do
   "$KFUSE" info "$f" --json | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin)["dtypes"]; assert d.get("BF16", 0) > 0 and "F16" not in d, d' ||
     { echo "FAIL: $f does not hold BF16 weights"; exit 1; }
 done
+# convert reads BF16 weights as they are: the GGUF computes what the folder does
+same "bf16 folder -> gguf" "$(ppl "$tmp/bf16.gguf")" "$(ppl "$tmp/bf16")" 1e-6
+"$KFUSE" convert "$tmp/bf16" -o "$tmp/bf16-q8.gguf" --dtype q8_0 2> /dev/null
+same "bf16 folder -> q8_0" "$(ppl "$tmp/bf16-q8.gguf")" "$(ppl "$tmp/q8.gguf")" 1e-3
 for bad in "--dtype q8_0 --format hf" "--dtype bf16 --format llama2c" "--dtype q4" "--format onnx"; do
   # shellcheck disable=SC2086
   if msg=$("$KFUSE" convert "$LL" -o "$tmp/bad" $bad 2>&1); then echo "FAIL: convert $bad succeeded"; exit 1; fi

@@ -41,7 +41,8 @@ int kf_cmd_convert(int argc, char **argv) {
     if (dtype_name) kf_cli_save_dtype("convert", dtype_name, NULL, fmt); // a bad name fails before any work
 
     kf_tokenizer *tok = NULL; // GGUF embeds the vocabulary
-    kf_model *m = kf_cli_load_model(path, fmt == KF_FORMAT_GGUF ? &tok : NULL);
+    // weights stay in their file dtype (a 7B BF16 model fits in memory); the writers convert row by row
+    kf_model *m = kf_cli_load_model_run(path, fmt == KF_FORMAT_GGUF ? &tok : NULL);
     if (dense) kf_moe_make_dense(m);
     const kf_dtype dtype = kf_cli_save_dtype("convert", dtype_name, m, fmt);
     kf_save_opts so = {.format = fmt, .dtype = dtype, .tok = tok, .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
