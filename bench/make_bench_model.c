@@ -1,10 +1,15 @@
-// Creates the engine benchmark model: a random-initialised Llama written as a
-// Hugging Face folder (config.json + model.safetensors), fp32.
+// Creates the engine benchmark models: a random-initialised Llama written as
+// a Hugging Face folder (config.json + safetensors, sharded above 5 GB).
 //
-//   make_bench_model [DIR] [--seed S]      (default /tmp/kfuse-bench/llama-2048x16)
+//   make_bench_model [DIR] [--shape 2048x16|llama2-7b] [--dtype f32|f16|bf16] [--seed S]
+//   (default DIR /tmp/kfuse-bench/llama-2048x16, or /tmp/kfuse-bench/llama2-7b-<dtype>)
 //
-// Shape: hidden 2048, 16 layers, FFN 5632, 32 heads (32 kv heads, Dh 64),
-// vocab 32000, untied head: 953.2 M parameters, 3.81 GB. Matrices are drawn
+// Shapes: 2048x16 (the default, fp32): hidden 2048, 16 layers, FFN 5632, 32
+// heads (32 kv heads, Dh 64), vocab 32000, untied head: 953.2 M parameters,
+// 3.81 GB. llama2-7b: Llama-2-7B's shape (hidden 4096, 32 layers, FFN 11008,
+// 32 heads, vocab 32000, untied head): 6.74 G parameters, 13.5 GB in BF16;
+// in F16/BF16 each matrix is generated in fp32 and converted on its own, so
+// memory stays near the model's size in its dtype. Matrices are drawn
 // from N(0, 0.02) (the Hugging Face Llama init), norm weights are 1, so the
 // residual stream stays O(1) through the 16 layers and logits stay finite.
 // Values depend only on the seed, the tensor and the row, not on threads.
@@ -79,20 +84,53 @@ static int make_dirs(const char *dir) {
     return kf_dir_exists(p) ? 0 : -1;
 }
 
+typedef struct {
+    const char *name;
+    int n_embd, n_layer, n_ff, n_head, n_ctx;
+} bench_shape;
+
+static const bench_shape SHAPES[] = {
+    {"2048x16", 2048, 16, 5632, 32, 2048},
+    {"llama2-7b", 4096, 32, 11008, 32, 4096},
+};
+
 int main(int argc, char **argv) {
-    const char *dir = "/tmp/kfuse-bench/llama-2048x16";
+    const char *dir = NULL, *shape_name = "2048x16", *dtype_name = NULL;
     uint64_t seed = 1234;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc) shape_name = argv[++i];
+        else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dtype_name = argv[++i];
         else if (argv[i][0] == '-') {
-            fprintf(stderr, "usage: make_bench_model [DIR] [--seed S]\n");
+            fprintf(stderr, "usage: make_bench_model [DIR] [--shape 2048x16|llama2-7b] [--dtype f32|f16|bf16] [--seed S]\n");
             return 2;
         } else dir = argv[i];
     }
-    char cfg[1100], st[1100];
+    const bench_shape *bs = NULL;
+    for (size_t i = 0; i < sizeof SHAPES / sizeof SHAPES[0]; i++)
+        if (!strcmp(shape_name, SHAPES[i].name)) bs = &SHAPES[i];
+    if (!bs) {
+        fprintf(stderr, "make_bench_model: --shape must be 2048x16 or llama2-7b, not '%s'\n", shape_name);
+        return 2;
+    }
+    const bool big = bs != &SHAPES[0];
+    kf_dtype dtype = big ? KF_DTYPE_BF16 : KF_DTYPE_F32;
+    if (dtype_name && (!kf_dtype_parse(dtype_name, &dtype) || dtype == KF_DTYPE_Q8_0)) {
+        fprintf(stderr, "make_bench_model: --dtype must be f32, f16 or bf16, not '%s' (Q8_0: kfuse convert)\n",
+                dtype_name);
+        return 2;
+    }
+    char def[256], cfg[1100], st[1100], idx[1100];
+    if (!dir) {
+        if (big) snprintf(def, sizeof def, "/tmp/kfuse-bench/llama2-7b-%s", dtype == KF_DTYPE_BF16 ? "bf16" :
+                                                                             dtype == KF_DTYPE_F16 ? "f16" : "f32");
+        else snprintf(def, sizeof def, "/tmp/kfuse-bench/llama-2048x16");
+        dir = def;
+    }
     kf_path_join(cfg, sizeof cfg, dir, "config.json");
     kf_path_join(st, sizeof st, dir, "model.safetensors");
-    if (kf_file_exists(cfg) && kf_file_exists(st)) {
+    kf_path_join(idx, sizeof idx, dir, "model.safetensors.index.json");
+    if (kf_file_exists(cfg) && (kf_file_exists(st) || kf_file_exists(idx))) {
         printf("make_bench_model: %s exists, kept\n", dir);
         return 0;
     }
@@ -102,10 +140,11 @@ int main(int argc, char **argv) {
     }
 
     kf_error err = {0};
-    int n_ff[16];
-    for (int l = 0; l < 16; l++) n_ff[l] = 5632;
-    kf_synth_shape sh = {.n_vocab = 32000, .n_embd = 2048, .n_layer = 16, .n_head = 32, .n_head_kv = 32,
-                         .head_dim = 64, .n_ctx_train = 2048, .n_ff = n_ff, .norm_eps = 1e-5f, .rope_theta = 10000.0f};
+    int n_ff[64];
+    for (int l = 0; l < bs->n_layer; l++) n_ff[l] = bs->n_ff;
+    kf_synth_shape sh = {.n_vocab = 32000, .n_embd = bs->n_embd, .n_layer = bs->n_layer, .n_head = bs->n_head,
+                         .n_head_kv = bs->n_head, .head_dim = bs->n_embd / bs->n_head, .n_ctx_train = bs->n_ctx,
+                         .n_ff = n_ff, .norm_eps = 1e-5f, .rope_theta = 10000.0f, .dtype = dtype};
     fill_state fs = {seed, 0};
     kf_model *m;
     double t0 = kf_time_now();
@@ -113,9 +152,10 @@ int main(int argc, char **argv) {
     m->bos_id = 1;
     m->eos_id = 2;
     double t1 = kf_time_now();
-    TRY(kf_model_save(m, dir, &(kf_save_opts){.format = KF_FORMAT_HF}, &err));
-    printf("make_bench_model: %s: %.1f M params, %.2f GB fp32 (generated in %.1f s, written in %.1f s)\n", dir,
-           kf_model_n_params(m) / 1e6, kf_model_n_params(m) * 4.0 / 1e9, t1 - t0, kf_time_now() - t1);
+    TRY(kf_model_save(m, dir, &(kf_save_opts){.format = KF_FORMAT_HF, .dtype = dtype}, &err));
+    printf("make_bench_model: %s: %.1f M params, %.2f GB of weights in %s (generated in %.1f s, written in %.1f s)\n",
+           dir, kf_model_n_params(m) / 1e6, kf_model_weight_bytes(m) / 1e9, kf_dtype_name(dtype), t1 - t0,
+           kf_time_now() - t1);
     kf_model_free(m);
     return 0;
 }

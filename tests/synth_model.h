@@ -4,6 +4,9 @@
 // the caller's function, called in a fixed order: tok_embd, lm_head,
 // out_norm_w, then per layer attn_norm_w, wq, wk, wv, wo, [bq, bk, bv],
 // ffn_norm_w, w_gate, w_up, w_down. Header-only: benches include it too.
+// With dtype F16 or BF16 the 2-D weights are held in that dtype: each is
+// filled in an fp32 scratch buffer of its size, converted and the scratch
+// freed, so a model larger than memory in fp32 (7B in BF16) can be built.
 #ifndef KF_TESTS_SYNTH_MODEL_H
 #define KF_TESTS_SYNTH_MODEL_H
 
@@ -19,6 +22,7 @@ typedef struct {
     const int *n_ff; // (n_layer) FFN widths
     bool qkv_bias;
     float norm_eps, rope_theta;
+    kf_dtype dtype; // of the 2-D weights: F32 (0), F16 or BF16
 } kf_synth_shape;
 
 // Fills t (allocated, shape set); norm says it is a norm weight vector.
@@ -30,12 +34,33 @@ typedef struct {
     void *user;
     kf_error *err;
     kf_status s;
+    kf_dtype dtype;
 } kf_synth_ctx;
 
 static inline void kf_synth_add(kf_synth_ctx *c, kf_tensor *t, bool norm, int ndim, int64_t d0, int64_t d1) {
     if (c->s != KF_OK) return;
-    c->s = kf_model_alloc_tensor(c->m, t, ndim, (int64_t[]){d0, d1}, c->err);
-    if (c->s == KF_OK) c->fill(t, norm, c->user);
+    if (ndim != 2 || c->dtype == KF_DTYPE_F32) {
+        c->s = kf_model_alloc_tensor(c->m, t, ndim, (int64_t[]){d0, d1}, c->err);
+        if (c->s == KF_OK) c->fill(t, norm, c->user);
+        return;
+    }
+    const int64_t n = d0 * d1;
+    uint16_t *half = kf_model_alloc_bytes(c->m, sizeof(uint16_t) * (size_t)n);
+    float *tmp = malloc(sizeof(float) * (size_t)n);
+    if (!half || !tmp) {
+        free(tmp);
+        c->s = kf_error_set(c->err, KF_ERR_NOMEM, "synthetic model: out of memory");
+        return;
+    }
+    t->data = tmp;
+    kf_tensor_set_shape(t, 2, (int64_t[]){d0, d1});
+    c->fill(t, norm, c->user);
+    const bool bf16 = c->dtype == KF_DTYPE_BF16;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) half[i] = bf16 ? kf_f32_to_bf16(tmp[i]) : kf_f32_to_f16(tmp[i]);
+    free(tmp);
+    t->data = (float *)(void *)half;
+    t->dtype = t->src_dtype = c->dtype;
 }
 
 static inline kf_status kf_synth_llama(const kf_synth_shape *sh, kf_synth_fill fill, void *user, kf_model **out,
@@ -58,7 +83,7 @@ static inline kf_status kf_synth_llama(const kf_synth_shape *sh, kf_synth_fill f
     m->rope_theta = sh->rope_theta;
     const int64_t C = sh->n_embd, V = sh->n_vocab, Q = (int64_t)sh->n_head * sh->head_dim,
                   KV = (int64_t)sh->n_head_kv * sh->head_dim;
-    kf_synth_ctx c = {m, fill, user, err, KF_OK};
+    kf_synth_ctx c = {m, fill, user, err, KF_OK, sh->dtype};
     kf_synth_add(&c, &m->tok_embd, false, 2, V, C);
     kf_synth_add(&c, &m->lm_head, false, 2, V, C);
     kf_synth_add(&c, &m->out_norm_w, true, 1, C, 0);
