@@ -166,6 +166,31 @@ static void test_truncated_tokenizer_bin(void **state) {
     free(buf);
 }
 
+// A folder with a llama2.c tokenizer.bin and no tokenizer.json: the model's
+// tokenizer is that file.
+static void test_folder_tokenizer_bin(void **state) {
+    (void)state;
+    char src[2048], dst[2048], dir[2048];
+    path_of(src, sizeof src, g_llama, "tokenizer.bin");
+    size_t size;
+    char *buf = read_file(src, &size);
+    make_dir(dir, sizeof dir, "binonly");
+    path_of(dst, sizeof dst, dir, "tokenizer.bin");
+    write_bytes(dst, buf, size);
+    free(buf);
+    kf_tokenizer *a, *b;
+    kf_error err = {0};
+    if (kf_tokenizer_load_for_model(&a, dir, 4096, &err) != KF_OK) fail_msg("%s", err.msg);
+    if (kf_tokenizer_load_llama2c(&b, src, 4096, &err) != KF_OK) fail_msg("%s", err.msg);
+    size_t na, nb;
+    int32_t *x = encode(a, "Hello world, said he.", 21, true, &na), *y = encode(b, "Hello world, said he.", 21, true, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(x, y, sizeof *x * na);
+    free(x), free(y);
+    kf_tokenizer_free(a);
+    kf_tokenizer_free(b);
+}
+
 static void test_invalid_utf8_and_ids(void **state) {
     (void)state;
     kf_tokenizer *tok;
@@ -546,6 +571,7 @@ int main(void) {
         cmocka_unit_test(test_missing_and_malformed_json),
         cmocka_unit_test(test_truncated_tokenizer_json),
         cmocka_unit_test(test_truncated_tokenizer_bin),
+        cmocka_unit_test(test_folder_tokenizer_bin),
         cmocka_unit_test(test_invalid_utf8_and_ids),
         cmocka_unit_test(test_load_for_model),
         cmocka_unit_test(test_config_files),

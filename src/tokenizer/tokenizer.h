@@ -32,8 +32,9 @@ typedef enum {
 kf_status kf_tokenizer_load_hf(kf_tokenizer **out, const char *path, kf_error *err);
 // Loads a llama2.c tokenizer.bin for a model of vocab_size entries.
 kf_status kf_tokenizer_load_llama2c(kf_tokenizer **out, const char *path, int vocab_size, kf_error *err);
-// Finds the tokenizer that belongs to a model path: a folder's tokenizer.json,
-// the tokenizer.bin beside a llama2.c .bin, or the vocabulary inside a GGUF.
+// Finds the tokenizer that belongs to a model path: a folder's tokenizer.json
+// (or, when it has none, a llama2.c tokenizer.bin in it), the tokenizer.bin
+// beside a llama2.c .bin, or the vocabulary inside a GGUF.
 kf_status kf_tokenizer_load_for_model(kf_tokenizer **out, const char *model_path, int vocab_size, kf_error *err);
 // The GGUF branch of kf_tokenizer_load_for_model (src/tokenizer/vocab_gguf.c):
 // reads the vocabulary from GGUF metadata and calls kf_tokenizer_init.

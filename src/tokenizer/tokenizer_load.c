@@ -12,7 +12,15 @@ static bool ends_with(const char *s, const char *suffix) {
 
 kf_status kf_tokenizer_load_for_model(kf_tokenizer **out, const char *model_path, int vocab_size, kf_error *err) {
     *out = NULL;
-    if (kf_dir_exists(model_path)) return kf_tokenizer_load_hf(out, model_path, err);
+    if (kf_dir_exists(model_path)) {
+        // a folder's tokenizer.json; without one, a llama2.c tokenizer.bin there
+        char json[4096], bin[4096];
+        if (!kf_path_join(json, sizeof json, model_path, "tokenizer.json") ||
+            !kf_path_join(bin, sizeof bin, model_path, "tokenizer.bin"))
+            return kf_error_set(err, KF_ERR_ARG, "%s: path too long", model_path);
+        if (!kf_file_exists(json) && kf_file_exists(bin)) return kf_tokenizer_load_llama2c(out, bin, vocab_size, err);
+        return kf_tokenizer_load_hf(out, model_path, err);
+    }
     if (!kf_file_exists(model_path)) return kf_error_set(err, KF_ERR_IO, "%s: no such file or folder", model_path);
     if (ends_with(model_path, ".gguf")) return kf_tokenizer_load_gguf(out, model_path, err);
     if (ends_with(model_path, ".bin")) {
