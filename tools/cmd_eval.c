@@ -1,4 +1,4 @@
-// kfuse eval MODEL [MODEL...] --ref ORIGINAL -f TEXT [--ctx N --json --bench-p N --bench-n N --bench-r N
+// kfuse eval MODEL [MODEL...] --ref ORIGINAL -f TEXT [--ctx N --chunks N --json --bench-p N --bench-n N --bench-r N
 //   --no-bench --top-k K | --coverage T --perturb typo:RATE[,seed:S]] [--task blimp=PATH --task-pairs N
 //   --task-scores FILE]
 // Several models are scored in one pass over the text, the reference computed
@@ -147,6 +147,7 @@ static void print_perturbed(const perturbed_run *pr, const kf_compare_result *cl
 int kf_cmd_eval(int argc, char **argv) {
     const char *ref_path = NULL, *text_path = NULL, *task = NULL, *scores_path = NULL, *perturb = NULL;
     const char **paths = calloc((size_t)argc, sizeof *paths);
+    long chunks = 0; // 0: every whole window of the text
     int n_models = 0, ctx = 256, bench_p = 128, bench_n = 64, bench_r = 3, top_k = 0, task_pairs = 0;
     double coverage = 0;
     bool json = false, bench = true;
@@ -158,6 +159,7 @@ int kf_cmd_eval(int argc, char **argv) {
         else if (!strcmp(argv[i], "--bench-p")) bench_p = (int)kf_cli_long(argc, argv, &i, 1, 1 << 16);
         else if (!strcmp(argv[i], "--bench-n")) bench_n = (int)kf_cli_long(argc, argv, &i, 1, 1 << 16);
         else if (!strcmp(argv[i], "--bench-r")) bench_r = (int)kf_cli_long(argc, argv, &i, 1, 1000);
+        else if (!strcmp(argv[i], "--chunks")) chunks = kf_cli_long(argc, argv, &i, 1, 1L << 40);
         else if (!strcmp(argv[i], "--no-bench")) bench = false;
         else if (!strcmp(argv[i], "--json")) json = true;
         else if (!strcmp(argv[i], "--top-k")) top_k = (int)kf_cli_long(argc, argv, &i, 1, 1 << 16);
@@ -213,6 +215,7 @@ int kf_cmd_eval(int argc, char **argv) {
     perturbed_run pr = {.spec = perturb};
     if (text_path) {
         int32_t *ids = kf_cli_tokenize_file(tok, text_path, true, &n_ids);
+        if (chunks && n_ids > (size_t)chunks * (size_t)ctx) n_ids = (size_t)chunks * (size_t)ctx;
         kf_progress bar;
         kf_progress_init(&bar, "eval", "windows", (int64_t)(n_ids / (size_t)ctx));
         if (!(r = calloc((size_t)n_models, sizeof *r))) kf_cli_failf("eval: out of memory");
@@ -233,6 +236,7 @@ int kf_cmd_eval(int argc, char **argv) {
         if (kf_tokenizer_encode(tok, noisy, plen, true, &ids, &pr.n_ids, &e) != KF_OK)
             kf_cli_failf("%s (perturbed): %s", text_path, e.msg);
         free(noisy);
+        if (chunks && pr.n_ids > (size_t)chunks * (size_t)ctx) pr.n_ids = (size_t)chunks * (size_t)ctx;
         kf_progress bar;
         kf_progress_init(&bar, "eval typo", "windows", (int64_t)(pr.n_ids / (size_t)ctx));
         if (!(pr.r = calloc((size_t)n_models, sizeof *pr.r))) kf_cli_failf("eval: out of memory");

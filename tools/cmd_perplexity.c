@@ -1,4 +1,5 @@
-// kfuse perplexity MODEL -f TEXT [--ctx N] [--json]
+// kfuse perplexity MODEL -f TEXT [--ctx N] [--chunks N] [--json]
+// --chunks N scores only the first N windows (as llama-perplexity's --chunks).
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,10 +29,12 @@ static void on_chunk(void *user, int chunk, int n_chunks, const kf_ppl_result *r
 int kf_cmd_perplexity(int argc, char **argv) {
     const char *path = NULL, *text_path = NULL;
     int ctx = 512;
+    long chunks = 0;
     bool json = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-f")) text_path = kf_cli_str(argc, argv, &i);
         else if (!strcmp(argv[i], "--ctx") || !strcmp(argv[i], "-c")) ctx = (int)kf_cli_long(argc, argv, &i, 4, 1 << 20);
+        else if (!strcmp(argv[i], "--chunks")) chunks = kf_cli_long(argc, argv, &i, 1, 1L << 40);
         else if (!strcmp(argv[i], "--json")) json = true;
         else if (argv[i][0] == '-') kf_cli_failf("perplexity: unknown option %s", argv[i]);
         else if (!path) path = argv[i];
@@ -44,6 +47,7 @@ int kf_cmd_perplexity(int argc, char **argv) {
     kf_error err = {0};
     size_t n_ids;
     int32_t *ids = kf_cli_tokenize_file(tok, text_path, true, &n_ids);
+    if (chunks && n_ids > (size_t)chunks * (size_t)ctx) n_ids = (size_t)chunks * (size_t)ctx;
     if (!json) fprintf(stderr, "perplexity: %zu tokens, %lld windows of %d\n", n_ids, (long long)(n_ids / (size_t)ctx), ctx);
     ppl_view view = {.json = json};
     kf_progress_init(&view.bar, "perplexity", "windows", (int64_t)(n_ids / (size_t)ctx));
