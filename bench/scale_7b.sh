@@ -32,20 +32,22 @@ mkdir -p "$out"
 export OMP_NUM_THREADS=$threads
 
 # run NAME CMD...: stdout to $out/NAME.out, time -v to $out/NAME.time, one row to $out/rows.jsonl
+# (a failing command, e.g. killed for memory, gets its row with rc and the next step runs)
 run() {
     local name=$1
     shift
     echo "scale_7b: $name: $*" >&2
-    /usr/bin/time -v -o "$out/$name.time" "$@" >"$out/$name.out" 2>"$out/$name.err"
-    /usr/bin/python3 - "$out" "$name" "$threads" "$*" <<'PY'
+    local rc=0
+    /usr/bin/time -v -o "$out/$name.time" "$@" >"$out/$name.out" 2>"$out/$name.err" || rc=$?
+    /usr/bin/python3 - "$out" "$name" "$threads" "$*" "$rc" <<'PY'
 import json, re, sys
-out, name, threads, cmd = sys.argv[1:]
+out, name, threads, cmd, rc = sys.argv[1:]
 t = open(f"{out}/{name}.time").read()
 def field(key):
     return re.search(re.escape(key) + r": (.*)", t).group(1).strip()
 wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")
 wall_s = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall)))
-row = {"step": name, "threads": int(threads), "wall_s": round(wall_s, 1),
+row = {"step": name, "rc": int(rc), "threads": int(threads), "wall_s": round(wall_s, 1),
        "cpu_s": round(float(field("User time (seconds)")) + float(field("System time (seconds)")), 1),
        "peak_rss_gb": round(int(field("Maximum resident set size (kbytes)")) / 1e6, 2), "command": cmd}
 print(json.dumps(row))
