@@ -12,8 +12,9 @@
 # Resumable: a model whose JSON summary exists is reused, as is a result.
 # Environment (defaults in brackets): OUT_DIR [/tmp/kfuse_recover_table],
 # TOKENS per recovery [262144], BATCH [8], CTX [256], THREADS [1],
-# LR_FULL [1e-3] (ffn, all), LR_LORA [3e-3], RANK [8], ROWS [all rows:
-# llama-50 llama-25 llama-tp054 gpt2-50], EVAL_BYTES per text [whole texts].
+# LR_FFN [1e-3], LR_ALL [3e-4], LR_LORA [3e-3], RANK [8], ROWS [all rows:
+# llama-50 llama-25 llama-tp054 gpt2-50], MODES [ffn all lora], EVAL_BYTES
+# per text [whole texts].
 # usage: bench/recover_table.sh [KFUSE]
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,13 +25,14 @@ tokens=${TOKENS:-262144}
 batch=${BATCH:-8}
 ctx=${CTX:-256}
 threads=${THREADS:-1}
-lr_full=${LR_FULL:-1e-3}
+lr_ffn=${LR_FFN:-1e-3}
+lr_all=${LR_ALL:-3e-4}
 lr_lora=${LR_LORA:-3e-3}
 rank=${RANK:-8}
 llama=$root/models/llama-gutenberg-6.5m
 gpt2=$root/../shared/models/gpt2-gutenberg-5.9m
 mkdir -p "$out/eval/wiki" "$out/eval/books"
-settings="EVAL_BYTES=${EVAL_BYTES:-whole} TOKENS=$tokens BATCH=$batch CTX=$ctx LR_FULL=$lr_full LR_LORA=$lr_lora RANK=$rank"
+settings="EVAL_BYTES=${EVAL_BYTES:-whole} TOKENS=$tokens BATCH=$batch CTX=$ctx LR_FFN=$lr_ffn LR_ALL=$lr_all LR_LORA=$lr_lora RANK=$rank"
 if [ -s "$out/settings" ] && [ "$(cat "$out/settings")" != "$settings" ]; then
     echo "recover_table: $out holds a run with $(cat "$out/settings"), not $settings; use another OUT_DIR" >&2
     exit 1
@@ -66,7 +68,8 @@ compress() { # name model compress-options
     echo "$name|$model|$name|-" >>"$out/rows.txt"
 }
 recover() { # base model mode
-    local base=$1 model=$2 mode=$3 name=$1-$3 lr=$lr_full extra=()
+    local base=$1 model=$2 mode=$3 name=$1-$3 lr=$lr_ffn extra=()
+    if [ "$mode" = all ]; then lr=$lr_all; fi
     if [ "$mode" = lora ]; then lr=$lr_lora; extra=(--lora-rank "$rank"); fi
     if [ ! -s "$out/$name.recover.json" ]; then
         time_json "$out/$name.recover.json" "$kfuse" recover "$out/$base" --teacher "$model" -f "$out/train.txt" \
@@ -83,7 +86,7 @@ for spec in "llama-50|$llama|--ffn-keep 0.5" "llama-25|$llama|--ffn-keep 0.25" \
     want "$base" || continue
     # shellcheck disable=SC2086
     compress "$base" "$model" $opts
-    for mode in ffn all lora; do recover "$base" "$model" "$mode"; done
+    for mode in ${MODES:-ffn all lora}; do recover "$base" "$model" "$mode"; done
 done
 
 # Scoring: per text and original, one eval of the models without a result.

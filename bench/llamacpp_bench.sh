@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Decode and prefill speed of kfuse against real llama.cpp on the same GGUF
+# files, same threads, in one run, alternating the two tools per repeat.
+#
+#   bench/llamacpp_bench.sh GGUF... 
+#
+# llama.cpp: the source of node-llama-cpp@3.22.1's build (npm pack; its
+# llama/gitRelease.bundle is a git bundle) is cloned into a cache folder
+# outside the repository and llama-bench is built there once
+# (CPU backend, native ISA, static). Never part of kfuse's build or tests.
+#
+# Environment: THREADS (default all cores), P (prompt tokens, 64), N (decode
+# tokens, 16), R (repeats of each tool, 3), KFUSE (default build/kfuse),
+# KF_LLAMA_SRC (cache, default ~/.cache/kfuse/llama.cpp-3.22.1-src), OUT
+# (rows, default /tmp/kfuse-bench/llamacpp).
+# Rows (JSON lines, $OUT/rows.jsonl): tool, model, threads, pp_tok_s, tg_tok_s per repeat.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+[ $# -ge 1 ] || { echo "usage: bench/llamacpp_bench.sh GGUF..." >&2; exit 2; }
+V=3.22.1
+src=${KF_LLAMA_SRC:-$HOME/.cache/kfuse/llama.cpp-$V-src}
+kfuse=${KFUSE:-$root/build/kfuse}
+threads=${THREADS:-$(nproc)}
+P=${P:-64} N=${N:-16} R=${R:-3}
+out=${OUT:-/tmp/kfuse-bench/llamacpp}
+mkdir -p "$out"
+
+bench_bin=$src/build/bin/llama-bench
+if [ ! -x "$bench_bin" ]; then
+    if [ ! -d "$src/.git" ]; then
+        tmp=$(mktemp -d)
+        (cd "$tmp" && npm pack --silent "node-llama-cpp@$V" >/dev/null)
+        tar xzf "$tmp/node-llama-cpp-$V.tgz" -C "$tmp" package/llama/gitRelease.bundle
+        mkdir -p "$(dirname "$src")"
+        git clone -q "$tmp/package/llama/gitRelease.bundle" "$src"
+        rm -rf "$tmp"
+    fi
+    echo "llamacpp_bench: building llama-bench in $src/build" >&2
+    cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
+        -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
+    cmake --build "$src/build" --target llama-bench -j"$(nproc)" >/dev/null
+fi
+echo "llamacpp_bench: llama.cpp $(git -C "$src" describe --tags --always 2>/dev/null), $threads threads, p $P n $N, $R repeats" >&2
+
+export OMP_NUM_THREADS=$threads
+for model in "$@"; do
+    for rep in $(seq "$R"); do
+        "$bench_bin" -m "$model" -p "$P" -n "$N" -r 1 -t "$threads" -o json >"$out/llama.json" 2>"$out/llama.err"
+        "$kfuse" bench "$model" -p "$P" -n "$N" -r 1 -t "$threads" --json >"$out/kfuse.json" 2>"$out/kfuse.err"
+        /usr/bin/python3 - "$out" "$model" "$threads" "$rep" <<'PY'
+import json, os, sys
+out, model, threads, rep = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ll = json.load(open(f"{out}/llama.json"))
+pp = next(r["avg_ts"] for r in ll if r["n_prompt"] > 0 and r["n_gen"] == 0)
+tg = next(r["avg_ts"] for r in ll if r["n_gen"] > 0 and r["n_prompt"] == 0)
+kf = {r["test"][:2]: r["tokens_per_s_median"] for r in map(json.loads, open(f"{out}/kfuse.json"))}
+rows = [{"tool": "llama.cpp", "model": os.path.basename(model), "threads": threads, "rep": rep,
+         "pp_tok_s": round(pp, 3), "tg_tok_s": round(tg, 3)},
+        {"tool": "kfuse", "model": os.path.basename(model), "threads": threads, "rep": rep,
+         "pp_tok_s": round(kf["pp"], 3), "tg_tok_s": round(kf["tg"], 3)}]
+with open(f"{out}/rows.jsonl", "a") as f:
+    for r in rows:
+        print(json.dumps(r))
+        f.write(json.dumps(r) + "\n")
+PY
+    done
+done
