@@ -91,6 +91,57 @@ static void test_moments_vs_numpy(void **state) { moments_vs_numpy(0, 1e-9); }
 // column of mean ~1000 is shifted before the products are taken).
 static void test_moments_f32_vs_numpy(void **state) { moments_vs_numpy(1, 2e-6); }
 
+// Widths of several panels of the packed products (KF_MOMENTS_PANEL rows of
+// Sxx per gemm) and row counts of several blocks: covariance against a
+// two-pass reference in double, for both product modes, and a merge of two
+// halves against the whole.
+static void test_moments_panels(void **state) {
+    const int d = 2 * KF_MOMENTS_PANEL + 88, n = 2 * KF_MOMENTS_BLOCK + 76;
+    float *X = malloc((size_t)n * d * sizeof *X);
+    uint64_t s = 12345;
+    for (size_t i = 0; i < (size_t)n * d; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        X[i] = (float)((double)(s >> 40) / (double)(1 << 24) - 0.5) + (float)(i % d % 7); // column means 0..6
+    }
+    for (int r = 0; r < n; r++) X[(size_t)r * d + 300] += X[(size_t)r * d + 5]; // correlated columns across panels
+    double *mean = calloc((size_t)d, sizeof *mean), *ref = calloc((size_t)d * d, sizeof *ref);
+    double *cov = malloc((size_t)d * d * sizeof *cov), *cov2 = malloc((size_t)d * d * sizeof *cov2);
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < d; j++) mean[j] += X[(size_t)r * d + j];
+    for (int j = 0; j < d; j++) mean[j] /= n;
+    for (int r = 0; r < n; r++)
+        for (int i = 0; i < d; i++) {
+            double xi = X[(size_t)r * d + i] - mean[i];
+            for (int j = i; j < d; j++) ref[(size_t)i * d + j] += xi * (X[(size_t)r * d + j] - mean[j]);
+        }
+    kf_error err;
+    for (int f32 = 0; f32 < 2; f32++) {
+        kf_moments m, a, b;
+        assert_int_equal(kf_moments_init(&m, d, 3, 0.f, &err), KF_OK);
+        assert_int_equal(kf_moments_init(&a, d, 3, 0.f, &err), KF_OK);
+        assert_int_equal(kf_moments_init(&b, d, 3, 0.f, &err), KF_OK);
+        if (f32) assert_int_equal(kf_moments_set_f32(&m, &err), KF_OK);
+        assert_int_equal(kf_moments_add(&m, X, n, &err), KF_OK);
+        assert_int_equal(kf_moments_add(&a, X, 700, &err), KF_OK);
+        assert_int_equal(kf_moments_add(&b, X + (size_t)700 * d, n - 700, &err), KF_OK);
+        assert_int_equal(kf_moments_merge(&a, &b, &err), KF_OK);
+        assert_int_equal(kf_moments_cov(&m, cov, &err), KF_OK);
+        assert_int_equal(kf_moments_cov(&a, cov2, &err), KF_OK);
+        const double tol = f32 ? 2e-6 : 1e-12;
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < d; j++) {
+                double r = (i <= j ? ref[(size_t)i * d + j] : ref[(size_t)j * d + i]) / (n - 1);
+                double scale = sqrt(ref[(size_t)i * d + i] * ref[(size_t)j * d + j]) / (n - 1);
+                assert_true(fabs(cov[(size_t)i * d + j] - r) <= tol * scale);
+                assert_true(fabs(cov2[(size_t)i * d + j] - r) <= 1e-12 * scale);
+            }
+        kf_moments_free(&m);
+        kf_moments_free(&a);
+        kf_moments_free(&b);
+    }
+    free(X), free(mean), free(ref), free(cov), free(cov2);
+}
+
 static void assert_moments_close(const kf_moments *a, const kf_moments *b) {
     kf_error err;
     int d = a->d;
@@ -193,8 +244,7 @@ static void assert_same_moments(const kf_moments *a, const kf_moments *b) {
     assert_int_equal(a->has_shift, b->has_shift);
     assert_memory_equal(a->shift, b->shift, d * sizeof(double));
     assert_memory_equal(a->sum, b->sum, d * sizeof(double));
-    for (int i = 0; i < d; i++)
-        assert_memory_equal(a->sxx + (size_t)i * d + i, b->sxx + (size_t)i * d + i, (d - i) * sizeof(double));
+    assert_memory_equal(a->sxx, b->sxx, (size_t)d * (d + 1) / 2 * sizeof(double));
     assert_memory_equal(a->n_pos, b->n_pos, d * sizeof(int64_t));
     assert_memory_equal(a->n_nz, b->n_nz, d * sizeof(int64_t));
     assert_memory_equal(a->sum_abs, b->sum_abs, d * sizeof(double));
@@ -350,7 +400,7 @@ int main(void) {
         cmocka_unit_test(test_moments_vs_numpy),     cmocka_unit_test(test_moments_merge_union),
         cmocka_unit_test(test_moments_constant_dim), cmocka_unit_test(test_statsfile_roundtrip),
         cmocka_unit_test(test_statsfile_errors),     cmocka_unit_test(test_moments_f32_vs_numpy),
-        cmocka_unit_test(test_statsfile_protocol),
+        cmocka_unit_test(test_statsfile_protocol),   cmocka_unit_test(test_moments_panels),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

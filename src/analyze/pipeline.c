@@ -392,7 +392,7 @@ static void mean_isd(const kf_moments *mo, double *mu, double *isd) {
     double n = (double)mo->n;
     for (int j = 0; j < mo->d; j++) {
         mu[j] = mo->shift[j] + mo->sum[j] / n;
-        double var = n > 1 ? (mo->sxx[(size_t)j * mo->d + j] - mo->sum[j] * mo->sum[j] / n) / (n - 1) : 0;
+        double var = n > 1 ? (mo->sxx[kf_packed_index(mo->d, j, j)] - mo->sum[j] * mo->sum[j] / n) / (n - 1) : 0;
         isd[j] = var > 0 ? 1 / sqrt(var) : 0;
     }
 }

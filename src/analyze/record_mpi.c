@@ -29,15 +29,17 @@ static kf_status mpi_reduce_moments(kf_moments *m, kf_error *err) {
         return st;
     }
     MPI_Allreduce(MPI_IN_PLACE, c.sum, d, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    for (int i = 0; i < d; i++) // upper triangle, row by row
-        MPI_Allreduce(MPI_IN_PLACE, c.sxx + (size_t)i * d + i, d - i, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    const size_t np = (size_t)d * (d + 1) / 2; // packed upper triangles
+    for (size_t p0 = 0; p0 < np; p0 += (size_t)1 << 28) {
+        size_t cnt = np - p0 < ((size_t)1 << 28) ? np - p0 : (size_t)1 << 28;
+        MPI_Allreduce(MPI_IN_PLACE, c.sxx + p0, (int)cnt, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    }
     MPI_Allreduce(MPI_IN_PLACE, c.n_pos, d, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, c.n_nz, d, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, c.sum_abs, d, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, c.max, d, MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, c.min, d, MPI_FLOAT, MPI_MIN, MPI_COMM_WORLD);
     if (c.topk > 0) {
-        size_t np = (size_t)d * (d + 1) / 2;
         for (size_t p0 = 0; p0 < np; p0 += (size_t)1 << 28) {
             size_t cnt = np - p0 < ((size_t)1 << 28) ? np - p0 : (size_t)1 << 28;
             MPI_Allreduce(MPI_IN_PLACE, c.coact + p0, (int)cnt, MPI_UINT32_T, MPI_SUM, MPI_COMM_WORLD);

@@ -5,6 +5,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+static size_t moments_n_packed(size_t d) { return d * (d + 1) / 2; }
+
+static int moments_panel_rows(int d) { return d < KF_MOMENTS_PANEL ? d : KF_MOMENTS_PANEL; }
+
+int64_t kf_moments_bytes(int d, int topk, int f32) {
+    const int64_t ud = d, np = (int64_t)moments_n_packed((size_t)d), P = moments_panel_rows(d);
+    int64_t b = 8 * np + ud * (8 * 3 + 8 * 2 + 4 * 2) + 8 * (KF_MOMENTS_BLOCK + P) * ud;
+    if (topk > 0) b += 4 * np + 4 * (int64_t)KF_MOMENTS_BLOCK * topk;
+    if (f32) b += 4 * (KF_MOMENTS_BLOCK + P) * ud;
+    return b;
+}
+
 kf_status kf_moments_init(kf_moments *m, int d, int topk, float eps, kf_error *err) {
     memset(m, 0, sizeof *m);
     if (d <= 0 || d > (1 << 20)) return kf_error_set(err, KF_ERR_ARG, "moments: bad dimension %d", d);
@@ -13,22 +25,23 @@ kf_status kf_moments_init(kf_moments *m, int d, int topk, float eps, kf_error *e
     m->d = d;
     m->topk = topk;
     m->eps = eps;
-    size_t ud = (size_t)d;
+    size_t ud = (size_t)d, np = moments_n_packed(ud);
     m->shift = calloc(ud, sizeof *m->shift);
     m->sum = calloc(ud, sizeof *m->sum);
-    m->sxx = calloc(ud * ud, sizeof *m->sxx);
+    m->sxx = calloc(np, sizeof *m->sxx);
     m->n_pos = calloc(ud, sizeof *m->n_pos);
     m->n_nz = calloc(ud, sizeof *m->n_nz);
     m->sum_abs = calloc(ud, sizeof *m->sum_abs);
     m->max = malloc(ud * sizeof *m->max);
     m->min = malloc(ud * sizeof *m->min);
     m->block = malloc(ud * KF_MOMENTS_BLOCK * sizeof *m->block);
+    m->panel = malloc(ud * (size_t)moments_panel_rows(d) * sizeof *m->panel);
     if (topk > 0) {
-        m->coact = calloc(ud * (ud + 1) / 2, sizeof *m->coact);
+        m->coact = calloc(np, sizeof *m->coact);
         m->top = malloc((size_t)KF_MOMENTS_BLOCK * topk * sizeof *m->top);
     }
     if (!m->shift || !m->sum || !m->sxx || !m->n_pos || !m->n_nz || !m->sum_abs || !m->max || !m->min ||
-        !m->block || (topk > 0 && (!m->coact || !m->top))) {
+        !m->block || !m->panel || (topk > 0 && (!m->coact || !m->top))) {
         kf_moments_free(m);
         return kf_error_set(err, KF_ERR_NOMEM, "moments: out of memory for d = %d", d);
     }
@@ -37,14 +50,14 @@ kf_status kf_moments_init(kf_moments *m, int d, int topk, float eps, kf_error *e
 }
 
 kf_status kf_moments_set_f32(kf_moments *m, kf_error *err) {
-    if (m->sxxf) return KF_OK;
+    if (m->blockf) return KF_OK;
     size_t ud = (size_t)m->d;
     m->blockf = malloc(ud * KF_MOMENTS_BLOCK * sizeof *m->blockf);
-    m->sxxf = calloc(ud * ud, sizeof *m->sxxf);
-    if (!m->blockf || !m->sxxf) {
+    m->panelf = malloc(ud * (size_t)moments_panel_rows(m->d) * sizeof *m->panelf);
+    if (!m->blockf || !m->panelf) {
         free(m->blockf);
-        free(m->sxxf);
-        m->blockf = m->sxxf = NULL;
+        free(m->panelf);
+        m->blockf = m->panelf = NULL;
         return kf_error_set(err, KF_ERR_NOMEM, "moments: out of memory for the float products of d = %d", m->d);
     }
     return KF_OK;
@@ -61,8 +74,9 @@ void kf_moments_free(kf_moments *m) {
     free(m->min);
     free(m->coact);
     free(m->block);
+    free(m->panel);
     free(m->blockf);
-    free(m->sxxf);
+    free(m->panelf);
     free(m->top);
     memset(m, 0, sizeof *m);
 }
@@ -73,7 +87,7 @@ void kf_moments_reset(kf_moments *m) {
     m->has_shift = 0;
     memset(m->shift, 0, ud * sizeof *m->shift);
     memset(m->sum, 0, ud * sizeof *m->sum);
-    memset(m->sxx, 0, ud * ud * sizeof *m->sxx);
+    memset(m->sxx, 0, moments_n_packed(ud) * sizeof *m->sxx);
     memset(m->n_pos, 0, ud * sizeof *m->n_pos);
     memset(m->n_nz, 0, ud * sizeof *m->n_nz);
     memset(m->sum_abs, 0, ud * sizeof *m->sum_abs);
@@ -81,7 +95,7 @@ void kf_moments_reset(kf_moments *m) {
         m->max[j] = -INFINITY;
         m->min[j] = INFINITY;
     }
-    if (m->coact) memset(m->coact, 0, ud * (ud + 1) / 2 * sizeof *m->coact);
+    if (m->coact) memset(m->coact, 0, moments_n_packed(ud) * sizeof *m->coact);
 }
 
 // The top-k dimensions of one row x (d) by value, ties going to the lower
@@ -163,6 +177,36 @@ static void moments_add_block(kf_moments *m, const float *X, int nb) {
     }
 }
 
+// sxx += block^T block (block (nb, d)), KF_MOMENTS_PANEL rows of sxx at a
+// time: the panel's rows [i0, i1) over columns [i0, d) by one gemm into the
+// scratch (its part below the diagonal is computed and dropped), then added
+// into the packed rows. In f32 mode the products are float (sgemm), the sum
+// into sxx double.
+static void moments_add_products(kf_moments *m, int nb) {
+    const int d = m->d, P = moments_panel_rows(d);
+    for (int i0 = 0; i0 < d; i0 += P) {
+        const int p = d - i0 < P ? d - i0 : P, w = d - i0;
+        if (m->blockf)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, p, w, nb, 1.0f, m->blockf + i0, d, m->blockf + i0, d,
+                        0.0f, m->panelf, w);
+        else
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, p, w, nb, 1.0, m->block + i0, d, m->block + i0, d,
+                        0.0, m->panel, w);
+        double *restrict sxx = m->sxx;
+        const double *restrict pd = m->panel;
+        const float *restrict pf = m->panelf;
+#pragma omp parallel for schedule(static) if ((int64_t)p * w >= 65536)
+        for (int r = 0; r < p; r++) {
+            double *restrict row = sxx + kf_packed_index(d, i0 + r, i0 + r); // columns i0+r .. d-1
+            const size_t off = (size_t)r * w + r;
+            if (pf)
+                for (int j = 0; j < w - r; j++) row[j] += pf[off + j];
+            else
+                for (int j = 0; j < w - r; j++) row[j] += pd[off + j];
+        }
+    }
+}
+
 kf_status kf_moments_add(kf_moments *m, const float *X, int n_rows, kf_error *err) {
     if (n_rows < 0) return kf_error_set(err, KF_ERR_ARG, "moments: negative row count %d", n_rows);
     if (n_rows == 0) return KF_OK;
@@ -179,21 +223,7 @@ kf_status kf_moments_add(kf_moments *m, const float *X, int n_rows, kf_error *er
     for (int r0 = 0; r0 < n_rows; r0 += KF_MOMENTS_BLOCK) {
         int nb = n_rows - r0 < KF_MOMENTS_BLOCK ? n_rows - r0 : KF_MOMENTS_BLOCK;
         moments_add_block(m, X + (size_t)r0 * d, nb);
-        if (!m->sxxf) { // sxx (d,d) += block^T block, block (nb,d)
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, nb, 1.0, m->block, d, 1.0, m->sxx, d);
-            continue;
-        }
-        // sxxf (d,d) += blockf^T blockf in float (sxxf is 0 between blocks),
-        // then moved into sxx in double
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, d, nb, 1.0f, m->blockf, d, 1.0f, m->sxxf, d);
-        double *restrict sxx = m->sxx;
-        float *restrict sf = m->sxxf;
-#pragma omp parallel for schedule(dynamic, 16) if ((int64_t)d * d >= 65536)
-        for (int i = 0; i < d; i++)
-            for (int j = i; j < d; j++) {
-                sxx[(size_t)i * d + j] += sf[(size_t)i * d + j];
-                sf[(size_t)i * d + j] = 0;
-            }
+        moments_add_products(m, nb);
     }
     m->n += n_rows;
     return KF_OK;
@@ -216,8 +246,8 @@ kf_status kf_moments_merge(kf_moments *dst, const kf_moments *src, kf_error *err
     double *delta = dst->block; // scratch (d)
     for (int j = 0; j < d; j++) delta[j] = src->shift[j] - dst->shift[j];
     for (int i = 0; i < d; i++) {
-        const double *ms = src->sxx + (size_t)i * d;
-        double *md = dst->sxx + (size_t)i * d;
+        const double *ms = src->sxx + kf_packed_index(d, i, i) - i; // ms[j], j >= i: element (i, j)
+        double *md = dst->sxx + kf_packed_index(d, i, i) - i;
         double si = src->sum[i], di = delta[i];
         for (int j = i; j < d; j++) md[j] += ms[j] + si * delta[j] + di * src->sum[j] + n2 * di * delta[j];
     }
@@ -230,7 +260,7 @@ kf_status kf_moments_merge(kf_moments *dst, const kf_moments *src, kf_error *err
         if (src->min[j] < dst->min[j]) dst->min[j] = src->min[j];
     }
     if (dst->topk > 0) {
-        size_t np = (size_t)d * (d + 1) / 2;
+        size_t np = moments_n_packed((size_t)d);
         for (size_t p = 0; p < np; p++) dst->coact[p] += src->coact[p];
     }
     dst->n += src->n;
@@ -248,12 +278,14 @@ kf_status kf_moments_cov(const kf_moments *m, double *cov, kf_error *err) {
                                       (long long)m->n);
     const int d = m->d;
     double n = (double)m->n;
-    for (int i = 0; i < d; i++)
+    for (int i = 0; i < d; i++) {
+        const double *row = m->sxx + kf_packed_index(d, i, i) - i; // row[j], j >= i: element (i, j)
         for (int j = i; j < d; j++) {
-            double c = (m->sxx[(size_t)i * d + j] - m->sum[i] * m->sum[j] / n) / (n - 1);
+            double c = (row[j] - m->sum[i] * m->sum[j] / n) / (n - 1);
             cov[(size_t)i * d + j] = c;
             cov[(size_t)j * d + i] = c;
         }
+    }
     return KF_OK;
 }
 

@@ -18,9 +18,13 @@
 // rounding of one block of at most KF_MOMENTS_BLOCK rows), however many
 // rows are added. The shift and every other counter stay as above.
 //
-// Memory for d dims: d*d doubles for Sxx (only the upper triangle is used)
-// plus, with topk > 0, d*(d+1)/2 uint32 co-activation counts; e.g. d = 11008
-// needs 0.97 GB + 0.24 GB.
+// Sxx is stored packed: its upper triangle, row by row (kf_packed_index).
+// A block's products are formed KF_MOMENTS_PANEL rows of Sxx at a time by
+// gemm into a (panel, d) scratch and added into the packed rows.
+//
+// Memory for d dims (kf_moments_bytes): d(d+1)/2 doubles for Sxx plus, with
+// topk > 0, d(d+1)/2 uint32 co-activation counts, plus O(d) scratch per
+// block and panel; e.g. d = 11008 needs 0.48 GB + 0.24 GB + 0.09 GB.
 #ifndef KF_STATS_MOMENTS_H
 #define KF_STATS_MOMENTS_H
 
@@ -28,7 +32,8 @@
 
 #include "core/status.h"
 
-#define KF_MOMENTS_BLOCK 512 // rows per dsyrk block
+#define KF_MOMENTS_BLOCK 512 // rows per block of products
+#define KF_MOMENTS_PANEL 256 // rows of Sxx per gemm panel
 
 typedef struct {
     int d;            // dimension
@@ -38,7 +43,7 @@ typedef struct {
     int has_shift;    // shift fixed (after the first add)
     double *shift;    // (d) centring shift s
     double *sum;      // (d) sum of (x - s)
-    double *sxx;      // (d,d) upper triangle of sum (x-s)(x-s)^T
+    double *sxx;      // (d(d+1)/2) packed upper triangle of sum (x-s)(x-s)^T, see kf_packed_index
     int64_t *n_pos;   // (d) count of a > 0
     int64_t *n_nz;    // (d) count of |a| > eps
     double *sum_abs;  // (d) sum of |a|
@@ -46,16 +51,20 @@ typedef struct {
     float *min;       // (d) smallest value (+inf before any row)
     uint32_t *coact;  // (d*(d+1)/2) packed upper triangle, see kf_moments_coact
     double *block;    // (KF_MOMENTS_BLOCK, d) scratch for the shifted rows
-    float *blockf;    // (KF_MOMENTS_BLOCK, d) the same in float; f32 mode only
-    float *sxxf;      // (d,d) one block's products in float; f32 mode only (NULL: double)
+    double *panel;    // (KF_MOMENTS_PANEL, d) scratch: one panel of a block's products
+    float *blockf;    // (KF_MOMENTS_BLOCK, d) the shifted rows in float; f32 mode only (NULL: double)
+    float *panelf;    // (KF_MOMENTS_PANEL, d) the panel in float; f32 mode only
     int *top;         // (KF_MOMENTS_BLOCK, topk) scratch: each row's top-k indices
 } kf_moments;
 
 kf_status kf_moments_init(kf_moments *m, int d, int topk, float eps, kf_error *err);
 void kf_moments_free(kf_moments *m);
+// Bytes kf_moments_init (and kf_moments_set_f32 when f32) allocates for d
+// dims and topk; what a memory plan counts per accumulator.
+int64_t kf_moments_bytes(int d, int topk, int f32);
 
-// Switches m to float products per block (see the top of this file); d*d
-// floats more memory. Results before and after the switch add up as usual.
+// Switches m to float products per block (see the top of this file); O(d)
+// floats more scratch. Results before and after the switch add up as usual.
 kf_status kf_moments_set_f32(kf_moments *m, kf_error *err);
 // Zeroes all counts and forgets the shift, keeping d, topk and eps.
 void kf_moments_reset(kf_moments *m);

@@ -114,7 +114,7 @@ static void write_entry(stats_writer *w, const kf_stats_entry *e) {
     wr(w, &m->n, 8);
     wr(w, m->shift, 8 * (size_t)d);
     wr(w, m->sum, 8 * (size_t)d);
-    for (size_t i = 0; i < d; i++) wr(w, m->sxx + i * d + i, 8 * (d - i));
+    wr(w, m->sxx, 8 * ((size_t)d * (d + 1) / 2));
     wr(w, m->n_pos, 8 * (size_t)d);
     wr(w, m->n_nz, 8 * (size_t)d);
     wr(w, m->sum_abs, 8 * (size_t)d);
@@ -192,7 +192,7 @@ static kf_status read_entry(kf_statsfile *f, stats_reader *r, uint64_t nb, int i
     // All sizes were checked against nb above, so these reads stay in range.
     rd(r, m->shift, 8 * (size_t)d);
     rd(r, m->sum, 8 * (size_t)d);
-    for (size_t i = 0; i < d; i++) rd(r, m->sxx + i * d + i, 8 * (d - i));
+    rd(r, m->sxx, 8 * ((size_t)d * (d + 1) / 2));
     rd(r, m->n_pos, 8 * (size_t)d);
     rd(r, m->n_nz, 8 * (size_t)d);
     rd(r, m->sum_abs, 8 * (size_t)d);

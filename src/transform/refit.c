@@ -93,7 +93,7 @@ kf_status kf_refit_second_moment(const kf_moments *mo, double *M, kf_error *err)
     double n = (double)mo->n;
     for (int i = 0; i < d; i++)
         for (int j = i; j < d; j++) {
-            double v = mo->sxx[(size_t)i * d + j] + s[i] * u[j] + u[i] * s[j] + n * s[i] * s[j];
+            double v = mo->sxx[kf_packed_index(d, i, j)] + s[i] * u[j] + u[i] * s[j] + n * s[i] * s[j];
             M[(size_t)i * d + j] = v;
             M[(size_t)j * d + i] = v;
         }
