@@ -11,6 +11,14 @@
 //   per tensor <= 1e-4, the denominator at least 1e-3 of the model's largest
 //   gradient (GPT-2's key bias has a gradient of exactly zero: a constant added
 //   to all of a query's scores leaves the softmax unchanged);
+// - MoE layers (kfuse moefy's models): the straight-through gate's optimised
+//   kernels against their plain references; the same parity with autograd
+//   (grad_ref.py implements the MoE layer from docs/moe-training.md) for
+//   every parameter, experts and routers, of a random Llama with a linear
+//   top-k, an MLP coverage and an oracle layer and of a random GPT-2 with a
+//   linear top-k and an MLP coverage layer; the training forward against
+//   prefill's MoE path; --train router's gradients equal the routers' under
+//   all-weights training, and nothing else trains;
 // - LoRA: gradients of every A and B against autograd through the PEFT
 //   adapter folder kfuse writes (so its keys and layout are what the
 //   reference reads), and the merged model computing what the adapted one did.
@@ -119,6 +127,52 @@ static void test_attention_kernels(void **state) {
     assert_true(rel_err(dv, dv_r, (int64_t)N * KV) < KERNEL_TOL);
     free(q), free(k), free(v), free(dout), free(o), free(o_r), free(p), free(p_r), free(o_rt), free(dq), free(dk),
         free(dv), free(dq_r), free(dk_r), free(dv_r), free(scratch);
+}
+
+static void test_moe_gate_kernels(void **state) {
+    (void)state;
+    const int N = 13, E = 6, S = 5, F = E * S;
+    float *act = randn((int64_t)N * F, 1), *scores = randn((int64_t)N * E, 1.5), *dsel = randn((int64_t)N * F, 1);
+    float *mask = calloc((size_t)N * E, 4), *mask_cov = calloc((size_t)N * E, 4);
+    int scratch[2 * E];
+    kf_train_moe_select(mask, scores, N, E, 2, 0, scratch);
+    kf_train_moe_select(mask_cov, scores, N, E, 0, 0.7f, scratch);
+    for (int r = 0; r < N; r++) { // top-2: the two best scores; coverage: at least one
+        int n = 0, n_cov = 0;
+        float worst_in = INFINITY, best_out = -INFINITY;
+        for (int e = 0; e < E; e++) {
+            const float sc = scores[r * E + e];
+            n += mask[r * E + e] == 1.0f;
+            n_cov += mask_cov[r * E + e] == 1.0f;
+            if (mask[r * E + e] == 1.0f) worst_in = fminf(worst_in, sc);
+            else best_out = fmaxf(best_out, sc);
+        }
+        assert_int_equal(n, 2);
+        assert_true(n_cov >= 1 && worst_in > best_out);
+    }
+    for (int k = 0; k < 2; k++) {
+        const float *mk = k ? mask_cov : mask;
+        float *y = calloc((size_t)N * F, 4), *y_r = calloc((size_t)N * F, 4);
+        kf_train_moe_gate_forward(y, act, mk, N, F, E);
+        kf_train_ref_moe_gate_forward(y_r, act, mk, N, F, E);
+        assert_true(rel_err(y, y_r, (int64_t)N * F) == 0); // (+0 and -0 for the unselected)
+        float *d = malloc(sizeof(float) * (size_t)N * F), *d_r = malloc(sizeof(float) * (size_t)N * F);
+        float *ds = calloc((size_t)N * E, 4), *ds_r = calloc((size_t)N * E, 4);
+        memcpy(d, dsel, sizeof(float) * (size_t)N * F);
+        memcpy(d_r, dsel, sizeof(float) * (size_t)N * F);
+        kf_train_moe_gate_backward(d, ds, act, mk, scores, N, F, E);
+        kf_train_ref_moe_gate_backward(d_r, ds_r, act, mk, scores, N, F, E);
+        assert_true(rel_err(d, d_r, (int64_t)N * F) < KERNEL_TOL);
+        assert_true(rel_err(ds, ds_r, (int64_t)N * E) < KERNEL_TOL);
+        // the softmax Jacobian's rows sum to zero: the scores' gradient has no shift component
+        for (int r = 0; r < N; r++) {
+            double sum = 0, mx = 0;
+            for (int e = 0; e < E; e++) sum += ds[r * E + e], mx = fmax(mx, fabs(ds[r * E + e]));
+            assert_true(fabs(sum) <= 1e-5 * mx + 1e-12);
+        }
+        free(y), free(y_r), free(d), free(d_r), free(ds), free(ds_r);
+    }
+    free(act), free(scores), free(dsel), free(mask), free(mask_cov);
 }
 
 // ---- models -------------------------------------------------------------------------------
@@ -289,6 +343,114 @@ static void test_grads_widths(void **state) {
     kf_model_free(m);
 }
 
+// ---- mixture-of-experts models ----------------------------------------------------------
+
+static void alloc_random(kf_model *m, kf_tensor *t, int ndim, int64_t d0, int64_t d1, double std) {
+    kf_error err;
+    if (kf_model_alloc_tensor(m, t, ndim, (int64_t[]){d0, d1}, &err) != KF_OK) fail_msg("%s", err.msg);
+    for (int64_t i = 0; i < kf_tensor_nelem(t); i++) t->data[i] = (float)(kf_rng_normal(kf_test_rng()) * std);
+}
+
+// Makes layer l a mixture of E experts with a random router of the given kind
+// (MLP: Hr hidden units), selecting top_k (> 0) or by coverage.
+static void make_moe_layer(kf_model *m, int l, int E, kf_router_kind kind, int Hr, int top_k, float coverage) {
+    kf_layer *L = &m->layers[l];
+    const int C = m->n_embd;
+    L->n_expert = E, L->router = kind, L->top_k = top_k, L->coverage = coverage;
+    if (kind == KF_ROUTER_ORACLE) return;
+    const int O1 = kind == KF_ROUTER_MLP ? Hr : E;
+    alloc_random(m, &L->router_w, 2, O1, C, 1.5 / sqrt((double)C));
+    alloc_random(m, &L->router_b, 1, O1, 0, 0.3);
+    if (kind != KF_ROUTER_MLP) return;
+    alloc_random(m, &L->router_w2, 2, E, Hr, 2.0 / sqrt((double)Hr));
+    alloc_random(m, &L->router_b2, 1, E, 0, 0.3);
+}
+
+// Llama, 3 layers of widths 24, 32, 16: 4 experts with a linear top-2 router,
+// 8 experts with an MLP router at coverage 0.6, 4 experts with the oracle's top-2.
+static kf_model *make_moe_llama(void) {
+    static const int n_ff[] = {24, 32, 16};
+    kf_synth_shape sh = {.n_vocab = 96, .n_embd = 32, .n_layer = 3, .n_head = 2, .n_head_kv = 1, .head_dim = 16,
+                         .n_ctx_train = 64, .n_ff = n_ff, .norm_eps = 1e-5f, .rope_theta = 10000.0f};
+    kf_model *m;
+    kf_error err;
+    if (kf_synth_llama(&sh, fill_random, NULL, &m, &err) != KF_OK) fail_msg("%s", err.msg);
+    m->bos_id = 1;
+    make_moe_layer(m, 0, 4, KF_ROUTER_LINEAR, 0, 2, 0);
+    make_moe_layer(m, 1, 8, KF_ROUTER_MLP, 6, 0, 0.6f);
+    make_moe_layer(m, 2, 4, KF_ROUTER_ORACLE, 0, 2, 0);
+    return m;
+}
+
+// gpt2-tiny (FFN 128): 8 experts with a linear top-3 router, 4 experts with an MLP router at coverage 0.5.
+static kf_model *make_moe_gpt2(void) {
+    kf_model *m = load_fixture("gpt2-tiny");
+    kf_error err;
+    if (kf_model_load_to_memory(m, &err) != KF_OK) fail_msg("%s", err.msg);
+    make_moe_layer(m, 0, 8, KF_ROUTER_LINEAR, 0, 3, 0);
+    make_moe_layer(m, 1, 4, KF_ROUTER_MLP, 5, 0, 0.5f);
+    return m;
+}
+
+static bool is_router(const char *name) { return strstr(name, ".router_") != NULL; }
+
+// --train router: the parameters are the routers' tensors, and their gradients
+// are those of all-weights training on the same batch.
+static void check_router_mode(kf_model *m, const char *label) {
+    batch b = make_batch(m, 2, 8, 99);
+    kf_train *ta, *tr;
+    kf_error err;
+    if (kf_train_init(&ta, m, b.B, b.T, &(kf_train_opts){.mode = KF_TRAIN_ALL}, &err) != KF_OK ||
+        kf_train_init(&tr, m, b.B, b.T, &(kf_train_opts){.mode = KF_TRAIN_ROUTER}, &err) != KF_OK)
+        fail_msg("%s", err.msg);
+    loss_and_backward(ta, &b);
+    loss_and_backward(tr, &b);
+    int na, nr, n_routers = 0;
+    kf_param *pa = kf_train_params(ta, &na), *pr = kf_train_params(tr, &nr);
+    double g_router = 0, g_all = 0;
+    for (int i = 0; i < na; i++) {
+        for (int64_t j = 0; j < pa[i].n; j++) g_all = fmax(g_all, fabs(pa[i].g[j]));
+        if (!is_router(pa[i].name)) continue;
+        assert_true(n_routers < nr);
+        assert_string_equal(pr[n_routers].name, pa[i].name);
+        assert_int_equal(pr[n_routers].n, pa[i].n);
+        assert_true(rel_err(pr[n_routers].g, pa[i].g, pa[i].n) < 1e-6);
+        for (int64_t j = 0; j < pa[i].n; j++) g_router = fmax(g_router, fabs(pa[i].g[j]));
+        n_routers++;
+    }
+    assert_int_equal(n_routers, nr);
+    printf("%s: --train router: %d router tensors, largest router gradient %.3g of the model's %.3g\n", label, nr,
+           g_router, g_all);
+    assert_true(g_router > 1e-2 * g_all); // the routers' gradients are well above check_grads' floor
+    kf_train_free(ta);
+    kf_train_free(tr);
+    free_batch(&b);
+}
+
+static void check_moe(kf_model *m, const char *label) {
+    char dir[64];
+    tmp_dir(dir);
+    kf_error err;
+    if (kf_model_save(m, dir, &(kf_save_opts){.format = KF_FORMAT_HF}, &err) != KF_OK) fail_msg("%s", err.msg);
+    check_grads(m, dir, label);
+    check_router_mode(m, label);
+    rm_tree(dir);
+}
+
+static void test_grads_moe_llama(void **state) {
+    (void)state;
+    kf_model *m = make_moe_llama();
+    check_moe(m, "moe-llama");
+    kf_model_free(m);
+}
+
+static void test_grads_moe_gpt2(void **state) {
+    (void)state;
+    kf_model *m = make_moe_gpt2();
+    check_moe(m, "moe-gpt2");
+    kf_model_free(m);
+}
+
 // ---- forward equals prefill ------------------------------------------------------------
 
 static void check_forward(kf_model *m, const char *label) {
@@ -324,6 +486,12 @@ static void test_forward_matches_prefill(void **state) {
     kf_model_free(m);
     m = make_widths_model();
     check_forward(m, "widths");
+    kf_model_free(m);
+    m = make_moe_llama();
+    check_forward(m, "moe-llama");
+    kf_model_free(m);
+    m = make_moe_gpt2();
+    check_forward(m, "moe-gpt2");
     kf_model_free(m);
 }
 
@@ -431,6 +599,8 @@ int main(void) {
         cmocka_unit_test(test_forward_matches_prefill), cmocka_unit_test(test_grads_llama_gqa),
         cmocka_unit_test(test_grads_gpt2),         cmocka_unit_test(test_grads_widths),
         cmocka_unit_test(test_lora_llama),         cmocka_unit_test(test_lora_gpt2),
+        cmocka_unit_test(test_moe_gate_kernels),   cmocka_unit_test(test_grads_moe_llama),
+        cmocka_unit_test(test_grads_moe_gpt2),
     };
     return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
 }

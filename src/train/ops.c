@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "runtime/kernels.h"
+#include "runtime/moe.h"
 
 // Element-wise loops run in parallel from this many elements on (a parallel
 // region's barrier costs more than a small loop).
@@ -357,6 +358,103 @@ void kf_train_gelu_backward(float *dpre, const float *dact, const float *pre, in
     for (int64_t i = 0; i < n; i++) {
         const float x = pre[i], th = tanhf(k * (x + 0.044715f * x * x * x));
         dpre[i] = dact[i] * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * k * (1.0f + 0.134145f * x * x));
+    }
+}
+
+void kf_train_relu_forward(float *act, const float *pre, int64_t n) {
+#pragma omp parallel for if (n >= KF_TRAIN_PAR)
+    for (int64_t i = 0; i < n; i++) act[i] = pre[i] > 0 ? pre[i] : 0;
+}
+
+void kf_train_relu_backward(float *d, const float *act, int64_t n) {
+#pragma omp parallel for if (n >= KF_TRAIN_PAR)
+    for (int64_t i = 0; i < n; i++)
+        if (!(act[i] > 0)) d[i] = 0;
+}
+
+// ---- mixture-of-experts gate ------------------------------------------------------------
+
+void kf_train_moe_select(float *mask, const float *scores, int N, int E, int top_k, float coverage, int *scratch) {
+    int *sel = scratch, *order = scratch + E;
+    for (int r = 0; r < N; r++) {
+        float *mr = mask + (int64_t)r * E;
+        memset(mr, 0, sizeof(float) * (size_t)E);
+        const int k = kf_moe_select(scores + (int64_t)r * E, E, top_k, coverage, sel, order);
+        for (int i = 0; i < k; i++) mr[sel[i]] = 1.0f;
+    }
+}
+
+void kf_train_ref_moe_gate_forward(float *act_sel, const float *act, const float *mask, int N, int F, int E) {
+    const int S = F / E;
+    for (int r = 0; r < N; r++)
+        for (int j = 0; j < F; j++)
+            act_sel[(int64_t)r * F + j] = mask[(int64_t)r * E + j / S] * act[(int64_t)r * F + j];
+}
+
+void kf_train_moe_gate_forward(float *act_sel, const float *act, const float *mask, int N, int F, int E) {
+    const int S = F / E;
+    // Whole experts: a copy or a clear of S contiguous floats.
+#pragma omp parallel for if ((int64_t)N * F >= KF_TRAIN_PAR)
+    for (int r = 0; r < N; r++)
+        for (int e = 0; e < E; e++) {
+            const int64_t o = (int64_t)r * F + (int64_t)e * S;
+            if (mask[(int64_t)r * E + e] != 0.0f) memcpy(act_sel + o, act + o, sizeof(float) * (size_t)S);
+            else memset(act_sel + o, 0, sizeof(float) * (size_t)S);
+        }
+}
+
+// g (E) = softmax(s (E)), in double.
+static void softmax_row(double *g, const float *s, int E) {
+    float mx = s[0];
+    for (int e = 1; e < E; e++) mx = s[e] > mx ? s[e] : mx;
+    double z = 0;
+    for (int e = 0; e < E; e++) z += (g[e] = exp((double)s[e] - mx));
+    for (int e = 0; e < E; e++) g[e] /= z;
+}
+
+void kf_train_ref_moe_gate_backward(float *d, float *dscores, const float *act, const float *mask,
+                                    const float *scores, int N, int F, int E) {
+    const int S = F / E;
+    for (int r = 0; r < N; r++) {
+        float *dr = d + (int64_t)r * F;
+        const float *ar = act + (int64_t)r * F, *mr = mask + (int64_t)r * E;
+        if (scores) {
+            double delta[E], g[E], mean = 0;
+            for (int e = 0; e < E; e++) delta[e] = 0;
+            for (int j = 0; j < F; j++) delta[j / S] += (double)dr[j] * ar[j];
+            softmax_row(g, scores + (int64_t)r * E, E);
+            for (int e = 0; e < E; e++) mean += g[e] * delta[e];
+            for (int i = 0; i < E; i++) dscores[(int64_t)r * E + i] = (float)(g[i] * (delta[i] - mean));
+        }
+        for (int j = 0; j < F; j++) dr[j] *= mr[j / S];
+    }
+}
+
+void kf_train_moe_gate_backward(float *d, float *dscores, const float *act, const float *mask, const float *scores,
+                                int N, int F, int E) {
+    const int S = F / E;
+#pragma omp parallel for if ((int64_t)N * F >= KF_TRAIN_PAR)
+    for (int r = 0; r < N; r++) {
+        float *dr = d + (int64_t)r * F;
+        const float *ar = act + (int64_t)r * F, *mr = mask + (int64_t)r * E;
+        double g[E > 0 ? E : 1], mean = 0;
+        if (scores) softmax_row(g, scores + (int64_t)r * E, E);
+        for (int e = 0; e < E; e++) {
+            float *de = dr + (int64_t)e * S;
+            if (scores) { // delta_e: one dot product of the expert's S contiguous neurons
+                const float *ae = ar + (int64_t)e * S;
+                float dot = 0.0f;
+                for (int j = 0; j < S; j++) dot += de[j] * ae[j];
+                dscores[(int64_t)r * E + e] = dot;
+                mean += g[e] * dot;
+            }
+            if (mr[e] == 0.0f) memset(de, 0, sizeof(float) * (size_t)S);
+        }
+        if (scores)
+            for (int i = 0; i < E; i++) {
+                float *ds = dscores + (int64_t)r * E + i;
+                *ds = (float)(g[i] * (*ds - mean));
+            }
     }
 }
 

@@ -79,6 +79,38 @@ void kf_train_gelu_forward(float *act, const float *pre, int64_t n);
 // dpre (n) written from dact.
 void kf_train_gelu_backward(float *dpre, const float *dact, const float *pre, int64_t n);
 
+// act (n) = max(pre, 0) (an MLP router's hidden layer).
+void kf_train_relu_forward(float *act, const float *pre, int64_t n);
+// In place: d (n) *= (act > 0), act the forward's output.
+void kf_train_relu_backward(float *d, const float *act, int64_t n);
+
+// ---- mixture-of-experts gate (MoE layers, runtime/moe.h) ----------------------------
+//
+// E experts of S = F / E consecutive neurons; e(j) = j / S. The forward is the
+// function the runtime computes: the experts kf_moe_select picks from the
+// router's scores keep their activations, the others are zeroed,
+//   act_sel[r, j] = mask[r, e(j)] act[r, j],   mask in {0, 1}.
+// The backward is that of the straight-through relaxation (docs/moe-training.md):
+// the mask keeps its hard value but differentiates as the softmax of the scores,
+//   m = mask + g - stopgrad(g),   g = softmax(scores[r]),
+// so with delta_e = sum_{j in e} dact_sel[r, j] act[r, j] (d loss / d m_e: the
+// first-order change of the loss from adding or removing expert e),
+//   dscores[r, i] = g_i (delta_i - sum_e g_e delta_e),   dact[r, j] = mask[r, e(j)] dact_sel[r, j].
+
+// mask (N, E) = 1 for the experts kf_moe_select picks from scores (N, E) (top_k > 0: the
+// k best; else dynamic-k with coverage), 0 elsewhere; scratch holds 2 E ints.
+void kf_train_moe_select(float *mask, const float *scores, int N, int E, int top_k, float coverage, int *scratch);
+// act_sel (N, F) = act masked as above.
+void kf_train_moe_gate_forward(float *act_sel, const float *act, const float *mask, int N, int F, int E);
+void kf_train_ref_moe_gate_forward(float *act_sel, const float *act, const float *mask, int N, int F, int E);
+// In place: d (N, F) holds d loss / d act_sel on entry and d loss / d act on
+// return; dscores (N, E) is written (scores NULL: the selection has no
+// gradient, as the oracle router's, and dscores is not touched).
+void kf_train_moe_gate_backward(float *d, float *dscores, const float *act, const float *mask, const float *scores,
+                                int N, int F, int E);
+void kf_train_ref_moe_gate_backward(float *d, float *dscores, const float *act, const float *mask,
+                                    const float *scores, int N, int F, int E);
+
 // ---- embeddings --------------------------------------------------------------------
 
 // out (N, C) = tok[tokens[r]] (+ pos[r % T] when pos is non-NULL).

@@ -4,6 +4,9 @@
 //   x_in (N, C) --norm--> xn1 --wq,wk,wv--> q (N, Q), k, v (N, KV) --rope(q, k)-->
 //   attention --> att (N, Q) --wo--> + x_in = x_mid (N, C)
 //   x_mid --norm--> xn2 --w_gate, w_up--> gate, up (N, F) --act--> act (N, F) --w_down--> + x_mid = next x_in
+// A MoE layer (E experts) between act and w_down:
+//   xn2 --router--> scores (N, E) --select--> mask (N, E);  act --mask--> act_sel (N, F) --w_down--> ...
+// (the oracle scores the experts by the norms of their outputs instead).
 // then x_final --norm--> xnf --lm_head--> logits (N, V).
 #include "train/train.h"
 
@@ -21,6 +24,7 @@
 #include "core/rng.h"
 #include "formats/safetensors.h"
 #include "runtime/kernels.h"
+#include "runtime/moe.h"
 #include "train/ops.h"
 
 typedef struct {
@@ -36,14 +40,17 @@ typedef struct {
     float *att;                  // (N, Q)
     float *x_mid;                // (N, C) residual after attention
     float *xn2, *mean2, *rstd2;  // (N, C), (N), (N)
-    float *gate, *up, *act;      // (N, F) pre-activations and activations
+    float *gate, *up, *act;      // (N, F) pre-activations and activations (every expert's)
+    float *act_sel;              // MoE: (N, F) act with the unselected experts zeroed
+    float *scores, *mask;        // MoE: (N, E) router scores, selection (1 selected, 0 not)
+    float *rh;                   // MLP router: (N, Hr) hidden layer after relu
     float *lora_u[KF_LIN_COUNT]; // (N, r): A x of each adapted linear
 } layer_acts;
 
 struct kf_train {
     kf_model *m;
     kf_train_opts o;
-    int B, T, N, max_ff;
+    int B, T, N, max_ff, max_expert, max_rh;
     float lora_scale;
 
     // workspace (one allocation)
@@ -57,6 +64,8 @@ struct kf_train {
     float *dk, *dv;                        // (N, KV)
     float *dgate, *dup, *dact;             // (N, max F)
     float *du;                             // (N, r)
+    float *dscores, *drh;                  // MoE: (N, max E), (N, max Hr)
+    int *sel_scratch;                      // MoE: 2 max E (selection)
     float *att_scratch;                    // threads * (T, T)
 
     // gradients (one allocation) and LoRA (one allocation)
@@ -132,6 +141,11 @@ static void layout_ws(kf_train *t, arena *a) {
         A->gate = m->gated_ffn ? take(a, N * F) : NULL;
         A->up = take(a, N * F);
         A->act = take(a, N * F);
+        const kf_layer *L = &m->layers[l];
+        A->act_sel = L->n_expert > 0 ? take(a, N * F) : NULL;
+        A->scores = L->n_expert > 0 ? take(a, N * L->n_expert) : NULL;
+        A->mask = L->n_expert > 0 ? take(a, N * L->n_expert) : NULL;
+        A->rh = L->n_expert > 0 && L->router == KF_ROUTER_MLP ? take(a, N * L->router_w.ne[0]) : NULL;
         for (int w = 0; w < KF_LIN_COUNT; w++)
             A->lora_u[w] = t->o.mode == KF_TRAIN_LORA && (t->o.lora_targets >> w & 1u) ? take(a, N * r) : NULL;
     }
@@ -154,6 +168,8 @@ static void layout_ws(kf_train *t, arena *a) {
     t->dup = take(a, N * t->max_ff);
     t->dact = take(a, N * t->max_ff);
     t->du = take(a, N * (r > 0 ? r : 1));
+    t->dscores = take(a, N * (t->max_expert > 0 ? t->max_expert : 1));
+    t->drh = take(a, N * (t->max_rh > 0 ? t->max_rh : 1));
     t->att_scratch = take(a, (int64_t)omp_get_max_threads() * kf_train_attention_scratch(t->T));
 }
 
@@ -162,7 +178,12 @@ static bool trains(const kf_train *t, const kf_model *m, const kf_tensor *x) {
     if (t->o.mode == KF_TRAIN_ALL) return true;
     for (int l = 0; l < m->n_layer; l++) {
         const kf_layer *L = &m->layers[l];
-        if (x == &L->w_gate || x == &L->w_up || x == &L->b_up || x == &L->w_down || x == &L->b_down) return true;
+        if (t->o.mode == KF_TRAIN_FFN &&
+            (x == &L->w_gate || x == &L->w_up || x == &L->b_up || x == &L->w_down || x == &L->b_down))
+            return true;
+        if (t->o.mode == KF_TRAIN_ROUTER &&
+            (x == &L->router_w || x == &L->router_b || x == &L->router_w2 || x == &L->router_b2))
+            return true;
     }
     return false;
 }
@@ -243,9 +264,16 @@ kf_status kf_train_init(kf_train **out, kf_model *m, int B, int T, const kf_trai
         return kf_error_set(err, KF_ERR_ARG, "train: bad batch %d x %d tokens", B, T);
     kf_status s = kf_model_validate(m, m->path[0] ? m->path : "model", err);
     if (s != KF_OK) return s;
-    for (int l = 0; l < m->n_layer; l++)
-        if (m->layers[l].n_expert > 0)
-            return kf_error_set(err, KF_ERR_UNSUPPORTED, "train: layer %d is a mixture of experts (not trained here)", l);
+    if (o->mode == KF_TRAIN_ROUTER) {
+        bool any = false;
+        for (int l = 0; l < m->n_layer; l++)
+            any |= m->layers[l].n_expert > 0 && m->layers[l].router != KF_ROUTER_ORACLE;
+        if (!any)
+            return kf_error_set(err, KF_ERR_ARG,
+                                "train: router training needs a mixture-of-experts layer with a linear or MLP router "
+                                "(kfuse moefy); %s has none",
+                                m->path[0] ? m->path : "the model");
+    }
     if (m->pos == KF_POS_LEARNED && T > m->n_ctx_train)
         return kf_error_set(err, KF_ERR_ARG, "train: %d positions exceed the model's %d", T, m->n_ctx_train);
     if (o->mode == KF_TRAIN_LORA && (o->lora_rank < 1 || o->lora_rank > 4096))
@@ -263,14 +291,20 @@ kf_status kf_train_init(kf_train **out, kf_model *m, int B, int T, const kf_trai
     if (t->o.lora_alpha <= 0) t->o.lora_alpha = (float)t->o.lora_rank;
     t->lora_scale = t->o.lora_rank ? t->o.lora_alpha / (float)t->o.lora_rank : 0.0f;
     t->B = B, t->T = T, t->N = B * T;
-    for (int l = 0; l < m->n_layer; l++)
-        if (m->layers[l].n_ff > t->max_ff) t->max_ff = m->layers[l].n_ff;
+    for (int l = 0; l < m->n_layer; l++) {
+        const kf_layer *L = &m->layers[l];
+        if (L->n_ff > t->max_ff) t->max_ff = L->n_ff;
+        if (L->n_expert > t->max_expert) t->max_expert = L->n_expert;
+        if (L->n_expert > 0 && L->router == KF_ROUTER_MLP && L->router_w.ne[0] > t->max_rh)
+            t->max_rh = (int)L->router_w.ne[0];
+    }
     t->grads = *m;
     t->grads.maps = NULL, t->grads.n_maps = 0, t->grads.buffers = NULL;
     t->acts = calloc((size_t)m->n_layer, sizeof *t->acts);
     t->grads.layers = calloc((size_t)m->n_layer, sizeof *t->grads.layers);
     t->lora = calloc((size_t)m->n_layer * KF_LIN_COUNT, sizeof *t->lora);
-    if (!t->acts || !t->grads.layers || !t->lora) goto nomem;
+    t->sel_scratch = calloc((size_t)(2 * t->max_expert + 1), sizeof *t->sel_scratch);
+    if (!t->acts || !t->grads.layers || !t->lora || !t->sel_scratch) goto nomem;
     memcpy(t->grads.layers, m->layers, sizeof *m->layers * (size_t)m->n_layer);
     // The view's tensors: shapes of the model's, data NULL until a gradient is assigned.
     {
@@ -336,6 +370,7 @@ void kf_train_free(kf_train *t) {
     free(t->acts);
     free(t->grads.layers);
     free(t->lora);
+    free(t->sel_scratch);
     free(t->params);
     free(t);
 }
@@ -425,6 +460,42 @@ static void add_rows(float *y, const float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
+// ---- mixture-of-experts layers --------------------------------------------------------
+
+// Scores, selection and the masked activations of MoE layer L (A->act holds every expert's).
+static void moe_forward(kf_train *t, const kf_layer *L, layer_acts *A) {
+    const int N = t->N, C = t->m->n_embd, F = L->n_ff, E = L->n_expert;
+    if (L->router == KF_ROUTER_ORACLE) {
+        kf_moe_expert_norms(L->w_down.data, C, F, E, A->act, N, A->scores, t->proj); // proj: (N, C) scratch here
+    } else if (L->router == KF_ROUTER_MLP) {
+        const int Hr = (int)L->router_w.ne[0];
+        kf_train_matmul_forward(A->rh, A->xn2, L->router_w.data, L->router_b.data, N, C, Hr);
+        kf_train_relu_forward(A->rh, A->rh, (int64_t)N * Hr);
+        kf_train_matmul_forward(A->scores, A->rh, L->router_w2.data, L->router_b2.data, N, Hr, E);
+    } else {
+        kf_train_matmul_forward(A->scores, A->xn2, L->router_w.data, L->router_b.data, N, C, E);
+    }
+    kf_train_moe_select(A->mask, A->scores, N, E, L->top_k, L->coverage, t->sel_scratch);
+    kf_train_moe_gate_forward(A->act_sel, A->act, A->mask, N, F, E);
+}
+
+// The router's backward from t->dscores: its gradients (where trained), and d xn2 added into t->dxn.
+static void moe_router_backward(kf_train *t, const kf_layer *L, const kf_layer *GL, const layer_acts *A) {
+    const int N = t->N, C = t->m->n_embd, E = L->n_expert;
+    if (L->router == KF_ROUTER_MLP) {
+        const int Hr = (int)L->router_w.ne[0];
+        memset(t->drh, 0, sizeof(float) * (size_t)N * Hr);
+        kf_train_matmul_backward(t->drh, GL->router_w2.data, GL->router_b2.data, t->dscores, A->rh,
+                                 L->router_w2.data, N, Hr, E);
+        kf_train_relu_backward(t->drh, A->rh, (int64_t)N * Hr);
+        kf_train_matmul_backward(t->dxn, GL->router_w.data, GL->router_b.data, t->drh, A->xn2, L->router_w.data, N,
+                                 C, Hr);
+    } else {
+        kf_train_matmul_backward(t->dxn, GL->router_w.data, GL->router_b.data, t->dscores, A->xn2, L->router_w.data,
+                                 N, C, E);
+    }
+}
+
 // ---- forward and backward ------------------------------------------------------------
 
 kf_status kf_train_forward(kf_train *t, const int32_t *tokens, kf_error *err) {
@@ -467,7 +538,8 @@ kf_status kf_train_forward(kf_train *t, const int32_t *tokens, kf_error *err) {
         } else {
             kf_train_gelu_forward(A->act, A->up, (int64_t)N * F);
         }
-        lin_forward(t, t->proj, A->act, &rd); // proj (N, C)
+        if (L->n_expert > 0) moe_forward(t, L, A);
+        lin_forward(t, t->proj, L->n_expert > 0 ? A->act_sel : A->act, &rd); // proj (N, C)
         add_rows(x_next, A->x_mid, t->proj, (int64_t)N * C);
     }
     norm_forward(m, t->xnf, t->meanf, t->rstdf, t->x_final, &m->out_norm_w, &m->out_norm_b, N);
@@ -492,8 +564,12 @@ void kf_train_backward(kf_train *t) {
         const int64_t F = L->n_ff;
         // feed-forward: x_next = x_mid + w_down act(...); dres is d x_next
         lin_ref ru = get_lin(t, l, KF_LIN_UP), rd = get_lin(t, l, KF_LIN_DOWN);
+        const bool moe = L->n_expert > 0, routed = moe && L->router != KF_ROUTER_ORACLE;
         memset(t->dact, 0, sizeof(float) * (size_t)(N * F));
-        lin_backward(t, t->dact, t->dres, A->act, &rd); // dact (N, F)
+        lin_backward(t, t->dact, t->dres, moe ? A->act_sel : A->act, &rd); // dact (N, F)
+        if (moe) // dact becomes d act (masked); dscores from the relaxation
+            kf_train_moe_gate_backward(t->dact, t->dscores, A->act, A->mask, routed ? A->scores : NULL, N, (int)F,
+                                       L->n_expert);
         memset(t->dxn, 0, rowsC);
         if (m->gated_ffn) {
             lin_ref rg = get_lin(t, l, KF_LIN_GATE);
@@ -503,6 +579,7 @@ void kf_train_backward(kf_train *t) {
             kf_train_gelu_backward(t->dup, t->dact, A->up, (int64_t)N * F);
         }
         lin_backward(t, t->dxn, t->dup, A->xn2, &ru); // dxn (N, C)
+        if (routed) moe_router_backward(t, L, GL, A);
         norm_backward(m, t->dres, &GL->ffn_norm_w, &GL->ffn_norm_b, t->dxn, A->x_mid, &L->ffn_norm_w, A->mean2,
                       A->rstd2, N); // dres is now d x_mid
         // attention: x_mid = x_in + wo att

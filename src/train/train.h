@@ -4,13 +4,25 @@
 // trainable parameters. Both families (model.h): Llama (RMSNorm, rotate-half
 // RoPE, grouped-query attention, SwiGLU, tied or untied head) and GPT-2
 // (LayerNorm, learned positions, GELU-tanh, biases), each layer at its own
-// FFN width. The forward computes what runtime's kf_forward_prefill computes
-// (same matmul calls and row-wise roundings; attention through sgemm instead
-// of an online softmax), checked by tests/test_train.c.
+// FFN width, dense or a mixture of experts (kfuse moefy). The forward
+// computes what runtime's kf_forward_prefill computes (same matmul calls and
+// row-wise roundings; attention through sgemm instead of an online softmax;
+// a MoE layer's experts masked in one dense sgemm instead of grouped by
+// expert), checked by tests/test_train.c.
+//
+// MoE layers: the router scores the experts and the same selection as the
+// runtime's (top-k or coverage) zeroes the unselected experts' activations,
+// so the value trained is the function the exported model computes. Every
+// expert's activations are computed (the router's gradient needs them), the
+// expert weights receive the gradient of the selected slices only, and the
+// router's gradient comes through the straight-through softmax relaxation
+// of ops.h (docs/moe-training.md). The oracle router has no parameters and
+// its selection no gradient.
 //
 // What trains:
-//   KF_TRAIN_ALL   every tensor of the model
-//   KF_TRAIN_FFN   w_gate, w_up, b_up, w_down, b_down of every layer
+//   KF_TRAIN_ALL    every tensor of the model (routers included)
+//   KF_TRAIN_FFN    w_gate, w_up, b_up, w_down, b_down of every layer
+//   KF_TRAIN_ROUTER the routers of the MoE layers (router_w, router_b, router_w2, router_b2)
 //   KF_TRAIN_LORA  LoRA adapters (Hu et al. 2021) of rank r on chosen linear
 //                  layers: y = W x + (alpha / r) B (A x), A (r, in) seeded
 //                  uniform in +-1/sqrt(in) (PEFT's default), B (out, r) zero;
@@ -25,7 +37,7 @@
 #include "core/status.h"
 #include "model/model.h"
 
-typedef enum { KF_TRAIN_ALL = 0, KF_TRAIN_FFN, KF_TRAIN_LORA } kf_train_mode;
+typedef enum { KF_TRAIN_ALL = 0, KF_TRAIN_FFN, KF_TRAIN_LORA, KF_TRAIN_ROUTER } kf_train_mode;
 
 // The linear layers of a block (LoRA targets).
 typedef enum { KF_LIN_Q = 0, KF_LIN_K, KF_LIN_V, KF_LIN_O, KF_LIN_GATE, KF_LIN_UP, KF_LIN_DOWN, KF_LIN_COUNT } kf_lin;
@@ -54,8 +66,8 @@ typedef struct kf_train kf_train;
 unsigned kf_train_lora_default_targets(const kf_model *m);
 
 // Sets up training of m (its weights are copied out of file maps so they can
-// change) for batches of B sequences of T tokens. Fails on MoE layers, on T
-// beyond learned positions, or on bad options.
+// change) for batches of B sequences of T tokens. Fails on T beyond learned
+// positions, on KF_TRAIN_ROUTER without a linear or MLP router, or on bad options.
 kf_status kf_train_init(kf_train **out, kf_model *m, int B, int T, const kf_train_opts *o, kf_error *err);
 void kf_train_free(kf_train *t);
 

@@ -115,8 +115,10 @@ def causal_attention(q, k, v):
     return out.transpose(1, 2).reshape(B, T, H * Dh)
 
 
-def llama_forward(cfg, w, ids):
-    """ids (B, T) long -> logits (B, T, V) float64."""
+def llama_forward(cfg, w, ids, act_hook=None):
+    """ids (B, T) long -> logits (B, T, V) float64. act_hook(l, h, act, w_down)
+    (optional) replaces layer l's FFN activations act (B, T, F) before the down
+    projection w_down (C, F); h is the FFN input."""
     C, H = cfg["hidden_size"], cfg["num_attention_heads"]
     Hkv = cfg.get("num_key_value_heads", H)
     Dh = cfg.get("head_dim", C // H)
@@ -151,14 +153,17 @@ def llama_forward(cfg, w, ids):
         x = x + lin(causal_attention(q, k, v), p + "self_attn.o_proj")
         h = rmsnorm(x, w[p + "post_attention_layernorm.weight"])
         act = torch.nn.functional.silu(lin(h, p + "mlp.gate_proj")) * lin(h, p + "mlp.up_proj")
+        if act_hook:
+            act = act_hook(l, h, act, w[p + "mlp.down_proj.weight"])
         x = x + lin(act, p + "mlp.down_proj")
     x = rmsnorm(x, w["model.norm.weight"])
     head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
     return x @ head.T
 
 
-def gpt2_forward(cfg, w, ids):
-    """ids (B, T) long -> logits (B, T, V) float64; Conv1D weights are (in, out)."""
+def gpt2_forward(cfg, w, ids, act_hook=None):
+    """ids (B, T) long -> logits (B, T, V) float64; Conv1D weights are (in, out).
+    act_hook as llama_forward's."""
     C, H = cfg["n_embd"], cfg["n_head"]
     Dh, eps = C // H, cfg.get("layer_norm_epsilon", 1e-5)
     pre = "transformer." if "transformer.wte.weight" in w else ""
@@ -182,17 +187,20 @@ def gpt2_forward(cfg, w, ids):
         q, k, v = (t.reshape(B, T, H, Dh).transpose(1, 2) for t in qkv.split(C, dim=-1))
         x = x + conv1d(causal_attention(q, k, v), p + "attn.c_proj")
         h = ln(x, p + "ln_2")
-        x = x + conv1d(gelu_tanh(conv1d(h, p + "mlp.c_fc")), p + "mlp.c_proj")
+        act = gelu_tanh(conv1d(h, p + "mlp.c_fc"))
+        if act_hook:
+            act = act_hook(l, h, act, w[p + "mlp.c_proj.weight"].T)
+        x = x + conv1d(act, p + "mlp.c_proj")
     x = ln(x, pre + "ln_f")
     head = w.get("lm_head.weight", w[pre + "wte.weight"])
     return x @ head.T
 
 
-def forward(cfg, w, ids):
+def forward(cfg, w, ids, act_hook=None):
     if cfg["model_type"] == "llama":
-        return llama_forward(cfg, w, ids)
+        return llama_forward(cfg, w, ids, act_hook)
     if cfg["model_type"] == "gpt2":
-        return gpt2_forward(cfg, w, ids)
+        return gpt2_forward(cfg, w, ids, act_hook)
     raise SystemExit(f"model_type {cfg['model_type']} not handled")
 
 
