@@ -87,6 +87,38 @@ if "$KFUSE" compress "$m" -f "$train" --method fold --ffn-keep 0.5 --recover "$t
     -o "$tmp/chainleak" 2>"$tmp/err"; then echo "FAIL: compress --recover-eval overlap accepted"; exit 1; fi
 grep -q "leak.txt overlaps the training text" "$tmp/err" && [ ! -e "$tmp/chainleak" ] || { cat "$tmp/err"; exit 1; }
 echo "compress --recover ok"
+# moefy --recover: the routers only are trained (expert weights byte-equal to
+# moefy without it, routers changed), the summary says so, and the saved
+# model loads and runs; kfuse recover --train router does the same on a
+# MoEfied model and refuses a dense one (in the bad options below).
+mo="--experts 8 --router linear --top-k 2 --tokens 4096 --ctx 64 --router-tokens 1024 --epochs 1"
+# shellcheck disable=SC2086
+"$KFUSE" moefy "$m" -f "$train" $mo -o "$tmp/moe0" >/dev/null 2>&1
+# shellcheck disable=SC2086
+"$KFUSE" moefy "$m" -f "$train" $mo --recover "$train" --recover-tokens 256 --recover-batch 2 --recover-ctx 32 \
+    --json -o "$tmp/moe1" >"$tmp/moe1.json" 2>/dev/null
+"$KFUSE" recover "$tmp/moe0" --teacher "$m" -f "$train" --steps 4 --batch 2 --ctx 32 --train router --json \
+    -o "$tmp/moe2" >"$tmp/moe2.json" 2>/dev/null
+/usr/bin/python3 - "$tmp" <<'PY'
+import json, struct, sys
+d = sys.argv[1]
+def tensors(path):
+    blob = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    h = json.loads(blob[8 : 8 + n])
+    return {k: blob[8 + n + v["data_offsets"][0] : 8 + n + v["data_offsets"][1]] for k, v in h.items() if k != "__metadata__"}
+r = json.load(open(f"{d}/moe1.json"))["recover"]
+assert r["train"] == "router" and r["steps"] == 4, r
+assert json.load(open(f"{d}/moe2.json"))["train"] == "router"
+base = tensors(f"{d}/moe0/model.safetensors")
+for out in ("moe1", "moe2"):
+    w = tensors(f"{d}/{out}/model.safetensors")
+    assert w.keys() == base.keys() and all(w[k] == base[k] for k in w), f"{out}: a non-router weight changed"
+    r0, r1 = tensors(f"{d}/moe0/moe_router.safetensors"), tensors(f"{d}/{out}/moe_router.safetensors")
+    assert r0.keys() == r1.keys() and all(r0[k] != r1[k] for k in r0 if k.endswith("weight")), f"{out}: routers unchanged"
+PY
+"$KFUSE" perplexity "$tmp/moe1" -f "$tmp/eval.txt" --ctx 64 --chunks 2 >/dev/null 2>&1 || { echo "FAIL: moefy --recover output does not run"; exit 1; }
+echo "moefy --recover, recover --train router ok"
 for bad in "--train router" "--resume" "--lr -1" "--batch 0"; do
     # shellcheck disable=SC2086
     if "$KFUSE" recover "$m" --teacher "$m" -f "$train" $bad -o "$tmp/bad" 2>"$tmp/err"; then
@@ -94,4 +126,4 @@ for bad in "--train router" "--resume" "--lr -1" "--batch 0"; do
     fi
     [ "$(wc -l <"$tmp/err")" -eq 1 ] || { echo "FAIL: $bad: error is not one line"; cat "$tmp/err"; exit 1; }
 done
-echo "5 passed, 0 failed"
+echo "6 passed, 0 failed"

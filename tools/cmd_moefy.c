@@ -2,6 +2,9 @@
 //   [--router similarity|linear|mlp|oracle] [--top-k K | --share P | --coverage T]
 //   [--stats FILE --tokens N --router-tokens N --ctx N --hidden H --epochs N --lr X
 //    --fold-keep P --seed S --format hf|gguf --dtype f32|f16|bf16|q8_0 --json] -o OUT
+//   [--recover TRAIN.txt --recover-train router|ffn|all|lora --recover-tokens N --recover-eval FILE]
+// --recover distils the MoEfied model from the original before it is saved
+// (tools/recover_chain.h; default: the routers only, trained end to end).
 // Weights are written in the dtype the model was loaded from unless --dtype
 // says otherwise; routers are F32.
 // Turns every FFN layer into E equal experts with a router (src/moe/moefy.h),
@@ -16,6 +19,7 @@
 #include "analyze/pipeline.h"
 #include "calib/calib.h"
 #include "cli.h"
+#include "recover_chain.h"
 #include "core/file.h"
 #include "core/progress.h"
 #include "moe/moefy.h"
@@ -42,7 +46,11 @@ int kf_cmd_moefy(int argc, char **argv) {
     int E = 0, top_k = -1;
     double share = 0, coverage = 0;
     bool json = false;
+    kf_cli_recover_chain rc;
+    kf_cli_recover_chain_init(&rc);
+    rc.mode = "router"; // the MoEfied model's own parameters: DSTI/LTE train the gates
     for (int i = 1; i < argc; i++) {
+        if (kf_cli_recover_chain_arg(&rc, argc, argv, &i)) continue;
         const char *a = argv[i];
         if (!strcmp(a, "-f")) calib = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "-o")) out = kf_cli_str(argc, argv, &i);
@@ -86,6 +94,8 @@ int kf_cmd_moefy(int argc, char **argv) {
     else if (coverage > 0) o.top_k = 0, o.coverage = (float)coverage;
     else o.top_k = E / 4 > 0 ? E / 4 : 1;
 
+    kf_cli_recover_chain_check("moefy", &rc);
+
     kf_tokenizer *tok;
     kf_model *m = kf_cli_load_model(path, &tok);
     const kf_format fmt = strcmp(format, "hf") ? KF_FORMAT_GGUF : KF_FORMAT_HF;
@@ -100,6 +110,7 @@ int kf_cmd_moefy(int argc, char **argv) {
     }
     size_t n_ids = 0;
     int32_t *ids = kf_cli_tokenize_file(tok, calib, true, &n_ids);
+    if (rc.text) kf_cli_recover_chain_prepare("moefy", &rc, tok);
 
     kf_progress bar;
     kf_progress_init(&bar, "moefy", "layers", m->n_layer);
@@ -110,6 +121,7 @@ int kf_cmd_moefy(int argc, char **argv) {
     kf_status s = kf_moefy_run(m, ids, (int64_t)n_ids, kf_tokenizer_bos(tok), &o, &rep, &err);
     kf_progress_done(&bar);
     if (s != KF_OK) kf_cli_fail(&err);
+    cJSON *rec_js = rc.text ? kf_cli_recover_chain_run("moefy", &rc, m, path, tok) : NULL;
     double secs = kf_time_now() - t0;
 
     kf_save_opts so = {.format = fmt, .dtype = dtype, .tok = tok, .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
@@ -148,6 +160,7 @@ int kf_cmd_moefy(int argc, char **argv) {
     cJSON_AddStringToObject(js, "output", out);
     cJSON_AddStringToObject(js, "format", format);
     cJSON_AddNumberToObject(js, "seconds", secs);
+    if (rec_js) cJSON_AddItemToObject(js, "recover", rec_js);
     kf_cli_print_json(js, json);
     if (!json)
         fprintf(stderr, "moefy: %d experts (%s split, %s router), recall@%d %.3f (similarity %.3f), share %.3f, %.1f s, written to %s\n",

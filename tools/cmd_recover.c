@@ -84,7 +84,8 @@ int kf_cmd_recover(int argc, char **argv) {
     if (!strcmp(mode_name, "all")) to.mode = KF_TRAIN_ALL;
     else if (!strcmp(mode_name, "ffn")) to.mode = KF_TRAIN_FFN;
     else if (!strcmp(mode_name, "lora")) to.mode = KF_TRAIN_LORA;
-    else kf_cli_failf("recover: --train must be all, ffn or lora, not '%s'", mode_name);
+    else if (!strcmp(mode_name, "router")) to.mode = KF_TRAIN_ROUTER;
+    else kf_cli_failf("recover: --train must be all, ffn, lora or router, not '%s'", mode_name);
     if (ro.min_lr_ratio > 1) kf_cli_failf("recover: --min-lr is a share of --lr in [0, 1]");
     kf_format fmt;
     if (!kf_format_parse(format, &fmt) || fmt == KF_FORMAT_LLAMA2C)

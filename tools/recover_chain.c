@@ -35,13 +35,14 @@ static bool parse_mode(const char *name, kf_train_mode *m) {
     if (!strcmp(name, "all")) *m = KF_TRAIN_ALL;
     else if (!strcmp(name, "ffn")) *m = KF_TRAIN_FFN;
     else if (!strcmp(name, "lora")) *m = KF_TRAIN_LORA;
+    else if (!strcmp(name, "router")) *m = KF_TRAIN_ROUTER;
     else return false;
     return true;
 }
 
 void kf_cli_recover_chain_check(const char *cmd, const kf_cli_recover_chain *c) {
     kf_train_mode m;
-    if (!parse_mode(c->mode, &m)) kf_cli_failf("%s: --recover-train must be all, ffn or lora, not '%s'", cmd, c->mode);
+    if (!parse_mode(c->mode, &m)) kf_cli_failf("%s: --recover-train must be all, ffn, lora or router, not '%s'", cmd, c->mode);
     if (!c->text && c->eval) kf_cli_failf("%s: --recover-eval needs --recover TRAIN.txt", cmd);
 }
 

@@ -16,7 +16,7 @@ struct cJSON;
 typedef struct {
     const char *text;  // --recover TRAIN.txt (NULL: no recovery)
     const char *eval;  // --recover-eval FILE: held-out KL before and after, refused when it overlaps the text
-    const char *mode;  // --recover-train all|ffn|lora (default ffn)
+    const char *mode;  // --recover-train all|ffn|lora|router (default ffn; moefy: router)
     int64_t tokens;    // --recover-tokens N (default 262144)
     double lr;         // --recover-lr (0: kfuse recover's default, 1e-3)
     int batch, ctx;    // --recover-batch (8), --recover-ctx (256)
