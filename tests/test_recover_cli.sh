@@ -67,6 +67,21 @@ if run6 --lr 2e-2 --checkpoint "$tmp/ck" --resume -o "$tmp/other" 2>"$tmp/err"; 
 fi
 grep -q "lr differs" "$tmp/err" || { cat "$tmp/err"; exit 1; }
 echo "checkpoint ok"
+# --max-memory below the kept activations: recomputed layer by layer, to the
+# same model byte for byte; below even that, one line saying what is needed
+mem() { OMP_NUM_THREADS=1 "$KFUSE" recover "$m" --teacher "$m" -f "$train" --steps 6 --batch 2 --ctx 32 --train ffn \
+    --lr 1e-2 --json "$@" 2>/dev/null; }
+kept=$(mem -o "$tmp/kept" | /usr/bin/python3 -c "import json, sys; o = json.load(sys.stdin); assert not o['recompute']; print(o['workspace_bytes'])")
+cmp "$tmp/full/model.safetensors" "$tmp/kept/model.safetensors" || { echo "FAIL: --json run differs"; exit 1; }
+small=$(mem --max-memory $((kept - 1)) -o "$tmp/recomp" | /usr/bin/python3 -c "import json, sys; o = json.load(sys.stdin); assert o['recompute']; print(o['workspace_bytes'])")
+[ "$small" -lt "$kept" ] || { echo "FAIL: recomputing workspace $small not below $kept"; exit 1; }
+cmp "$tmp/full/model.safetensors" "$tmp/recomp/model.safetensors" || { echo "FAIL: recomputed run differs"; exit 1; }
+if mem --max-memory $((small - 1)) -o "$tmp/toosmall" >/dev/null 2>"$tmp/err"; then echo "FAIL: cap accepted"; exit 1; fi
+OMP_NUM_THREADS=1 "$KFUSE" recover "$m" --teacher "$m" -f "$train" --steps 6 --batch 2 --ctx 32 --max-memory 1K \
+    -o "$tmp/toosmall" 2>"$tmp/err" >/dev/null && { echo "FAIL: 1K accepted"; exit 1; }
+grep -q "MiB recomputed layer by layer; the cap is 0.0 MiB" "$tmp/err" || { cat "$tmp/err"; exit 1; }
+[ "$(wc -l <"$tmp/err")" -eq 1 ] && [ ! -e "$tmp/toosmall" ] || { echo "FAIL: error not one line, or output written"; exit 1; }
+echo "max-memory ok (kept $kept bytes, recomputed $small)"
 # compress --recover = compress, then kfuse recover with the same options
 # (one thread: the refit's sums depend on the thread count in their last bits)
 OMP_NUM_THREADS=1 "$KFUSE" compress "$m" -f "$train" --tokens 4096 --ctx 64 --method fold --ffn-keep 0.5 -o "$tmp/c" \

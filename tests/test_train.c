@@ -451,6 +451,53 @@ static void test_grads_moe_gpt2(void **state) {
     kf_model_free(m);
 }
 
+// ---- recomputed activations ---------------------------------------------------------
+
+// Under a max_memory between the recomputed and the kept workspace, the
+// gradients equal those of the run that keeps every layer's activations;
+// a cap below the recomputed workspace fails at init and says what it needs.
+static void check_recompute(kf_model *m, const char *label) {
+    batch b = make_batch(m, 2, 8, 123);
+    kf_train *tk, *tr;
+    kf_error err;
+    const kf_train_opts ok = {.mode = KF_TRAIN_ALL};
+    if (kf_train_init(&tk, m, b.B, b.T, &ok, &err) != KF_OK) fail_msg("%s", err.msg);
+    const int64_t kept = kf_train_workspace_bytes(tk);
+    assert_false(kf_train_recomputes(tk));
+    kf_train_opts capped = ok;
+    capped.max_memory = (uint64_t)kept - 1;
+    if (kf_train_init(&tr, m, b.B, b.T, &capped, &err) != KF_OK) fail_msg("%s", err.msg);
+    assert_true(kf_train_recomputes(tr));
+    const int64_t small = kf_train_workspace_bytes(tr);
+    assert_true(small < kept);
+    double lk = loss_and_backward(tk, &b), lr = loss_and_backward(tr, &b);
+    assert_true(lk == lr);
+    int nk, nr;
+    kf_param *pk = kf_train_params(tk, &nk), *pr = kf_train_params(tr, &nr);
+    assert_int_equal(nk, nr);
+    double worst = 0;
+    for (int i = 0; i < nk; i++) worst = fmax(worst, rel_err(pr[i].g, pk[i].g, pk[i].n));
+    printf("%s: workspace %lld bytes kept, %lld recomputed; gradients' largest relative difference %.2e\n", label,
+           (long long)kept, (long long)small, worst);
+    assert_true(worst < 1e-6);
+    kf_train_free(tk);
+    kf_train_free(tr);
+    capped.max_memory = (uint64_t)small - 1;
+    assert_int_equal(kf_train_init(&tr, m, b.B, b.T, &capped, &err), KF_ERR_ARG);
+    assert_non_null(strstr(err.msg, "recomputed layer by layer"));
+    free_batch(&b);
+}
+
+static void test_recompute(void **state) {
+    (void)state;
+    kf_model *models[] = {make_widths_model(), make_moe_llama(), make_moe_gpt2()};
+    const char *labels[] = {"widths", "moe-llama", "moe-gpt2"};
+    for (int i = 0; i < 3; i++) {
+        check_recompute(models[i], labels[i]);
+        kf_model_free(models[i]);
+    }
+}
+
 // ---- forward equals prefill ------------------------------------------------------------
 
 static void check_forward(kf_model *m, const char *label) {
@@ -600,7 +647,7 @@ int main(void) {
         cmocka_unit_test(test_grads_gpt2),         cmocka_unit_test(test_grads_widths),
         cmocka_unit_test(test_lora_llama),         cmocka_unit_test(test_lora_gpt2),
         cmocka_unit_test(test_moe_gate_kernels),   cmocka_unit_test(test_grads_moe_llama),
-        cmocka_unit_test(test_grads_moe_gpt2),
+        cmocka_unit_test(test_grads_moe_gpt2),     cmocka_unit_test(test_recompute),
     };
     return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "core/file.h"
 
@@ -47,6 +48,31 @@ double kf_cli_double(int argc, char **argv, int *i, double lo, double hi) {
     if (errno || *end || end == v || !(x >= lo && x <= hi))
         kf_cli_failf("option %s: '%s' is not a number in [%g, %g]", opt, v, lo, hi);
     return x;
+}
+
+uint64_t kf_cli_bytes(int argc, char **argv, int *i) {
+    const char *opt = argv[*i], *v = kf_cli_str(argc, argv, i);
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    double unit = 1;
+    switch (*end) {
+    case 'K': case 'k': unit = 1024.0, end++; break;
+    case 'M': case 'm': unit = 1048576.0, end++; break;
+    case 'G': case 'g': unit = 1073741824.0, end++; break;
+    case 'T': case 't': unit = 1099511627776.0, end++; break;
+    default: break;
+    }
+    if (unit > 1 && (*end == 'B' || *end == 'b')) end++;
+    x *= unit;
+    if (errno || *end || end == v || !(x >= 1 && x < 1e18))
+        kf_cli_failf("option %s: '%s' is not a size (bytes, or a number with K, M, G or T)", opt, v);
+    return (uint64_t)x;
+}
+
+uint64_t kf_cli_physical_memory(void) {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : (uint64_t)8 << 30;
 }
 
 const char *kf_cli_default_model(void) {

@@ -19,6 +19,10 @@ _Noreturn void kf_cli_failf(const char *fmt, ...) __attribute__((format(printf, 
 const char *kf_cli_str(int argc, char **argv, int *i);
 long kf_cli_long(int argc, char **argv, int *i, long lo, long hi);
 double kf_cli_double(int argc, char **argv, int *i, double lo, double hi);
+// A size: bytes, or a number with K, M, G or T (powers of 1024, optional B).
+uint64_t kf_cli_bytes(int argc, char **argv, int *i);
+// Physical memory of the machine in bytes (8 GiB when it cannot be read).
+uint64_t kf_cli_physical_memory(void);
 
 // The model shipped in the repository (models/llama-gutenberg-6.5m).
 const char *kf_cli_default_model(void);

@@ -1,7 +1,7 @@
 // kfuse recover STUDENT --teacher ORIGINAL -f TRAIN.txt [--tokens N | --steps S] [--lr 1e-3 --batch 8 --ctx 256
 //   --train all|ffn|lora --lora-rank 8 --lora-alpha A --warmup 0.05 --min-lr 0.1 --clip 1 --wd 0 --kl 1 --ce 0
 //   --seed 1 --eval FILE --eval-every K --eval-windows W --adapter-out DIR --checkpoint DIR --checkpoint-every S
-//   --resume --json] -o OUT [--format hf|gguf]
+//   --resume --max-memory SIZE --json] -o OUT [--format hf|gguf]
 // Distils the original into the (compressed) student on the training text
 // (src/train/recover.h) and saves the result through kf_model_save; with
 // --train lora the adapters are also written in PEFT's layout (default
@@ -9,6 +9,8 @@
 // a window of 64 tokens with the training text is refused. --checkpoint DIR
 // saves the training state every S steps (default: a tenth of the run);
 // --resume continues the same command from DIR's newest checkpoint.
+// --max-memory caps the training activations (default half the RAM): above
+// it they are recomputed layer by layer, to the same result.
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +74,7 @@ int kf_cmd_recover(int argc, char **argv) {
         else if (!strcmp(a, "--checkpoint")) ro.checkpoint_dir = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--checkpoint-every")) ro.checkpoint_every = kf_cli_long(argc, argv, &i, 1, (long)1 << 30);
         else if (!strcmp(a, "--resume")) ro.resume = true;
+        else if (!strcmp(a, "--max-memory")) to.max_memory = kf_cli_bytes(argc, argv, &i);
         else if (!strcmp(a, "--json")) json = true;
         else if (a[0] == '-') kf_cli_failf("recover: unknown option %s", a);
         else if (!path) path = a;
@@ -145,8 +148,13 @@ int kf_cmd_recover(int argc, char **argv) {
     }
     const int64_t params0 = kf_model_n_params(m);
 
+    if (!to.max_memory) to.max_memory = kf_cli_physical_memory() / 2;
     kf_train *t;
     if (kf_train_init(&t, m, batch, ctx, &to, &err) != KF_OK) kf_cli_fail(&err);
+    if (kf_train_recomputes(t))
+        fprintf(stderr, "recover: activations of %d x %d tokens above --max-memory %.0f MiB: recomputed layer by "
+                        "layer in the backward (workspace %.1f MiB)\n",
+                batch, ctx, (double)to.max_memory / 1048576.0, (double)kf_train_workspace_bytes(t) / 1048576.0);
     int n_params;
     kf_param *ps = kf_train_params(t, &n_params);
     int64_t n_trained = 0;
@@ -189,6 +197,9 @@ int kf_cmd_recover(int argc, char **argv) {
     cJSON_AddNumberToObject(o, "kl_weight", ro.kl_weight);
     cJSON_AddNumberToObject(o, "ce_weight", ro.ce_weight);
     cJSON_AddNumberToObject(o, "seed", (double)ro.seed);
+    cJSON_AddNumberToObject(o, "max_memory", (double)to.max_memory);
+    cJSON_AddNumberToObject(o, "workspace_bytes", (double)kf_train_workspace_bytes(t));
+    cJSON_AddBoolToObject(o, "recompute", kf_train_recomputes(t));
     cJSON_AddNumberToObject(o, "seconds", r.seconds);
     cJSON_AddNumberToObject(o, "tokens_per_s", r.seconds > 0 ? r.tokens / r.seconds : 0);
     cJSON *tm = cJSON_CreateObject();

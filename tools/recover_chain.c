@@ -27,6 +27,7 @@ bool kf_cli_recover_chain_arg(kf_cli_recover_chain *c, int argc, char **argv, in
     else if (!strcmp(a, "--recover-lr")) c->lr = kf_cli_double(argc, argv, i, 1e-8, 10);
     else if (!strcmp(a, "--recover-batch")) c->batch = (int)kf_cli_long(argc, argv, i, 1, 4096);
     else if (!strcmp(a, "--recover-ctx")) c->ctx = (int)kf_cli_long(argc, argv, i, 4, 1 << 16);
+    else if (!strcmp(a, "--recover-max-memory")) c->max_memory = kf_cli_bytes(argc, argv, i);
     else return false;
     return true;
 }
@@ -89,6 +90,7 @@ cJSON *kf_cli_recover_chain_run(const char *cmd, kf_cli_recover_chain *c, kf_mod
         ro.eval_windows = 64;
     }
     kf_error err = {0};
+    to.max_memory = c->max_memory ? c->max_memory : kf_cli_physical_memory() / 2;
     kf_train *t;
     if (kf_train_init(&t, m, c->batch, c->ctx, &to, &err) != KF_OK) kf_cli_fail(&err);
     kf_progress bar;

@@ -20,6 +20,7 @@ typedef struct {
     int64_t tokens;    // --recover-tokens N (default 262144)
     double lr;         // --recover-lr (0: kfuse recover's default, 1e-3)
     int batch, ctx;    // --recover-batch (8), --recover-ctx (256)
+    uint64_t max_memory; // --recover-max-memory SIZE: training activations above it are recomputed (default half the RAM)
     int32_t *ids, *eval_ids; // the texts' tokens (kf_cli_recover_chain_prepare)
     size_t n_ids, n_eval;
 } kf_cli_recover_chain;

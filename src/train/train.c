@@ -51,6 +51,8 @@ struct kf_train {
     kf_model *m;
     kf_train_opts o;
     int B, T, N, max_ff, max_expert, max_rh;
+    bool recompute;   // activations of one layer at a time (layout_ws)
+    int64_t ws_bytes; // the workspace's size
     float lora_scale;
 
     // workspace (one allocation)
@@ -118,13 +120,26 @@ static kf_tensor *lin_bias(kf_layer *L, kf_lin w) {
     }
 }
 
+// Kept: every layer has its own activations. Recomputed: every layer keeps
+// only x_in, the rest is one set sized for the widest layer, filled again
+// for each layer by the backward (block_forward from its x_in).
 static void layout_ws(kf_train *t, arena *a) {
     const kf_model *m = t->m;
     const int64_t N = t->N, C = m->n_embd, Q = (int64_t)m->n_head * m->head_dim,
                   KV = (int64_t)m->n_head_kv * m->head_dim, V = m->n_vocab, r = t->o.lora_rank;
     for (int l = 0; l < m->n_layer; l++) {
         layer_acts *A = &t->acts[l];
-        const int64_t F = m->layers[l].n_ff;
+        if (t->recompute && l > 0) {
+            *A = t->acts[0];
+            A->x_in = take(a, N * C);
+            continue;
+        }
+        const kf_layer *L = &m->layers[l];
+        const int64_t F = t->recompute ? t->max_ff : L->n_ff;
+        const int E = t->recompute ? t->max_expert : L->n_expert;
+        const int Hr = t->recompute                                           ? t->max_rh
+                       : L->n_expert > 0 && L->router == KF_ROUTER_MLP ? (int)L->router_w.ne[0]
+                                                                         : 0;
         A->x_in = take(a, N * C);
         A->xn1 = take(a, N * C);
         A->mean1 = take(a, N);
@@ -141,11 +156,10 @@ static void layout_ws(kf_train *t, arena *a) {
         A->gate = m->gated_ffn ? take(a, N * F) : NULL;
         A->up = take(a, N * F);
         A->act = take(a, N * F);
-        const kf_layer *L = &m->layers[l];
-        A->act_sel = L->n_expert > 0 ? take(a, N * F) : NULL;
-        A->scores = L->n_expert > 0 ? take(a, N * L->n_expert) : NULL;
-        A->mask = L->n_expert > 0 ? take(a, N * L->n_expert) : NULL;
-        A->rh = L->n_expert > 0 && L->router == KF_ROUTER_MLP ? take(a, N * L->router_w.ne[0]) : NULL;
+        A->act_sel = E > 0 ? take(a, N * F) : NULL;
+        A->scores = E > 0 ? take(a, N * E) : NULL;
+        A->mask = E > 0 ? take(a, N * E) : NULL;
+        A->rh = Hr > 0 ? take(a, N * Hr) : NULL;
         for (int w = 0; w < KF_LIN_COUNT; w++)
             A->lora_u[w] = t->o.mode == KF_TRAIN_LORA && (t->o.lora_targets >> w & 1u) ? take(a, N * r) : NULL;
     }
@@ -319,6 +333,22 @@ kf_status kf_train_init(kf_train **out, kf_model *m, int B, int T, const kf_trai
 
     arena a = {NULL, 0};
     layout_ws(t, &a);
+    const double kept_bytes = sizeof(float) * (double)a.used;
+    if (o->max_memory > 0 && kept_bytes > (double)o->max_memory) {
+        t->recompute = true;
+        a = (arena){NULL, 0};
+        layout_ws(t, &a);
+        if (sizeof(float) * (double)a.used > (double)o->max_memory) {
+            kf_error_set(err, KF_ERR_ARG,
+                         "train: batches of %d x %d tokens need %.1f MiB of activations kept per layer, "
+                         "%.1f MiB recomputed layer by layer; the cap is %.1f MiB",
+                         B, T, kept_bytes / 1048576.0, sizeof(float) * (double)a.used / 1048576.0,
+                         (double)o->max_memory / 1048576.0);
+            kf_train_free(t);
+            return KF_ERR_ARG;
+        }
+    }
+    t->ws_bytes = (int64_t)sizeof(float) * a.used;
     if (!(t->ws = kf_alloc_large(sizeof(float) * (size_t)a.used))) goto nomem;
     a = (arena){t->ws, 0};
     layout_ws(t, &a);
@@ -379,6 +409,9 @@ kf_param *kf_train_params(kf_train *t, int *n) {
     *n = t->n_params;
     return t->params;
 }
+
+bool kf_train_recomputes(const kf_train *t) { return t->recompute; }
+int64_t kf_train_workspace_bytes(const kf_train *t) { return t->ws_bytes; }
 
 void kf_train_shape(const kf_train *t, int *B, int *T) {
     *B = t->B;
@@ -498,9 +531,47 @@ static void moe_router_backward(kf_train *t, const kf_layer *L, const kf_layer *
 
 // ---- forward and backward ------------------------------------------------------------
 
-kf_status kf_train_forward(kf_train *t, const int32_t *tokens, kf_error *err) {
+// Block l from t->acts[l].x_in: its activations into t->acts[l], the
+// residual leaving it into x_next (N, C).
+static void block_forward(kf_train *t, int l, float *x_next) {
     const kf_model *m = t->m;
     const int N = t->N, B = t->B, T = t->T, C = m->n_embd, H = m->n_head, Hkv = m->n_head_kv, Dh = m->head_dim;
+    const kf_layer *L = &m->layers[l];
+    layer_acts *A = &t->acts[l];
+    const int64_t F = L->n_ff;
+    // attention
+    norm_forward(m, A->xn1, A->mean1, A->rstd1, A->x_in, &L->attn_norm_w, &L->attn_norm_b, N);
+    lin_ref rq = get_lin(t, l, KF_LIN_Q), rk = get_lin(t, l, KF_LIN_K), rv = get_lin(t, l, KF_LIN_V),
+            ro = get_lin(t, l, KF_LIN_O);
+    lin_forward(t, A->q, A->xn1, &rq); // q (N, Q)
+    lin_forward(t, A->k, A->xn1, &rk); // k (N, KV)
+    lin_forward(t, A->v, A->xn1, &rv); // v (N, KV)
+    if (m->pos == KF_POS_ROPE) {
+        kf_train_rope_forward(A->q, t->rope_cos, t->rope_sin, B, T, H, Dh);
+        kf_train_rope_forward(A->k, t->rope_cos, t->rope_sin, B, T, Hkv, Dh);
+    }
+    kf_train_attention_forward(A->att, A->probs, A->q, A->k, A->v, B, T, H, Hkv, Dh); // att (N, Q)
+    lin_forward(t, t->proj, A->att, &ro);                                               // proj (N, C)
+    add_rows(A->x_mid, A->x_in, t->proj, (int64_t)N * C);
+    // feed-forward
+    norm_forward(m, A->xn2, A->mean2, A->rstd2, A->x_mid, &L->ffn_norm_w, &L->ffn_norm_b, N);
+    lin_ref ru = get_lin(t, l, KF_LIN_UP), rd = get_lin(t, l, KF_LIN_DOWN);
+    lin_forward(t, A->up, A->xn2, &ru); // up (N, F)
+    if (m->gated_ffn) {
+        lin_ref rg = get_lin(t, l, KF_LIN_GATE);
+        lin_forward(t, A->gate, A->xn2, &rg); // gate (N, F)
+        kf_train_swiglu_forward(A->act, A->gate, A->up, (int64_t)N * F);
+    } else {
+        kf_train_gelu_forward(A->act, A->up, (int64_t)N * F);
+    }
+    if (L->n_expert > 0) moe_forward(t, L, A);
+    lin_forward(t, t->proj, L->n_expert > 0 ? A->act_sel : A->act, &rd); // proj (N, C)
+    add_rows(x_next, A->x_mid, t->proj, (int64_t)N * C);
+}
+
+kf_status kf_train_forward(kf_train *t, const int32_t *tokens, kf_error *err) {
+    const kf_model *m = t->m;
+    const int N = t->N, T = t->T, C = m->n_embd;
     for (int i = 0; i < N; i++)
         if (tokens[i] < 0 || tokens[i] >= m->n_vocab)
             return kf_error_set(err, KF_ERR_ARG, "train: token %d at index %d is outside the vocabulary (%d)",
@@ -508,40 +579,7 @@ kf_status kf_train_forward(kf_train *t, const int32_t *tokens, kf_error *err) {
     t->tokens = tokens;
     kf_train_embed_forward(t->acts[0].x_in, tokens, m->tok_embd.data,
                            m->pos == KF_POS_LEARNED ? m->pos_embd.data : NULL, N, T, C);
-    for (int l = 0; l < m->n_layer; l++) {
-        const kf_layer *L = &m->layers[l];
-        layer_acts *A = &t->acts[l];
-        const int64_t F = L->n_ff;
-        float *x_next = l + 1 < m->n_layer ? t->acts[l + 1].x_in : t->x_final;
-        // attention
-        norm_forward(m, A->xn1, A->mean1, A->rstd1, A->x_in, &L->attn_norm_w, &L->attn_norm_b, N);
-        lin_ref rq = get_lin(t, l, KF_LIN_Q), rk = get_lin(t, l, KF_LIN_K), rv = get_lin(t, l, KF_LIN_V),
-                ro = get_lin(t, l, KF_LIN_O);
-        lin_forward(t, A->q, A->xn1, &rq); // q (N, Q)
-        lin_forward(t, A->k, A->xn1, &rk); // k (N, KV)
-        lin_forward(t, A->v, A->xn1, &rv); // v (N, KV)
-        if (m->pos == KF_POS_ROPE) {
-            kf_train_rope_forward(A->q, t->rope_cos, t->rope_sin, B, T, H, Dh);
-            kf_train_rope_forward(A->k, t->rope_cos, t->rope_sin, B, T, Hkv, Dh);
-        }
-        kf_train_attention_forward(A->att, A->probs, A->q, A->k, A->v, B, T, H, Hkv, Dh); // att (N, Q)
-        lin_forward(t, t->proj, A->att, &ro);                                               // proj (N, C)
-        add_rows(A->x_mid, A->x_in, t->proj, (int64_t)N * C);
-        // feed-forward
-        norm_forward(m, A->xn2, A->mean2, A->rstd2, A->x_mid, &L->ffn_norm_w, &L->ffn_norm_b, N);
-        lin_ref ru = get_lin(t, l, KF_LIN_UP), rd = get_lin(t, l, KF_LIN_DOWN);
-        lin_forward(t, A->up, A->xn2, &ru); // up (N, F)
-        if (m->gated_ffn) {
-            lin_ref rg = get_lin(t, l, KF_LIN_GATE);
-            lin_forward(t, A->gate, A->xn2, &rg); // gate (N, F)
-            kf_train_swiglu_forward(A->act, A->gate, A->up, (int64_t)N * F);
-        } else {
-            kf_train_gelu_forward(A->act, A->up, (int64_t)N * F);
-        }
-        if (L->n_expert > 0) moe_forward(t, L, A);
-        lin_forward(t, t->proj, L->n_expert > 0 ? A->act_sel : A->act, &rd); // proj (N, C)
-        add_rows(x_next, A->x_mid, t->proj, (int64_t)N * C);
-    }
+    for (int l = 0; l < m->n_layer; l++) block_forward(t, l, l + 1 < m->n_layer ? t->acts[l + 1].x_in : t->x_final);
     norm_forward(m, t->xnf, t->meanf, t->rstdf, t->x_final, &m->out_norm_w, &m->out_norm_b, N);
     kf_train_matmul_forward(t->logits, t->xnf, m->lm_head.data, NULL, N, C, m->n_vocab); // logits (N, V)
     return KF_OK;
@@ -562,6 +600,9 @@ void kf_train_backward(kf_train *t) {
         const kf_layer *L = &m->layers[l], *GL = &g->layers[l];
         layer_acts *A = &t->acts[l];
         const int64_t F = L->n_ff;
+        // recomputed activations: the last layer's are still there from the forward;
+        // x_next lands in t->proj, a scratch the backward does not read
+        if (t->recompute && l < m->n_layer - 1) block_forward(t, l, t->proj);
         // feed-forward: x_next = x_mid + w_down act(...); dres is d x_next
         lin_ref ru = get_lin(t, l, KF_LIN_UP), rd = get_lin(t, l, KF_LIN_DOWN);
         const bool moe = L->n_expert > 0, routed = moe && L->router != KF_ROUTER_ORACLE;

@@ -1,6 +1,7 @@
 // The training pass of a dense model: a forward that keeps every activation
-// the backward needs, in one workspace allocated at init (nothing is
-// allocated per step), and the backward that fills the gradients of the
+// the backward needs (or, under a memory cap, each layer's input, the
+// backward recomputing the rest), in one workspace allocated at init (nothing
+// is allocated per step), and the backward that fills the gradients of the
 // trainable parameters. Both families (model.h): Llama (RMSNorm, rotate-half
 // RoPE, grouped-query attention, SwiGLU, tied or untied head) and GPT-2
 // (LayerNorm, learned positions, GELU-tanh, biases), each layer at its own
@@ -48,6 +49,9 @@ typedef struct {
     float lora_alpha;      // scale alpha / r; 0: alpha = r
     unsigned lora_targets; // bit mask of 1u << kf_lin; 0: kf_train_lora_default_targets
     uint64_t seed;         // LoRA initialisation
+    uint64_t max_memory;   // cap on the workspace (activations and backward scratch) in bytes; 0: none.
+                           // Above it, each layer keeps only its input and the backward recomputes
+                           // the layer's activations from it (one more forward per step).
 } kf_train_opts;
 
 // One trainable tensor: its values, its gradient (same length), whether
@@ -67,7 +71,9 @@ unsigned kf_train_lora_default_targets(const kf_model *m);
 
 // Sets up training of m (its weights are copied out of file maps so they can
 // change) for batches of B sequences of T tokens. Fails on T beyond learned
-// positions, on KF_TRAIN_ROUTER without a linear or MLP router, or on bad options.
+// positions, on KF_TRAIN_ROUTER without a linear or MLP router, on a
+// max_memory too small even for recomputed activations (saying what they
+// need), or on bad options.
 kf_status kf_train_init(kf_train **out, kf_model *m, int B, int T, const kf_train_opts *o, kf_error *err);
 void kf_train_free(kf_train *t);
 
@@ -82,6 +88,9 @@ void kf_train_zero_grad(kf_train *t);
 void kf_train_backward(kf_train *t);
 
 kf_param *kf_train_params(kf_train *t, int *n);
+// Whether the activations are recomputed layer by layer (max_memory), and the workspace's bytes.
+bool kf_train_recomputes(const kf_train *t);
+int64_t kf_train_workspace_bytes(const kf_train *t);
 // Batch shape given at init.
 void kf_train_shape(const kf_train *t, int *B, int *T);
 // A model-shaped view of the gradients: every tensor's data is its gradient,
