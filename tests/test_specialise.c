@@ -195,7 +195,7 @@ static void test_planted_neuron(void **state) {
     kf_test_random_ids(b, TOK * 2, 10, V, 12);
     for (int t = 2; t + 1 < TOK * 2; t += 4) a[t] = X, a[t + 1] = Y;
     for (int t = 0; t < TOK * 2; t++) assert_true(b[t] != X);
-    kf_spec_data data[2] = {{"A", a, TOK * 2}, {"B", b, TOK * 2}};
+    kf_spec_data data[2] = {{"A", a, TOK * 2, NULL}, {"B", b, TOK * 2, NULL}};
     kf_spec_opts o;
     kf_spec_opts_default(&o);
     const double fracs[1] = {0.02}; // one neuron of 48

@@ -177,6 +177,14 @@ static cJSON *to_json(const kf_spec_report *rep) {
         put(x, "n_tokens", (double)rep->data[d].n_ids);
         put(x, "tokens_used", (double)r->tokens_used[d]);
         put(x, "eval_tokens_used", (double)r->eval_tokens_used[d]);
+        cJSON_AddStringToObject(x, "kind", rep->data[d].task ? "task" : "text");
+        if (rep->data[d].task) {
+            cJSON *t = cJSON_AddObjectToObject(x, "task");
+            put(t, "n_labels", rep->data[d].task->n_labels);
+            put(t, "train_items", (double)r->items_used[2 * d]);
+            put(t, "eval_items", (double)r->items_used[2 * d + 1]);
+            cJSON_AddStringToObject(t, "loss", kf_spec_task_loss_name(o->task_loss));
+        }
         cJSON_AddItemToArray(ds, x);
     }
     cJSON *runs = cJSON_AddArrayToObject(root, "runs");

@@ -4,7 +4,9 @@
 // For each dataset (a tokenized text): the first `tokens` ids give the
 // importance of every FFN neuron (importance.h, windows of calib/'s
 // protocol), the next `eval_tokens` ids, never seen by the importance pass,
-// give the losses. From these:
+// give the losses. A task dataset (task.h) gives importance on its training
+// sentences and its loss is a probe's error (or cross-entropy) on its
+// evaluation sentences. From these:
 //   overlap     for each layer, fraction f and pair of datasets, IoU and
 //               containment |A∩B|/|A| of their top-f important sets, with a
 //               95% bootstrap interval over chunks of calibration windows and
@@ -28,11 +30,15 @@
 #include "model/model.h"
 #include "specialise/importance.h"
 #include "specialise/sets.h"
+#include "specialise/task.h"
 
+// A dataset: a tokenized text (next-token loss), or a task (task non-NULL:
+// ids unused; its loss is a linear probe's error rate or cross-entropy, task.h).
 typedef struct {
     const char *name;
     const int32_t *ids; // the tokenized text
     int64_t n_ids;
+    const kf_spec_task *task;
 } kf_spec_data;
 
 typedef void (*kf_spec_progress_fn)(void *user, const char *stage, int64_t done, int64_t total);
@@ -42,6 +48,7 @@ typedef struct {
     int64_t tokens;          // ids per dataset for importance
     int64_t eval_tokens;     // the ids after those, for the losses
     kf_imp_kind kind;        // importance of a neuron
+    kf_spec_task_loss task_loss; // the loss of task datasets
     const double *fracs;     // fractions f of each layer's neurons (0, 0.5]
     int n_frac;
     int n_chunk;             // chunks of windows the bootstrap resamples (at most the windows)
@@ -81,7 +88,8 @@ typedef struct {
     int64_t n_neuron;
     int64_t *off;            // (n_layer + 1) flat neuron offsets
     double *fracs;           // (n_frac)
-    int64_t *tokens_used, *eval_tokens_used; // (n_data)
+    int64_t *tokens_used, *eval_tokens_used; // (n_data) (tasks: tokens of the training and evaluation sentences)
+    int64_t *items_used;     // (n_data, 2) task items (words or sentences) trained and evaluated on; 0 for texts
     double *importance;      // (n_data, n_neuron)
     double *base_loss;       // (n_data) mean NLL on the evaluation windows, nothing removed
     kf_spec_overlap *overlap; // (n_frac, n_layer, n_data, n_data)
