@@ -35,6 +35,8 @@ for r in a["runs"]:
     assert sel[("upos", "a")]["d_focus"] != 0 and sel[("a", "upos")]["d_retain"] != 0, sel
     assert p["random"]["loss_mean"][1] != r["base_loss"][1]
     assert r["ablation"][1]["layers"][0]["d_loss"][0] != 0
+    # no first-order estimate for a task (its loss is not the LM's); the text has one
+    assert "first_order" not in r["ablation"][1]["layers"][0] and "rank_corr" in r["ablation"][0]
 PY
 fail() { # expected message, args...
   local want=$1; shift

@@ -173,6 +173,7 @@ int kf_cmd_specialise(int argc, char **argv) {
         else if (!strcmp(a, "--seed")) o.seed = (uint64_t)kf_cli_long(argc, argv, &i, 0, 1L << 62);
         else if (!strcmp(a, "--control-seed")) control_seed = (uint64_t)kf_cli_long(argc, argv, &i, 0, 1L << 62);
         else if (!strcmp(a, "--no-control")) control = false;
+        else if (!strcmp(a, "--no-first-order")) o.first_order = false;
         else if (!strcmp(a, "--task-items")) task_items = kf_cli_long(argc, argv, &i, 1, 1L << 40);
         else if (!strcmp(a, "--task-eval-items")) task_eval_items = kf_cli_long(argc, argv, &i, 1, 1L << 40);
         else if (!strcmp(a, "--text-column")) text_col = kf_cli_str(argc, argv, &i);

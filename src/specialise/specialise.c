@@ -15,7 +15,7 @@ void kf_spec_opts_default(kf_spec_opts *o) {
     static const double fracs[] = {0.01, 0.02, 0.05};
     *o = (kf_spec_opts){.ctx = 256, .batch = 4, .bos_id = -1, .tokens = 16384, .eval_tokens = 8192,
                         .kind = KF_IMP_ABS, .fracs = fracs, .n_frac = 3, .n_chunk = 32, .n_boot = 200,
-                        .n_null = 2000, .n_random = 3, .ablate_top = 4, .seed = 1};
+                        .n_null = 2000, .n_random = 3, .ablate_top = 4, .first_order = true, .seed = 1};
 }
 
 int kf_spec_n_of(double f, int n_ff) {
@@ -39,6 +39,7 @@ void kf_spec_result_free(kf_spec_result *r) {
     free(r->n_removed);
     free(r->ablate_idx);
     free(r->ablate_dloss);
+    free(r->first_order);
     memset(r, 0, sizeof *r);
 }
 
@@ -310,7 +311,7 @@ static kf_status check_opts(const kf_model *m, const kf_spec_data *data, int n_d
     return KF_OK;
 }
 
-kf_status kf_spec_run(const kf_model *m, const kf_spec_data *data, int n_data, const kf_spec_opts *o,
+kf_status kf_spec_run(kf_model *m, const kf_spec_data *data, int n_data, const kf_spec_opts *o,
                       kf_spec_result *res, kf_error *err) {
     memset(res, 0, sizeof *res);
     int max_ff = 0, min_ff = INT32_MAX;
@@ -347,6 +348,7 @@ kf_status kf_spec_run(const kf_model *m, const kf_spec_data *data, int n_data, c
     res->n_removed = calloc((size_t)Q, sizeof(int));
     res->ablate_idx = calloc((size_t)D * L * A + 1, sizeof(int32_t));
     res->ablate_dloss = calloc((size_t)D * L * A + 1, sizeof(double));
+    if (o->first_order) res->first_order = calloc((size_t)D * N + 1, sizeof(double));
     u.acts = calloc((size_t)D, sizeof *u.acts);
     u.probe = calloc((size_t)D, sizeof *u.probe);
     u.feats = calloc((size_t)D, sizeof *u.feats);
@@ -357,7 +359,7 @@ kf_status kf_spec_run(const kf_model *m, const kf_spec_data *data, int n_data, c
     u.mark = calloc((size_t)max_ff, 1);
     if (!res->off || !res->fracs || !res->tokens_used || !res->eval_tokens_used || !res->items_used || !res->importance ||
         !res->base_loss || !res->overlap || !res->sel_focus || !res->sel_retain || !res->rand_mean || !res->rand_sd ||
-        !res->n_removed || !res->ablate_idx || !res->ablate_dloss || !u.acts || !u.probe || !u.feats || !u.mask.n || !u.mask.off ||
+        !res->n_removed || !res->ablate_idx || !res->ablate_dloss || (o->first_order && !res->first_order) || !u.acts || !u.probe || !u.feats || !u.mask.n || !u.mask.off ||
         !u.mask.idx || !u.ranked || !u.set || !u.mark)
         s = kf_error_set(err, KF_ERR_NOMEM, "specialise: out of memory");
     if (s == KF_OK) {
@@ -370,7 +372,7 @@ kf_status kf_spec_run(const kf_model *m, const kf_spec_data *data, int n_data, c
             res->items_used[2 * d] = t ? kf_spec_part_items(&t->train) : 0;
             res->items_used[2 * d + 1] = t ? kf_spec_part_items(&t->eval) : 0;
         }
-        u.total = D + (int64_t)o->n_boot + D + (int64_t)Q * D * (D - 1) + (int64_t)Q * o->n_random + (int64_t)D * L * A;
+        u.total = D + (int64_t)o->n_boot + D + (int64_t)Q * D * (D - 1) + (int64_t)Q * o->n_random + (int64_t)D * L * A + (o->first_order ? D : 0);
     }
     double t0 = kf_time_now();
     // 1. importance of every neuron on every dataset
@@ -393,6 +395,15 @@ kf_status kf_spec_run(const kf_model *m, const kf_spec_data *data, int n_data, c
     }
     if (s == KF_OK) s = pruning(&u, err);
     if (s == KF_OK) s = ablation(&u, err);
+    // 4. the first-order estimate, last: it converts the model's w_down to F32
+    for (int d = 0; s == KF_OK && o->first_order && d < D; d++) {
+        double *fo = res->first_order + (int64_t)d * N;
+        if (data[d].task)
+            for (int64_t j = 0; j < N; j++) fo[j] = NAN;
+        else
+            s = kf_spec_first_order(m, data[d].ids, res->tokens_used[d], &u.p, fo, err);
+        tick(&u, "first-order estimate");
+    }
     res->seconds = kf_time_now() - t0;
     for (int d = 0; u.acts && d < D; d++) kf_spec_acts_free(&u.acts[d]);
     for (int d = 0; u.probe && d < D; d++) kf_spec_probe_free(&u.probe[d]);

@@ -16,7 +16,9 @@
 //               (I_A + eps) / (I_B + eps), and measure the loss on A and on B,
 //               against removing as many random neurons;
 //   ablation    for the top candidates of each dataset and layer, the
-//               measured loss increase when that one neuron is removed.
+//               measured loss increase when that one neuron is removed, and
+//               for every neuron of a text dataset its first-order estimate
+//               from one backward pass (kf_spec_first_order).
 // The caller runs it once on the trained model and once on a randomly
 // initialised one of the same shape (kf_model_randomize) as the control, and
 // maps the important sets onto the experts of MoEfied copies
@@ -24,6 +26,7 @@
 #ifndef KF_SPECIALISE_SPECIALISE_H
 #define KF_SPECIALISE_SPECIALISE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/status.h"
@@ -56,6 +59,7 @@ typedef struct {
     int n_null;              // random pairs of sets for the overlap null
     int n_random;            // random removals per fraction (pruning baseline)
     int ablate_top;          // neurons per dataset and layer whose removal is measured
+    bool first_order;        // estimate every neuron's ablation cost from a backward pass (text datasets)
     uint64_t seed;
     kf_spec_progress_fn progress;
     void *user;
@@ -63,7 +67,7 @@ typedef struct {
 
 // ctx 256, batch 4, no BOS, 16384 + 8192 tokens, abs, f = 1, 2, 5 %, 32
 // chunks, 200 replicates, 2000 null pairs, 3 random removals, top 4 ablated,
-// seed 1.
+// first-order estimate on, seed 1.
 void kf_spec_opts_default(kf_spec_opts *o);
 
 // Neurons of layer l removed from a fraction f: max(1, round(f * n_ff)).
@@ -100,10 +104,14 @@ typedef struct {
     int *n_removed;          // (n_frac) neurons removed in all layers
     int32_t *ablate_idx;     // (n_data, n_layer, ablate_top) neuron within its layer
     double *ablate_dloss;    // (n_data, n_layer, ablate_top) loss increase when it alone is removed
+    double *first_order;     // (n_data, n_neuron) first-order estimate of that increase (kf_spec_first_order,
+                             // on the importance tokens); NaN for tasks, NULL when not asked
     double seconds;
 } kf_spec_result;
 
-kf_status kf_spec_run(const kf_model *m, const kf_spec_data *data, int n_data, const kf_spec_opts *o,
+// m is not changed in value; the first-order pass copies its weights into
+// memory and its w_down to F32 (kf_spec_first_order), after every loss.
+kf_status kf_spec_run(kf_model *m, const kf_spec_data *data, int n_data, const kf_spec_opts *o,
                       kf_spec_result *res, kf_error *err);
 void kf_spec_result_free(kf_spec_result *r);
 
