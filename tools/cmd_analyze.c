@@ -1,8 +1,10 @@
 // kfuse analyze MODEL -f CALIB.txt [--tokens N --ctx N --batch B --threshold t
 //   --k K --epsilon e --seed S --sample S --coact-topk K --context-tokens N
-//   --resid-stride N --f64-products --dump-npy DIR] -o DIR
+//   --resid-stride N --f64-products --dump-npy DIR --shard-layers] -o DIR
 // Writes DIR/report.html, DIR/analysis.json and DIR/stats.kfs. Under mpirun
-// (built with MPI) the calibration batches are split across the ranks.
+// (built with MPI) the calibration batches are split across the ranks; with
+// --shard-layers each rank also holds only its share of the layers' FFN
+// statistics (analyze/pipeline.h).
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +68,7 @@ int kf_cmd_analyze(int argc, char **argv) {
         else if (!strcmp(argv[i], "--resid-stride")) o.resid_stride = (int)kf_cli_long(argc, argv, &i, 1, 1 << 16);
         else if (!strcmp(argv[i], "--f64-products")) o.f64_products = 1;
         else if (!strcmp(argv[i], "--dump-npy")) npy_dir = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(argv[i], "--shard-layers")) o.shard_layers = 1;
         else if (argv[i][0] == '-') kf_cli_failf("analyze: unknown option %s", argv[i]);
         else if (!path) path = argv[i];
         else kf_cli_failf("analyze: unexpected argument %s", argv[i]);
@@ -74,6 +77,8 @@ int kf_cmd_analyze(int argc, char **argv) {
     if (!out_dir) kf_cli_failf("analyze: -o DIR is required");
     if (!path) path = kf_cli_default_model();
     o.keep_resid_sample = npy_dir != NULL;
+    if (npy_dir && o.shard_layers)
+        kf_cli_failf("analyze: --dump-npy needs every layer's activation sample in one process; not with --shard-layers");
 
     int mpi = 0;
 #ifdef KF_HAVE_MPI
@@ -127,10 +132,10 @@ int kf_cmd_analyze(int argc, char **argv) {
     kf_status st = kf_analyze_run(m, tok, ids, (int64_t)n_ids, &o, &a, &err);
     if (view.stage) kf_progress_done(&view.bar);
     if (st != KF_OK) kf_cli_fail(&err);
+    char stats_path[1024];
+    if (!kf_path_join(stats_path, sizeof stats_path, out_dir, "stats.kfs")) kf_cli_failf("%s: path too long", out_dir);
+    if (kf_analysis_save_stats(&a, stats_path, &err) != KF_OK) kf_cli_fail(&err); // every rank: owners send
     if (o.rank == 0) {
-        char stats_path[1024];
-        if (!kf_path_join(stats_path, sizeof stats_path, out_dir, "stats.kfs")) kf_cli_failf("%s: path too long", out_dir);
-        if (kf_statsfile_save(&a.stats, stats_path, &err) != KF_OK) kf_cli_fail(&err);
         if (kf_report_analysis_write(a.result, out_dir, &err) != KF_OK) kf_cli_fail(&err);
         if (npy_dir) {
             make_dir(npy_dir);
@@ -139,6 +144,13 @@ int kf_cmd_analyze(int argc, char **argv) {
         const kf_analysis_result *r = a.result;
         fprintf(stderr, "analyze: recorded %g tokens in %.2f s (%.0f tokens/s), analysis %.2f s, contexts %.2f s\n",
                 (double)r->n_tokens, r->record_seconds, r->tokens_per_s, r->analysis_seconds, r->contexts_seconds);
+        for (int i = 0; i < r->ranks; i++) {
+            char layers[256] = "";
+            for (int l = 0, len = 0; l < r->n_layer && len < (int)sizeof layers - 12; l++)
+                if (r->layer_owner[l] == i) len += snprintf(layers + len, sizeof layers - len, "%s%d", len ? "," : "", l);
+            fprintf(stderr, "analyze: rank %d holds %.2f MB of FFN statistics (layers %s) and %.2f MB of residual ones\n",
+                    i, r->rank_ffn_stats_bytes[i] / 1e6, r->shard_layers ? layers : "all", r->resid_stats_bytes / 1e6);
+        }
         printf("%s/report.html\n%s/analysis.json\n%s\n", out_dir, out_dir, stats_path);
     }
     kf_analysis_free(&a);

@@ -98,6 +98,13 @@ static void rec_finish_call(recorder *r, int n) {
 
 static void rec_hook(void *user, int layer, kf_hook_point p, float *x, int n, int dim) {
     recorder *r = user;
+#ifdef KF_HAVE_MPI
+    if (r->shard && p == KF_HOOK_BLOCK_IN && layer == 0) kf_analyze_shard_call(r, r->t0, n); // collectives: every call
+    if (r->shard && p == KF_HOOK_FFN_ACT) {
+        kf_analyze_shard_ffn(r, layer, x, n, dim);
+        return;
+    }
+#endif
     if (r->st != KF_OK) return;
     if (p == KF_HOOK_BLOCK_IN && layer == 0) {
         rec_store_resid(r, 0, x, n);
@@ -129,8 +136,7 @@ static kf_status choose_sample(int64_t n, int S, uint64_t seed, int64_t *pos, kf
     return KF_OK;
 }
 
-// Sample slot of every row of the call covering tokens [t0, t0 + n).
-static void fill_slots(int32_t *slot, int64_t t0, int n, const int64_t *pos, int S) {
+void kf_analyze_fill_slots(int32_t *slot, int64_t t0, int n, const int64_t *pos, int S) {
     int lo = 0, hi = S; // first sample >= t0
     while (lo < hi) {
         int mid = (lo + hi) / 2;
@@ -153,7 +159,7 @@ typedef struct {
 
 typedef struct {
     topctx *act, *wgt;   // (L) each
-    double **mu, **isd; // (L) each (F)
+    double *const *mu, *const *isd; // (L) each (F)
     double *csum;        // (max k) scratch
     float *z;            // (max F) scratch
     int64_t t0;          // token index of the call's first row
@@ -271,6 +277,12 @@ static void progress(const kf_analyze_opts *o, const char *stage, int64_t done, 
 }
 
 static void recorder_free(recorder *r) {
+    free(r->call_t0);
+    free(r->call_n);
+    free(r->counts);
+    free(r->displs);
+    free(r->gather);
+    free(r->slot_other);
     free(r->resid);
     free(r->ffn);
     kf_cka_mb_free(&r->cka);
@@ -278,6 +290,36 @@ static void recorder_free(recorder *r) {
     free(r->resid_buf);
     free(r->rows);
     free(r->slot);
+}
+
+// Co-activation set size of a layer of F neurons.
+static int ffn_topk(const kf_analyze_opts *o, int F) {
+    int topk = o->coact_topk > 0 ? o->coact_topk : F / 32 > 4 ? F / 32 : 4;
+    return topk > F ? F : topk;
+}
+
+// Owner of every layer's FFN statistics among n_ranks ranks, balanced by
+// bytes (kf_moments_bytes): the largest layers first, each to the rank
+// holding the fewest bytes so far (the lowest rank on a tie).
+// load (n_ranks) gets the bytes of each rank.
+static void layer_owners(const kf_model *m, const kf_analyze_opts *o, int n_ranks, int32_t *owner, int64_t *load) {
+    const int L = m->n_layer;
+    for (int i = 0; i < n_ranks; i++) load[i] = 0;
+    for (int l = 0; l < L; l++) owner[l] = -1;
+    for (int done = 0; done < L; done++) {
+        int best = -1;
+        int64_t best_b = -1;
+        for (int l = 0; l < L; l++) {
+            int F = m->layers[l].n_ff;
+            int64_t b = kf_moments_bytes(F, ffn_topk(o, F), !o->f64_products);
+            if (owner[l] < 0 && b > best_b) best = l, best_b = b;
+        }
+        int rk = 0;
+        for (int i = 1; i < n_ranks; i++)
+            if (load[i] < load[rk]) rk = i;
+        owner[best] = rk;
+        load[rk] += best_b;
+    }
 }
 
 static kf_status recorder_init(recorder *r, const kf_model *m, const kf_analyze_opts *o, kf_analysis *a,
@@ -301,11 +343,32 @@ static kf_status recorder_init(recorder *r, const kf_model *m, const kf_analyze_
     if (r->joint) r->rows = malloc((size_t)KF_MOMENTS_BLOCK * r->R * r->C * sizeof *r->rows);
     if (!r->ffn || !r->resid || !r->bi || !r->resid_buf || !r->slot || (r->joint && !r->rows))
         return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the recorder");
+    r->shard = a->shard;
+    r->rank = o->rank;
+    r->n_ranks = o->n_ranks;
+    r->owner = a->layer_owner;
+    r->sample_pos = a->sample_pos;
+    if (r->shard) {
+        int max_F = 0;
+        for (int l = 0; l < r->L; l++)
+            if (r->owner[l] == r->rank && m->layers[l].n_ff > max_F) max_F = m->layers[l].n_ff;
+        if ((int64_t)r->n_ranks * r->N * max_F > INT32_MAX)
+            return kf_error_set(err, KF_ERR_ARG, "analyze: %d ranks x %d rows x %d neurons exceed one MPI gather",
+                                r->n_ranks, r->N, max_F);
+        r->call_t0 = calloc((size_t)r->n_ranks, sizeof *r->call_t0);
+        r->call_n = calloc((size_t)r->n_ranks, sizeof *r->call_n);
+        r->counts = calloc((size_t)r->n_ranks, sizeof *r->counts);
+        r->displs = calloc((size_t)r->n_ranks, sizeof *r->displs);
+        r->slot_other = malloc((size_t)r->N * sizeof *r->slot_other);
+        r->gather = max_F > 0 ? malloc((size_t)r->n_ranks * r->N * max_F * sizeof *r->gather) : NULL;
+        if (!r->call_t0 || !r->call_n || !r->counts || !r->displs || !r->slot_other || (max_F > 0 && !r->gather))
+            return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the layer gather");
+    }
     char name[64];
     kf_status st;
     for (int l = 0; l < r->L; l++) {
-        int F = m->layers[l].n_ff, topk = o->coact_topk > 0 ? o->coact_topk : F / 32 > 4 ? F / 32 : 4;
-        if (topk > F) topk = F;
+        if (a->layer_owner[l] != o->rank && a->shard) continue; // another rank holds it
+        int F = m->layers[l].n_ff, topk = ffn_topk(o, F);
         snprintf(name, sizeof name, "layer.%d.ffn_act", l);
         if ((st = kf_statsfile_add(&a->stats, name, F, topk, 1e-6f, &r->ffn[l], err)) != KF_OK) return st;
         if (!o->f64_products && (st = kf_moments_set_f32(r->ffn[l], err)) != KF_OK) return st;
@@ -340,7 +403,7 @@ static kf_status rec_before(void *user, kf_calib_batch *b, kf_error *err) {
     (void)err;
     rec_run *rr = user;
     rr->r->t0 = b->first * b->ctx;
-    fill_slots(rr->r->slot, rr->r->t0, b->n * b->ctx, rr->sample_pos, rr->r->S);
+    kf_analyze_fill_slots(rr->r->slot, rr->r->t0, b->n * b->ctx, rr->sample_pos, rr->r->S);
     return KF_OK;
 }
 
@@ -410,8 +473,9 @@ static kf_status ctx_after(void *user, kf_calib_batch *b, kf_error *err) {
 }
 
 // The second, short pass: the top-activating tokens of every cluster.
+// mu, isd (L) each (n_ff): every layer's mean and 1/std (mean_isd).
 static kf_status find_contexts(const kf_model *m, kf_ctx *ctx, const kf_tokenizer *tok, const int32_t *ids,
-                               int64_t n_rec, const kf_moments *const *ffn, kf_analysis_layer *layers,
+                               int64_t n_rec, double *const *mu, double *const *isd, kf_analysis_layer *layers,
                                const kf_analyze_opts *o, kf_error *err) {
     const int L = m->n_layer;
     int max_F = 0, max_k = 1;
@@ -423,24 +487,17 @@ static kf_status find_contexts(const kf_model *m, kf_ctx *ctx, const kf_tokenize
     ctxpass cp = {0};
     cp.act = calloc((size_t)L, sizeof *cp.act);
     cp.wgt = calloc((size_t)L, sizeof *cp.wgt);
-    cp.mu = calloc((size_t)L, sizeof *cp.mu);
-    cp.isd = calloc((size_t)L, sizeof *cp.isd);
+    cp.mu = mu;
+    cp.isd = isd;
     cp.csum = malloc((size_t)max_k * sizeof *cp.csum);
     cp.z = malloc((size_t)max_F * sizeof *cp.z);
     kf_status st = KF_OK;
-    if (!cp.act || !cp.wgt || !cp.mu || !cp.isd || !cp.csum || !cp.z) {
+    if (!cp.act || !cp.wgt || !cp.csum || !cp.z) {
         st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the context pass");
         goto done;
     }
     for (int l = 0; l < L; l++) {
         int F = m->layers[l].n_ff;
-        cp.mu[l] = malloc((size_t)F * sizeof **cp.mu);
-        cp.isd[l] = malloc((size_t)F * sizeof **cp.isd);
-        if (!cp.mu[l] || !cp.isd[l]) {
-            st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the context pass");
-            goto done;
-        }
-        mean_isd(ffn[l], cp.mu[l], cp.isd[l]);
         if ((st = topctx_init(&cp.act[l], &layers[l].activation, F, o->n_contexts, err)) != KF_OK ||
             (st = topctx_init(&cp.wgt[l], &layers[l].weight, F, o->n_contexts, err)) != KF_OK)
             goto done;
@@ -459,16 +516,12 @@ static kf_status find_contexts(const kf_model *m, kf_ctx *ctx, const kf_tokenize
         if ((st = contexts_fill(&cp.act[l], tok, ids, n_rec, o->context_radius, &layers[l].activation, err)) == KF_OK)
             st = contexts_fill(&cp.wgt[l], tok, ids, n_rec, o->context_radius, &layers[l].weight, err);
 done:
-    for (int l = 0; l < L && cp.act && cp.wgt && cp.mu && cp.isd; l++) {
+    for (int l = 0; l < L && cp.act && cp.wgt; l++) {
         topctx_free(&cp.act[l]);
         topctx_free(&cp.wgt[l]);
-        free(cp.mu[l]);
-        free(cp.isd[l]);
     }
     free(cp.act);
     free(cp.wgt);
-    free(cp.mu);
-    free(cp.isd);
     free(cp.csum);
     free(cp.z);
     return st;
@@ -499,7 +552,7 @@ static kf_status describe_run(const kf_model *m, const kf_analyze_opts *o, const
     res->threshold = o->threshold;
     res->k = o->k;
     res->epsilon = o->epsilon;
-    res->coact_topk = rec->ffn[0]->topk;
+    res->coact_topk = ffn_topk(o, m->layers[0].n_ff);
     res->context_tokens = o->context_tokens;
     res->resid_stride = o->resid_stride;
     res->f64_products = o->f64_products != 0;
@@ -564,20 +617,22 @@ done:
     return st;
 }
 
-// Neuron level: every FFN layer (clustering, dynamic threshold, statistics,
-// concept clusters).
+// Neuron level: every FFN layer this rank holds (clustering, dynamic
+// threshold, statistics, concept clusters).
 static kf_status analyze_ffn(const kf_model *m, const recorder *rec, const kf_analysis *out, const kf_analyze_opts *o,
                              kf_analysis_result *res, kf_error *err) {
     const int L = m->n_layer, C = m->n_embd;
     int max_F = 0;
     for (int l = 0; l < L; l++)
-        if (m->layers[l].n_ff > max_F) max_F = m->layers[l].n_ff;
+        if (rec->ffn[l] && m->layers[l].n_ff > max_F) max_F = m->layers[l].n_ff;
+    if (max_F == 0) return KF_OK;
     size_t xd = (size_t)(out->S > 2 * C ? out->S : 2 * C);
     double *corr = malloc((size_t)max_F * max_F * sizeof *corr);
     float *X = malloc((size_t)max_F * xd * sizeof *X);
     kf_status st = KF_OK;
     if (!corr || !X) st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for FFN analysis");
     for (int l = 0; l < L && st == KF_OK; l++) {
+        if (!rec->ffn[l]) continue;
         progress(o, "analysis: FFN layers", l, L);
         st = kf_analyze_ffn_layer(m, l, rec->ffn[l], out->ffn_sample[l], out->S, o, corr, X, &res->layers[l],
                                   &res->thresholds_seconds, &res->kmeans_seconds, err);
@@ -587,6 +642,57 @@ static kf_status analyze_ffn(const kf_model *m, const recorder *rec, const kf_an
     return st;
 }
 
+#ifdef KF_HAVE_MPI
+// The rounds of sharded recording a rank without a batch there still joins
+// (its share of the batches is one short of the others', or none at all).
+static void shard_idle_rounds(recorder *r, const kf_analyze_opts *o, int64_t n_ids) {
+    const kf_calib_protocol p = rec_protocol(o);
+    const int64_t n_win = kf_calib_n_windows(&p, n_ids), n_batches = (n_win + o->batch - 1) / o->batch;
+    const int64_t rounds = (n_batches + o->n_ranks - 1) / o->n_ranks;
+    const int64_t mine = n_batches > o->rank ? (n_batches - 1 - o->rank) / o->n_ranks + 1 : 0;
+    for (int64_t k = mine; k < rounds; k++) {
+        kf_analyze_shard_call(r, 0, 0);
+        for (int l = 0; l < r->L; l++) kf_analyze_shard_ffn(r, l, NULL, 0, r->m->layers[l].n_ff);
+    }
+}
+#endif
+
+// Bytes of the FFN statistics this rank holds; of the residual ones (before
+// the MPI reduction, which replaces the accumulators).
+static int64_t ffn_stats_bytes(const recorder *r) {
+    int64_t b = 0;
+    for (int l = 0; l < r->L; l++)
+        if (r->ffn[l]) b += kf_moments_bytes(r->ffn[l]->d, r->ffn[l]->topk, r->ffn[l]->blockf != NULL);
+    return b;
+}
+
+static int64_t resid_stats_bytes(const recorder *r) {
+    if (r->joint) return kf_moments_bytes(r->resid_all->d, 0, r->resid_all->blockf != NULL);
+    int64_t b = 0;
+    for (int rep = 0; rep < r->R; rep++) b += kf_moments_bytes(r->resid[rep]->d, 0, r->resid[rep]->blockf != NULL);
+    return b;
+}
+
+// Every layer's mean and 1/std into mu, isd (L) on rank 0 (from the owner
+// of each layer when sharded).
+static kf_status layer_mean_isd(const kf_model *m, const recorder *rec, double **mu, double **isd, kf_error *err) {
+    for (int l = 0; l < rec->L; l++) {
+        const int F = m->layers[l].n_ff;
+        if (rec->rank != 0 && !rec->ffn[l]) continue;
+        mu[l] = malloc((size_t)F * sizeof **mu);
+        isd[l] = malloc((size_t)F * sizeof **isd);
+        if (!mu[l] || !isd[l]) return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the context pass");
+        if (rec->ffn[l]) mean_isd(rec->ffn[l], mu[l], isd[l]);
+#ifdef KF_HAVE_MPI
+        if (rec->shard) {
+            kf_analyze_mpi_to_root(mu[l], (size_t)F, rec->owner[l], rec->rank, l);
+            kf_analyze_mpi_to_root(isd[l], (size_t)F, rec->owner[l], rec->rank, l);
+        }
+#endif
+    }
+    return KF_OK;
+}
+
 kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32_t *ids, int64_t n_ids,
                          const kf_analyze_opts *o, kf_analysis *out, kf_error *err) {
     memset(out, 0, sizeof *out);
@@ -594,63 +700,118 @@ kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32
     if (st != KF_OK) return st;
     const int L = m->n_layer, C = m->n_embd, R = L + 1;
     const int64_t n_use = o->n_tokens < n_ids ? o->n_tokens : n_ids, n_seq = n_use / o->ctx, n_rec = n_seq * o->ctx;
+    int mpi_up = 0;
+#ifdef KF_HAVE_MPI
+    MPI_Initialized(&mpi_up);
+#endif
+    mpi_up = mpi_up && o->n_ranks > 1;
+    if (o->shard_layers && o->n_ranks > 1 && !mpi_up)
+        return kf_error_set(err, KF_ERR_ARG, "analyze: sharding layers across %d ranks needs MPI running", o->n_ranks);
     kf_calib_protocol proto = rec_protocol(o);
     proto.max_tokens = kf_calib_n_rank_windows(&proto, n_ids) * o->ctx; // the tokens these statistics hold
     kf_statsfile_init(&out->stats, kf_model_fingerprint(m), &proto);
     out->n_layer = L;
     out->resid_dim = C;
+    out->rank = o->rank;
+    out->n_ranks = o->n_ranks;
+    out->shard = o->shard_layers && mpi_up;
     out->S = o->sample_tokens < n_rec ? o->sample_tokens : (int)n_rec;
     out->sample_pos = malloc((size_t)out->S * sizeof *out->sample_pos);
     out->ffn_sample = calloc((size_t)L, sizeof *out->ffn_sample);
-    if (!out->sample_pos || !out->ffn_sample) return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory");
+    out->layer_owner = calloc((size_t)L, sizeof *out->layer_owner);
+    int64_t *load = calloc((size_t)o->n_ranks, sizeof *load);
+    if (!out->sample_pos || !out->ffn_sample || !out->layer_owner || !load) {
+        free(load);
+        return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory");
+    }
+    if (out->shard) layer_owners(m, o, o->n_ranks, out->layer_owner, load);
+    free(load);
     for (int l = 0; l < L; l++)
-        if (!(out->ffn_sample[l] = calloc((size_t)out->S * m->layers[l].n_ff, sizeof(float))))
+        if ((!out->shard || out->layer_owner[l] == o->rank) &&
+            !(out->ffn_sample[l] = calloc((size_t)out->S * m->layers[l].n_ff, sizeof(float))))
             return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the activation sample");
     if (o->keep_resid_sample && !(out->resid_sample = calloc((size_t)R * out->S * C, sizeof(float))))
         return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the residual sample");
     if ((st = choose_sample(n_rec, out->S, o->seed, out->sample_pos, err)) != KF_OK) return st;
 
-    recorder rec;
+    recorder rec = {0};
     kf_ctx *ctx = NULL;
     kf_analysis_result *res = NULL;
+    double **mu = calloc((size_t)L, sizeof *mu), **isd = calloc((size_t)L, sizeof *isd);
+    if (!mu || !isd) {
+        st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory");
+        goto done;
+    }
     if ((st = recorder_init(&rec, m, o, out, err)) != KF_OK) goto done;
+    const int64_t ffn_bytes = ffn_stats_bytes(&rec), resid_bytes = resid_stats_bytes(&rec); // as allocated
     if ((st = kf_ctx_init(&ctx, m, o->batch * o->ctx, 0, err)) != KF_OK) goto done;
 
     double t_rec = kf_time_now();
     if ((st = record(&rec, ctx, m, ids, n_ids, o, out->sample_pos, err)) != KF_OK) goto done;
 #ifdef KF_HAVE_MPI
-    int mpi_up = 0;
-    MPI_Initialized(&mpi_up);
-    if (o->n_ranks > 1 && mpi_up && (st = kf_analyze_mpi_reduce(&rec, err)) != KF_OK) goto done;
-    if (o->n_ranks > 1 && mpi_up) out->stats.protocol.max_tokens = n_rec;
+    if (rec.shard) shard_idle_rounds(&rec, o, n_ids);
+    if (rec.st != KF_OK) {
+        *err = rec.err;
+        st = rec.st;
+        goto done;
+    }
+    if (mpi_up && (st = kf_analyze_mpi_reduce(&rec, err)) != KF_OK) goto done;
+    if (mpi_up) out->stats.protocol.max_tokens = n_rec;
 #endif
     double rec_s = seconds_since(t_rec);
-    if (o->rank != 0) goto done;
+    if (o->rank != 0 && !rec.shard) goto done;
 
     double t_an = kf_time_now();
     if (!(res = malloc(sizeof *res))) {
         st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory");
         goto done;
     }
-    if ((st = kf_analysis_result_init(res, L, err)) != KF_OK ||
-        (st = describe_run(m, o, &rec, n_ids, n_seq, out, rec_s, res, err)) != KF_OK ||
-        (st = analyze_layers(&rec, o, res, err)) != KF_OK || (st = analyze_ffn(m, &rec, out, o, res, err)) != KF_OK)
+    if ((st = kf_analysis_result_init(res, L, o->n_ranks, err)) != KF_OK) goto done;
+    for (int l = 0; l < L; l++) res->layers[l].n_ff = m->layers[l].n_ff;
+    if (o->rank == 0 && ((st = describe_run(m, o, &rec, n_ids, n_seq, out, rec_s, res, err)) != KF_OK ||
+                         (st = analyze_layers(&rec, o, res, err)) != KF_OK))
         goto done;
+    if ((st = analyze_ffn(m, &rec, out, o, res, err)) != KF_OK) goto done;
+    int64_t mine = ffn_bytes;
+    for (int i = 0; i < o->n_ranks; i++) res->rank_ffn_stats_bytes[i] = mine;
+#ifdef KF_HAVE_MPI
+    if (rec.shard) {
+        if ((st = kf_analyze_mpi_gather_layers(out->layer_owner, L, o->rank, res->layers, &res->thresholds_seconds,
+                                               &res->kmeans_seconds, err)) != KF_OK)
+            goto done;
+        MPI_Gather(&mine, 1, MPI_INT64_T, res->rank_ffn_stats_bytes, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
+    }
+#endif
+    res->shard_layers = rec.shard;
+    memcpy(res->layer_owner, out->layer_owner, (size_t)L * sizeof *res->layer_owner);
+    res->resid_stats_bytes = resid_bytes;
     res->analysis_seconds = seconds_since(t_an);
 
     double t_ctx = kf_time_now();
-    if ((st = find_contexts(m, ctx, tok, ids, n_rec, (const kf_moments *const *)rec.ffn, res->layers, o, err)) !=
-        KF_OK)
-        goto done;
+    if ((st = layer_mean_isd(m, &rec, mu, isd, err)) != KF_OK || o->rank != 0) goto done;
+    if ((st = find_contexts(m, ctx, tok, ids, n_rec, mu, isd, res->layers, o, err)) != KF_OK) goto done;
     res->contexts_seconds = seconds_since(t_ctx);
     out->result = res;
     res = NULL;
 done:
     if (res) kf_analysis_result_free(res);
     free(res);
+    for (int l = 0; l < L && mu && isd; l++) {
+        free(mu[l]);
+        free(isd[l]);
+    }
+    free(mu);
+    free(isd);
     kf_ctx_free(ctx);
     recorder_free(&rec);
     return st;
+}
+
+kf_status kf_analysis_save_stats(const kf_analysis *a, const char *path, kf_error *err) {
+#ifdef KF_HAVE_MPI
+    if (a->shard) return kf_analyze_mpi_save_stats(a, path, err);
+#endif
+    return a->rank == 0 ? kf_statsfile_save(&a->stats, path, err) : KF_OK;
 }
 
 void kf_analysis_free(kf_analysis *a) {
@@ -661,5 +822,6 @@ void kf_analysis_free(kf_analysis *a) {
     free(a->ffn_sample);
     free(a->resid_sample);
     free(a->sample_pos);
+    free(a->layer_owner);
     memset(a, 0, sizeof *a);
 }

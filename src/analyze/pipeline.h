@@ -36,6 +36,22 @@
 // round-robin to ranks; the accumulators are re-centred on the global mean
 // and their sums MPI_Allreduce'd; the sampled activations are summed (each
 // sample row is filled by exactly one rank). Rank 0 then analyses alone.
+// With shard_layers (--shard-layers), each layer's FFN statistics live on
+// one rank only, its owner: layers are dealt to ranks balanced by
+// kf_moments_bytes (largest first, to the rank holding the fewest bytes), and
+// at every layer's FFN activations of every forward call the rows of all
+// ranks are gathered (MPI_Gatherv) to the owner, which alone accumulates
+// them and keeps their sampled activations. The ranks run their calls in
+// lock-step rounds (a rank short of a batch joins with no rows), so the
+// owner adds the rows in the order of a single process. Gathering N x F
+// floats per call costs less traffic than reducing F^2/2 second moments and
+// needs no full-size accumulator on the other ranks, so FFN statistics
+// memory per rank falls as 1/n_ranks. The residual-stream statistics, Block
+// Influence and CKA are still MPI_Allreduce'd on every rank. Each owner then
+// analyses its layers; rank 0 gathers the layer results, every layer's mean
+// and 1/std for the context pass, and (kf_analysis_save_stats) writes the
+// statistics file entry by entry as the owners send them: the same files as
+// a single process.
 // Without MPI running, rank/n_ranks still select this rank's share of the
 // batches and nothing is reduced: kf_statsfile_merge of the ranks' statistics
 // gives the statistics of the whole run.
@@ -71,6 +87,7 @@ typedef struct {
     int resid_stride;     // the joint accumulator takes tokens whose index is a multiple of it
     int f64_products;     // second moments summed in double throughout (default: float per block, kf_moments_set_f32)
     int rank, n_ranks;    // MPI rank and size (0, 1 without MPI)
+    int shard_layers;     // under MPI: each rank holds only its layers' FFN statistics (see above)
     kf_analyze_progress_fn progress;
     void *progress_user;
 } kf_analyze_opts;
@@ -82,18 +99,25 @@ void kf_analyze_opts_default(kf_analyze_opts *o);
 
 typedef struct {
     kf_analysis_result *result; // the analyses; NULL on ranks > 0
-    kf_statsfile stats;   // the reduced statistics (all ranks)
+    kf_statsfile stats;   // the reduced statistics (all ranks; sharded: this rank's FFN layers and the residual ones)
     int n_layer, S;       // layers; sampled tokens
     int64_t *sample_pos;  // (S) token index of each sampled token
-    float **ffn_sample;   // (n_layer) each (S, n_ff of the layer)
+    float **ffn_sample;   // (n_layer) each (S, n_ff of the layer); sharded: NULL for another rank's layer
     float *resid_sample;  // (L+1, S, C) when keep_resid_sample, else NULL
     int resid_dim;        // C
+    int rank, n_ranks;    // of this process
+    int shard;            // FFN statistics sharded by layer: stats holds this rank's layers only
+    int32_t *layer_owner; // (n_layer) rank holding each layer's FFN statistics (all 0 unsharded)
 } kf_analysis;
 
 // ids (n_ids) calibration tokens; tok (may be NULL) detokenises contexts.
 kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32_t *ids, int64_t n_ids,
                          const kf_analyze_opts *o, kf_analysis *out, kf_error *err);
 void kf_analysis_free(kf_analysis *a);
+
+// Writes the statistics of the whole run to path: rank 0 writes, and when
+// sharded every rank must call it (the owners send their layers).
+kf_status kf_analysis_save_stats(const kf_analysis *a, const char *path, kf_error *err);
 
 // Writes the sampled activations as .npy (v1, little-endian <f4) into dir:
 // ffn_act.<l>.npy (S, n_ff), resid.<r>.npy (S, C) when kept, and
