@@ -32,8 +32,7 @@ typedef struct {
     int shard, rank, n_ranks;
     const int32_t *owner;    // (L) rank holding each layer's FFN statistics
     const int64_t *sample_pos; // (S) token index of each sample slot
-    int64_t *call_t0;        // (n_ranks) first token of every rank's current call
-    int *call_n;             // (n_ranks) its rows (0: the rank has no call this round)
+    int64_t *calls;          // (n_ranks, 2) first token and rows of every rank's current call (0 rows: none this round)
     float *gather;           // (N, max F of the owned layers) another rank's rows, or NULL
     int32_t *slot_other;     // (N) sample slots of another rank's rows
     kf_status st;
