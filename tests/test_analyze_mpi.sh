@@ -6,7 +6,8 @@
 # With --shard-layers (each rank holds only its layers' FFN statistics): the
 # same analysis.json numbers and stats.kfs accumulators as the single
 # process, and each rank's reported FFN statistics bytes about half of the
-# single process's (they add up to it).
+# single process's (they add up to it); compress --stats with the sharded
+# run's stats.kfs writes the same model as with the single process's.
 # Skips (exit 77) when kfuse was built without MPI or mpirun is absent.
 set -eu
 : "${KFUSE:?}" "${KF_ROOT:?}" "${KF_BUILD:?}"
@@ -129,4 +130,11 @@ for name in s1:
     assert np.allclose(x["sum_abs"], y["sum_abs"], rtol=1e-12), name
 print(f"stats.kfs: {len(s1)} accumulators equal (counts exactly, mean and covariance within 1e-6 of their scale)")
 PY
+# the sharded run's statistics drive compress to the same model as the single process's
+for run in one shard; do
+  OMP_NUM_THREADS=1 "$KFUSE" compress "$KF_ROOT/models/llama-gutenberg-1.4m" --method fold --ffn-keep 0.5 --ctx 128 \
+    --stats "$tmp/$run/stats.kfs" -o "$tmp/c-$run" > /dev/null 2> "$tmp/c-$run.err" || { cat "$tmp/c-$run.err"; exit 1; }
+done
+cmp "$tmp/c-one/model.safetensors" "$tmp/c-shard/model.safetensors"
+echo "compress --stats from the sharded run writes the same model.safetensors"
 echo "1 passed, 0 failed"

@@ -13,7 +13,7 @@ static const struct {
     {"generate", kf_cmd_generate, "MODEL -p TEXT [-n N --temp T --top-p P --seed S]"},
     {"perplexity", kf_cmd_perplexity, "MODEL -f TEXT [--ctx N --json]  llama.cpp protocol"},
     {"bench", kf_cmd_bench, "MODEL [-p 512 -n 128 -r 5 -t T --no-mmap --json]   prefill and decode tokens/s"},
-    {"analyze", kf_cmd_analyze, "MODEL -f CALIB.txt -o DIR [--tokens N --ctx N --threshold t --k K]  redundancy report"},
+    {"analyze", kf_cmd_analyze, "MODEL -f CALIB.txt -o DIR [--tokens N --ctx N --threshold t --k K --shard-layers]  redundancy report"},
     {"compress", kf_cmd_compress, "MODEL -f CALIB --method fold|prune-*|random|drop-layers --widths|--ffn-keep|--target-params|--drop N [--merge] -o OUT"},
     {"moefy", kf_cmd_moefy, "MODEL -f CALIB --experts E [--split kmeans|coact|fold --router similarity|linear|mlp|oracle --top-k K|--coverage t] -o OUT"},
     {"convert", kf_cmd_convert, "MODEL -o OUT [--format hf|gguf|llama2c --dtype f32|f16|bf16|q8_0 --dense]  write another format"},

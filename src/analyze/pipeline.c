@@ -277,10 +277,7 @@ static void progress(const kf_analyze_opts *o, const char *stage, int64_t done, 
 }
 
 static void recorder_free(recorder *r) {
-    free(r->call_t0);
-    free(r->call_n);
-    free(r->counts);
-    free(r->displs);
+    free(r->calls);
     free(r->gather);
     free(r->slot_other);
     free(r->resid);
@@ -352,16 +349,12 @@ static kf_status recorder_init(recorder *r, const kf_model *m, const kf_analyze_
         int max_F = 0;
         for (int l = 0; l < r->L; l++)
             if (r->owner[l] == r->rank && m->layers[l].n_ff > max_F) max_F = m->layers[l].n_ff;
-        if ((int64_t)r->n_ranks * r->N * max_F > INT32_MAX)
-            return kf_error_set(err, KF_ERR_ARG, "analyze: %d ranks x %d rows x %d neurons exceed one MPI gather",
-                                r->n_ranks, r->N, max_F);
-        r->call_t0 = calloc((size_t)r->n_ranks, sizeof *r->call_t0);
-        r->call_n = calloc((size_t)r->n_ranks, sizeof *r->call_n);
-        r->counts = calloc((size_t)r->n_ranks, sizeof *r->counts);
-        r->displs = calloc((size_t)r->n_ranks, sizeof *r->displs);
+        if ((int64_t)r->N * max_F > INT32_MAX)
+            return kf_error_set(err, KF_ERR_ARG, "analyze: %d rows x %d neurons exceed one MPI message", r->N, max_F);
+        r->calls = calloc((size_t)r->n_ranks * 2, sizeof *r->calls);
         r->slot_other = malloc((size_t)r->N * sizeof *r->slot_other);
-        r->gather = max_F > 0 ? malloc((size_t)r->n_ranks * r->N * max_F * sizeof *r->gather) : NULL;
-        if (!r->call_t0 || !r->call_n || !r->counts || !r->displs || !r->slot_other || (max_F > 0 && !r->gather))
+        r->gather = max_F > 0 ? malloc((size_t)r->N * max_F * sizeof *r->gather) : NULL;
+        if (!r->calls || !r->slot_other || (max_F > 0 && !r->gather))
             return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the layer gather");
     }
     char name[64];

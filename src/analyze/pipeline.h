@@ -40,10 +40,11 @@
 // one rank only, its owner: layers are dealt to ranks balanced by
 // kf_moments_bytes (largest first, to the rank holding the fewest bytes), and
 // at every layer's FFN activations of every forward call the rows of all
-// ranks are gathered (MPI_Gatherv) to the owner, which alone accumulates
-// them and keeps their sampled activations. The ranks run their calls in
+// ranks are sent to the owner (one message per rank, received in rank order
+// into one call's buffer, so the owner's memory does not grow with the
+// ranks), which alone accumulates them and keeps their sampled activations. The ranks run their calls in
 // lock-step rounds (a rank short of a batch joins with no rows), so the
-// owner adds the rows in the order of a single process. Gathering N x F
+// owner adds the rows in the order of a single process. Sending N x F
 // floats per call costs less traffic than reducing F^2/2 second moments and
 // needs no full-size accumulator on the other ranks, so FFN statistics
 // memory per rank falls as 1/n_ranks. The residual-stream statistics, Block

@@ -86,34 +86,28 @@ kf_status kf_analyze_mpi_reduce(recorder *r, kf_error *err) {
 }
 
 void kf_analyze_shard_call(recorder *r, int64_t t0, int n) {
-    int64_t mine[2] = {t0, n}, *all = malloc((size_t)r->n_ranks * sizeof mine);
-    if (!all) { // a few bytes; without them the gathers below cannot be matched
-        fprintf(stderr, "analyze: out of memory on rank %d\n", r->rank);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    MPI_Allgather(mine, 2, MPI_INT64_T, all, 2, MPI_INT64_T, MPI_COMM_WORLD);
-    for (int i = 0; i < r->n_ranks; i++) {
-        r->call_t0[i] = all[2 * i];
-        r->call_n[i] = (int)all[2 * i + 1];
-    }
-    free(all);
+    int64_t mine[2] = {t0, n};
+    MPI_Allgather(mine, 2, MPI_INT64_T, r->calls, 2, MPI_INT64_T, MPI_COMM_WORLD);
 }
 
 void kf_analyze_shard_ffn(recorder *r, int l, const float *x, int n, int dim) {
     const int owner = r->owner[l];
-    for (int i = 0; i < r->n_ranks; i++) {
-        r->counts[i] = r->call_n[i] * dim;
-        r->displs[i] = i * r->N * dim;
+    if (owner != r->rank) {
+        if (n > 0) MPI_Send(x, n * dim, MPI_FLOAT, owner, l, MPI_COMM_WORLD);
+        return;
     }
-    MPI_Gatherv(x, n * dim, MPI_FLOAT, r->gather, r->counts, r->displs, MPI_FLOAT, owner, MPI_COMM_WORLD);
-    if (owner != r->rank) return;
     float *smp = r->ffn_sample[l];
     for (int i = 0; i < r->n_ranks; i++) { // in rank order: the order of the batches in one process
-        const float *rows = r->gather + r->displs[i];
-        if (r->call_n[i] == 0) continue;
-        if (r->st == KF_OK) r->st = kf_moments_add(r->ffn[l], rows, r->call_n[i], &r->err);
-        kf_analyze_fill_slots(r->slot_other, r->call_t0[i], r->call_n[i], r->sample_pos, r->S);
-        for (int k = 0; k < r->call_n[i]; k++)
+        const int rows_n = (int)r->calls[2 * i + 1];
+        if (rows_n == 0) continue;
+        const float *rows = x;
+        if (i != r->rank) {
+            MPI_Recv(r->gather, rows_n * dim, MPI_FLOAT, i, l, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            rows = r->gather;
+        }
+        if (r->st == KF_OK) r->st = kf_moments_add(r->ffn[l], rows, rows_n, &r->err);
+        kf_analyze_fill_slots(r->slot_other, r->calls[2 * i], rows_n, r->sample_pos, r->S);
+        for (int k = 0; k < rows_n; k++)
             if (r->slot_other[k] >= 0)
                 memcpy(smp + (size_t)r->slot_other[k] * dim, rows + (size_t)k * dim, (size_t)dim * sizeof *rows);
     }

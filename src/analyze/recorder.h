@@ -27,15 +27,13 @@ typedef struct {
     int32_t *slot;           // (N) sample slot of each row of the current call, -1 none
     float **ffn_sample;      // (L) (S, F); NULL for a layer another rank holds (shard)
     float *resid_sample;     // (R, S, C) or NULL
-    // --shard-layers under MPI: every rank's FFN activations of layer l are
-    // gathered (MPI_Gatherv) to owner[l], which alone accumulates them
+    // --shard-layers under MPI: every rank's FFN activations of layer l go
+    // to owner[l] (MPI_Send), which alone accumulates them, in rank order
     int shard, rank, n_ranks;
     const int32_t *owner;    // (L) rank holding each layer's FFN statistics
     const int64_t *sample_pos; // (S) token index of each sample slot
-    int64_t *call_t0;        // (n_ranks) first token of every rank's current call
-    int *call_n;             // (n_ranks) its rows (0: the rank has no call this round)
-    int *counts, *displs;    // (n_ranks) MPI_Gatherv floats and offsets
-    float *gather;           // (n_ranks, N, max F of the owned layers) the gathered rows, or NULL
+    int64_t *calls;          // (n_ranks, 2) first token and rows of every rank's current call (0 rows: none this round)
+    float *gather;           // (N, max F of the owned layers) another rank's rows, or NULL
     int32_t *slot_other;     // (N) sample slots of another rank's rows
     kf_status st;
     kf_error err;
