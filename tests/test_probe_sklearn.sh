@@ -20,7 +20,7 @@
 # penalty both converge, and the L1 term zeroes about two thirds of the
 # weights, so a broken L1 step shows (tests/MUTATIONS.md).
 # ctest-labels: slow
-# ctest-timeout: 300
+# ctest-timeout: 600
 set -eu
 : "${KFUSE:?}" "${KF_ROOT:?}"
 ud=$KF_ROOT/../shared/data/ud-english-ewt

@@ -3,7 +3,7 @@
 # a MoEfied copy and the random-init control: both outputs exist and
 # specialise.json has the documented shape (docs/specialise-json.md); bad
 # options give one line and write nothing.
-# ctest-timeout: 120
+# ctest-timeout: 600
 set -euo pipefail
 model=models/llama-gutenberg-1.4m
 calib=data/calib/calib.txt

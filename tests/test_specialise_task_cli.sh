@@ -6,7 +6,7 @@
 # the random init, and changed by every removal (the removed neurons are
 # zeroed in the task's passes too). Bad task specs and files give one line
 # and write nothing.
-# ctest-timeout: 180
+# ctest-timeout: 600
 set -euo pipefail
 model=models/llama-gutenberg-1.4m
 conllu=tests/fixtures/specialise/ewt-train-head.conllu
