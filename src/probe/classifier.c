@@ -268,3 +268,61 @@ kf_status kf_classifier_predict(const kf_classifier *c, const kf_features *x, in
     free(X);
     return s;
 }
+
+void kf_task_scores_free(double **scores, int n_layer) {
+    if (!scores) return;
+    for (int l = 0; l < n_layer; l++) free(scores[l]);
+    free(scores);
+}
+
+kf_status kf_task_scores_read(const char *dir, const kf_model *m, double ***scores, kf_error *err) {
+    *scores = NULL;
+    char jpath[1100], wpath[1100];
+    snprintf(jpath, sizeof jpath, "%s/probe.json", dir);
+    snprintf(wpath, sizeof wpath, "%s/block_weights.npy", dir);
+    char *text;
+    size_t len;
+    kf_status s = kf_file_read_all(jpath, &text, &len, err);
+    if (s != KF_OK) return s;
+    cJSON *o = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(o, "options"), *md = cJSON_GetObjectItemCaseSensitive(o, "model");
+    const cJSON *fk = cJSON_GetObjectItemCaseSensitive(op, "features"), *nl = cJSON_GetObjectItemCaseSensitive(md, "n_layer");
+    if (!cJSON_IsString(fk) || !cJSON_IsNumber(nl)) s = kf_error_set(err, KF_ERR_FORMAT, "%s: not a kfuse probe.json", jpath);
+    else if (strcmp(fk->valuestring, "ffn"))
+        s = kf_error_set(err, KF_ERR_FORMAT, "%s: a probe on %s features; the task ranking needs --features ffn", jpath,
+                         fk->valuestring);
+    else if ((int)nl->valuedouble != m->n_layer)
+        s = kf_error_set(err, KF_ERR_FORMAT, "%s: a probe of a model of %d layers, this one has %d", jpath,
+                         (int)nl->valuedouble, m->n_layer);
+    cJSON_Delete(o);
+    if (s != KF_OK) return s;
+    kf_features w;
+    if ((s = kf_features_open(&w, wpath, err)) != KF_OK) return s;
+    int64_t F = 0;
+    for (int l = 0; l < m->n_layer; l++) F += m->layers[l].n_ff;
+    if (w.n_cols != F || w.f16) {
+        kf_features_close(&w);
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: %lld f32 columns expected (the model's FFN neurons), not %lld", wpath,
+                            (long long)F, (long long)w.n_cols);
+    }
+    double **sc = calloc((size_t)m->n_layer, sizeof *sc);
+    if (!sc) s = kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", wpath);
+    const float *W = w.data;
+    for (int l = 0, c0 = 0; s == KF_OK && l < m->n_layer; c0 += m->layers[l].n_ff, l++) {
+        const int Fl = m->layers[l].n_ff;
+        if (!(sc[l] = calloc((size_t)Fl, sizeof **sc))) {
+            s = kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", wpath);
+            break;
+        }
+        for (int64_t k = 0; k < w.n_rows; k++)
+            for (int j = 0; j < Fl; j++) sc[l][j] += fabs((double)W[k * F + c0 + j]);
+    }
+    kf_features_close(&w);
+    if (s != KF_OK) {
+        kf_task_scores_free(sc, m->n_layer);
+        return s;
+    }
+    *scores = sc;
+    return KF_OK;
+}

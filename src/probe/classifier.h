@@ -58,4 +58,15 @@ void kf_classifier_free(kf_classifier *c);
 // layout has at least the classifier's columns.
 kf_status kf_classifier_predict(const kf_classifier *c, const kf_features *x, int32_t *pred, kf_error *err);
 
+
+
+// Task scores of m's FFN neurons from a probe folder (`kfuse probe MODEL
+// --features ffn -o DIR`, with or without --blocks-only): neuron j of layer l
+// scores sum_k |W_kj| of layer l's probe (DIR/block_weights.npy, (K, sum F_l);
+// the probes' features are standardised, so the weights of one layer are
+// comparable). DIR/probe.json must say features "ffn" and m's layer count,
+// and the weights must have m's FFN widths. scores: (n_layer) malloc'd arrays
+// of F_l, freed with kf_task_scores_free.
+kf_status kf_task_scores_read(const char *dir, const kf_model *m, double ***scores, kf_error *err);
+void kf_task_scores_free(double **scores, int n_layer);
 #endif
