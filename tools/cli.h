@@ -61,6 +61,7 @@ int kf_cmd_moefy(int argc, char **argv);
 int kf_cmd_specialise(int argc, char **argv);
 int kf_cmd_convert(int argc, char **argv);
 int kf_cmd_probe(int argc, char **argv);
+int kf_cmd_classify(int argc, char **argv);
 int kf_cmd_recover(int argc, char **argv);
 
 #endif

@@ -1,4 +1,5 @@
-// kfuse compress MODEL [-f CALIB.txt] --method fold|prune-magnitude|prune-wanda|prune-act|random|drop-layers
+// kfuse compress MODEL [-f CALIB.txt] --method fold|prune-magnitude|prune-wanda|prune-act|random|drop-layers|
+//   prune-task --task PROBE_DIR (the FFN neurons a `kfuse probe --features ffn` ranks highest)
 //   [--widths w0,w1,.. | --ffn-keep F | --target-params F | --max-ppl-increase P | --thresholds analysis.json |
 //    --drop N [--merge]]
 //   [--uniform --no-refit --lambda X --group ls|corr-energy|corr|kmeans-act|kmeans-weight --stats FILE
@@ -26,11 +27,13 @@
 #include "core/file.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
+#include "probe/classifier.h"
 #include "report/analysis_json.h"
 #include "transform/compress.h"
 #include "transform/refit.h"
 
-static const char *method_names[] = {"fold", "prune-magnitude", "prune-wanda", "prune-act", "random", "drop-layers"};
+static const char *method_names[] = {"fold",   "prune-magnitude", "prune-wanda", "prune-act",
+                                     "random", "drop-layers",     "prune-task"};
 static const char *group_names[] = {"corr", "kmeans-act", "kmeans-weight", "corr-energy", "ls"};
 #define N_NAMES(a) ((int)(sizeof(a) / sizeof *(a)))
 
@@ -86,7 +89,7 @@ static void on_trial(void *user, double keep, double ppl, double limit) {
 
 int kf_cmd_compress(int argc, char **argv) {
     const char *path = NULL, *calib = NULL, *out = NULL, *format = "hf", *stats_path = NULL, *thr_path = NULL,
-               *dtype_name = NULL;
+               *dtype_name = NULL, *task_dir = NULL;
     int method = -1, group = KF_GROUP_LS, n_w = 0, n_drop = 0, ctx = 256;
     int widths[1024];
     double keep = 0, target = 0, max_inc = -1, lambda = KF_REFIT_LAMBDA;
@@ -109,6 +112,7 @@ int kf_cmd_compress(int argc, char **argv) {
         else if (!strcmp(a, "--max-ppl-increase")) max_inc = kf_cli_double(argc, argv, &i, 0, 1e6);
         else if (!strcmp(a, "--thresholds")) thr_path = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--drop")) n_drop = (int)kf_cli_long(argc, argv, &i, 1, 1 << 20);
+        else if (!strcmp(a, "--task")) task_dir = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--stats")) stats_path = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--lambda")) lambda = kf_cli_double(argc, argv, &i, 0, 1e6);
         else if (!strcmp(a, "--tokens")) n_tokens = kf_cli_long(argc, argv, &i, 2, 1L << 40);
@@ -123,6 +127,9 @@ int kf_cmd_compress(int argc, char **argv) {
         else kf_cli_failf("compress: unexpected argument %s", a);
     }
     if (!path) kf_cli_failf("compress: MODEL is required");
+    if (task_dir && method < 0) method = KF_CMP_PRUNE_TASK;
+    if ((method == KF_CMP_PRUNE_TASK) != (task_dir != NULL))
+        kf_cli_failf("compress: --task PROBE_DIR goes with --method prune-task (its default), and only with it");
     if (method < 0) kf_cli_failf("compress: --method is required (%s, ...)", method_names[0]);
     if (!out) kf_cli_failf("compress: -o OUT is required");
     kf_format fmt;
@@ -154,6 +161,8 @@ int kf_cmd_compress(int argc, char **argv) {
     const kf_calib_protocol run = kf_calib_protocol_make(ctx, bos); // a statistics file must share its windows
     if (stats_path && kf_statsfile_load(&stats, stats_path, kf_model_fingerprint(m), &run, &err) != KF_OK)
         kf_cli_fail(&err);
+    double **task_scores = NULL;
+    if (task_dir && kf_task_scores_read(task_dir, m, &task_scores, &err) != KF_OK) kf_cli_fail(&err);
     if (n_w && n_w != L) kf_cli_failf("compress: --widths lists %d widths, the model has %d layers", n_w, L);
     for (int l = 0; l < n_w; l++)
         if (widths[l] > m->layers[l].n_ff)
@@ -188,6 +197,7 @@ int kf_cmd_compress(int argc, char **argv) {
     o.n_drop = n_drop;
     o.merge = merge;
     o.stats = stats_path ? &stats : NULL;
+    o.task_scores = (const double *const *)task_scores;
     double *thr = thr_path ? read_thresholds(thr_path, L) : NULL;
     o.thresholds = thr;
     double ppl0 = 0, ppl_found = 0;
@@ -245,6 +255,7 @@ int kf_cmd_compress(int argc, char **argv) {
     cJSON_AddStringToObject(o_js, "model", path);
     cJSON_AddStringToObject(o_js, "method", method_names[method]);
     if (method == KF_CMP_FOLD) cJSON_AddStringToObject(o_js, "group", group_names[group]);
+    if (task_dir) cJSON_AddStringToObject(o_js, "task", task_dir);
     cJSON_AddBoolToObject(o_js, "refit", o.refit);
     if (o.refit) cJSON_AddNumberToObject(o_js, "lambda_rel", lambda);
     cJSON_AddStringToObject(o_js, "calibration", calib ? calib : "");
@@ -287,6 +298,7 @@ int kf_cmd_compress(int argc, char **argv) {
         fprintf(stderr, "compress: %s, %lld -> %lld parameters in %.1f s, written to %s (%s)\n", method_names[method],
                 (long long)params0, (long long)kf_model_n_params(m), secs, out, format);
     kf_compress_report_free(&rep);
+    kf_task_scores_free(task_scores, L);
     kf_statsfile_free(&stats);
     free(thr);
     free(ids);

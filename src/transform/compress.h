@@ -41,6 +41,7 @@ typedef enum {
     KF_CMP_PRUNE_ACT,
     KF_CMP_RANDOM,
     KF_CMP_DROP_LAYERS,
+    KF_CMP_PRUNE_TASK,     // keep the neurons of largest task_scores (a probe's ranking), then refit
 } kf_cmp_method;
 
 typedef void (*kf_compress_progress_fn)(void *user, const char *stage, int layer, int n_layer);
@@ -58,6 +59,7 @@ typedef struct {
     int merge;             // drop-layers: fold each removed block's FFN into its kept neighbour
                            // instead of deleting it (only its attention is removed)
     const kf_statsfile *stats; // statistics of the original model (kf_analyze), or NULL
+    const double *const *task_scores; // prune-task: (n_layer) scores (F_l) of the original model's neurons
     kf_compress_progress_fn progress;
     void *progress_user;
 } kf_compress_opts;

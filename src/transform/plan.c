@@ -49,7 +49,15 @@ kf_status kf_cmp_plan_layer(const kf_model *m, int l, const kf_cmp_stats *ls, co
                              : o->method == KF_CMP_PRUNE_WANDA   ? KF_SCORE_WANDA
                              : o->method == KF_CMP_PRUNE_ACT     ? KF_SCORE_ACT
                                                                  : KF_SCORE_RANDOM;
-        kf_ffn_scores(m, l, kind, ls ? ls->sum_sq : NULL, ls ? ls->sum_abs : NULL, ls ? ls->n : 1, o->seed, score);
+        if (o->method == KF_CMP_PRUNE_TASK) {
+            if (!o->task_scores) {
+                s = kf_error_set(err, KF_ERR_ARG, "prune-task: no task scores");
+                goto done;
+            }
+            memcpy(score, o->task_scores[l], sizeof *score * (size_t)F);
+        } else {
+            kf_ffn_scores(m, l, kind, ls ? ls->sum_sq : NULL, ls ? ls->sum_abs : NULL, ls ? ls->n : 1, o->seed, score);
+        }
         if ((s = kf_ffn_top_k(score, F, k, idx, err)) != KF_OK) goto done;
         for (int c = 0; c < C; c++)
             for (int i = 0; i < k; i++) w_new[(size_t)c * k + i] = ly->w_down.data[(size_t)c * F + idx[i]];
