@@ -1,5 +1,7 @@
 // kfuse probe MODEL --task conllu:COLUMN|tsv:LABEL --train F --dev F --test F -o DIR [options]
-// Dalvi et al.'s probing pipeline (src/probe/dalvi.h, docs/probe.md).
+// Dalvi et al.'s probing pipeline (src/probe/dalvi.h, docs/probe-json.md).
+// --random-init SEED probes MODEL's architecture and shape re-initialised
+// (kf_model_randomize), with MODEL's tokenizer: the untrained control model.
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <omp.h>
@@ -61,8 +63,8 @@ int kf_cmd_probe(int argc, char **argv) {
     const char *path = NULL, *task = NULL, *out_dir = NULL, *export_dir = NULL, *files[3] = {NULL, NULL, NULL};
     const char *text_col = "sentence", *agg_name = NULL, *feat_name = "residual";
     int64_t max_train = 150000, max_eval = 0;
-    bool f16 = false, control = true, json = false;
-    uint64_t seed = 1;
+    bool f16 = false, control = true, json = false, random_init = false;
+    uint64_t seed = 1, init_seed = 0;
     int batch_tokens = 1024;
     static double grid[64] = {1, 2, 3, 5, 10, 15, 20, 30, 50, 75, 100};
     kf_dalvi_opts o = {.lr = kf_logreg_defaults(), .delta = 0.01, .cc_threshold = 0.3, .grid = grid, .n_grid = 11};
@@ -90,6 +92,10 @@ int kf_cmd_probe(int argc, char **argv) {
         else if (!strcmp(argv[i], "--cc-threshold")) o.cc_threshold = kf_cli_double(argc, argv, &i, 0, 1);
         else if (!strcmp(argv[i], "--grid")) o.n_grid = parse_grid(kf_cli_str(argc, argv, &i), grid, 64);
         else if (!strcmp(argv[i], "--seed")) seed = (uint64_t)kf_cli_long(argc, argv, &i, 0, 1L << 62);
+        else if (!strcmp(argv[i], "--random-init")) {
+            random_init = true;
+            init_seed = (uint64_t)kf_cli_long(argc, argv, &i, 0, 1L << 62);
+        }
         else if (!strcmp(argv[i], "--batch-tokens")) batch_tokens = (int)kf_cli_long(argc, argv, &i, 16, 1 << 20);
         else if (!strcmp(argv[i], "-t")) omp_set_num_threads((int)kf_cli_long(argc, argv, &i, 1, 1024));
         else if (!strcmp(argv[i], "--json")) json = true;
@@ -139,6 +145,7 @@ int kf_cmd_probe(int argc, char **argv) {
     if (labels.n < 2) kf_cli_failf("%s: one label only ('%s'): nothing to classify", files[0], labels.names[0]);
     kf_tokenizer *tok;
     kf_model *m = kf_cli_load_model(path, &tok);
+    if (random_init && kf_model_randomize(m, init_seed, &err) != KF_OK) kf_cli_fail(&err);
     kf_task_tokens tt[3];
     int max_len = m->n_ctx_train > 0 ? m->n_ctx_train : 1 << 20;
     for (int k = 0; k < 3; k++)
@@ -166,6 +173,7 @@ int kf_cmd_probe(int argc, char **argv) {
     static const char *names[3] = {"train", "dev", "test"};
     kf_feat_opts fo = {.kind = fkind, .agg = agg, .f16 = f16, .batch_tokens = batch_tokens};
     kf_probe_info info = {.model_path = path, .arch = kf_arch_name(m->arch), .n_layer = m->n_layer, .n_embd = m->n_embd,
+                          .random_init = random_init, .init_seed = init_seed,
                           .task = task, .kind = kind, .labels = &labels, .features = fkind, .agg = agg, .f16 = f16,
                           .control = control, .seed = seed, .threads = omp_get_max_threads(), .opts = &o};
     probe_view view = {0};

@@ -17,7 +17,7 @@ static const struct {
     {"compress", kf_cmd_compress, "MODEL -f CALIB --method fold|prune-*|random|drop-layers --widths|--ffn-keep|--target-params|--drop N [--merge] -o OUT"},
     {"moefy", kf_cmd_moefy, "MODEL -f CALIB --experts E [--split kmeans|coact|fold --router similarity|linear|mlp|oracle --top-k K|--coverage t] -o OUT"},
     {"convert", kf_cmd_convert, "MODEL -o OUT [--format hf|gguf|llama2c --dtype f32|f16|bf16|q8_0 --dense]  write another format"},
-    {"probe", kf_cmd_probe, "MODEL --task conllu:UPOS|tsv:label --train F --dev F --test F -o DIR  probes, layer/neuron selection"},
+    {"probe", kf_cmd_probe, "MODEL --task conllu:UPOS|tsv:label --train F --dev F --test F -o DIR [--random-init SEED]  probes, layer/neuron selection"},
     {"classify", kf_cmd_classify, "DIR -f INPUT [--max-eval N --predictions FILE --compare MODEL --repeats N]  run an exported probe"},
     {"recover", kf_cmd_recover, "STUDENT --teacher ORIGINAL -f TRAIN.txt [--tokens N --steps S --lr --batch --ctx --train all|ffn|lora --lora-rank r --eval FILE] -o OUT"},
     {"eval", kf_cmd_eval, "MODEL [MODEL...] --ref ORIGINAL -f TEXT [--ctx N --json --top-k K]  ppl, KL, top-1, size, speed"},

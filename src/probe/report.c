@@ -41,6 +41,8 @@ cJSON *kf_probe_to_json(const kf_probe_info *in, const kf_dalvi_result *r) {
     cJSON_AddStringToObject(m, "arch", in->arch);
     cJSON_AddNumberToObject(m, "n_layer", in->n_layer);
     cJSON_AddNumberToObject(m, "n_embd", in->n_embd);
+    if (in->random_init) cJSON_AddNumberToObject(m, "random_init", (double)in->init_seed);
+    else cJSON_AddNullToObject(m, "random_init");
     cJSON *t = cJSON_AddObjectToObject(o, "task");
     cJSON_AddStringToObject(t, "name", in->task);
     cJSON_AddStringToObject(t, "kind", in->kind == KF_TASK_TOKEN ? "token" : "sentence");
@@ -171,6 +173,9 @@ static void html(kf_strbuf *b, const kf_probe_info *in, const kf_dalvi_result *r
     kf_strbuf_escape(b, in->task);
     kf_strbuf_puts(b, " on ");
     kf_strbuf_escape(b, in->model_path);
+    if (in->random_init)
+        kf_strbuf_printf(b, " re-initialised at random (seed %llu, the untrained control)",
+                         (unsigned long long)in->init_seed);
     kf_strbuf_puts(b, "</h1>\n<table>\n");
     for (int k = 0; k < 3; k++) {
         kf_strbuf_printf(b, "<tr><th class=l>%s</th><td class=l>", split_names[k]);

@@ -13,6 +13,8 @@
 typedef struct {
     const char *model_path, *arch;
     int n_layer, n_embd;
+    bool random_init;            // the model was re-initialised (kf_model_randomize) with init_seed
+    uint64_t init_seed;
     const char *task;            // as given: "conllu:UPOS", "tsv:label"
     kf_task_kind kind;
     const char *paths[3];        // train, dev, test
