@@ -42,7 +42,8 @@ head -c "$eb" "$shared/data/wikitext-2-raw/wiki.test.raw" >"$out/wiki.txt"
 # A. export + speed
 [ -s "$out/export/classifier.json" ] ||
     run "$kfuse" probe "$model" "${targs[@]}" "${common[@]}" -o "$out/probe_resid" --export "$out/export" --json >/dev/null 2>"$out/probe_resid.err"
-run "$kfuse" classify "$out/export" -f "$test_file" --max-eval "$me" --compare "$model" --repeats "$rep" -t "$th" --json \
+[ -s "$out/classify.json" ] ||
+    run "$kfuse" classify "$out/export" -f "$test_file" --max-eval "$me" --compare "$model" --repeats "$rep" -t "$th" --json \
     >"$out/classify.json" 2>"$out/classify.err"
 
 # B. task ranking (FFN features, per-layer probes), then the compressed models
