@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "core/file.h"
 
@@ -37,6 +39,34 @@ long kf_cli_long(int argc, char **argv, int *i, long lo, long hi) {
     if (errno || *end || end == v || x < lo || x > hi)
         kf_cli_failf("option %s: '%s' is not an integer in [%ld, %ld]", opt, v, lo, hi);
     return x;
+}
+
+int64_t kf_cli_size(int argc, char **argv, int *i) {
+    const char *opt = argv[*i], *v = kf_cli_str(argc, argv, i);
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    double unit = 1;
+    if (*end && !end[1]) {
+        const char *u = strchr("KMGT", end[0] & ~0x20);
+        if (u) unit = (double)((int64_t)1 << (10 * (u - "KMGT" + 1))), end++;
+    }
+    if (errno || *end || end == v || !(x * unit >= 1048576.0 && x * unit <= 9.0e18))
+        kf_cli_failf("option %s: '%s' is not a memory size of at least 1M (e.g. 8G, 512M)", opt, v);
+    return (int64_t)(x * unit);
+}
+
+const char *kf_cli_size_str(char *buf, size_t n, int64_t bytes) {
+    if (bytes >= ((int64_t)1 << 30)) snprintf(buf, n, "%.2f GiB", bytes / 1073741824.0);
+    else snprintf(buf, n, "%.1f MiB", bytes / 1048576.0);
+    return buf;
+}
+
+int64_t kf_cli_default_max_memory(const kf_model *m) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    int64_t phys = pages > 0 && page > 0 ? (int64_t)pages * page : (int64_t)8 << 30;
+    int64_t free_b = (phys - kf_model_weight_bytes(m)) / 2;
+    return free_b > ((int64_t)256 << 20) ? free_b : (int64_t)256 << 20;
 }
 
 double kf_cli_double(int argc, char **argv, int *i, double lo, double hi) {

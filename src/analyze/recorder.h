@@ -25,6 +25,8 @@ typedef struct {
     int32_t *slot;           // (N) sample slot of each row of the current call, -1 none
     float **ffn_sample;      // (L) (S, F)
     float *resid_sample;     // (R, S, C) or NULL
+    int first, end;          // blocks a layer-group pass runs
+    int cache_in, cache_out; // fds: the stream entering block first / leaving block end-1 (-1: none), row t at t*C floats
     kf_status st;
     kf_error err;
 } recorder;

@@ -125,21 +125,65 @@ static void write_entry(stats_writer *w, const kf_stats_entry *e) {
     if (w->ok && fwrite(&h, sizeof h, 1, w->fp) != 1) w->ok = 0;
 }
 
+static void write_header(stats_writer *w, uint64_t fingerprint, const kf_calib_protocol *p, uint32_t n) {
+    uint32_t version = KF_STATSFILE_VERSION;
+    int32_t proto[4] = {p->ctx, p->batch, p->bos_id < 0 ? -1 : p->bos_id, p->n_ranks};
+    int64_t n_tokens = p->max_tokens;
+    if (fwrite(KF_STATS_MAGIC, 1, 8, w->fp) != 8 || fwrite(&version, 4, 1, w->fp) != 1 || fwrite(&n, 4, 1, w->fp) != 1 ||
+        fwrite(&fingerprint, 8, 1, w->fp) != 1 || fwrite(proto, 4, 4, w->fp) != 4 || fwrite(&n_tokens, 8, 1, w->fp) != 1)
+        w->ok = 0;
+}
+
 kf_status kf_statsfile_save(const kf_statsfile *f, const char *path, kf_error *err) {
     char tmp[4096];
     FILE *fp;
     kf_status st = kf_file_begin(path, tmp, sizeof tmp, &fp, err);
     if (st != KF_OK) return st;
     stats_writer w = {fp, 0, 1};
-    uint32_t version = KF_STATSFILE_VERSION, n = (uint32_t)f->n;
-    const kf_calib_protocol *p = &f->protocol;
-    int32_t proto[4] = {p->ctx, p->batch, p->bos_id < 0 ? -1 : p->bos_id, p->n_ranks};
-    int64_t n_tokens = p->max_tokens;
-    if (fwrite(KF_STATS_MAGIC, 1, 8, fp) != 8 || fwrite(&version, 4, 1, fp) != 1 || fwrite(&n, 4, 1, fp) != 1 ||
-        fwrite(&f->fingerprint, 8, 1, fp) != 1 || fwrite(proto, 4, 4, fp) != 4 || fwrite(&n_tokens, 8, 1, fp) != 1)
-        w.ok = 0;
+    write_header(&w, f->fingerprint, &f->protocol, (uint32_t)f->n);
     for (int i = 0; i < f->n && w.ok; i++) write_entry(&w, f->entries[i]);
     return kf_file_commit(fp, w.ok, tmp, path, err);
+}
+
+kf_status kf_statsfile_stream_open(kf_statsfile_stream *s, const char *path, uint64_t fingerprint,
+                                   const kf_calib_protocol *protocol, int n_entries, kf_error *err) {
+    memset(s, 0, sizeof *s);
+    if (strlen(path) >= sizeof s->path) return kf_error_set(err, KF_ERR_ARG, "%s: path too long", path);
+    kf_status st = kf_file_begin(path, s->tmp, sizeof s->tmp, &s->fp, err);
+    if (st != KF_OK) return st;
+    strcpy(s->path, path);
+    s->n_expected = n_entries;
+    kf_calib_protocol p = *protocol;
+    stats_writer w = {s->fp, 0, 1};
+    write_header(&w, fingerprint, &p, (uint32_t)n_entries);
+    s->ok = w.ok;
+    return KF_OK;
+}
+
+kf_status kf_statsfile_stream_add(kf_statsfile_stream *s, const kf_statsfile *f, kf_error *err) {
+    stats_writer w = {s->fp, 0, s->ok};
+    for (int i = 0; i < f->n && w.ok; i++) write_entry(&w, f->entries[i]);
+    s->ok = w.ok;
+    s->n_written += f->n;
+    if (!s->ok) return kf_error_set(err, KF_ERR_IO, "%s: write failed", s->tmp);
+    return KF_OK;
+}
+
+kf_status kf_statsfile_stream_close(kf_statsfile_stream *s, kf_error *err) {
+    if (!s->fp) return KF_OK;
+    int ok = s->ok && s->n_written == s->n_expected;
+    kf_status st = kf_file_commit(s->fp, ok, s->tmp, s->path, err);
+    s->fp = NULL;
+    if (st == KF_OK && !ok)
+        st = kf_error_set(err, KF_ERR_INTERNAL, "%s: %d of %d entries written", s->path, s->n_written, s->n_expected);
+    return st;
+}
+
+void kf_statsfile_stream_abort(kf_statsfile_stream *s) {
+    if (!s->fp) return;
+    kf_error e;
+    kf_file_commit(s->fp, false, s->tmp, s->path, &e);
+    s->fp = NULL;
 }
 
 typedef struct {

@@ -20,6 +20,7 @@
 #define KF_STATS_STATSFILE_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "calib/calib.h"
 #include "core/status.h"
@@ -56,6 +57,21 @@ kf_status kf_statsfile_merge(kf_statsfile *dst, const kf_statsfile *src, kf_erro
 
 // Writes path.tmp, then renames it over path.
 kf_status kf_statsfile_save(const kf_statsfile *f, const char *path, kf_error *err);
+// A statistics file written as its entries become ready (analyze's layer
+// groups): the header, with n_entries and the protocol, first; each call of
+// kf_statsfile_stream_add appends every entry of f (f may then be freed);
+// close renames path.tmp over path only when exactly n_entries were added.
+// abort (or any failure) leaves nothing at path.
+typedef struct {
+    FILE *fp;
+    char tmp[4096], path[4096];
+    int n_expected, n_written, ok;
+} kf_statsfile_stream;
+kf_status kf_statsfile_stream_open(kf_statsfile_stream *s, const char *path, uint64_t fingerprint,
+                                   const kf_calib_protocol *protocol, int n_entries, kf_error *err);
+kf_status kf_statsfile_stream_add(kf_statsfile_stream *s, const kf_statsfile *f, kf_error *err);
+kf_status kf_statsfile_stream_close(kf_statsfile_stream *s, kf_error *err);
+void kf_statsfile_stream_abort(kf_statsfile_stream *s);
 // f must be freed or fresh; on failure it is left empty. The file's
 // fingerprint must equal the given one and, when want is not NULL, its
 // protocol must give the same windows as want ("stats.kfs was gathered with
