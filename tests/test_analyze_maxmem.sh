@@ -13,10 +13,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 head -c 120000 "$KF_ROOT/data/calib/calib.txt" > "$tmp/calib.txt"
 model="$KF_ROOT/models/llama-gutenberg-1.4m"
-args=(-f "$tmp/calib.txt" --tokens 2048 --ctx 128 --sample 256 --k 4 --context-tokens 512)
+args=(-f "$tmp/calib.txt" --tokens 2048 --ctx 128 --sample 1024 --k 4 --context-tokens 512)
 "$KFUSE" analyze "$model" "${args[@]}" -o "$tmp/one" > /dev/null 2> "$tmp/one.err"
 grep -q "plan: 1 calibration pass," "$tmp/one.err" || { echo "FAIL: no one-pass plan line"; cat "$tmp/one.err"; exit 1; }
-"$KFUSE" analyze "$model" "${args[@]}" --max-memory 14M -o "$tmp/cap" > /dev/null 2> "$tmp/cap.err"
+"$KFUSE" analyze "$model" "${args[@]}" --max-memory 16M -o "$tmp/cap" > /dev/null 2> "$tmp/cap.err"
 plan=$(tr '\r' '\n' < "$tmp/cap.err" | grep "plan:")
 echo "$plan"
 groups=$(echo "$plan" | sed -n 's/.*then \([0-9]*\) layer groups.*/\1/p')

@@ -110,7 +110,9 @@ static kf_status dynamic_threshold(const kf_model *m, int l, const kf_moments *m
     if ((st = kf_moments_cov(mo, cov, err)) != KF_OK || (st = kf_moments_mean(mo, mean, err)) != KF_OK) goto done;
     double pop = (double)(mo->n - 1) / (double)mo->n; // unbiased -> population covariance
     for (size_t i = 0; i < uF * uF; i++) cov[i] *= pop;
-    if ((st = kf_thresh_init(&th, down_f32(&m->layers[l], C, W), C, F, cov, mean, err)) != KF_OK) goto done;
+    st = kf_thresh_init(&th, down_f32(&m->layers[l], C, W), C, F, cov, mean, err);
+    cov = NULL; // th's now
+    if (st != KF_OK) goto done;
     int j_best = -1, width = F, ok = 1;
     double err_best = 0;
     for (int j = 0; j < KF_ANALYSIS_N_GRID; j++) {

@@ -715,10 +715,10 @@ kf_status kf_analyze_plan_make(const kf_model *m, int64_t n_ids, const kf_analyz
         resid += R * kf_moments_bytes(C, 0, f32) + R * B * B * 8 + R * B * 8 + (int64_t)R * R * 8 +
                  B * KF_CKA_MB_COLS * 8 + (int64_t)C * C * 10;
     // FFN analysis of one layer at its peak (the threshold: correlation,
-    // covariance, G = W^T W and a copy of the covariance in double, G in
-    // float) plus the k-means rows and, for dtype-kept weights, w_down in fp32
+    // covariance and G = W^T W in double, G in float) plus the k-means rows
+    // and, for dtype-kept weights, w_down in fp32
     const int64_t xd = S > 2 * C ? S : 2 * C;
-    int64_t scratch = 36 * max_F * max_F + max_F * xd * 4 + (ffn_dtype_kept(m) ? (int64_t)C * max_F * 4 : 0);
+    int64_t scratch = 28 * max_F * max_F + max_F * xd * 4 + (ffn_dtype_kept(m) ? (int64_t)C * max_F * 4 : 0);
     int64_t *layer = malloc(sizeof *layer * (size_t)L);
     p->group_first = malloc(sizeof *p->group_first * (size_t)(L + 1));
     if (!layer || !p->group_first) {
