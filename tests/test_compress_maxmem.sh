@@ -4,7 +4,10 @@
 # byte for byte the one of --recompute (every pass from the embeddings), for
 # fold (ls groups, refit) and for prune-wanda; a plan line comes first. A cap
 # below one layer's statistics fails before any work: one line naming the
-# memory needed, non-zero exit, no output.
+# memory needed, non-zero exit, no output. A BF16 model stays BF16 in memory,
+# each layer transformed in fp32 and stored back: the result equals the one
+# from an fp32 copy of the same weights (prune-magnitude on every layer;
+# fold with refit on layer 0, whose input does not depend on stored rounding).
 # ctest-timeout: 300
 set -eu
 : "${KFUSE:?}" "${KF_ROOT:?}"
@@ -28,4 +31,16 @@ fi
 [ "$(wc -l < "$tmp/small.err")" -eq 1 ] || { echo "FAIL: expected one line:"; cat "$tmp/small.err"; exit 1; }
 grep -q "too small: layer [0-9]* needs [0-9.]* MiB" "$tmp/small.err" || { echo "FAIL: message"; cat "$tmp/small.err"; exit 1; }
 [ ! -e "$tmp/small" ] || { echo "FAIL: output written under a too-small cap"; exit 1; }
+"$KFUSE" convert "$model" -o "$tmp/bf16" --dtype bf16 > /dev/null 2>&1
+"$KFUSE" convert "$tmp/bf16" -o "$tmp/bf16-as-f32" --dtype f32 > /dev/null 2>&1
+for run in "--method prune-magnitude --no-refit --widths 96,200,64,250" \
+           "-f $tmp/calib.txt --method fold --widths 96,384,384,384 --tokens 2048 --ctx 128"; do
+  for src in bf16 bf16-as-f32; do
+    # shellcheck disable=SC2086
+    "$KFUSE" compress "$tmp/$src" $run --dtype bf16 -o "$tmp/$src-out" > /dev/null 2>&1
+  done
+  cmp "$tmp/bf16-out/model.safetensors" "$tmp/bf16-as-f32-out/model.safetensors" ||
+    { echo "FAIL: kept BF16 differs from the fp32 copy: $run"; exit 1; }
+  rm -rf "$tmp/bf16-out" "$tmp/bf16-as-f32-out"
+done
 echo PASS

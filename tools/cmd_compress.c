@@ -152,7 +152,11 @@ int kf_cmd_compress(int argc, char **argv) {
 
     // The tokenizer is needed to encode calibration and training text and for GGUF's vocabulary.
     kf_tokenizer *tok = NULL;
-    kf_model *m = kf_cli_load_model(path, calib || rc.text || !strcmp(format, "gguf") ? &tok : NULL);
+    // Compressing layer by layer works on one layer in fp32 at a time (kf_compress_run): the weights stay in
+    // their file's dtype; the allocation, drop-layers and recovery read every layer in fp32.
+    const bool keep_dtype = method != KF_CMP_DROP_LAYERS && target <= 0 && max_inc < 0 && !rc.text;
+    kf_model *m = (keep_dtype ? kf_cli_load_model_run : kf_cli_load_model)(
+        path, calib || rc.text || !strcmp(format, "gguf") ? &tok : NULL);
     const kf_dtype dtype = kf_cli_save_dtype("compress", dtype_name, m, fmt); // before any work
     if (rc.text) kf_cli_recover_chain_prepare("compress", &rc, tok);
     const int bos = tok ? kf_tokenizer_bos(tok) : m->bos_id;

@@ -34,6 +34,12 @@ int64_t kf_compress_neuron_params(const kf_model *m, int l) {
     return C * (kf_tensor_present(&ly->w_gate) ? 3 : 2) + (kf_tensor_present(&ly->b_up) ? 1 : 0);
 }
 
+// Whether layer l's FFN weights are kept in a dtype other than fp32.
+static int ffn_dtype_kept(const kf_layer *ly) {
+    return ly->w_gate.dtype != KF_DTYPE_F32 || ly->w_up.dtype != KF_DTYPE_F32 || ly->w_down.dtype != KF_DTYPE_F32 ||
+           ly->b_up.dtype != KF_DTYPE_F32;
+}
+
 int64_t kf_compress_layer_bytes(const kf_model *m, int l, const kf_compress_opts *o) {
     const int64_t F = m->layers[l].n_ff, C = m->n_embd, FF = F * F;
     if (!kf_cmp_needs_stats(o)) return 0;
@@ -102,12 +108,28 @@ kf_status kf_compress_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bo
         int have = kf_cmp_needs_stats(o);
         if (have && (s = kf_cmp_layer_moments(m, l, ids, n_ids, bos_id, o, streamed ? &stream : NULL, &own, &mo, err)) == KF_OK)
             s = kf_cmp_stats_init(&ls, mo, o->method == KF_CMP_FOLD, l, err);
+        // a layer kept in its file's dtype is transformed in fp32, then stored back in that dtype
+        const kf_layer orig = m->layers[l];
+        const int converted = ffn_dtype_kept(&orig);
+        kf_layer *ly = &m->layers[l];
+        kf_tensor *ffn[4] = {&ly->w_gate, &ly->w_up, &ly->w_down, &ly->b_up};
+        for (int i = 0; i < 4 && converted && s == KF_OK; i++) s = kf_model_tensor_to_f32(m, ffn[i], err);
+        const kf_layer f32 = *ly;
         int k = 0;
         double t_cut, rel;
         if (s == KF_OK)
             s = kf_cmp_plan_layer(m, l, have ? &ls : NULL, o, k_want, o->thresholds ? o->thresholds[l] : 0, idx,
                                   w_new, &k, &t_cut, &rel, NULL, err);
         if (s == KF_OK) s = kf_ffn_select(m, l, idx, k, w_new, err);
+        const kf_dtype dts[4] = {orig.w_gate.dtype, orig.w_up.dtype, orig.w_down.dtype, orig.b_up.dtype};
+        for (int i = 0; i < 4 && converted && s == KF_OK; i++) s = kf_model_tensor_store(m, ffn[i], dts[i], err);
+        if (s == KF_OK && converted) {
+            const kf_tensor *gone[8] = {&f32.w_gate, &f32.w_up, &f32.w_down, &f32.b_up,
+                                        &orig.w_gate, &orig.w_up, &orig.w_down, &orig.b_up};
+            for (int i = 0; i < 8; i++) // the fp32 copies, and the loaded weights' pages
+                if (i < 4 ? gone[i]->data != gone[i + 4]->data : gone[i]->dtype != KF_DTYPE_F32)
+                    kf_model_release_tensor(m, gone[i]);
+        }
         if (s == KF_OK) {
             rep->layers[l].n_ff_after = k;
             rep->layers[l].t_cut = t_cut;
