@@ -3,7 +3,8 @@
 //   [--widths w0,w1,.. | --ffn-keep F | --target-params F | --max-ppl-increase P | --thresholds analysis.json |
 //    --drop N [--merge]]
 //   [--uniform --no-refit --lambda X --group ls|corr-energy|corr|kmeans-act|kmeans-weight --stats FILE
-//    --tokens N --ctx N --seed S --json] -o OUT [--format hf|gguf|llama2c] [--dtype f32|f16|bf16|q8_0]
+//    --tokens N --ctx N --seed S --json --max-memory SIZE --recompute] -o OUT [--format hf|gguf|llama2c]
+//   [--dtype f32|f16|bf16|q8_0]
 //   [--recover TRAIN.txt --recover-train all|ffn|lora --recover-tokens N --recover-lr LR --recover-batch B
 //    --recover-ctx T --recover-eval FILE]
 // Weights are written in the dtype the model was loaded from unless --dtype says otherwise.
@@ -11,6 +12,10 @@
 // met, bad widths or statistics from another model stop with one line and no
 // output. --recover distils the result from MODEL before it is saved
 // (tools/recover_chain.h), as `kfuse recover` on the saved model would.
+// One layer's statistics are held at a time; --max-memory (default: half the
+// memory the weights leave) must allow the largest layer's, checked with a
+// plan line before any work. Each layer's calibration pass starts from the
+// residual stream cached on disk (--recompute: from the embeddings).
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -94,6 +99,8 @@ int kf_cmd_compress(int argc, char **argv) {
     int widths[1024];
     double keep = 0, target = 0, max_inc = -1, lambda = KF_REFIT_LAMBDA;
     long n_tokens = 65536, seed = 1;
+    int64_t max_memory = 0;
+    bool recompute = false;
     bool refit = true, uniform = false, json = false, merge = false;
     kf_cli_recover_chain rc;
     kf_cli_recover_chain_init(&rc);
@@ -122,6 +129,8 @@ int kf_cmd_compress(int argc, char **argv) {
         else if (!strcmp(a, "--uniform")) uniform = true;
         else if (!strcmp(a, "--merge")) merge = true;
         else if (!strcmp(a, "--json")) json = true;
+        else if (!strcmp(a, "--max-memory")) max_memory = (int64_t)kf_cli_bytes(argc, argv, &i);
+        else if (!strcmp(a, "--recompute")) recompute = true;
         else if (a[0] == '-') kf_cli_failf("compress: unknown option %s", a);
         else if (!path) path = a;
         else kf_cli_failf("compress: unexpected argument %s", a);
@@ -150,7 +159,11 @@ int kf_cmd_compress(int argc, char **argv) {
 
     // The tokenizer is needed to encode calibration and training text and for GGUF's vocabulary.
     kf_tokenizer *tok = NULL;
-    kf_model *m = kf_cli_load_model(path, calib || rc.text || !strcmp(format, "gguf") ? &tok : NULL);
+    // Compressing layer by layer works on one layer in fp32 at a time (kf_compress_run): the weights stay in
+    // their file's dtype; the allocation, drop-layers and recovery read every layer in fp32.
+    const bool keep_dtype = method != KF_CMP_DROP_LAYERS && target <= 0 && max_inc < 0 && !rc.text;
+    kf_model *m = (keep_dtype ? kf_cli_load_model_run : kf_cli_load_model)(
+        path, calib || rc.text || !strcmp(format, "gguf") ? &tok : NULL);
     const kf_dtype dtype = kf_cli_save_dtype("compress", dtype_name, m, fmt); // before any work
     if (rc.text) kf_cli_recover_chain_prepare("compress", &rc, tok);
     const int bos = tok ? kf_tokenizer_bos(tok) : m->bos_id;
@@ -174,18 +187,6 @@ int kf_cmd_compress(int argc, char **argv) {
         for (int l = 1; l < L; l++)
             if (widths[l] != widths[0]) kf_cli_failf("compress: --uniform with widths that differ per layer");
 
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (calib) {
-        ids = kf_cli_tokenize_file(tok, calib, true, &n_ids);
-        if ((long)n_ids > n_tokens) n_ids = (size_t)n_tokens;
-    } else if (method == KF_CMP_DROP_LAYERS || (!stats_path && (refit || method == KF_CMP_FOLD ||
-                                                                method == KF_CMP_PRUNE_WANDA ||
-                                                                method == KF_CMP_PRUNE_ACT))) {
-        kf_cli_failf("compress: -f CALIB.txt is required for %s%s", method_names[method],
-                     method == KF_CMP_DROP_LAYERS ? "" : refit ? " with refit (or --stats FILE)" : " (or --stats FILE)");
-    }
-
     kf_compress_opts o;
     kf_compress_opts_default(&o);
     o.method = (kf_cmp_method)method;
@@ -198,6 +199,29 @@ int kf_cmd_compress(int argc, char **argv) {
     o.merge = merge;
     o.stats = stats_path ? &stats : NULL;
     o.task_scores = (const double *const *)task_scores;
+    o.max_memory = max_memory > 0 ? max_memory : kf_cli_default_max_memory(m);
+    o.recompute = recompute;
+    {
+        int worst;
+        const int64_t need = kf_compress_bytes(m, &o, n_w ? widths : NULL, &worst);
+        char b0[32], b1[32];
+        if (need > o.max_memory)
+            kf_cli_failf("compress: --max-memory %s is too small: layer %d needs %s", kf_cli_size_str(b0, sizeof b0,
+                         o.max_memory), worst, kf_cli_size_str(b1, sizeof b1, need));
+    }
+
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (calib) {
+        ids = kf_cli_tokenize_file(tok, calib, true, &n_ids);
+        if ((long)n_ids > n_tokens) n_ids = (size_t)n_tokens;
+    } else if (method == KF_CMP_DROP_LAYERS || (!stats_path && (refit || method == KF_CMP_FOLD ||
+                                                                method == KF_CMP_PRUNE_WANDA ||
+                                                                method == KF_CMP_PRUNE_ACT))) {
+        kf_cli_failf("compress: -f CALIB.txt is required for %s%s", method_names[method],
+                     method == KF_CMP_DROP_LAYERS ? "" : refit ? " with refit (or --stats FILE)" : " (or --stats FILE)");
+    }
+
     double *thr = thr_path ? read_thresholds(thr_path, L) : NULL;
     o.thresholds = thr;
     double ppl0 = 0, ppl_found = 0;
@@ -240,6 +264,17 @@ int kf_cmd_compress(int argc, char **argv) {
         n_w = L;
     }
     if (n_w) o.widths = widths;
+    if (method != KF_CMP_DROP_LAYERS && !stats_path) { // the plan, once the widths are known
+        int worst, changed = 0;
+        const int64_t need = kf_compress_bytes(m, &o, o.widths, &worst);
+        for (int l = 0; l < L; l++) changed += !o.widths || widths[l] != m->layers[l].n_ff;
+        char b0[32], b1[32];
+        if (need > 0)
+            fprintf(stderr, "compress: plan: %d calibration passes (one per layer changed, %s), statistics memory %s "
+                            "of --max-memory %s (one layer at a time)\n", changed,
+                    recompute ? "each from the embeddings" : "each from the residual stream cached on disk",
+                    kf_cli_size_str(b0, sizeof b0, need), kf_cli_size_str(b1, sizeof b1, o.max_memory));
+    }
     kf_compress_report rep;
     kf_status s = kf_compress_run(m, ids, (int64_t)n_ids, bos, &o, &rep, &err);
     kf_progress_done(&bar);

@@ -75,7 +75,8 @@ typedef struct {
     // statistics memory (analyze --shard-layers: each rank holds its layers' FFN statistics)
     int shard_layers;                     // 1: FFN statistics sharded by layer across the ranks
     int32_t *layer_owner;                 // (L) rank that held each layer's FFN statistics (0 without sharding)
-    int64_t *rank_ffn_stats_bytes;        // (ranks) bytes of FFN statistics each rank held (kf_moments_bytes)
+    int64_t *rank_ffn_stats_bytes;        // (ranks) bytes of FFN statistics each rank held at once
+                                          // (kf_moments_bytes; with layer groups, the largest group's)
     int64_t resid_stats_bytes;            // bytes of residual-stream statistics, held by every rank
     // options
     double threshold, epsilon;

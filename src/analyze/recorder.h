@@ -35,6 +35,8 @@ typedef struct {
     int64_t *calls;          // (n_ranks, 2) first token and rows of every rank's current call (0 rows: none this round)
     float *gather;           // (N, max F of the owned layers) another rank's rows, or NULL
     int32_t *slot_other;     // (N) sample slots of another rank's rows
+    int first, end;          // blocks a layer-group pass runs
+    int cache_in, cache_out; // fds: the stream entering block first / leaving block end-1 (-1: none), row t at t*C floats
     kf_status st;
     kf_error err;
 } recorder;

@@ -104,10 +104,12 @@ int kf_statsfile_entry_arrays(const kf_moments *m, const void **p, size_t *n) {
 kf_status kf_statsfile_writer_open(kf_statsfile_writer *w, const char *path, uint64_t fingerprint,
                                    const kf_calib_protocol *p, int n_entries, kf_error *err) {
     memset(w, 0, sizeof *w);
-    w->path = path;
+    if (strlen(path) >= sizeof w->path) return kf_error_set(err, KF_ERR_ARG, "%s: path too long", path);
     kf_status st = kf_file_begin(path, w->tmp, sizeof w->tmp, &w->fp, err);
     if (st != KF_OK) return st;
+    strcpy(w->path, path);
     w->ok = 1;
+    w->n_expected = n_entries;
     uint32_t version = KF_STATSFILE_VERSION, n = (uint32_t)n_entries;
     int32_t proto[4] = {p->ctx, p->batch, p->bos_id < 0 ? -1 : p->bos_id, p->n_ranks};
     int64_t n_tokens = p->max_tokens;
@@ -139,6 +141,7 @@ void kf_statsfile_writer_data(kf_statsfile_writer *w, const void *p, size_t n) {
 void kf_statsfile_writer_end(kf_statsfile_writer *w) {
     uint64_t h = w->hash;
     if (w->ok && fwrite(&h, sizeof h, 1, w->fp) != 1) w->ok = 0;
+    w->n_written++;
 }
 
 void kf_statsfile_writer_entry(kf_statsfile_writer *w, const char *name, const kf_moments *m) {
@@ -149,15 +152,38 @@ void kf_statsfile_writer_entry(kf_statsfile_writer *w, const char *name, const k
     kf_statsfile_writer_end(w);
 }
 
+kf_status kf_statsfile_writer_add(kf_statsfile_writer *w, const kf_statsfile *f, kf_error *err) {
+    for (int i = 0; i < f->n && w->ok; i++) kf_statsfile_writer_entry(w, f->entries[i]->name, &f->entries[i]->m);
+    if (!w->ok) return kf_error_set(err, KF_ERR_IO, "%s: write failed", w->tmp);
+    return KF_OK;
+}
+
 kf_status kf_statsfile_writer_close(kf_statsfile_writer *w, kf_error *err) {
-    return kf_file_commit(w->fp, w->ok, w->tmp, w->path, err);
+    if (!w->fp) return KF_OK;
+    const int counted = w->n_written == w->n_expected;
+    kf_status st = kf_file_commit(w->fp, w->ok && counted, w->tmp, w->path, err);
+    w->fp = NULL;
+    if (w->ok && !counted)
+        st = kf_error_set(err, KF_ERR_INTERNAL, "%s: %d of %d entries written", w->path, w->n_written, w->n_expected);
+    return st;
+}
+
+void kf_statsfile_writer_abort(kf_statsfile_writer *w) {
+    if (!w->fp) return;
+    kf_error e;
+    kf_file_commit(w->fp, false, w->tmp, w->path, &e);
+    w->fp = NULL;
 }
 
 kf_status kf_statsfile_save(const kf_statsfile *f, const char *path, kf_error *err) {
     kf_statsfile_writer w;
     kf_status st = kf_statsfile_writer_open(&w, path, f->fingerprint, &f->protocol, f->n, err);
     if (st != KF_OK) return st;
-    for (int i = 0; i < f->n && w.ok; i++) kf_statsfile_writer_entry(&w, f->entries[i]->name, &f->entries[i]->m);
+    st = kf_statsfile_writer_add(&w, f, err);
+    if (st != KF_OK) {
+        kf_statsfile_writer_abort(&w);
+        return st;
+    }
     return kf_statsfile_writer_close(&w, err);
 }
 

@@ -124,7 +124,7 @@ kf_status kf_compress_allocate(const kf_model *m, const int32_t *ids, int64_t n_
     for (int l = 0; l < L && s == KF_OK; l++) {
         if (o->progress) o->progress(o->progress_user, "allocate", l, L);
         const kf_moments *mo = arr[l];
-        if (o->stats && (s = kf_cmp_layer_moments(m, l, NULL, 0, bos_id, o, NULL, &mo, err)) != KF_OK) break;
+        if (o->stats && (s = kf_cmp_layer_moments(m, l, NULL, 0, bos_id, o, NULL, NULL, &mo, err)) != KF_OK) break;
         kf_cmp_stats ls;
         if ((s = kf_cmp_stats_init(&ls, mo, o->method == KF_CMP_FOLD, l, err)) != KF_OK) break;
         const int F = m->layers[l].n_ff;
