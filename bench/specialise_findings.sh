@@ -29,10 +29,12 @@ part() { head -c 80000 "$1" | tail -c 60000; }
 data=(--data austen="$OUT/austen.txt" --data doyle="$OUT/doyle.txt"
       --data shakespeare="$corpus/tiny-shakespeare.txt" --data wikitext="$SHARED/data/wikitext-2-raw/wiki.test.raw"
       --data upos="conllu:UPOS:$ewt/en_ewt-ud-train.conllu")
-# CPU-light budget (the machine is shared): 8192 importance tokens (32 windows
-# of 256), 1024 evaluation tokens per loss, UPOS on 3000 + 1000 words.
-budget=(--tokens 8192 --eval-tokens 1024 --task-items 3000 --task-eval-items 1000 --frac 0.01,0.02,0.05
-        --boot 200 --null 2000 --random 2 --ablate 3)
+# CPU-light budget (the machine was shared by 7 jobs on 2 cores): 4096
+# importance tokens (16 windows of 256, 16 bootstrap chunks), 512 evaluation
+# tokens per loss (every removal is scored on the same windows, so the
+# differences are paired), UPOS on 3000 + 500 words.
+budget=(--tokens 4096 --eval-tokens 512 --task-items 3000 --task-eval-items 500 --frac 0.01,0.02,0.05
+        --boot 200 --null 2000 --random 2 --ablate 2)
 timed() { # name, command...
   local name=$1; shift
   echo "== $name: $*" | tee "$OUT/$name.cmd"

@@ -124,7 +124,7 @@ def fo_table(out):
             ab = [x for x in r["ablation"] if "rank_corr" in x]
             ri = [l["rank_corr_importance"] for x in ab for l in x["layers"] if l["rank_corr_importance"] is not None]
             rows.append(f"| {m} | {r['model']} | " + " | ".join(f(x["rank_corr"], 2) for x in ab) +
-                        f" | {f(sum(ri) / len(ri), 2)} |")
+                        f" | {f(sum(ri) / len(ri), 3)} |")
     return "\n".join(rows)
 
 
@@ -146,7 +146,8 @@ def cost_table(out):
     rows = ["| run | datasets | wall (s) | CPU (s) | CPU / wall | peak RSS (MiB) | wall per dataset (s) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, nd in [("cost-text", 2), ("cost-task", 2)] + [(m, 5) for m in MODELS]:
-        if not os.path.exists(os.path.join(out, name + ".time")):
+        p = os.path.join(out, name + ".time")
+        if not os.path.exists(p) or "Elapsed" not in open(p).read():
             continue
         w, c, r = time_row(out, name)
         rows.append(f"| {name} | {nd} | {w:.1f} | {c:.1f} | {c / w:.2f} | {r:.0f} | {w / nd:.1f} |")
@@ -171,7 +172,7 @@ def main():
         print(pruning_summary(a) + "\n")
         print("### Expert concentration of the top 2% (16 experts)\n")
         print(conc_table(a, 0.02) + "\n")
-    print("\n### First-order estimate vs measured ablation (Spearman ρ over 6 candidates × 6 layers)\n")
+    print("\n### First-order estimate vs measured ablation (Spearman ρ over the ablate_top most important neurons × 6 layers of each text)\n")
     print(fo_table(out))
     print("\n### Cost\n")
     print(cost_table(out))
