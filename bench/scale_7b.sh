@@ -5,7 +5,7 @@
 # time and peak RSS, plus the command's own JSON where it has one.
 #
 #   bench/scale_7b.sh [KFUSE_BUILD_DIR] [STEPS...]
-#   STEPS (default all, in this order): make info perplexity bench engine gguf eval
+#   STEPS (default all, in this order): make info perplexity bench engine gguf eval analyze compress evalc
 #
 # make        make_bench_model --shape llama2-7b --dtype bf16 (13.5 GB; kept if present)
 # info        kfuse info
@@ -14,6 +14,9 @@
 # engine      bench_engine -p 32 -n 8 -r 2: decode bytes/s against the same run's STREAM triad
 # gguf        kfuse convert to GGUF BF16 and Q8_0 (the files llama.cpp would read)
 # eval        kfuse eval Q8_0 GGUF --ref the BF16 folder --chunks 8 --no-bench
+# analyze     kfuse analyze --tokens 4096 --max-memory $MAXMEM (default 5G) on the calibration text
+# compress    kfuse compress --method fold --ffn-keep 0.5 --tokens 4096 --max-memory $MAXMEM, written in BF16
+# evalc       kfuse eval the compressed model --ref the BF16 folder --chunks 8 --no-bench
 #
 # Environment: OUT (rows and logs, default /tmp/kfuse-bench/scale), MODEL
 # (default /tmp/kfuse-bench/llama2-7b-bf16), THREADS (default all cores).
@@ -21,10 +24,12 @@ set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
 shift || true
-steps=${*:-make info perplexity bench engine gguf eval}
+steps=${*:-make info perplexity bench engine gguf eval analyze compress evalc}
 out=${OUT:-/tmp/kfuse-bench/scale}
 model=${MODEL:-/tmp/kfuse-bench/llama2-7b-bf16}
 threads=${THREADS:-$(nproc)}
+maxmem=${MAXMEM:-5G}
+calib=$root/data/calib/calib.txt
 kfuse=$build/kfuse
 tok=$root/../shared/models/llama2c-tokenizer-32k/tokenizer.bin
 wiki=$root/data/wikitext-2-raw/wiki.test.raw
@@ -68,6 +73,12 @@ for step in $steps; do
         run gguf-bf16 "$kfuse" convert "$model" -o "$out/llama2-7b-bf16.gguf"
         run gguf-q8_0 "$kfuse" convert "$model" -o "$out/llama2-7b-q8_0.gguf" --dtype q8_0 ;;
     eval) run eval "$kfuse" eval "$out/llama2-7b-q8_0.gguf" --ref "$model" -f "$wiki" --ctx 256 --chunks 8 --no-bench --json ;;
+    analyze) run analyze "$kfuse" analyze "$model" -f "$calib" --tokens 4096 --max-memory "$maxmem" -o "$out/analyze" ;;
+    compress)
+        run compress "$kfuse" compress "$model" -f "$calib" --method fold --ffn-keep 0.5 --tokens 4096 --max-memory "$maxmem" \
+            --dtype bf16 --json -o "$out/llama2-7b-bf16-keep50" ;;
+    evalc)
+        run evalc "$kfuse" eval "$out/llama2-7b-bf16-keep50" --ref "$model" -f "$wiki" --ctx 256 --chunks 8 --no-bench --json ;;
     *) echo "scale_7b: unknown step $step" >&2; exit 2 ;;
     esac
 done

@@ -146,6 +146,12 @@ static void test_bad_options(void **state) {
     assert_int_equal(kf_analyze_run(model, NULL, bad, N_IDS, &o, &a, &err), KF_ERR_ARG);
     assert_non_null(strstr(err.msg, "token 700"));
     kf_analysis_free(&a);
+    small_opts(&o); // sharding layers across ranks needs MPI running (the ranks gather rows to the owners)
+    o.shard_layers = 1;
+    o.n_ranks = 2;
+    assert_int_equal(kf_analyze_run(model, NULL, ids, N_IDS, &o, &a, &err), KF_ERR_ARG);
+    assert_non_null(strstr(err.msg, "needs MPI running"));
+    kf_analysis_free(&a);
 }
 
 int main(void) {

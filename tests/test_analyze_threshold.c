@@ -73,7 +73,9 @@ static void test_threshold_error(void **state) {
     moments(a, mean, cov);
     kf_thresh_layer t;
     kf_error err = {0};
-    assert_int_equal(kf_thresh_init(&t, w, C, F, cov, mean, &err), KF_OK);
+    double *cov_owned = malloc(sizeof cov);
+    memcpy(cov_owned, cov, sizeof cov);
+    assert_int_equal(kf_thresh_init(&t, w, C, F, cov_owned, mean, &err), KF_OK);
 
     // {0,1} merged: exact linear relation, zero error.
     int32_t lab1[F] = {0, 0, 1, 2, 3};

@@ -54,6 +54,8 @@ expect_error temp-negative "--temp" "$KFUSE" generate "$model" -p hi --temp -1
 expect_error top-p-large "--top-p" "$KFUSE" generate "$model" -p hi --top-p 2
 expect_error unknown-option "--frobnicate" "$KFUSE" bench "$model" --frobnicate
 expect_error bench-absurd "-p" "$KFUSE" bench "$model" -p 100000000
+expect_error shard-npy "--shard-layers" "$KFUSE" analyze "$model" -f "$KF_ROOT/data/calib/calib.txt" -o "$tmp/an" \
+  --shard-layers --dump-npy "$tmp/npy"
 
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

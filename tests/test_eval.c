@@ -1,7 +1,9 @@
 // kf_eval_compare and kf_kl_logits: KL against a hand-computed value, a model
 // compared with itself (KL 0, agreement 1, perplexity equal to
 // kf_eval_perplexity on the same windows), a damaged copy (KL > 0, the mean
-// KL recomputed independently), and a vocabulary mismatch.
+// KL recomputed independently), and a vocabulary mismatch; the
+// reference-first comparison (kf_eval_ref_cache_make, kf_eval_compare_cached)
+// equal to kf_eval_compare bit for bit.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -114,10 +116,41 @@ static void test_self_and_damaged(void **state) {
     kf_model_free(b);
 }
 
+// The reference's pass first, its logits cached on disk, then the model
+// alone: every number equal to the comparison with both loaded.
+static void test_ref_first(void **state) {
+    kf_model *a = load_small(), *b = load_small();
+    int32_t ids[N_TOK];
+    make_tokens(ids, N_TOK, a->n_vocab);
+    kf_tensor *wd = &b->layers[0].w_down;
+    float *z = kf_model_alloc(b, kf_tensor_nelem(wd));
+    assert_non_null(z);
+    for (int64_t i = 0; i < kf_tensor_nelem(wd); i++) z[i] = 0.5f * wd->data[i];
+    wd->data = z;
+    kf_error err = {0};
+    kf_compare_result want, got;
+    assert_int_equal(kf_eval_compare(b, a, ids, N_TOK, CTX, 1, &want, NULL, NULL, &err), KF_OK);
+    kf_eval_ref_cache c;
+    assert_int_equal(kf_eval_ref_cache_make(a, ids, N_TOK, CTX, 1, &c, &err), KF_OK);
+    kf_model_free(a); // the reference is not needed any more
+    assert_int_equal(kf_eval_compare_cached(b, &c, ids, N_TOK, &got, NULL, NULL, &err), KF_OK);
+    assert_true(want.kl_mean > 1e-6);
+    assert_true(got.kl_mean == want.kl_mean && got.kl_p99 == want.kl_p99 && got.kl_max == want.kl_max);
+    assert_true(got.top1 == want.top1 && got.n_scored == want.n_scored && got.ffn_share == want.ffn_share);
+    assert_true(got.model.ppl == want.model.ppl && got.model.ppl_se == want.model.ppl_se);
+    assert_true(got.ref.ppl == want.ref.ppl && got.ref.ppl_se == want.ref.ppl_se);
+    assert_true(got.model.n_chunks == want.model.n_chunks && got.ref.n_scored == want.ref.n_scored);
+    ids[3] ^= 1; // other tokens: refused
+    assert_int_equal(kf_eval_compare_cached(b, &c, ids, N_TOK, &got, NULL, NULL, &err), KF_ERR_ARG);
+    kf_eval_ref_cache_free(&c);
+    kf_model_free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kl_hand),
         cmocka_unit_test(test_self_and_damaged),
+        cmocka_unit_test(test_ref_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 // The F16/BF16/Q8_0 kernels (runtime/matvec_dtype.h) against the reference
 // kf_ref_matvec_dt (every weight decoded by core/tensor.c's decoders, double
 // sums) on random data, odd sizes included, every variant this CPU runs;
-// tolerances are bounds derived from each variant's arithmetic.
+// tolerances are bounds derived from each variant's arithmetic. And the F16
+// encoder of kf_f32_to_dtype against its scalar reference, bit for bit.
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -158,11 +159,54 @@ static void test_tensor_decode(void **state) {
     }
 }
 
+static float f32_of_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// kf_f32_to_dtype's F16 encoder (F16C, 8 at a time, where built) gives the
+// bits of the scalar reference kf_f32_to_f16 on: every f16 value, one ulp
+// either side, every tie between neighbours and one ulp either side of it
+// (round to nearest even), the overflow edge, subnormals, infinities, NaNs
+// with payloads, and 2^20 random bit patterns; odd length for the tail.
+static void test_f16_encode(void **state) {
+    const int64_t n = 65536 * 6 + (1 << 20) + 7;
+    float *x = malloc(sizeof *x * (size_t)n);
+    uint16_t *got = malloc(sizeof *got * (size_t)n);
+    assert_true(x && got);
+    int64_t k = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint32_t u;
+        float f = kf_f16_to_f32_1((uint16_t)h), g = kf_f16_to_f32_1((uint16_t)(h + 1));
+        memcpy(&u, &f, 4);
+        x[k++] = f;
+        x[k++] = f32_of_bits(u + 1);
+        x[k++] = f32_of_bits(u - 1);
+        float tie = (f + g) / 2; // exact: both are f16 values, f32 has 13 more bits
+        memcpy(&u, &tie, 4);
+        x[k++] = tie;
+        x[k++] = f32_of_bits(u + 1);
+        x[k++] = f32_of_bits(u - 1);
+    }
+    for (; k < n; k++) x[k] = f32_of_bits((uint32_t)kf_rng_u64(kf_test_rng()));
+    x[5] = 65520.0f, x[11] = 65519.996f, x[17] = -65520.0f, x[23] = f32_of_bits(0x7fc00001u);
+    x[29] = f32_of_bits(0xff812345u), x[31] = INFINITY, x[37] = 1e-8f, x[41] = 2.9802322e-08f;
+    kf_f32_to_dtype(KF_DTYPE_F16, x, got, n);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t want = kf_f32_to_f16(x[i]);
+        if (got[i] != want && bad++ < 5) print_message("x = %a: 0x%04x, reference 0x%04x\n", (double)x[i], got[i], want);
+    }
+    assert_int_equal(bad, 0);
+    free(x), free(got);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_avx2),        cmocka_unit_test(test_avx512),       cmocka_unit_test(test_avx512_bf16),
         cmocka_unit_test(test_avx512_vnni), cmocka_unit_test(test_default),      cmocka_unit_test(test_matmul_tiles),
-        cmocka_unit_test(test_tensor_decode),
+        cmocka_unit_test(test_tensor_decode), cmocka_unit_test(test_f16_encode),
     };
     return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -19,7 +19,7 @@
 # Skips (77) without the cache; CI=true makes scripts/test.sh fail on that.
 # KF_LLAMA_CPP_ONLY="fold moe" runs only those parts (for mutation checks).
 # ctest-labels: slow
-# ctest-timeout: 300
+# ctest-timeout: 900
 set -eu
 : "${KFUSE:?}" "${KF_ROOT:?}" "${KF_BUILD:?}"
 C=${KF_LLAMA_CPP_DIR:-$HOME/.cache/kfuse/llama.cpp-3.22.1}

@@ -1,5 +1,6 @@
 // kfuse specialise (src/specialise/): importance statistics against numpy
-// (tests/ref/specialise_ref.py), overlap and its permutation null on planted
+// (tests/ref/specialise_ref.py), the first-order ablation estimate against
+// PyTorch autograd (same file), overlap and its permutation null on planted
 // sets, expert concentration, and on a synthetic model with one planted
 // neuron that only one dataset uses: selective pruning for that dataset
 // removes it first and hurts that dataset only.
@@ -15,6 +16,9 @@
 
 #include <cmocka.h>
 
+#include "calib/calib.h"
+#include "io/load.h"
+#include "specialise/ablate.h"
 #include "specialise/sets.h"
 #include "specialise/specialise.h"
 #include "synth_model.h"
@@ -85,6 +89,55 @@ static void test_importance_numpy(void **state) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     assert_int_equal(system(cmd), 0);
     assert_int_equal(rc, 0);
+}
+
+// ---- first-order estimate against PyTorch autograd ------------------------------------
+
+static void first_order_case(const char *name, int ctx, int bos, int batch, int n_ids) {
+    char mdir[1200], dir[] = "/tmp/kf_spec_fo_XXXXXX", path[256], cmd[2600];
+    snprintf(mdir, sizeof mdir, "%s/tests/fixtures/models/%s", kf_test_root(), name);
+    kf_model *m;
+    kf_error err = {0};
+    if (kf_model_load(&m, mdir, &err) != KF_OK) fail_msg("%s", err.msg);
+    int32_t *ids = malloc(sizeof *ids * (size_t)n_ids);
+    kf_test_random_ids(ids, n_ids, 2, m->n_vocab, 21);
+    int64_t N = 0;
+    for (int l = 0; l < m->n_layer; l++) N += m->layers[l].n_ff;
+    double *fo = malloc(sizeof *fo * (size_t)N);
+    kf_calib_protocol p = kf_calib_protocol_make(ctx, bos);
+    p.batch = batch; // n_ids / ctx windows: the last batch is partial
+    assert_int_equal(kf_spec_first_order(m, ids, n_ids, &p, fo, &err), KF_OK);
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/ids.npy", dir), npy_save(path, "<i4", ids, 4, n_ids, 1);
+    snprintf(path, sizeof path, "%s/fo.npy", dir), npy_save(path, "<f8", fo, 8, 1, (int)N);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s/tests/ref/specialise_ref.py' first-order '%s' '%s' %d %d",
+             kf_test_root(), mdir, dir, ctx, bos);
+    int rc = system(cmd);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(rc, 0);
+    free(ids), free(fo);
+    kf_model_free(m);
+}
+
+static void test_first_order_torch(void **state) {
+    (void)state;
+    if (access("/usr/bin/python3", X_OK) != 0) {
+        kf_test_skip("/usr/bin/python3 not found (scripts/install-deps.sh --test installs it with torch)");
+        return;
+    }
+    // 5 windows in batches of 2 (the last one partial); GPT-2 with BOS, Llama (BF16, GQA) without
+    first_order_case("gpt2-tiny", 16, 1, 2, 5 * 16 + 7);
+    first_order_case("llama-gqa-bf16", 12, -1, 2, 5 * 12 + 3);
+}
+
+static void test_spearman(void **state) {
+    (void)state;
+    const double x[4] = {1, 2, 3, 4}, y[4] = {1, 3, 2, 4}, xt[4] = {1, 1, 2, 3}, c[4] = {2, 2, 2, 2};
+    assert_true(fabs(kf_spec_spearman(x, y, 4) - 0.8) < 1e-15);
+    // ties at their average rank (scipy.stats.spearmanr: 0.9486832980505138)
+    assert_true(fabs(kf_spec_spearman(xt, x, 4) - 0.9486832980505138) < 1e-15);
+    assert_true(isnan(kf_spec_spearman(x, c, 4)) && isnan(kf_spec_spearman(x, y, 1)));
 }
 
 // ---- sets ----------------------------------------------------------------------
@@ -195,7 +248,7 @@ static void test_planted_neuron(void **state) {
     kf_test_random_ids(b, TOK * 2, 10, V, 12);
     for (int t = 2; t + 1 < TOK * 2; t += 4) a[t] = X, a[t + 1] = Y;
     for (int t = 0; t < TOK * 2; t++) assert_true(b[t] != X);
-    kf_spec_data data[2] = {{"A", a, TOK * 2}, {"B", b, TOK * 2}};
+    kf_spec_data data[2] = {{"A", a, TOK * 2, NULL}, {"B", b, TOK * 2, NULL}};
     kf_spec_opts o;
     kf_spec_opts_default(&o);
     const double fracs[1] = {0.02}; // one neuron of 48
@@ -231,6 +284,12 @@ static void test_planted_neuron(void **state) {
     // J is also A's most important neuron; its measured ablation is the same removal
     assert_int_equal(r.ablate_idx[0], J);
     assert_true(fabs(r.ablate_dloss[0] - dA) < 1e-12);
+    // the first-order estimate is exactly 0 where J is silent (B); on A it
+    // misses J: A's Y after X is predicted with p ~ 1, the loss is flat in a_J
+    // there (a saturated softmax), and zeroing J is far from a small step
+    printf("planted: first-order estimate of J on A %.3e (measured %.4f)\n", r.first_order[J], dA);
+    assert_true(r.first_order[FF + J] == 0);
+    assert_true(fabs(r.first_order[J]) < 0.01 * dA);
     kf_spec_result_free(&r);
     free(a);
     free(b);
@@ -240,6 +299,8 @@ static void test_planted_neuron(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_importance_numpy),
+        cmocka_unit_test(test_first_order_torch),
+        cmocka_unit_test(test_spearman),
         cmocka_unit_test(test_overlap_planted),
         cmocka_unit_test(test_top_k_and_concentration),
         cmocka_unit_test(test_planted_neuron),

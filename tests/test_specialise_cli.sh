@@ -3,7 +3,7 @@
 # a MoEfied copy and the random-init control: both outputs exist and
 # specialise.json has the documented shape (docs/specialise-json.md); bad
 # options give one line and write nothing.
-# ctest-timeout: 120
+# ctest-timeout: 600
 set -euo pipefail
 model=models/llama-gutenberg-1.4m
 calib=data/calib/calib.txt
@@ -31,6 +31,11 @@ for r in a["runs"]:
     for f in r["pruning"]:
         assert f["n_removed"] >= L and len(f["selective"]) == 2
     assert len(r["ablation"]) == 2 and len(r["ablation"][0]["layers"][0]["d_loss"]) == 2
+    for ab in r["ablation"]:
+        assert -1 <= ab["rank_corr"] <= 1, ab
+        for l in ab["layers"]:
+            assert len(l["first_order"]) == 2 and l["first_order_max"] >= max(l["first_order"])
+            assert -1 <= l["rank_corr_importance"] <= 1
 # the trained model predicts its own kind of text far better than a random init
 assert all(t < c - 1 for t, c in zip(a["runs"][0]["base_loss"], a["runs"][1]["base_loss"]))
 e = a["experts"][0]

@@ -289,6 +289,98 @@ static void test_statsfile_roundtrip(void **state) {
     unlink(path);
 }
 
+// The entry-by-entry writer (what analyze --shard-layers' rank 0 uses) fed
+// each array in 7-byte pieces, from a shape that owns no arrays, writes the
+// same bytes as kf_statsfile_save, and the file loads back.
+static void test_statsfile_writer_pieces(void **state) {
+    (void)state;
+    char a[1024], b[1024];
+    tmp_path(a, sizeof a, "whole");
+    tmp_path(b, sizeof b, "pieces");
+    kf_statsfile f, g;
+    kf_error err;
+    make_file(&f, 0x77ull);
+    assert_int_equal(kf_statsfile_save(&f, a, &err), KF_OK);
+    kf_statsfile_writer w;
+    assert_int_equal(kf_statsfile_writer_open(&w, b, f.fingerprint, &f.protocol, f.n, &err), KF_OK);
+    for (int i = 0; i < f.n; i++) {
+        const kf_moments *m = &f.entries[i]->m;
+        kf_moments shape = {.d = m->d, .topk = m->topk, .eps = m->eps};
+        const void *p[9], *q[9];
+        size_t n[9], nq[9];
+        int k = kf_statsfile_entry_arrays(m, p, n);
+        assert_int_equal(kf_statsfile_entry_arrays(&shape, q, nq), k);
+        assert_int_equal(k, m->topk > 0 ? 9 : 8);
+        kf_statsfile_writer_begin(&w, f.entries[i]->name, &shape, m->has_shift, m->n);
+        for (int j = 0; j < k; j++) {
+            assert_int_equal(nq[j], n[j]);
+            for (size_t o = 0; o < n[j]; o += 7)
+                kf_statsfile_writer_data(&w, (const char *)p[j] + o, n[j] - o < 7 ? n[j] - o : 7);
+        }
+        kf_statsfile_writer_end(&w);
+    }
+    assert_int_equal(kf_statsfile_writer_close(&w, &err), KF_OK);
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    assert_non_null(fa);
+    assert_non_null(fb);
+    int ca, cb;
+    long len = 0;
+    do {
+        ca = fgetc(fa), cb = fgetc(fb);
+        assert_int_equal(ca, cb);
+        len++;
+    } while (ca != EOF);
+    fclose(fa);
+    fclose(fb);
+    assert_true(len > 1000);
+    assert_int_equal(kf_statsfile_load(&g, b, 0x77ull, NULL, &err), KF_OK);
+    assert_int_equal(g.n, f.n);
+    for (int i = 0; i < f.n; i++) assert_same_moments(&g.entries[i]->m, &f.entries[i]->m);
+    kf_statsfile_free(&f);
+    kf_statsfile_free(&g);
+    unlink(a);
+    unlink(b);
+}
+
+// The writer fed whole statsfiles (what analyze --max-memory's layer groups
+// use): two parts load back as the whole; one entry short of the header's
+// count, or aborted, nothing is left at the path.
+static void test_statsfile_writer_parts(void **state) {
+    (void)state;
+    char b[1024];
+    tmp_path(b, sizeof b, "parts");
+    kf_statsfile f, first, rest, g;
+    kf_error err;
+    make_file(&f, 0x99ull);
+    assert_true(f.n >= 2);
+    first = f; // views: the first entry, the others
+    first.n = 1;
+    rest = f;
+    rest.entries = f.entries + 1;
+    rest.n = f.n - 1;
+    kf_statsfile_writer w;
+    assert_int_equal(kf_statsfile_writer_open(&w, b, f.fingerprint, &f.protocol, f.n, &err), KF_OK);
+    assert_int_equal(kf_statsfile_writer_add(&w, &first, &err), KF_OK);
+    assert_int_equal(kf_statsfile_writer_add(&w, &rest, &err), KF_OK);
+    assert_int_equal(kf_statsfile_writer_close(&w, &err), KF_OK);
+    kf_statsfile_writer_abort(&w); // closed: nothing to do
+    assert_int_equal(kf_statsfile_load(&g, b, 0x99ull, NULL, &err), KF_OK);
+    assert_int_equal(g.n, f.n);
+    for (int i = 0; i < f.n; i++) assert_same_moments(&g.entries[i]->m, &f.entries[i]->m);
+    kf_statsfile_free(&g);
+    unlink(b);
+    assert_int_equal(kf_statsfile_writer_open(&w, b, f.fingerprint, &f.protocol, f.n, &err), KF_OK);
+    assert_int_equal(kf_statsfile_writer_add(&w, &rest, &err), KF_OK);
+    assert_int_equal(kf_statsfile_writer_close(&w, &err), KF_ERR_INTERNAL);
+    assert_non_null(strstr(err.msg, "entries written"));
+    assert_int_equal(access(b, F_OK), -1);
+    assert_int_equal(kf_statsfile_writer_open(&w, b, f.fingerprint, &f.protocol, f.n, &err), KF_OK);
+    assert_int_equal(kf_statsfile_writer_add(&w, &first, &err), KF_OK);
+    kf_statsfile_writer_abort(&w);
+    assert_int_equal(access(b, F_OK), -1);
+    kf_statsfile_free(&f);
+}
+
 static void write_bytes(const char *path, const unsigned char *b, size_t n) {
     FILE *fp = fopen(path, "wb");
     assert_non_null(fp);
@@ -401,6 +493,7 @@ int main(void) {
         cmocka_unit_test(test_moments_constant_dim), cmocka_unit_test(test_statsfile_roundtrip),
         cmocka_unit_test(test_statsfile_errors),     cmocka_unit_test(test_moments_f32_vs_numpy),
         cmocka_unit_test(test_statsfile_protocol),   cmocka_unit_test(test_moments_panels),
+        cmocka_unit_test(test_statsfile_writer_pieces), cmocka_unit_test(test_statsfile_writer_parts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -40,6 +40,12 @@ long kf_cli_long(int argc, char **argv, int *i, long lo, long hi) {
     return x;
 }
 
+const char *kf_cli_size_str(char *buf, size_t n, int64_t bytes) {
+    if (bytes >= ((int64_t)1 << 30)) snprintf(buf, n, "%.2f GiB", bytes / 1073741824.0);
+    else snprintf(buf, n, "%.1f MiB", bytes / 1048576.0);
+    return buf;
+}
+
 double kf_cli_double(int argc, char **argv, int *i, double lo, double hi) {
     const char *opt = argv[*i], *v = kf_cli_str(argc, argv, i);
     char *end;
@@ -73,6 +79,11 @@ uint64_t kf_cli_bytes(int argc, char **argv, int *i) {
 uint64_t kf_cli_physical_memory(void) {
     const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : (uint64_t)8 << 30;
+}
+
+int64_t kf_cli_default_max_memory(const kf_model *m) {
+    int64_t free_b = ((int64_t)kf_cli_physical_memory() - kf_model_weight_bytes(m)) / 2;
+    return free_b > ((int64_t)256 << 20) ? free_b : (int64_t)256 << 20;
 }
 
 const char *kf_cli_default_model(void) {

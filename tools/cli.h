@@ -21,8 +21,13 @@ long kf_cli_long(int argc, char **argv, int *i, long lo, long hi);
 double kf_cli_double(int argc, char **argv, int *i, double lo, double hi);
 // A size: bytes, or a number with K, M, G or T (powers of 1024, optional B).
 uint64_t kf_cli_bytes(int argc, char **argv, int *i);
+// "1.50 GiB" / "24.0 MiB" into buf.
+const char *kf_cli_size_str(char *buf, size_t n, int64_t bytes);
 // Physical memory of the machine in bytes (8 GiB when it cannot be read).
 uint64_t kf_cli_physical_memory(void);
+// --max-memory's default: half of the physical memory the model's weights
+// leave free, at least 256 MiB.
+int64_t kf_cli_default_max_memory(const kf_model *m);
 
 // The model shipped in the repository (models/llama-gutenberg-6.5m).
 const char *kf_cli_default_model(void);
@@ -61,6 +66,7 @@ int kf_cmd_moefy(int argc, char **argv);
 int kf_cmd_specialise(int argc, char **argv);
 int kf_cmd_convert(int argc, char **argv);
 int kf_cmd_probe(int argc, char **argv);
+int kf_cmd_classify(int argc, char **argv);
 int kf_cmd_recover(int argc, char **argv);
 
 #endif

@@ -1,8 +1,10 @@
-// kfuse compress MODEL [-f CALIB.txt] --method fold|prune-magnitude|prune-wanda|prune-act|random|drop-layers
+// kfuse compress MODEL [-f CALIB.txt] --method fold|prune-magnitude|prune-wanda|prune-act|random|drop-layers|
+//   prune-task --task PROBE_DIR (the FFN neurons a `kfuse probe --features ffn` ranks highest)
 //   [--widths w0,w1,.. | --ffn-keep F | --target-params F | --max-ppl-increase P | --thresholds analysis.json |
 //    --drop N [--merge]]
 //   [--uniform --no-refit --lambda X --group ls|corr-energy|corr|kmeans-act|kmeans-weight --stats FILE
-//    --tokens N --ctx N --seed S --json] -o OUT [--format hf|gguf|llama2c] [--dtype f32|f16|bf16|q8_0]
+//    --tokens N --ctx N --seed S --json --max-memory SIZE --recompute] -o OUT [--format hf|gguf|llama2c]
+//   [--dtype f32|f16|bf16|q8_0]
 //   [--recover TRAIN.txt --recover-train all|ffn|lora --recover-tokens N --recover-lr LR --recover-batch B
 //    --recover-ctx T --recover-eval FILE]
 // Weights are written in the dtype the model was loaded from unless --dtype says otherwise.
@@ -10,6 +12,10 @@
 // met, bad widths or statistics from another model stop with one line and no
 // output. --recover distils the result from MODEL before it is saved
 // (tools/recover_chain.h), as `kfuse recover` on the saved model would.
+// One layer's statistics are held at a time; --max-memory (default: half the
+// memory the weights leave) must allow the largest layer's, checked with a
+// plan line before any work. Each layer's calibration pass starts from the
+// residual stream cached on disk (--recompute: from the embeddings).
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -26,11 +32,13 @@
 #include "core/file.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
+#include "probe/classifier.h"
 #include "report/analysis_json.h"
 #include "transform/compress.h"
 #include "transform/refit.h"
 
-static const char *method_names[] = {"fold", "prune-magnitude", "prune-wanda", "prune-act", "random", "drop-layers"};
+static const char *method_names[] = {"fold",   "prune-magnitude", "prune-wanda", "prune-act",
+                                     "random", "drop-layers",     "prune-task"};
 static const char *group_names[] = {"corr", "kmeans-act", "kmeans-weight", "corr-energy", "ls"};
 #define N_NAMES(a) ((int)(sizeof(a) / sizeof *(a)))
 
@@ -86,11 +94,13 @@ static void on_trial(void *user, double keep, double ppl, double limit) {
 
 int kf_cmd_compress(int argc, char **argv) {
     const char *path = NULL, *calib = NULL, *out = NULL, *format = "hf", *stats_path = NULL, *thr_path = NULL,
-               *dtype_name = NULL;
+               *dtype_name = NULL, *task_dir = NULL;
     int method = -1, group = KF_GROUP_LS, n_w = 0, n_drop = 0, ctx = 256;
     int widths[1024];
     double keep = 0, target = 0, max_inc = -1, lambda = KF_REFIT_LAMBDA;
     long n_tokens = 65536, seed = 1;
+    int64_t max_memory = 0;
+    bool recompute = false;
     bool refit = true, uniform = false, json = false, merge = false;
     kf_cli_recover_chain rc;
     kf_cli_recover_chain_init(&rc);
@@ -109,6 +119,7 @@ int kf_cmd_compress(int argc, char **argv) {
         else if (!strcmp(a, "--max-ppl-increase")) max_inc = kf_cli_double(argc, argv, &i, 0, 1e6);
         else if (!strcmp(a, "--thresholds")) thr_path = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--drop")) n_drop = (int)kf_cli_long(argc, argv, &i, 1, 1 << 20);
+        else if (!strcmp(a, "--task")) task_dir = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--stats")) stats_path = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--lambda")) lambda = kf_cli_double(argc, argv, &i, 0, 1e6);
         else if (!strcmp(a, "--tokens")) n_tokens = kf_cli_long(argc, argv, &i, 2, 1L << 40);
@@ -118,11 +129,16 @@ int kf_cmd_compress(int argc, char **argv) {
         else if (!strcmp(a, "--uniform")) uniform = true;
         else if (!strcmp(a, "--merge")) merge = true;
         else if (!strcmp(a, "--json")) json = true;
+        else if (!strcmp(a, "--max-memory")) max_memory = (int64_t)kf_cli_bytes(argc, argv, &i);
+        else if (!strcmp(a, "--recompute")) recompute = true;
         else if (a[0] == '-') kf_cli_failf("compress: unknown option %s", a);
         else if (!path) path = a;
         else kf_cli_failf("compress: unexpected argument %s", a);
     }
     if (!path) kf_cli_failf("compress: MODEL is required");
+    if (task_dir && method < 0) method = KF_CMP_PRUNE_TASK;
+    if ((method == KF_CMP_PRUNE_TASK) != (task_dir != NULL))
+        kf_cli_failf("compress: --task PROBE_DIR goes with --method prune-task (its default), and only with it");
     if (method < 0) kf_cli_failf("compress: --method is required (%s, ...)", method_names[0]);
     if (!out) kf_cli_failf("compress: -o OUT is required");
     kf_format fmt;
@@ -143,7 +159,11 @@ int kf_cmd_compress(int argc, char **argv) {
 
     // The tokenizer is needed to encode calibration and training text and for GGUF's vocabulary.
     kf_tokenizer *tok = NULL;
-    kf_model *m = kf_cli_load_model(path, calib || rc.text || !strcmp(format, "gguf") ? &tok : NULL);
+    // Compressing layer by layer works on one layer in fp32 at a time (kf_compress_run): the weights stay in
+    // their file's dtype; the allocation, drop-layers and recovery read every layer in fp32.
+    const bool keep_dtype = method != KF_CMP_DROP_LAYERS && target <= 0 && max_inc < 0 && !rc.text;
+    kf_model *m = (keep_dtype ? kf_cli_load_model_run : kf_cli_load_model)(
+        path, calib || rc.text || !strcmp(format, "gguf") ? &tok : NULL);
     const kf_dtype dtype = kf_cli_save_dtype("compress", dtype_name, m, fmt); // before any work
     if (rc.text) kf_cli_recover_chain_prepare("compress", &rc, tok);
     const int bos = tok ? kf_tokenizer_bos(tok) : m->bos_id;
@@ -154,6 +174,8 @@ int kf_cmd_compress(int argc, char **argv) {
     const kf_calib_protocol run = kf_calib_protocol_make(ctx, bos); // a statistics file must share its windows
     if (stats_path && kf_statsfile_load(&stats, stats_path, kf_model_fingerprint(m), &run, &err) != KF_OK)
         kf_cli_fail(&err);
+    double **task_scores = NULL;
+    if (task_dir && kf_task_scores_read(task_dir, m, &task_scores, &err) != KF_OK) kf_cli_fail(&err);
     if (n_w && n_w != L) kf_cli_failf("compress: --widths lists %d widths, the model has %d layers", n_w, L);
     for (int l = 0; l < n_w; l++)
         if (widths[l] > m->layers[l].n_ff)
@@ -164,6 +186,29 @@ int kf_cmd_compress(int argc, char **argv) {
     if (uniform && n_w)
         for (int l = 1; l < L; l++)
             if (widths[l] != widths[0]) kf_cli_failf("compress: --uniform with widths that differ per layer");
+
+    kf_compress_opts o;
+    kf_compress_opts_default(&o);
+    o.method = (kf_cmp_method)method;
+    o.group = (kf_group_kind)group;
+    o.refit = refit && method != KF_CMP_DROP_LAYERS;
+    o.lambda_rel = lambda;
+    o.seed = (uint64_t)seed;
+    o.ctx = ctx;
+    o.n_drop = n_drop;
+    o.merge = merge;
+    o.stats = stats_path ? &stats : NULL;
+    o.task_scores = (const double *const *)task_scores;
+    o.max_memory = max_memory > 0 ? max_memory : kf_cli_default_max_memory(m);
+    o.recompute = recompute;
+    {
+        int worst;
+        const int64_t need = kf_compress_bytes(m, &o, n_w ? widths : NULL, &worst);
+        char b0[32], b1[32];
+        if (need > o.max_memory)
+            kf_cli_failf("compress: --max-memory %s is too small: layer %d needs %s", kf_cli_size_str(b0, sizeof b0,
+                         o.max_memory), worst, kf_cli_size_str(b1, sizeof b1, need));
+    }
 
     int32_t *ids = NULL;
     size_t n_ids = 0;
@@ -177,17 +222,6 @@ int kf_cmd_compress(int argc, char **argv) {
                      method == KF_CMP_DROP_LAYERS ? "" : refit ? " with refit (or --stats FILE)" : " (or --stats FILE)");
     }
 
-    kf_compress_opts o;
-    kf_compress_opts_default(&o);
-    o.method = (kf_cmp_method)method;
-    o.group = (kf_group_kind)group;
-    o.refit = refit && method != KF_CMP_DROP_LAYERS;
-    o.lambda_rel = lambda;
-    o.seed = (uint64_t)seed;
-    o.ctx = ctx;
-    o.n_drop = n_drop;
-    o.merge = merge;
-    o.stats = stats_path ? &stats : NULL;
     double *thr = thr_path ? read_thresholds(thr_path, L) : NULL;
     o.thresholds = thr;
     double ppl0 = 0, ppl_found = 0;
@@ -230,6 +264,17 @@ int kf_cmd_compress(int argc, char **argv) {
         n_w = L;
     }
     if (n_w) o.widths = widths;
+    if (method != KF_CMP_DROP_LAYERS && !stats_path) { // the plan, once the widths are known
+        int worst, changed = 0;
+        const int64_t need = kf_compress_bytes(m, &o, o.widths, &worst);
+        for (int l = 0; l < L; l++) changed += !o.widths || widths[l] != m->layers[l].n_ff;
+        char b0[32], b1[32];
+        if (need > 0)
+            fprintf(stderr, "compress: plan: %d calibration passes (one per layer changed, %s), statistics memory %s "
+                            "of --max-memory %s (one layer at a time)\n", changed,
+                    recompute ? "each from the embeddings" : "each from the residual stream cached on disk",
+                    kf_cli_size_str(b0, sizeof b0, need), kf_cli_size_str(b1, sizeof b1, o.max_memory));
+    }
     kf_compress_report rep;
     kf_status s = kf_compress_run(m, ids, (int64_t)n_ids, bos, &o, &rep, &err);
     kf_progress_done(&bar);
@@ -245,6 +290,7 @@ int kf_cmd_compress(int argc, char **argv) {
     cJSON_AddStringToObject(o_js, "model", path);
     cJSON_AddStringToObject(o_js, "method", method_names[method]);
     if (method == KF_CMP_FOLD) cJSON_AddStringToObject(o_js, "group", group_names[group]);
+    if (task_dir) cJSON_AddStringToObject(o_js, "task", task_dir);
     cJSON_AddBoolToObject(o_js, "refit", o.refit);
     if (o.refit) cJSON_AddNumberToObject(o_js, "lambda_rel", lambda);
     cJSON_AddStringToObject(o_js, "calibration", calib ? calib : "");
@@ -287,6 +333,7 @@ int kf_cmd_compress(int argc, char **argv) {
         fprintf(stderr, "compress: %s, %lld -> %lld parameters in %.1f s, written to %s (%s)\n", method_names[method],
                 (long long)params0, (long long)kf_model_n_params(m), secs, out, format);
     kf_compress_report_free(&rep);
+    kf_task_scores_free(task_scores, L);
     kf_statsfile_free(&stats);
     free(thr);
     free(ids);

@@ -26,7 +26,14 @@ static void on_chunk(void *user, int chunk, int n_chunks, const kf_ppl_result *r
     kf_progress_update(user, chunk + 1, extra);
 }
 
-static cJSON *side_json(const char *path, const kf_model *m, const kf_ppl_result *p, const kf_bench_result *b) {
+// What the output says of a model's size, kept after the model is freed.
+typedef struct {
+    int64_t params, bytes;
+} model_size;
+
+static model_size size_of(const kf_model *m) { return (model_size){kf_model_n_params(m), kf_model_weight_bytes(m)}; }
+
+static cJSON *side_json(const char *path, model_size m, const kf_ppl_result *p, const kf_bench_result *b) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "path", path);
     if (p) {
@@ -34,8 +41,8 @@ static cJSON *side_json(const char *path, const kf_model *m, const kf_ppl_result
         cJSON_AddNumberToObject(o, "ppl_se", p->ppl_se);
         cJSON_AddNumberToObject(o, "nll_mean", p->nll_mean);
     }
-    cJSON_AddNumberToObject(o, "params", (double)kf_model_n_params(m));
-    cJSON_AddNumberToObject(o, "weight_bytes", (double)kf_model_weight_bytes(m));
+    cJSON_AddNumberToObject(o, "params", (double)m.params);
+    cJSON_AddNumberToObject(o, "weight_bytes", (double)m.bytes);
     if (b) {
         cJSON_AddNumberToObject(o, "prefill_tps", b->pp.median);
         cJSON_AddNumberToObject(o, "decode_tps", b->tg.median);
@@ -86,8 +93,8 @@ static cJSON *perturbed_json(const perturbed_run *pr, const kf_compare_result *c
     return o;
 }
 
-static cJSON *result_json(const char *text_path, int ctx, size_t n_ids, const char *path, const kf_model *m,
-                          const char *ref_path, const kf_model *ref, const kf_compare_result *r,
+static cJSON *result_json(const char *text_path, int ctx, size_t n_ids, const char *path, model_size m,
+                          const char *ref_path, const model_size *ref, const kf_compare_result *r,
                           const kf_bench_result *bm, const kf_bench_result *br, const int bench_pnr[3]) {
     cJSON *o = cJSON_CreateObject();
     if (r) {
@@ -102,7 +109,7 @@ static cJSON *result_json(const char *text_path, int ctx, size_t n_ids, const ch
         cJSON_AddNumberToObject(o, "ffn_share", r->ffn_share);
     }
     cJSON_AddItemToObject(o, "model", side_json(path, m, r ? &r->model : NULL, bm));
-    if (ref) cJSON_AddItemToObject(o, "ref", side_json(ref_path, ref, r ? &r->ref : NULL, br));
+    if (ref) cJSON_AddItemToObject(o, "ref", side_json(ref_path, *ref, r ? &r->ref : NULL, br));
     if (bm) {
         cJSON_AddNumberToObject(o, "bench_prompt", bench_pnr[0]);
         cJSON_AddNumberToObject(o, "bench_gen", bench_pnr[1]);
@@ -111,14 +118,14 @@ static cJSON *result_json(const char *text_path, int ctx, size_t n_ids, const ch
     return o;
 }
 
-static void print_text(const char *text_path, int ctx, const char *path, const kf_model *m, const kf_model *ref,
+static void print_text(const char *text_path, int ctx, const char *path, model_size m, model_size ref,
                        const kf_compare_result *r, const kf_bench_result *bm, const kf_bench_result *br,
                        const int bench_pnr[3]) {
     printf("%s vs reference on %s: %lld tokens scored (ctx %d)\n", path, text_path, (long long)r->n_scored, ctx);
     printf("%-10s %12s %12s\n", "", "model", "reference");
     printf("%-10s %12.4f %12.4f\n", "ppl", r->model.ppl, r->ref.ppl);
-    printf("%-10s %12lld %12lld\n", "params", (long long)kf_model_n_params(m), (long long)kf_model_n_params(ref));
-    printf("%-10s %12lld %12lld\n", "bytes", (long long)kf_model_weight_bytes(m), (long long)kf_model_weight_bytes(ref));
+    printf("%-10s %12lld %12lld\n", "params", (long long)m.params, (long long)ref.params);
+    printf("%-10s %12lld %12lld\n", "bytes", (long long)m.bytes, (long long)ref.bytes);
     if (r->ffn_share < 1) printf("%-10s %12.4f %12.4f  (FFN neurons computed per token)\n", "ffn share", r->ffn_share, 1.0);
     if (bm) {
         printf("%-10s %12.1f %12.1f  (tokens/s, prompt %d)\n", "prefill", bm->pp.median, br->pp.median, bench_pnr[0]);
@@ -210,20 +217,21 @@ int kf_cmd_eval(int argc, char **argv) {
             free(paths);
             kf_cli_fail(&err);
         }
+    // Without BLiMP the reference is needed only for its own pass: it runs
+    // first, its logits cached on disk, and is freed before any model runs,
+    // so the reference and a model are never resident together (the result
+    // is the same, bit for bit).
+    const bool ref_first = ref && !blimp_path;
+    const model_size ref_size = ref ? size_of(ref) : (model_size){0, 0};
     size_t n_ids = 0;
+    int32_t *ids = NULL, *pids = NULL;
     kf_compare_result *r = NULL;
     perturbed_run pr = {.spec = perturb};
+    kf_eval_ref_cache cache = {.fd = -1}, pcache = {.fd = -1};
     if (text_path) {
-        int32_t *ids = kf_cli_tokenize_file(tok, text_path, true, &n_ids);
+        ids = kf_cli_tokenize_file(tok, text_path, true, &n_ids);
         if (chunks && n_ids > (size_t)chunks * (size_t)ctx) n_ids = (size_t)chunks * (size_t)ctx;
-        kf_progress bar;
-        kf_progress_init(&bar, "eval", "windows", (int64_t)(n_ids / (size_t)ctx));
         if (!(r = calloc((size_t)n_models, sizeof *r))) kf_cli_failf("eval: out of memory");
-        kf_status s = kf_eval_compare_many((const kf_model *const *)ms, n_models, ref, ids, (int64_t)n_ids, ctx,
-                                           kf_tokenizer_bos(tok), r, on_chunk, &bar, &err);
-        kf_progress_done(&bar);
-        if (s != KF_OK) kf_cli_fail(&err);
-        free(ids);
     }
     if (perturb) {
         size_t len, plen;
@@ -232,20 +240,56 @@ int kf_cmd_eval(int argc, char **argv) {
         if (kf_perturb_typo(text, len, &popts, &noisy, &plen, &pr.st, &e) != KF_OK)
             kf_cli_failf("%s: %s", text_path, e.msg);
         free(text);
-        int32_t *ids;
-        if (kf_tokenizer_encode(tok, noisy, plen, true, &ids, &pr.n_ids, &e) != KF_OK)
+        if (kf_tokenizer_encode(tok, noisy, plen, true, &pids, &pr.n_ids, &e) != KF_OK)
             kf_cli_failf("%s (perturbed): %s", text_path, e.msg);
         free(noisy);
         if (chunks && pr.n_ids > (size_t)chunks * (size_t)ctx) pr.n_ids = (size_t)chunks * (size_t)ctx;
-        kf_progress bar;
-        kf_progress_init(&bar, "eval typo", "windows", (int64_t)(pr.n_ids / (size_t)ctx));
         if (!(pr.r = calloc((size_t)n_models, sizeof *pr.r))) kf_cli_failf("eval: out of memory");
-        kf_status s = kf_eval_compare_many((const kf_model *const *)ms, n_models, ref, ids, (int64_t)pr.n_ids, ctx,
-                                           kf_tokenizer_bos(tok), pr.r, on_chunk, &bar, &err);
-        kf_progress_done(&bar);
-        if (s != KF_OK) kf_cli_fail(&err);
-        free(ids);
     }
+    kf_bench_result br;
+    if (ref_first) {
+        kf_progress bar;
+        kf_progress_init(&bar, "eval reference", "windows", 1);
+        if (text_path &&
+            kf_eval_ref_cache_make(ref, ids, (int64_t)n_ids, ctx, kf_tokenizer_bos(tok), &cache, &err) != KF_OK)
+            kf_cli_fail(&err);
+        if (perturb &&
+            kf_eval_ref_cache_make(ref, pids, (int64_t)pr.n_ids, ctx, kf_tokenizer_bos(tok), &pcache, &err) != KF_OK)
+            kf_cli_fail(&err);
+        kf_progress_update(&bar, 1, NULL);
+        kf_progress_done(&bar);
+        if (bench && kf_bench_run(ref, bench_p, bench_n, bench_r, &br, &err) != KF_OK) kf_cli_fail(&err);
+        kf_model_free(ref);
+        ref = NULL;
+    }
+    // the comparisons: clean text, then perturbed
+    for (int pass = 0; pass < 2; pass++) {
+        const int32_t *t = pass ? pids : ids;
+        const size_t n = pass ? pr.n_ids : n_ids;
+        kf_compare_result *out = pass ? pr.r : r;
+        if (!t) continue;
+        if (ref_first) {
+            for (int k = 0; k < n_models; k++) {
+                kf_progress bar;
+                kf_progress_init(&bar, pass ? "eval typo" : "eval", "windows", (int64_t)(n / (size_t)ctx));
+                kf_status s = kf_eval_compare_cached(ms[k], pass ? &pcache : &cache, t, (int64_t)n, &out[k], on_chunk,
+                                                     &bar, &err);
+                kf_progress_done(&bar);
+                if (s != KF_OK) kf_cli_fail(&err);
+            }
+        } else {
+            kf_progress bar;
+            kf_progress_init(&bar, pass ? "eval typo" : "eval", "windows", (int64_t)(n / (size_t)ctx));
+            kf_status s = kf_eval_compare_many((const kf_model *const *)ms, n_models, ref, t, (int64_t)n, ctx,
+                                               kf_tokenizer_bos(tok), out, on_chunk, &bar, &err);
+            kf_progress_done(&bar);
+            if (s != KF_OK) kf_cli_fail(&err);
+        }
+    }
+    kf_eval_ref_cache_free(&cache);
+    kf_eval_ref_cache_free(&pcache);
+    free(ids);
+    free(pids);
     // BLiMP columns: the models, then the reference
     const int n_cols = n_models + (ref != NULL);
     kf_cli_blimp blimp = {0};
@@ -258,24 +302,24 @@ int kf_cmd_eval(int argc, char **argv) {
         kf_cli_blimp_run(&blimp, blimp_path, task_pairs, tok, cols, names, n_cols);
         if (scores_path) kf_cli_blimp_write_scores(&blimp, scores_path, names);
     }
-    kf_bench_result *bm = calloc((size_t)n_models, sizeof *bm), br;
+    kf_bench_result *bm = calloc((size_t)n_models, sizeof *bm);
     if (!bm) kf_cli_failf("eval: out of memory");
     if (bench) {
         // All measured in this process, one after the other.
         for (int k = 0; k < n_models; k++)
             if (kf_bench_run(ms[k], bench_p, bench_n, bench_r, &bm[k], &err) != KF_OK) kf_cli_fail(&err);
-        if (ref && kf_bench_run(ref, bench_p, bench_n, bench_r, &br, &err) != KF_OK) kf_cli_fail(&err);
+        if (ref && !ref_first && kf_bench_run(ref, bench_p, bench_n, bench_r, &br, &err) != KF_OK) kf_cli_fail(&err);
     }
     const int pnr[3] = {bench_p, bench_n, bench_r};
     if (json) {
         cJSON *all = n_models > 1 ? cJSON_CreateArray() : NULL;
         for (int k = 0; k < n_models; k++) {
-            cJSON *o = result_json(text_path, ctx, n_ids, paths[k], ms[k], ref_path, ref, r ? &r[k] : NULL,
-                                   bench ? &bm[k] : NULL, bench && ref ? &br : NULL, pnr);
+            cJSON *o = result_json(text_path, ctx, n_ids, paths[k], size_of(ms[k]), ref_path, ref_path ? &ref_size : NULL,
+                                   r ? &r[k] : NULL, bench ? &bm[k] : NULL, bench && ref_path ? &br : NULL, pnr);
             if (perturb) cJSON_AddItemToObject(o, "perturbed", perturbed_json(&pr, &r[k], &pr.r[k]));
             if (blimp_path) {
                 cJSON_AddItemToObject(cJSON_GetObjectItem(o, "model"), "blimp", kf_cli_blimp_json(&blimp, k));
-                if (ref) cJSON_AddItemToObject(cJSON_GetObjectItem(o, "ref"), "blimp", kf_cli_blimp_json(&blimp, n_models));
+                if (ref_path) cJSON_AddItemToObject(cJSON_GetObjectItem(o, "ref"), "blimp", kf_cli_blimp_json(&blimp, n_models));
             }
             if (!all) kf_cli_print_json(o, true);
             else cJSON_AddItemToArray(all, o);
@@ -283,13 +327,13 @@ int kf_cmd_eval(int argc, char **argv) {
         if (all) kf_cli_print_json(all, true);
     } else {
         for (int k = 0; k < n_models; k++) {
-            if (r) print_text(text_path, ctx, paths[k], ms[k], ref, &r[k], bench ? &bm[k] : NULL, bench ? &br : NULL, pnr);
+            if (r) print_text(text_path, ctx, paths[k], size_of(ms[k]), ref_size, &r[k], bench ? &bm[k] : NULL, bench ? &br : NULL, pnr);
             else if (bench)
                 printf("%s: prefill %.1f tokens/s (prompt %d), decode %.1f tokens/s (%d tokens)\n", paths[k],
                        bm[k].pp.median, bench_p, bm[k].tg.median, bench_n);
             if (perturb) print_perturbed(&pr, &r[k], &pr.r[k]);
         }
-        if (!r && bench && ref)
+        if (!r && bench && ref_path)
             printf("%s: prefill %.1f tokens/s (prompt %d), decode %.1f tokens/s (%d tokens)\n", ref_path, br.pp.median,
                    bench_p, br.tg.median, bench_n);
         if (blimp_path) kf_cli_blimp_print(&blimp, names);

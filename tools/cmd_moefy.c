@@ -1,12 +1,16 @@
 // kfuse moefy MODEL -f CALIB.txt --experts E [--split kmeans|coact|fold]
 //   [--router similarity|linear|mlp|oracle] [--top-k K | --share P | --coverage T]
 //   [--stats FILE --tokens N --router-tokens N --ctx N --hidden H --epochs N --lr X
-//    --fold-keep P --seed S --format hf|gguf --dtype f32|f16|bf16|q8_0 --json] -o OUT
+//    --fold-keep P --seed S --format hf|gguf --dtype f32|f16|bf16|q8_0 --json --max-memory SIZE] -o OUT
 //   [--recover TRAIN.txt --recover-train router|ffn|all|lora --recover-tokens N --recover-eval FILE]
 // --recover distils the MoEfied model from the original before it is saved
 // (tools/recover_chain.h; default: the routers only, trained end to end).
 // Weights are written in the dtype the model was loaded from unless --dtype
 // says otherwise; routers are F32.
+// --max-memory (default: half the memory the weights leave) bounds the
+// statistics of the coact and fold splits: layers then go in groups, one
+// calibration pass each; a plan line says so before any work, and a cap too
+// small for one layer fails with one line.
 // Turns every FFN layer into E equal experts with a router (src/moe/moefy.h),
 // writes the model (HF folder, or GGUF), prints a JSON summary on stdout.
 #include <cjson/cJSON.h>
@@ -72,6 +76,7 @@ int kf_cmd_moefy(int argc, char **argv) {
         else if (!strcmp(a, "--format")) format = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--dtype")) dtype_name = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--json")) json = true;
+        else if (!strcmp(a, "--max-memory")) o.max_memory = (int64_t)kf_cli_bytes(argc, argv, &i);
         else if (a[0] == '-') kf_cli_failf("moefy: unknown option %s", a);
         else if (!path) path = a;
         else kf_cli_failf("moefy: unexpected argument %s", a);
@@ -108,6 +113,17 @@ int kf_cmd_moefy(int argc, char **argv) {
         if (kf_statsfile_load(&stats, stats_path, kf_model_fingerprint(m), &run, &err) != KF_OK) kf_cli_fail(&err);
         o.stats = &stats;
     }
+    if (o.max_memory == 0) o.max_memory = kf_cli_default_max_memory(m);
+    kf_moefy_plan plan;
+    if (kf_moefy_plan_make(m, &o, &plan, &err) != KF_OK) kf_cli_fail(&err);
+    if (plan.bytes > 0) {
+        char b0[32], b1[32], b2[32];
+        fprintf(stderr, "moefy: plan: %d statistics pass%s, statistics memory %s of --max-memory %s (one pass would need "
+                        "%s)\n", plan.n_groups, plan.n_groups > 1 ? "es (layer groups)" : "",
+                kf_cli_size_str(b0, sizeof b0, plan.bytes), kf_cli_size_str(b1, sizeof b1, o.max_memory),
+                kf_cli_size_str(b2, sizeof b2, plan.bytes_one_pass));
+    }
+    kf_moefy_plan_free(&plan);
     size_t n_ids = 0;
     int32_t *ids = kf_cli_tokenize_file(tok, calib, true, &n_ids);
     if (rc.text) kf_cli_recover_chain_prepare("moefy", &rc, tok);

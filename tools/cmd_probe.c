@@ -13,6 +13,8 @@
 #include "cli.h"
 #include "core/file.h"
 #include "core/progress.h"
+#include "io/save.h"
+#include "probe/classifier.h"
 #include "probe/dalvi.h"
 #include "probe/features.h"
 #include "probe/report.h"
@@ -58,7 +60,7 @@ static int parse_grid(const char *s, double *g, int cap) {
 }
 
 int kf_cmd_probe(int argc, char **argv) {
-    const char *path = NULL, *task = NULL, *out_dir = NULL, *files[3] = {NULL, NULL, NULL};
+    const char *path = NULL, *task = NULL, *out_dir = NULL, *export_dir = NULL, *files[3] = {NULL, NULL, NULL};
     const char *text_col = "sentence", *agg_name = NULL, *feat_name = "residual";
     int64_t max_train = 150000, max_eval = 0;
     bool f16 = false, control = true, json = false, random_init = false;
@@ -72,6 +74,7 @@ int kf_cmd_probe(int argc, char **argv) {
         else if (!strcmp(argv[i], "--dev")) files[1] = kf_cli_str(argc, argv, &i);
         else if (!strcmp(argv[i], "--test")) files[2] = kf_cli_str(argc, argv, &i);
         else if (!strcmp(argv[i], "-o")) out_dir = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(argv[i], "--export")) export_dir = kf_cli_str(argc, argv, &i);
         else if (!strcmp(argv[i], "--text-column")) text_col = kf_cli_str(argc, argv, &i);
         else if (!strcmp(argv[i], "--agg")) agg_name = kf_cli_str(argc, argv, &i);
         else if (!strcmp(argv[i], "--features")) feat_name = kf_cli_str(argc, argv, &i);
@@ -104,6 +107,7 @@ int kf_cmd_probe(int argc, char **argv) {
     if (!files[0] || !files[1] || !files[2]) kf_cli_failf("probe: --train, --dev and --test are required");
     if (!out_dir) kf_cli_failf("probe: -o DIR is required");
     if (!path) path = kf_cli_default_model();
+    if (export_dir && o.blocks_only) kf_cli_failf("probe: --export needs the whole pipeline, not --blocks-only");
     kf_task_kind kind;
     int col = -1;
     const char *label_col = NULL;
@@ -209,6 +213,32 @@ int kf_cmd_probe(int argc, char **argv) {
     kf_progress_done(&view.bar);
     if (s != KF_OK) kf_cli_fail(&err);
     if (kf_probe_report_write(&info, &r, out_dir, &err) != KF_OK) kf_cli_fail(&err);
+    // Every per-block probe's weights (K, columns): the task ranking `kfuse compress --task` reads.
+    snprintf(p2, sizeof p2, "%s/block_weights.npy", out_dir);
+    if (kf_npy_write(p2, "<f4", r.block_w, 4, labels.n, r.n_neurons, &err) != KF_OK) kf_cli_fail(&err);
+    if (export_dir) {
+        // The model truncated after the last block LayerSelector kept, and the final probe.
+        kf_classifier cl = {.kind = kind, .features = fkind, .agg = agg, .f16 = f16, .batch_tokens = batch_tokens,
+                            .labels = labels, .n_layer_full = m->n_layer, .ls_blocks = r.ls_blocks,
+                            .n_cols = r.n_selected, .cols = r.selected, .mean = r.final_mean,
+                            .inv_std = r.final_inv_std, .lr = r.final_model, .probe_dev_acc = r.final_dev,
+                            .probe_test_acc = r.final_test};
+        snprintf(cl.task, sizeof cl.task, "%s", task);
+        snprintf(cl.text_column, sizeof cl.text_column, "%s", text_col);
+        cl.n_layer_kept = kf_classifier_layers_needed(fkind, r.ls_blocks);
+        if (kf_model_truncate(m, cl.n_layer_kept, &err) != KF_OK) kf_cli_fail(&err);
+        make_dir(export_dir);
+        char mdir[1100], cpath[1100];
+        snprintf(mdir, sizeof mdir, "%s/model", export_dir);
+        snprintf(cpath, sizeof cpath, "%s/classifier.json", export_dir);
+        kf_save_opts so = {.format = KF_FORMAT_HF, .dtype = kf_cli_save_dtype("probe", NULL, m, KF_FORMAT_HF),
+                           .tok = tok, .tokenizer_dir = kf_dir_exists(path) ? path : NULL};
+        kf_cli_save_model("probe", m, mdir, &so);
+        if (kf_classifier_write(&cl, cpath, &err) != KF_OK) kf_cli_fail(&err);
+        if (!json)
+            fprintf(stderr, "probe: exported %d of %d layers and a classifier of %d neurons to %s\n", cl.n_layer_kept,
+                    cl.n_layer_full, cl.n_cols, export_dir);
+    }
     if (json) {
         kf_cli_print_json(kf_probe_to_json(&info, &r), true);
     } else {

@@ -5,16 +5,21 @@
 
 static kf_status nomem(kf_error *err) { return kf_error_set(err, KF_ERR_NOMEM, "analysis: out of memory"); }
 
-kf_status kf_analysis_result_init(kf_analysis_result *r, int n_layer, kf_error *err) {
+kf_status kf_analysis_result_init(kf_analysis_result *r, int n_layer, int n_ranks, kf_error *err) {
     memset(r, 0, sizeof *r);
-    if (n_layer < 1) return kf_error_set(err, KF_ERR_ARG, "analysis: %d layers", n_layer);
+    if (n_layer < 1 || n_ranks < 1) return kf_error_set(err, KF_ERR_ARG, "analysis: %d layers, %d ranks", n_layer, n_ranks);
     const size_t R = (size_t)n_layer + 1;
     r->n_layer = n_layer;
     r->cka = calloc(R * R, sizeof *r->cka);
     r->resid_redundancy = calloc(R * KF_ANALYSIS_N_T, sizeof *r->resid_redundancy);
     r->resid_seconds = calloc(R, sizeof *r->resid_seconds);
     r->layers = calloc((size_t)n_layer, sizeof *r->layers);
-    return r->cka && r->resid_redundancy && r->resid_seconds && r->layers ? KF_OK : nomem(err);
+    r->ranks = n_ranks;
+    r->layer_owner = calloc((size_t)n_layer, sizeof *r->layer_owner);
+    r->rank_ffn_stats_bytes = calloc((size_t)n_ranks, sizeof *r->rank_ffn_stats_bytes);
+    return r->cka && r->resid_redundancy && r->resid_seconds && r->layers && r->layer_owner && r->rank_ffn_stats_bytes
+               ? KF_OK
+               : nomem(err);
 }
 
 kf_status kf_analysis_kmeans_init(kf_analysis_kmeans *km, int k, int n_candidates, int n_ff, kf_error *err) {
@@ -68,5 +73,7 @@ void kf_analysis_result_free(kf_analysis_result *r) {
     free(r->cka);
     free(r->resid_redundancy);
     free(r->resid_seconds);
+    free(r->layer_owner);
+    free(r->rank_ffn_stats_bytes);
     memset(r, 0, sizeof *r);
 }

@@ -72,6 +72,12 @@ typedef struct {
     int bos_id;                           // first token of every window (-1: windows as in the text)
     uint64_t seed;
     double record_seconds, tokens_per_s;
+    // statistics memory (analyze --shard-layers: each rank holds its layers' FFN statistics)
+    int shard_layers;                     // 1: FFN statistics sharded by layer across the ranks
+    int32_t *layer_owner;                 // (L) rank that held each layer's FFN statistics (0 without sharding)
+    int64_t *rank_ffn_stats_bytes;        // (ranks) bytes of FFN statistics each rank held at once
+                                          // (kf_moments_bytes; with layer groups, the largest group's)
+    int64_t resid_stats_bytes;            // bytes of residual-stream statistics, held by every rank
     // options
     double threshold, epsilon;
     int k, coact_topk, resid_stride, f64_products;
@@ -91,8 +97,9 @@ typedef struct {
 } kf_analysis_result;
 
 // Allocates the per-layer and per-representation arrays of n_layer layers
-// (numbers zero, k-means empty); r must be freed even on failure.
-kf_status kf_analysis_result_init(kf_analysis_result *r, int n_layer, kf_error *err);
+// and the per-rank bytes of n_ranks ranks (numbers zero, k-means empty); r
+// must be freed even on failure.
+kf_status kf_analysis_result_init(kf_analysis_result *r, int n_layer, int n_ranks, kf_error *err);
 // Allocates km's k clusters and n_ff labels (zero, no contexts).
 kf_status kf_analysis_kmeans_init(kf_analysis_kmeans *km, int k, int n_candidates, int n_ff, kf_error *err);
 // Allocates c's n contexts (zero: no text, no ids).

@@ -86,8 +86,16 @@ done:
 
 // Per-layer dynamic threshold: the largest grid t whose cut, and every
 // smaller one, keeps the relative FFN output error <= eps.
+// w_down (C, F) in fp32: the weight itself, or decoded into W (C*F floats)
+// when the model keeps it in its file's dtype.
+static const float *down_f32(const kf_layer *ly, int C, float *W) {
+    if (ly->w_down.dtype == KF_DTYPE_F32) return ly->w_down.data;
+    for (int c = 0; c < C; c++) kf_tensor_row_f32(&ly->w_down, c, W + (size_t)c * ly->n_ff);
+    return W;
+}
+
 static kf_status dynamic_threshold(const kf_model *m, int l, const kf_moments *mo, const kf_linkage *z,
-                                   const kf_analyze_opts *o, kf_analysis_layer *out, kf_error *err) {
+                                   const kf_analyze_opts *o, float *W, kf_analysis_layer *out, kf_error *err) {
     const int F = m->layers[l].n_ff, C = m->n_embd;
     const size_t uF = (size_t)F;
     double *cov = malloc(uF * uF * sizeof *cov), *mean = malloc(uF * sizeof *mean);
@@ -102,7 +110,9 @@ static kf_status dynamic_threshold(const kf_model *m, int l, const kf_moments *m
     if ((st = kf_moments_cov(mo, cov, err)) != KF_OK || (st = kf_moments_mean(mo, mean, err)) != KF_OK) goto done;
     double pop = (double)(mo->n - 1) / (double)mo->n; // unbiased -> population covariance
     for (size_t i = 0; i < uF * uF; i++) cov[i] *= pop;
-    if ((st = kf_thresh_init(&th, m->layers[l].w_down.data, C, F, cov, mean, err)) != KF_OK) goto done;
+    st = kf_thresh_init(&th, down_f32(&m->layers[l], C, W), C, F, cov, mean, err);
+    cov = NULL; // th's now
+    if (st != KF_OK) goto done;
     int j_best = -1, width = F, ok = 1;
     double err_best = 0;
     for (int j = 0; j < KF_ANALYSIS_N_GRID; j++) {
@@ -151,8 +161,8 @@ static int weight_vectors(const kf_layer *ly, int C, float *X) {
     const int F = ly->n_ff, gated = kf_tensor_present(&ly->w_gate), D = gated ? 2 * C : C;
     for (int j = 0; j < F; j++) {
         float *x = X + (size_t)j * D;
-        if (gated) memcpy(x, ly->w_gate.data + (size_t)j * C, (size_t)C * sizeof *x);
-        memcpy(x + (gated ? C : 0), ly->w_up.data + (size_t)j * C, (size_t)C * sizeof *x);
+        if (gated) kf_tensor_row_f32(&ly->w_gate, j, x);
+        kf_tensor_row_f32(&ly->w_up, j, x + (gated ? C : 0));
         double nn = 0;
         for (int i = 0; i < D; i++) nn += (double)x[i] * x[i];
         float inv = nn > 0 ? (float)(1 / sqrt(nn)) : 0;
@@ -162,8 +172,8 @@ static int weight_vectors(const kf_layer *ly, int C, float *X) {
 }
 
 kf_status kf_analyze_ffn_layer(const kf_model *m, int l, const kf_moments *mo, const float *sample, int S,
-                               const kf_analyze_opts *o, double *corr, float *X, kf_analysis_layer *out, double *thr_s,
-                               double *km_s, kf_error *err) {
+                               const kf_analyze_opts *o, double *corr, float *X, float *W, kf_analysis_layer *out,
+                               double *thr_s, double *km_s, kf_error *err) {
     const int F = m->layers[l].n_ff;
     kf_linkage z = {0};
     kf_status st;
@@ -171,7 +181,7 @@ kf_status kf_analyze_ffn_layer(const kf_model *m, int l, const kf_moments *mo, c
     if ((st = kf_analyze_redundancy(corr, F, &z, out->redundancy, &out->clustering_seconds, err)) != KF_OK) return st;
     out->redundancy_at_threshold = kf_linkage_redundancy(&z, o->threshold);
     double t_th = kf_time_now();
-    st = dynamic_threshold(m, l, mo, &z, o, out, err);
+    st = dynamic_threshold(m, l, mo, &z, o, W, out, err);
     *thr_s += kf_time_now() - t_th;
     kf_linkage_free(&z);
     if (st != KF_OK) return st;

@@ -30,6 +30,9 @@ static kf_status npy_write(const char *path, const char *descr, const void *data
 kf_status kf_analysis_dump_npy(const kf_analysis *a, const char *dir, kf_error *err) {
     char path[1024], name[64];
     kf_status st;
+    if (a->shard)
+        return kf_error_set(err, KF_ERR_ARG, "%s: the activation samples are sharded across the ranks; "
+                            "dump them from a run without --shard-layers", dir);
     for (int l = 0; l < a->n_layer; l++) {
         snprintf(name, sizeof name, "ffn_act.%d.npy", l);
         if (!kf_path_join(path, sizeof path, dir, name))

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifdef KF_HAVE_MPI
 #include <mpi.h>
@@ -98,6 +99,13 @@ static void rec_finish_call(recorder *r, int n) {
 
 static void rec_hook(void *user, int layer, kf_hook_point p, float *x, int n, int dim) {
     recorder *r = user;
+#ifdef KF_HAVE_MPI
+    if (r->shard && p == KF_HOOK_BLOCK_IN && layer == 0) kf_analyze_shard_call(r, r->t0, n); // collectives: every call
+    if (r->shard && p == KF_HOOK_FFN_ACT) {
+        kf_analyze_shard_ffn(r, layer, x, n, dim);
+        return;
+    }
+#endif
     if (r->st != KF_OK) return;
     if (p == KF_HOOK_BLOCK_IN && layer == 0) {
         rec_store_resid(r, 0, x, n);
@@ -129,8 +137,7 @@ static kf_status choose_sample(int64_t n, int S, uint64_t seed, int64_t *pos, kf
     return KF_OK;
 }
 
-// Sample slot of every row of the call covering tokens [t0, t0 + n).
-static void fill_slots(int32_t *slot, int64_t t0, int n, const int64_t *pos, int S) {
+void kf_analyze_fill_slots(int32_t *slot, int64_t t0, int n, const int64_t *pos, int S) {
     int lo = 0, hi = S; // first sample >= t0
     while (lo < hi) {
         int mid = (lo + hi) / 2;
@@ -153,7 +160,7 @@ typedef struct {
 
 typedef struct {
     topctx *act, *wgt;   // (L) each
-    double **mu, **isd; // (L) each (F)
+    double *const *mu, *const *isd; // (L) each (F): mean and 1/std of the neurons
     double *csum;        // (max k) scratch
     float *z;            // (max F) scratch
     int64_t t0;          // token index of the call's first row
@@ -270,16 +277,58 @@ static void progress(const kf_analyze_opts *o, const char *stage, int64_t done, 
     if (o->progress) o->progress(o->progress_user, stage, done, total);
 }
 
-static void recorder_free(recorder *r) {
+// Co-activation set size of a layer of F neurons.
+static int ffn_topk(const kf_analyze_opts *o, int F) {
+    int topk = o->coact_topk > 0 ? o->coact_topk : F / 32 > 4 ? F / 32 : 4;
+    return topk > F ? F : topk;
+}
+
+// The residual-stream part of the recorder (moments, CKA, Block Influence,
+// buffers); the accumulators themselves belong to their statsfile.
+static void recorder_drop_resid(recorder *r) {
     free(r->resid);
-    free(r->ffn);
     kf_cka_mb_free(&r->cka);
     free(r->bi);
     free(r->resid_buf);
     free(r->rows);
+    r->resid = NULL, r->bi = NULL, r->resid_buf = NULL, r->rows = NULL, r->resid_all = NULL;
+}
+
+static void recorder_free(recorder *r) {
+    recorder_drop_resid(r);
+    free(r->calls);
+    free(r->gather);
+    free(r->slot_other);
+    free(r->ffn);
     free(r->slot);
 }
 
+// Owner of every layer's FFN statistics among n_ranks ranks, balanced by
+// bytes (kf_moments_bytes): the largest layers first, each to the rank
+// holding the fewest bytes so far (the lowest rank on a tie).
+// load (n_ranks) gets the bytes of each rank.
+static void layer_owners(const kf_model *m, const kf_analyze_opts *o, int n_ranks, int32_t *owner, int64_t *load) {
+    const int L = m->n_layer;
+    for (int i = 0; i < n_ranks; i++) load[i] = 0;
+    for (int l = 0; l < L; l++) owner[l] = -1;
+    for (int done = 0; done < L; done++) {
+        int best = -1;
+        int64_t best_b = -1;
+        for (int l = 0; l < L; l++) {
+            int F = m->layers[l].n_ff;
+            int64_t b = kf_moments_bytes(F, ffn_topk(o, F), !o->f64_products);
+            if (owner[l] < 0 && b > best_b) best = l, best_b = b;
+        }
+        int rk = 0;
+        for (int i = 1; i < n_ranks; i++)
+            if (load[i] < load[rk]) rk = i;
+        owner[best] = rk;
+        load[rk] += best_b;
+    }
+}
+
+// Shapes, sample slots and (sharded) the layer gather's buffers, shared by
+// every pass; no accumulator yet.
 static kf_status recorder_init(recorder *r, const kf_model *m, const kf_analyze_opts *o, kf_analysis *a,
                                kf_error *err) {
     memset(r, 0, sizeof *r);
@@ -293,31 +342,66 @@ static kf_status recorder_init(recorder *r, const kf_model *m, const kf_analyze_
     r->S = a->S;
     r->ffn_sample = a->ffn_sample;
     r->resid_sample = a->resid_sample;
+    r->first = 0, r->end = r->L;
+    r->cache_in = r->cache_out = -1;
     r->ffn = calloc((size_t)r->L, sizeof *r->ffn);
+    r->slot = malloc((size_t)r->N * sizeof *r->slot);
+    if (!r->ffn || !r->slot) return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the recorder");
+    r->shard = a->shard;
+    r->rank = o->rank;
+    r->n_ranks = o->n_ranks;
+    r->owner = a->layer_owner;
+    r->sample_pos = a->sample_pos;
+    if (r->shard) {
+        int max_F = 0;
+        for (int l = 0; l < r->L; l++)
+            if (r->owner[l] == r->rank && m->layers[l].n_ff > max_F) max_F = m->layers[l].n_ff;
+        if ((int64_t)r->N * max_F > INT32_MAX)
+            return kf_error_set(err, KF_ERR_ARG, "analyze: %d rows x %d neurons exceed one MPI message", r->N, max_F);
+        r->calls = calloc((size_t)r->n_ranks * 2, sizeof *r->calls);
+        r->slot_other = malloc((size_t)r->N * sizeof *r->slot_other);
+        r->gather = max_F > 0 ? malloc((size_t)r->N * max_F * sizeof *r->gather) : NULL;
+        if (!r->calls || !r->slot_other || (max_F > 0 && !r->gather))
+            return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the layer gather");
+    }
+    return KF_OK;
+}
+
+// FFN accumulators "layer.<l>.ffn_act" of layers [l0, l1) into stats
+// (sharded: only the layers this rank owns).
+static kf_status recorder_add_ffn(recorder *r, kf_statsfile *stats, const kf_analyze_opts *o, int l0, int l1,
+                                  kf_error *err) {
+    char name[64];
+    kf_status st;
+    for (int l = l0; l < l1; l++) {
+        if (r->shard && r->owner[l] != r->rank) continue; // another rank holds it
+        int F = r->m->layers[l].n_ff;
+        snprintf(name, sizeof name, "layer.%d.ffn_act", l);
+        if ((st = kf_statsfile_add(stats, name, F, ffn_topk(o, F), 1e-6f, &r->ffn[l], err)) != KF_OK) return st;
+        if (!o->f64_products && (st = kf_moments_set_f32(r->ffn[l], err)) != KF_OK) return st;
+    }
+    return KF_OK;
+}
+
+// Residual-stream accumulators ("resid.all" or "resid.<r>") into stats, with
+// the CKA, Block Influence and the buffers the recording needs.
+static kf_status recorder_add_resid(recorder *r, kf_statsfile *stats, const kf_analyze_opts *o, kf_error *err) {
     r->resid = calloc((size_t)r->R, sizeof *r->resid);
     r->bi = calloc((size_t)r->L, sizeof *r->bi);
     r->resid_buf = malloc((size_t)r->R * r->N * r->C * sizeof *r->resid_buf);
-    r->slot = malloc((size_t)r->N * sizeof *r->slot);
     if (r->joint) r->rows = malloc((size_t)KF_MOMENTS_BLOCK * r->R * r->C * sizeof *r->rows);
-    if (!r->ffn || !r->resid || !r->bi || !r->resid_buf || !r->slot || (r->joint && !r->rows))
+    if (!r->resid || !r->bi || !r->resid_buf || (r->joint && !r->rows))
         return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the recorder");
     char name[64];
     kf_status st;
-    for (int l = 0; l < r->L; l++) {
-        int F = m->layers[l].n_ff, topk = o->coact_topk > 0 ? o->coact_topk : F / 32 > 4 ? F / 32 : 4;
-        if (topk > F) topk = F;
-        snprintf(name, sizeof name, "layer.%d.ffn_act", l);
-        if ((st = kf_statsfile_add(&a->stats, name, F, topk, 1e-6f, &r->ffn[l], err)) != KF_OK) return st;
-        if (!o->f64_products && (st = kf_moments_set_f32(r->ffn[l], err)) != KF_OK) return st;
-    }
     if (r->joint) {
-        if ((st = kf_statsfile_add(&a->stats, "resid.all", r->R * r->C, 0, 1e-6f, &r->resid_all, err)) != KF_OK)
+        if ((st = kf_statsfile_add(stats, "resid.all", r->R * r->C, 0, 1e-6f, &r->resid_all, err)) != KF_OK)
             return st;
         return o->f64_products ? KF_OK : kf_moments_set_f32(r->resid_all, err);
     }
     for (int rep = 0; rep < r->R; rep++) {
         snprintf(name, sizeof name, "resid.%d", rep);
-        if ((st = kf_statsfile_add(&a->stats, name, r->C, 0, 1e-6f, &r->resid[rep], err)) != KF_OK) return st;
+        if ((st = kf_statsfile_add(stats, name, r->C, 0, 1e-6f, &r->resid[rep], err)) != KF_OK) return st;
         if (!o->f64_products && (st = kf_moments_set_f32(r->resid[rep], err)) != KF_OK) return st;
     }
     return kf_cka_mb_init(&r->cka, r->R, r->N < 256 ? r->N : 511, err);
@@ -334,13 +418,15 @@ typedef struct {
     recorder *r;
     const kf_analyze_opts *o;
     const int64_t *sample_pos;
+    const char *stage;      // progress stage
+    int64_t base, total;    // progress of this pass: tokens before it and in all its stage's passes
 } rec_run;
 
 static kf_status rec_before(void *user, kf_calib_batch *b, kf_error *err) {
     (void)err;
     rec_run *rr = user;
     rr->r->t0 = b->first * b->ctx;
-    fill_slots(rr->r->slot, rr->r->t0, b->n * b->ctx, rr->sample_pos, rr->r->S);
+    kf_analyze_fill_slots(rr->r->slot, rr->r->t0, b->n * b->ctx, rr->sample_pos, rr->r->S);
     return KF_OK;
 }
 
@@ -350,21 +436,61 @@ static kf_status rec_after(void *user, kf_calib_batch *b, kf_error *err) {
         *err = rr->r->err;
         return rr->r->st;
     }
-    progress(rr->o, "recording", b->done * b->ctx, b->total * b->ctx);
+    progress(rr->o, rr->stage, rr->base + b->done * b->ctx, rr->total);
     return KF_OK;
 }
 
-// Runs this rank's share of the calibration batches through the model.
+// pread/pwrite of exactly n bytes at off.
+static int cache_io(int fd, void *buf, size_t n, off_t off, int write_it) {
+    char *p = buf;
+    while (n > 0) {
+        ssize_t k = write_it ? pwrite(fd, p, n, off) : pread(fd, p, n, off);
+        if (k <= 0) return 0;
+        p += k, n -= (size_t)k, off += k;
+    }
+    return 1;
+}
+
+// A layer group's pass: the stream entering block `first` comes from the
+// cache, the group's FFN activations are recorded, the stream leaving block
+// end-1 goes to the next group's cache.
+static void grp_hook(void *user, int layer, kf_hook_point p, float *x, int n, int dim) {
+    recorder *r = user;
+    if (r->st != KF_OK) return;
+    const size_t bytes = (size_t)n * dim * sizeof *x;
+    const off_t off = (off_t)(r->t0 * dim * (int64_t)sizeof *x);
+    if (p == KF_HOOK_BLOCK_IN && layer == r->first && r->cache_in >= 0) {
+        if (!cache_io(r->cache_in, x, bytes, off, 0))
+            r->st = kf_error_set(&r->err, KF_ERR_IO, "analyze: cannot read the cached residual stream of layer %d",
+                                 layer);
+    } else if (p == KF_HOOK_FFN_ACT && r->ffn[layer]) {
+        r->st = kf_moments_add(r->ffn[layer], x, n, &r->err);
+        float *smp = r->ffn_sample[layer];
+        for (int i = 0; i < n; i++)
+            if (r->slot[i] >= 0) memcpy(smp + (size_t)r->slot[i] * dim, x + (size_t)i * dim, (size_t)dim * sizeof *x);
+    } else if (p == KF_HOOK_BLOCK_OUT && layer == r->end - 1 && r->cache_out >= 0) {
+        if (!cache_io(r->cache_out, x, bytes, off, 1))
+            r->st = kf_error_set(&r->err, KF_ERR_IO, "analyze: cannot write the residual stream after layer %d "
+                                 "to the temporary cache (disk full?)", layer);
+    }
+}
+
+// Runs this rank's share of the calibration batches through blocks
+// [r->first, r->end) with the hook installed on the given points.
 static kf_status record(recorder *r, kf_ctx *ctx, const kf_model *m, const int32_t *ids, int64_t n_ids,
-                        const kf_analyze_opts *o, const int64_t *sample_pos, kf_error *err) {
+                        const kf_analyze_opts *o, const int64_t *sample_pos, kf_hook_fn hook, unsigned points,
+                        rec_run *rr, kf_error *err) {
     const kf_calib_protocol p = rec_protocol(o);
-    progress(o, "recording", 0, kf_calib_n_rank_windows(&p, n_ids) * o->ctx); // starts the clock of the rate and ETA
-    kf_ctx_set_hook(ctx, rec_hook, r, (1u << KF_HOOK_BLOCK_IN) | (1u << KF_HOOK_FFN_ACT) | (1u << KF_HOOK_BLOCK_OUT));
-    rec_run rr = {r, o, sample_pos};
-    kf_calib_sink sink = {.before = rec_before, .after = rec_after, .user = &rr};
-    kf_status st = kf_calib_run(ctx, m, ids, n_ids, &p, &sink, err);
+    if (rr->base == 0) progress(o, rr->stage, 0, rr->total); // starts the clock of the rate and ETA
+    kf_status st = kf_ctx_set_layers(ctx, r->first, r->end, err);
+    if (st != KF_OK) return st;
+    kf_ctx_set_hook(ctx, hook, r, points);
+    rr->r = r, rr->o = o, rr->sample_pos = sample_pos;
+    kf_calib_sink sink = {.before = rec_before, .after = rec_after, .user = rr};
+    st = kf_calib_run(ctx, m, ids, n_ids, &p, &sink, err);
     kf_ctx_set_hook(ctx, NULL, NULL, 0);
-    return st;
+    kf_status s2 = kf_ctx_set_layers(ctx, 0, m->n_layer, err);
+    return st != KF_OK ? st : s2;
 }
 
 static kf_status check_opts(const kf_model *m, const int32_t *ids, int64_t n_ids, const kf_analyze_opts *o,
@@ -409,9 +535,10 @@ static kf_status ctx_after(void *user, kf_calib_batch *b, kf_error *err) {
     return KF_OK;
 }
 
-// The second, short pass: the top-activating tokens of every cluster.
+// The second, short pass: the top-activating tokens of every cluster, with
+// each layer's neurons standardised by mu, isd (L) each (F).
 static kf_status find_contexts(const kf_model *m, kf_ctx *ctx, const kf_tokenizer *tok, const int32_t *ids,
-                               int64_t n_rec, const kf_moments *const *ffn, kf_analysis_layer *layers,
+                               int64_t n_rec, double *const *mu, double *const *isd, kf_analysis_layer *layers,
                                const kf_analyze_opts *o, kf_error *err) {
     const int L = m->n_layer;
     int max_F = 0, max_k = 1;
@@ -423,24 +550,17 @@ static kf_status find_contexts(const kf_model *m, kf_ctx *ctx, const kf_tokenize
     ctxpass cp = {0};
     cp.act = calloc((size_t)L, sizeof *cp.act);
     cp.wgt = calloc((size_t)L, sizeof *cp.wgt);
-    cp.mu = calloc((size_t)L, sizeof *cp.mu);
-    cp.isd = calloc((size_t)L, sizeof *cp.isd);
+    cp.mu = mu;
+    cp.isd = isd;
     cp.csum = malloc((size_t)max_k * sizeof *cp.csum);
     cp.z = malloc((size_t)max_F * sizeof *cp.z);
     kf_status st = KF_OK;
-    if (!cp.act || !cp.wgt || !cp.mu || !cp.isd || !cp.csum || !cp.z) {
+    if (!cp.act || !cp.wgt || !cp.csum || !cp.z) {
         st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the context pass");
         goto done;
     }
     for (int l = 0; l < L; l++) {
         int F = m->layers[l].n_ff;
-        cp.mu[l] = malloc((size_t)F * sizeof **cp.mu);
-        cp.isd[l] = malloc((size_t)F * sizeof **cp.isd);
-        if (!cp.mu[l] || !cp.isd[l]) {
-            st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the context pass");
-            goto done;
-        }
-        mean_isd(ffn[l], cp.mu[l], cp.isd[l]);
         if ((st = topctx_init(&cp.act[l], &layers[l].activation, F, o->n_contexts, err)) != KF_OK ||
             (st = topctx_init(&cp.wgt[l], &layers[l].weight, F, o->n_contexts, err)) != KF_OK)
             goto done;
@@ -459,22 +579,18 @@ static kf_status find_contexts(const kf_model *m, kf_ctx *ctx, const kf_tokenize
         if ((st = contexts_fill(&cp.act[l], tok, ids, n_rec, o->context_radius, &layers[l].activation, err)) == KF_OK)
             st = contexts_fill(&cp.wgt[l], tok, ids, n_rec, o->context_radius, &layers[l].weight, err);
 done:
-    for (int l = 0; l < L && cp.act && cp.wgt && cp.mu && cp.isd; l++) {
+    for (int l = 0; l < L && cp.act && cp.wgt; l++) {
         topctx_free(&cp.act[l]);
         topctx_free(&cp.wgt[l]);
-        free(cp.mu[l]);
-        free(cp.isd[l]);
     }
     free(cp.act);
     free(cp.wgt);
-    free(cp.mu);
-    free(cp.isd);
     free(cp.csum);
     free(cp.z);
     return st;
 }
 // Model, calibration and options of the run into res.
-static kf_status describe_run(const kf_model *m, const kf_analyze_opts *o, const recorder *rec, int64_t n_ids,
+static kf_status describe_run(const kf_model *m, const kf_analyze_opts *o, int64_t resid_tokens, int64_t n_ids,
                               int64_t n_seq, const kf_analysis *out, double rec_s, kf_analysis_result *res,
                               kf_error *err) {
     const int64_t n_rec = n_seq * o->ctx;
@@ -499,11 +615,11 @@ static kf_status describe_run(const kf_model *m, const kf_analyze_opts *o, const
     res->threshold = o->threshold;
     res->k = o->k;
     res->epsilon = o->epsilon;
-    res->coact_topk = rec->ffn[0]->topk;
+    res->coact_topk = ffn_topk(o, m->layers[0].n_ff);
     res->context_tokens = o->context_tokens;
     res->resid_stride = o->resid_stride;
     res->f64_products = o->f64_products != 0;
-    res->resid_tokens = rec->joint ? rec->resid_all->n : n_rec;
+    res->resid_tokens = resid_tokens;
     res->grid_step = 0.01;
     return KF_OK;
 }
@@ -564,28 +680,290 @@ done:
     return st;
 }
 
-// Neuron level: every FFN layer (clustering, dynamic threshold, statistics,
-// concept clusters).
-static kf_status analyze_ffn(const kf_model *m, const recorder *rec, const kf_analysis *out, const kf_analyze_opts *o,
-                             kf_analysis_result *res, kf_error *err) {
-    const int L = m->n_layer, C = m->n_embd;
+// Neuron level, layer l (clustering, dynamic threshold, statistics, concept
+// clusters), and the neurons' mean and 1/std for the context pass.
+static kf_status analyze_ffn_layer(const kf_model *m, int l, const kf_moments *mo, const kf_analysis *out,
+                                   const kf_analyze_opts *o, double *corr, float *X, float *W, double *mu, double *isd,
+                                   kf_analysis_result *res, kf_error *err) {
+    mean_isd(mo, mu, isd);
+    return kf_analyze_ffn_layer(m, l, mo, out->ffn_sample[l], out->S, o, corr, X, W, &res->layers[l],
+                                &res->thresholds_seconds, &res->kmeans_seconds, err);
+}
+
+// Whether m keeps a layer's FFN weights in a dtype other than F32 (the
+// analysis then decodes w_down into a scratch).
+static int ffn_dtype_kept(const kf_model *m) {
+    for (int l = 0; l < m->n_layer; l++)
+        if (m->layers[l].w_down.dtype != KF_DTYPE_F32) return 1;
+    return 0;
+}
+
+// Scratch of the FFN analysis: corr (max F^2), X (max F * max(S, 2C)), W (C * max F, dtype-kept weights only).
+typedef struct {
+    double *corr;
+    float *X, *W;
+} ffn_scratch;
+
+// Sized for every layer, or with owner (L) for the layers rank holds.
+static kf_status ffn_scratch_init(ffn_scratch *sc, const kf_model *m, int S, const int32_t *owner, int rank,
+                                  kf_error *err) {
+    const int C = m->n_embd;
     int max_F = 0;
-    for (int l = 0; l < L; l++)
-        if (m->layers[l].n_ff > max_F) max_F = m->layers[l].n_ff;
-    size_t xd = (size_t)(out->S > 2 * C ? out->S : 2 * C);
-    double *corr = malloc((size_t)max_F * max_F * sizeof *corr);
-    float *X = malloc((size_t)max_F * xd * sizeof *X);
-    kf_status st = KF_OK;
-    if (!corr || !X) st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for FFN analysis");
-    for (int l = 0; l < L && st == KF_OK; l++) {
-        progress(o, "analysis: FFN layers", l, L);
-        st = kf_analyze_ffn_layer(m, l, rec->ffn[l], out->ffn_sample[l], out->S, o, corr, X, &res->layers[l],
-                                  &res->thresholds_seconds, &res->kmeans_seconds, err);
+    for (int l = 0; l < m->n_layer; l++)
+        if ((!owner || owner[l] == rank) && m->layers[l].n_ff > max_F) max_F = m->layers[l].n_ff;
+    if (max_F == 0) return KF_OK;
+    size_t xd = (size_t)(S > 2 * C ? S : 2 * C);
+    sc->corr = malloc((size_t)max_F * max_F * sizeof *sc->corr);
+    sc->X = malloc((size_t)max_F * xd * sizeof *sc->X);
+    sc->W = ffn_dtype_kept(m) ? malloc((size_t)C * max_F * sizeof *sc->W) : NULL;
+    if (!sc->corr || !sc->X || (ffn_dtype_kept(m) && !sc->W))
+        return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for FFN analysis");
+    return KF_OK;
+}
+
+static void ffn_scratch_free(ffn_scratch *sc) {
+    free(sc->corr);
+    free(sc->X);
+    free(sc->W);
+    memset(sc, 0, sizeof *sc);
+}
+
+// Neuron level: every FFN layer this rank holds.
+static kf_status analyze_ffn(const kf_model *m, const recorder *rec, const kf_analysis *out, const kf_analyze_opts *o,
+                             double **mu, double **isd, kf_analysis_result *res, kf_error *err) {
+    ffn_scratch sc = {0};
+    kf_status st = ffn_scratch_init(&sc, m, out->S, rec->shard ? rec->owner : NULL, rec->rank, err);
+    for (int l = 0; l < m->n_layer && st == KF_OK; l++) {
+        if (!rec->ffn[l]) continue;
+        progress(o, "analysis: FFN layers", l, m->n_layer);
+        st = analyze_ffn_layer(m, l, rec->ffn[l], out, o, sc.corr, sc.X, sc.W, mu[l], isd[l], res, err);
     }
-    free(corr);
-    free(X);
+    ffn_scratch_free(&sc);
     return st;
 }
+
+// ---------------------------------------------------------------- memory plan
+
+#define MIB 1048576.0
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+kf_status kf_analyze_plan_make(const kf_model *m, int64_t n_ids, const kf_analyze_opts *o, kf_analyze_plan *p,
+                               kf_error *err) {
+    memset(p, 0, sizeof *p);
+    const int L = m->n_layer, C = m->n_embd, R = L + 1, f32 = !o->f64_products;
+    const int64_t n_use = o->n_tokens < n_ids ? o->n_tokens : n_ids, n_rec = n_use / o->ctx * o->ctx;
+    const int64_t S = o->sample_tokens < n_rec ? o->sample_tokens : n_rec, N = (int64_t)o->batch * o->ctx;
+    const int64_t RC = (int64_t)R * C, B = N < 256 ? N : 511;
+    const int keep_samples = o->keep_resid_sample; // the .npy dump needs every sample at the end
+    int64_t max_F = 0, samples_all = 0;
+    for (int l = 0; l < L; l++) {
+        max_F = max64(max_F, m->layers[l].n_ff);
+        samples_all += S * m->layers[l].n_ff * 4;
+    }
+    // kept to the end: samples for the .npy dump; the mean and 1/std of every neuron
+    int64_t common = (keep_samples ? samples_all + (int64_t)R * S * C * 4 : 0);
+    for (int l = 0; l < L; l++) common += 16 * (int64_t)m->layers[l].n_ff;
+    // residual part: buffers, accumulators, analysis (covariance, correlation, linkage distances)
+    int64_t resid = (int64_t)R * N * C * 4;
+    if (RC <= o->joint_max_dims)
+        resid += kf_moments_bytes((int)RC, 0, f32) + (int64_t)KF_MOMENTS_BLOCK * RC * 4 + RC * RC * 8 + 2 * RC * RC +
+                 (int64_t)C * C * 8;
+    else
+        resid += R * kf_moments_bytes(C, 0, f32) + R * B * B * 8 + R * B * 8 + (int64_t)R * R * 8 +
+                 B * KF_CKA_MB_COLS * 8 + (int64_t)C * C * 10;
+    // FFN analysis of one layer at its peak (the threshold: correlation,
+    // covariance and G = W^T W in double, G in float) plus the k-means rows
+    // and, for dtype-kept weights, w_down in fp32
+    const int64_t xd = S > 2 * C ? S : 2 * C;
+    int64_t scratch = 28 * max_F * max_F + max_F * xd * 4 + (ffn_dtype_kept(m) ? (int64_t)C * max_F * 4 : 0);
+    int64_t *layer = malloc(sizeof *layer * (size_t)L);
+    p->group_first = malloc(sizeof *p->group_first * (size_t)(L + 1));
+    if (!layer || !p->group_first) {
+        free(layer);
+        return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the memory plan");
+    }
+    int64_t layers_all = 0;
+    for (int l = 0; l < L; l++) {
+        int F = m->layers[l].n_ff;
+        layer[l] = kf_moments_bytes(F, ffn_topk(o, F), f32) + (keep_samples ? 0 : S * F * 4);
+        layers_all += layer[l];
+        p->layer_bytes_max = max64(p->layer_bytes_max, layer[l]);
+    }
+    if (o->shard_layers && o->n_ranks > 1) { // each rank holds its layers only, and one call's gathered rows
+        int32_t *owner = malloc(sizeof *owner * (size_t)L);
+        int64_t *load = calloc((size_t)o->n_ranks, sizeof *load);
+        if (!owner || !load) {
+            free(owner);
+            free(load);
+            free(layer);
+            return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the memory plan");
+        }
+        layer_owners(m, o, o->n_ranks, owner, load);
+        memset(load, 0, sizeof *load * (size_t)o->n_ranks);
+        layers_all = 0;
+        for (int l = 0; l < L; l++) layers_all = max64(layers_all, load[owner[l]] += layer[l]);
+        layers_all += N * max_F * 4;
+        free(owner);
+        free(load);
+    }
+    p->resid_bytes = resid;
+    p->scratch_bytes = scratch;
+    p->bytes_one_pass = common + resid + layers_all + scratch;
+    p->bytes_min = common + max64(resid, scratch + p->layer_bytes_max);
+    kf_status st = KF_OK;
+    if (o->max_memory <= 0 || p->bytes_one_pass <= o->max_memory) {
+        p->n_groups = 1, p->n_passes = 1;
+        p->group_first[0] = 0, p->group_first[1] = L;
+        p->bytes = p->bytes_one_pass;
+    } else if (p->bytes_min > o->max_memory) {
+        st = kf_error_set(err, KF_ERR_ARG,
+                          "analyze: --max-memory %.1f MiB is too small: one layer needs %.1f MiB (residual statistics "
+                          "%.1f MiB, widest FFN layer with its analysis %.1f MiB)",
+                          o->max_memory / MIB, p->bytes_min / MIB, (common + resid) / MIB,
+                          (common + scratch + p->layer_bytes_max) / MIB);
+    } else if (o->n_ranks > 1) {
+        st = kf_error_set(err, KF_ERR_ARG, "analyze: --max-memory %.1f MiB needs layer groups, which run in one process "
+                          "only (one pass needs %.1f MiB)", o->max_memory / MIB, p->bytes_one_pass / MIB);
+    } else if (!o->stats_path) {
+        st = kf_error_set(err, KF_ERR_ARG, "analyze: layer groups need a statistics path to write as they finish");
+    } else {
+        int64_t group = 0, worst = resid;
+        p->group_first[0] = 0;
+        for (int l = 0; l < L; l++) {
+            if (l > p->group_first[p->n_groups] && common + scratch + group + layer[l] > o->max_memory) {
+                worst = max64(worst, scratch + group);
+                p->group_first[++p->n_groups] = l;
+                group = 0;
+            }
+            group += layer[l];
+        }
+        worst = max64(worst, scratch + group);
+        p->group_first[++p->n_groups] = L;
+        p->n_passes = 1 + p->n_groups;
+        p->bytes = common + worst;
+    }
+    free(layer);
+    if (st != KF_OK) kf_analyze_plan_free(p);
+    return st;
+}
+
+void kf_analyze_plan_free(kf_analyze_plan *p) {
+    free(p->group_first);
+    memset(p, 0, sizeof *p);
+}
+
+// A temporary file for the cached residual stream; -1 when none could be made.
+static int cache_open(void) {
+    FILE *f = tmpfile();
+    if (!f) return -1;
+    int fd = dup(fileno(f));
+    fclose(f); // tmpfile's file is already unlinked; the dup keeps it open
+    return fd;
+}
+
+static int64_t ffn_stats_bytes(const recorder *r);
+
+// The layer-group passes of kf_analyze_run after its residual pass: each
+// group records, is analysed and written to the statistics file, then
+// freed. *ffn_bytes gets the FFN statistics bytes of the largest group.
+static kf_status run_groups(recorder *rec, kf_ctx *ctx, const kf_model *m, const int32_t *ids, int64_t n_ids,
+                            const kf_analyze_opts *o, const kf_analyze_plan *plan, kf_analysis *out,
+                            kf_statsfile_writer *w, double **mu, double **isd, kf_analysis_result *res,
+                            double *rec_s, int64_t *ffn_bytes, kf_error *err) {
+    const int L = m->n_layer;
+    const kf_calib_protocol proto = rec_protocol(o);
+    const int64_t pass_tokens = kf_calib_n_rank_windows(&proto, n_ids) * o->ctx;
+    int fd[2] = {cache_open(), cache_open()};
+    ffn_scratch sc = {0};
+    kf_status st = KF_OK;
+    if (fd[0] < 0 || fd[1] < 0) st = kf_error_set(err, KF_ERR_IO, "analyze: cannot create a temporary file for the "
+                                                  "residual stream (TMPDIR)");
+    if (st == KF_OK) st = ffn_scratch_init(&sc, m, out->S, NULL, 0, err);
+    rec_run rr = {.stage = "recording layer groups", .total = plan->n_groups * pass_tokens};
+    for (int g = 0; g < plan->n_groups && st == KF_OK; g++) {
+        const int l0 = plan->group_first[g], l1 = plan->group_first[g + 1];
+        kf_statsfile part;
+        kf_statsfile_init(&part, out->stats.fingerprint, &out->stats.protocol);
+        for (int l = l0; l < l1 && st == KF_OK; l++)
+            if (!out->ffn_sample[l] && !(out->ffn_sample[l] = calloc((size_t)out->S * m->layers[l].n_ff, sizeof(float))))
+                st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the activation sample");
+        if (st == KF_OK) st = recorder_add_ffn(rec, &part, o, l0, l1, err);
+        const int64_t group_bytes = ffn_stats_bytes(rec);
+        if (group_bytes > *ffn_bytes) *ffn_bytes = group_bytes;
+        rec->first = l0, rec->end = l1;
+        rec->cache_in = l0 > 0 ? fd[g % 2] : -1;
+        rec->cache_out = l1 < L ? fd[(g + 1) % 2] : -1;
+        rr.base = g * pass_tokens;
+        double t0 = kf_time_now();
+        if (st == KF_OK)
+            st = record(rec, ctx, m, ids, n_ids, o, out->sample_pos, grp_hook,
+                        (1u << KF_HOOK_BLOCK_IN) | (1u << KF_HOOK_FFN_ACT) | (1u << KF_HOOK_BLOCK_OUT), &rr, err);
+        *rec_s += seconds_since(t0);
+        double t_an = kf_time_now();
+        for (int l = l0; l < l1 && st == KF_OK; l++) {
+            progress(o, "analysis: FFN layers", l, L);
+            st = analyze_ffn_layer(m, l, rec->ffn[l], out, o, sc.corr, sc.X, sc.W, mu[l], isd[l], res, err);
+        }
+        res->analysis_seconds += seconds_since(t_an);
+        if (st == KF_OK) st = kf_statsfile_writer_add(w, &part, err);
+        kf_statsfile_free(&part);
+        for (int l = l0; l < l1; l++) {
+            rec->ffn[l] = NULL;
+            if (!o->keep_resid_sample) {
+                free(out->ffn_sample[l]);
+                out->ffn_sample[l] = NULL;
+            }
+        }
+    }
+    rec->first = 0, rec->end = L, rec->cache_in = rec->cache_out = -1;
+    ffn_scratch_free(&sc);
+    for (int i = 0; i < 2; i++)
+        if (fd[i] >= 0) close(fd[i]);
+    return st;
+}
+
+#ifdef KF_HAVE_MPI
+// The rounds of sharded recording a rank without a batch there still joins
+// (its share of the batches is one short of the others', or none at all).
+static void shard_idle_rounds(recorder *r, const kf_analyze_opts *o, int64_t n_ids) {
+    const kf_calib_protocol p = rec_protocol(o);
+    const int64_t n_win = kf_calib_n_windows(&p, n_ids), n_batches = (n_win + o->batch - 1) / o->batch;
+    const int64_t rounds = (n_batches + o->n_ranks - 1) / o->n_ranks;
+    const int64_t mine = n_batches > o->rank ? (n_batches - 1 - o->rank) / o->n_ranks + 1 : 0;
+    for (int64_t k = mine; k < rounds; k++) {
+        kf_analyze_shard_call(r, 0, 0);
+        for (int l = 0; l < r->L; l++) kf_analyze_shard_ffn(r, l, NULL, 0, r->m->layers[l].n_ff);
+    }
+}
+#endif
+
+// Bytes of the FFN statistics this rank holds; of the residual ones (before
+// the MPI reduction, which replaces the accumulators).
+static int64_t ffn_stats_bytes(const recorder *r) {
+    int64_t b = 0;
+    for (int l = 0; l < r->L; l++)
+        if (r->ffn[l]) b += kf_moments_bytes(r->ffn[l]->d, r->ffn[l]->topk, r->ffn[l]->blockf != NULL);
+    return b;
+}
+
+static int64_t resid_stats_bytes(const recorder *r) {
+    if (r->joint) return kf_moments_bytes(r->resid_all->d, 0, r->resid_all->blockf != NULL);
+    int64_t b = 0;
+    for (int rep = 0; rep < r->R; rep++) b += kf_moments_bytes(r->resid[rep]->d, 0, r->resid[rep]->blockf != NULL);
+    return b;
+}
+
+#ifdef KF_HAVE_MPI
+// Sharded: the mean and 1/std of every layer another rank holds, from its
+// owner into mu, isd (L) on rank 0 (collective).
+static void mean_isd_to_root(const kf_model *m, const recorder *rec, double **mu, double **isd) {
+    for (int l = 0; l < rec->L; l++) {
+        kf_analyze_mpi_to_root(mu[l], (size_t)m->layers[l].n_ff, rec->owner[l], rec->rank, l);
+        kf_analyze_mpi_to_root(isd[l], (size_t)m->layers[l].n_ff, rec->owner[l], rec->rank, l);
+    }
+}
+#endif
 
 kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32_t *ids, int64_t n_ids,
                          const kf_analyze_opts *o, kf_analysis *out, kf_error *err) {
@@ -594,63 +972,172 @@ kf_status kf_analyze_run(const kf_model *m, const kf_tokenizer *tok, const int32
     if (st != KF_OK) return st;
     const int L = m->n_layer, C = m->n_embd, R = L + 1;
     const int64_t n_use = o->n_tokens < n_ids ? o->n_tokens : n_ids, n_seq = n_use / o->ctx, n_rec = n_seq * o->ctx;
+    int mpi_up = 0;
+#ifdef KF_HAVE_MPI
+    MPI_Initialized(&mpi_up);
+#endif
+    mpi_up = mpi_up && o->n_ranks > 1;
+    if (o->shard_layers && o->n_ranks > 1 && !mpi_up)
+        return kf_error_set(err, KF_ERR_ARG, "analyze: sharding layers across %d ranks needs MPI running", o->n_ranks);
+    kf_analyze_plan plan;
+    if ((st = kf_analyze_plan_make(m, n_ids, o, &plan, err)) != KF_OK) return st;
+    const int grouped = plan.n_passes > 1;
     kf_calib_protocol proto = rec_protocol(o);
     proto.max_tokens = kf_calib_n_rank_windows(&proto, n_ids) * o->ctx; // the tokens these statistics hold
     kf_statsfile_init(&out->stats, kf_model_fingerprint(m), &proto);
     out->n_layer = L;
     out->resid_dim = C;
+    out->rank = o->rank;
+    out->n_ranks = o->n_ranks;
+    out->shard = o->shard_layers && mpi_up;
     out->S = o->sample_tokens < n_rec ? o->sample_tokens : (int)n_rec;
     out->sample_pos = malloc((size_t)out->S * sizeof *out->sample_pos);
     out->ffn_sample = calloc((size_t)L, sizeof *out->ffn_sample);
-    if (!out->sample_pos || !out->ffn_sample) return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory");
-    for (int l = 0; l < L; l++)
-        if (!(out->ffn_sample[l] = calloc((size_t)out->S * m->layers[l].n_ff, sizeof(float))))
-            return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the activation sample");
-    if (o->keep_resid_sample && !(out->resid_sample = calloc((size_t)R * out->S * C, sizeof(float))))
-        return kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the residual sample");
-    if ((st = choose_sample(n_rec, out->S, o->seed, out->sample_pos, err)) != KF_OK) return st;
-
+    out->layer_owner = calloc((size_t)L, sizeof *out->layer_owner);
+    int64_t *load = calloc((size_t)o->n_ranks, sizeof *load);
+    double **mu = calloc((size_t)L, sizeof *mu), **isd = calloc((size_t)L, sizeof *isd);
     recorder rec;
     kf_ctx *ctx = NULL;
     kf_analysis_result *res = NULL;
+    kf_statsfile_writer writer = {0};
+    memset(&rec, 0, sizeof rec);
+    if (!out->sample_pos || !out->ffn_sample || !out->layer_owner || !load || !mu || !isd) {
+        free(load);
+        st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory");
+        goto done;
+    }
+    if (out->shard) layer_owners(m, o, o->n_ranks, out->layer_owner, load);
+    free(load);
+    for (int l = 0; l < L; l++) {
+        // rank 0 gets every layer's mean and 1/std for the context pass; an owner those of its layers
+        if (out->shard && o->rank != 0 && out->layer_owner[l] != o->rank) continue;
+        mu[l] = malloc((size_t)m->layers[l].n_ff * sizeof **mu);
+        isd[l] = malloc((size_t)m->layers[l].n_ff * sizeof **isd);
+        if (!mu[l] || !isd[l]) {
+            st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory");
+            goto done;
+        }
+    }
+    for (int l = 0; l < L && (!grouped || o->keep_resid_sample); l++)
+        if ((!out->shard || out->layer_owner[l] == o->rank) &&
+            !(out->ffn_sample[l] = calloc((size_t)out->S * m->layers[l].n_ff, sizeof(float)))) {
+            st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the activation sample");
+            goto done;
+        }
+    if (o->keep_resid_sample && !(out->resid_sample = calloc((size_t)R * out->S * C, sizeof(float)))) {
+        st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory for the residual sample");
+        goto done;
+    }
+    if ((st = choose_sample(n_rec, out->S, o->seed, out->sample_pos, err)) != KF_OK) goto done;
     if ((st = recorder_init(&rec, m, o, out, err)) != KF_OK) goto done;
     if ((st = kf_ctx_init(&ctx, m, o->batch * o->ctx, 0, err)) != KF_OK) goto done;
+    if (!grouped && ((st = recorder_add_ffn(&rec, &out->stats, o, 0, L, err)) != KF_OK ||
+                     (st = recorder_add_resid(&rec, &out->stats, o, err)) != KF_OK))
+        goto done;
 
+    // the first pass: everything (one group), or the residual-stream statistics
+    kf_statsfile resid_part;
+    kf_statsfile_init(&resid_part, out->stats.fingerprint, &out->stats.protocol);
+    if (grouped && ((st = kf_statsfile_writer_open(&writer, o->stats_path, out->stats.fingerprint, &proto,
+                                                   L + (rec.joint ? 1 : R), err)) != KF_OK ||
+                    (st = recorder_add_resid(&rec, &resid_part, o, err)) != KF_OK)) {
+        kf_statsfile_free(&resid_part);
+        goto done;
+    }
+    int64_t ffn_bytes = ffn_stats_bytes(&rec); // as allocated (grouped: the largest group's, below)
+    const int64_t resid_bytes = resid_stats_bytes(&rec);
     double t_rec = kf_time_now();
-    if ((st = record(&rec, ctx, m, ids, n_ids, o, out->sample_pos, err)) != KF_OK) goto done;
+    rec_run rr = {.stage = "recording", .total = proto.max_tokens};
+    st = record(&rec, ctx, m, ids, n_ids, o, out->sample_pos, rec_hook,
+                grouped ? (1u << KF_HOOK_BLOCK_IN) | (1u << KF_HOOK_BLOCK_OUT)
+                        : (1u << KF_HOOK_BLOCK_IN) | (1u << KF_HOOK_FFN_ACT) | (1u << KF_HOOK_BLOCK_OUT),
+                &rr, err);
 #ifdef KF_HAVE_MPI
-    int mpi_up = 0;
-    MPI_Initialized(&mpi_up);
-    if (o->n_ranks > 1 && mpi_up && (st = kf_analyze_mpi_reduce(&rec, err)) != KF_OK) goto done;
-    if (o->n_ranks > 1 && mpi_up) out->stats.protocol.max_tokens = n_rec;
+    if (rec.shard) shard_idle_rounds(&rec, o, n_ids); // collectives: every rank joins every round
+    if (st == KF_OK && rec.st != KF_OK) {
+        *err = rec.err;
+        st = rec.st;
+    }
+    if (st == KF_OK && mpi_up) st = kf_analyze_mpi_reduce(&rec, err);
+    if (st == KF_OK && mpi_up) out->stats.protocol.max_tokens = n_rec;
 #endif
     double rec_s = seconds_since(t_rec);
-    if (o->rank != 0) goto done;
+    if (st != KF_OK || (o->rank != 0 && !rec.shard)) {
+        kf_statsfile_free(&resid_part);
+        goto done;
+    }
+    const int64_t resid_tokens = rec.joint ? rec.resid_all->n : n_rec;
 
     double t_an = kf_time_now();
     if (!(res = malloc(sizeof *res))) {
         st = kf_error_set(err, KF_ERR_NOMEM, "analyze: out of memory");
-        goto done;
+    } else if ((st = kf_analysis_result_init(res, L, o->n_ranks, err)) != KF_OK) {
+        free(res);
+        res = NULL;
     }
-    if ((st = kf_analysis_result_init(res, L, err)) != KF_OK ||
-        (st = describe_run(m, o, &rec, n_ids, n_seq, out, rec_s, res, err)) != KF_OK ||
-        (st = analyze_layers(&rec, o, res, err)) != KF_OK || (st = analyze_ffn(m, &rec, out, o, res, err)) != KF_OK)
-        goto done;
-    res->analysis_seconds = seconds_since(t_an);
+    if (st == KF_OK && o->rank == 0) st = analyze_layers(&rec, o, res, err);
+    if (st == KF_OK && grouped) st = kf_statsfile_writer_add(&writer, &resid_part, err);
+    kf_statsfile_free(&resid_part);
+    if (grouped) recorder_drop_resid(&rec);
+    if (st != KF_OK) goto done;
+    for (int l = 0; l < L; l++) res->layers[l].n_ff = m->layers[l].n_ff;
+    if (!grouped) {
+        if ((st = analyze_ffn(m, &rec, out, o, mu, isd, res, err)) != KF_OK) goto done;
+        res->analysis_seconds = seconds_since(t_an);
+    } else {
+        res->analysis_seconds = seconds_since(t_an);
+        ffn_bytes = 0;
+        if ((st = run_groups(&rec, ctx, m, ids, n_ids, o, &plan, out, &writer, mu, isd, res, &rec_s, &ffn_bytes,
+                             err)) != KF_OK)
+            goto done;
+    }
+    for (int i = 0; i < o->n_ranks; i++) res->rank_ffn_stats_bytes[i] = ffn_bytes;
+#ifdef KF_HAVE_MPI
+    if (rec.shard) {
+        double t_gather = kf_time_now();
+        if ((st = kf_analyze_mpi_gather_layers(out->layer_owner, L, o->rank, res->layers, &res->thresholds_seconds,
+                                               &res->kmeans_seconds, err)) != KF_OK)
+            goto done;
+        MPI_Gather(&ffn_bytes, 1, MPI_INT64_T, res->rank_ffn_stats_bytes, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
+        mean_isd_to_root(m, &rec, mu, isd);
+        res->analysis_seconds += seconds_since(t_gather);
+    }
+#endif
+    res->shard_layers = rec.shard;
+    memcpy(res->layer_owner, out->layer_owner, (size_t)L * sizeof *res->layer_owner);
+    res->resid_stats_bytes = resid_bytes;
+    // one pass: the statistics now (every rank when sharded: the owners send); groups wrote theirs already
+    if (!grouped && o->stats_path && (st = kf_analysis_save_stats(out, o->stats_path, err)) != KF_OK) goto done;
+    if (o->rank != 0) goto done;
+    if ((st = describe_run(m, o, resid_tokens, n_ids, n_seq, out, rec_s, res, err)) != KF_OK) goto done;
 
     double t_ctx = kf_time_now();
-    if ((st = find_contexts(m, ctx, tok, ids, n_rec, (const kf_moments *const *)rec.ffn, res->layers, o, err)) !=
-        KF_OK)
-        goto done;
+    if ((st = find_contexts(m, ctx, tok, ids, n_rec, mu, isd, res->layers, o, err)) != KF_OK) goto done;
     res->contexts_seconds = seconds_since(t_ctx);
+    if (grouped && (st = kf_statsfile_writer_close(&writer, err)) != KF_OK) goto done;
     out->result = res;
     res = NULL;
 done:
+    kf_statsfile_writer_abort(&writer);
     if (res) kf_analysis_result_free(res);
     free(res);
+    for (int l = 0; l < L && mu && isd; l++) {
+        free(mu[l]);
+        free(isd[l]);
+    }
+    free(mu);
+    free(isd);
     kf_ctx_free(ctx);
     recorder_free(&rec);
+    kf_analyze_plan_free(&plan);
     return st;
+}
+
+kf_status kf_analysis_save_stats(const kf_analysis *a, const char *path, kf_error *err) {
+#ifdef KF_HAVE_MPI
+    if (a->shard) return kf_analyze_mpi_save_stats(a, path, err);
+#endif
+    return a->rank == 0 ? kf_statsfile_save(&a->stats, path, err) : KF_OK;
 }
 
 void kf_analysis_free(kf_analysis *a) {
@@ -661,5 +1148,6 @@ void kf_analysis_free(kf_analysis *a) {
     free(a->ffn_sample);
     free(a->resid_sample);
     free(a->sample_pos);
+    free(a->layer_owner);
     memset(a, 0, sizeof *a);
 }

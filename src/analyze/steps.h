@@ -19,10 +19,11 @@ kf_status kf_analyze_redundancy(const double *corr, int n, kf_linkage *z, double
 // Everything about the FFN neurons of layer l: correlation clustering,
 // dynamic threshold, activation statistics, k-means on activation profiles
 // (from sample (S, n_ff)) and on weight vectors. corr (max n_ff^2) and X
-// (max n_ff * max(S, 2C)) are scratch; adds the seconds spent on the
+// (max n_ff * max(S, 2C)) are scratch, W (C * max n_ff) too when the
+// weights are kept in a dtype other than F32 (else may be NULL); adds the seconds spent on the
 // threshold and on k-means to *thr_s and *km_s.
 kf_status kf_analyze_ffn_layer(const kf_model *m, int l, const kf_moments *mo, const float *sample, int S,
-                               const kf_analyze_opts *o, double *corr, float *X, kf_analysis_layer *out, double *thr_s,
-                               double *km_s, kf_error *err);
+                               const kf_analyze_opts *o, double *corr, float *X, float *W, kf_analysis_layer *out,
+                               double *thr_s, double *km_s, kf_error *err);
 
 #endif

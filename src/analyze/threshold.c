@@ -5,14 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-kf_status kf_thresh_init(kf_thresh_layer *t, const float *w_down, int C, int F, const double *cov, const double *mean,
+kf_status kf_thresh_init(kf_thresh_layer *t, const float *w_down, int C, int F, double *cov, const double *mean,
                          kf_error *err) {
     memset(t, 0, sizeof *t);
-    if (C < 1 || F < 1) return kf_error_set(err, KF_ERR_ARG, "threshold: bad shape (%d, %d)", C, F);
+    t->cov = cov;
+    if (C < 1 || F < 1) {
+        kf_thresh_free(t);
+        return kf_error_set(err, KF_ERR_ARG, "threshold: bad shape (%d, %d)", C, F);
+    }
     size_t uF = (size_t)F;
     t->F = F;
     t->G = malloc(uF * uF * sizeof *t->G);
-    t->cov = malloc(uF * uF * sizeof *t->cov);
     t->sd = malloc(uF * sizeof *t->sd);
     t->beta = malloc(uF * sizeof *t->beta);
     t->rep = malloc(uF * sizeof *t->rep);
@@ -30,7 +33,6 @@ kf_status kf_thresh_init(kf_thresh_layer *t, const float *w_down, int C, int F, 
     for (size_t i = 0; i < uF; i++)
         for (size_t j = i; j < uF; j++) t->G[i * uF + j] = t->G[j * uF + i] = Gf[i * uF + j];
     free(Gf);
-    memcpy(t->cov, cov, uF * uF * sizeof *t->cov);
     // denom = tr(G Sigma) + mu^T G mu
     double d = 0;
     for (size_t i = 0; i < uF; i++) {

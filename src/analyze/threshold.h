@@ -33,8 +33,10 @@ typedef struct {
     int *start;     // (F+1) scratch: first position of each cluster in order
 } kf_thresh_layer;
 
-// w_down (C,F) row-major; cov (F,F) population covariance, mean (F).
-kf_status kf_thresh_init(kf_thresh_layer *t, const float *w_down, int C, int F, const double *cov, const double *mean,
+// w_down (C,F) row-major; cov (F,F) population covariance, malloc'd: t takes
+// it over (kf_thresh_free frees it, also after a failure), so a layer of F
+// neurons holds one F^2 covariance, not two; mean (F).
+kf_status kf_thresh_init(kf_thresh_layer *t, const float *w_down, int C, int F, double *cov, const double *mean,
                          kf_error *err);
 void kf_thresh_free(kf_thresh_layer *t);
 

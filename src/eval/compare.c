@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/progress.h"
 #include "runtime/forward.h"
@@ -181,4 +182,174 @@ done:
 kf_status kf_eval_compare(const kf_model *m, const kf_model *ref, const int32_t *tokens, int64_t n_tokens, int ctx,
                           int bos_id, kf_compare_result *out, kf_ppl_progress_fn progress, void *user, kf_error *err) {
     return kf_eval_compare_many(&m, 1, ref, tokens, n_tokens, ctx, bos_id, out, progress, user, err);
+}
+
+// ---- reference first, then each model against its cached logits ----------------
+
+static uint64_t tokens_hash(const int32_t *t, int64_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    const unsigned char *b = (const unsigned char *)t;
+    for (size_t i = 0; i < (size_t)n * sizeof *t; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+// pread/pwrite of exactly n bytes at off.
+static int file_io(int fd, void *buf, size_t n, off_t off, int write_it) {
+    char *p = buf;
+    while (n > 0) {
+        ssize_t k = write_it ? pwrite(fd, p, n, off) : pread(fd, p, n, off);
+        if (k <= 0) return 0;
+        p += k, n -= (size_t)k, off += k;
+    }
+    return 1;
+}
+
+typedef struct {
+    kf_eval_ref_cache *c;
+    double nll, nll2, secs, t_call;
+} ref_pass;
+
+static kf_status before_time(void *user, kf_calib_batch *b, kf_error *err) {
+    (void)b, (void)err;
+    ((ref_pass *)user)->t_call = kf_time_now();
+    return KF_OK;
+}
+
+// The reference's NLL as after_ref sums it; its scored rows to the file.
+static kf_status after_cache(void *user, kf_calib_batch *b, kf_error *err) {
+    ref_pass *r = user;
+    kf_eval_ref_cache *c = r->c;
+    const int ctx = b->ctx, V = c->V, first = ctx / 2, per_w = ctx - 1 - first;
+    r->secs += kf_time_now() - r->t_call;
+    for (int w = 0; w < b->n; w++) {
+        const int32_t *tok = b->tokens + (size_t)w * ctx;
+        for (int j = first; j < ctx - 1; j++) {
+            double v = -kf_log_softmax_at(b->logits + ((size_t)w * ctx + j) * V, V, tok[j + 1]);
+            r->nll += v, r->nll2 = fma(v, v, r->nll2);
+        }
+        off_t off = (off_t)(((b->first + w) * per_w) * (int64_t)V * (int64_t)sizeof(float));
+        if (!file_io(c->fd, (void *)(b->logits + ((size_t)w * ctx + first) * V), (size_t)per_w * V * sizeof(float), off,
+                     1))
+            return kf_error_set(err, KF_ERR_IO, "eval: cannot write the reference's logits to a temporary file "
+                                "(TMPDIR full?)");
+    }
+    return KF_OK;
+}
+
+kf_status kf_eval_ref_cache_make(const kf_model *ref, const int32_t *tokens, int64_t n_tokens, int ctx, int bos_id,
+                                 kf_eval_ref_cache *c, kf_error *err) {
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+    if (ctx < 4) return kf_error_set(err, KF_ERR_ARG, "eval: --ctx must be at least 4, got %d", ctx);
+    const kf_calib_protocol p = kf_eval_protocol(ctx, bos_id);
+    kf_status s = check_model(ref, "reference", ref->n_vocab, ctx, err);
+    if (s == KF_OK) s = kf_calib_check(&p, ref, n_tokens, "eval", err);
+    if (s != KF_OK) return s;
+    FILE *f = tmpfile();
+    if (f) c->fd = dup(fileno(f));
+    if (f) fclose(f); // already unlinked: the descriptor keeps it
+    if (c->fd < 0) return kf_error_set(err, KF_ERR_IO, "eval: cannot create a temporary file for the reference's logits");
+    c->V = ref->n_vocab, c->ctx = ctx, c->bos_id = bos_id, c->n_tokens = n_tokens;
+    c->n_chunks = kf_calib_n_windows(&p, n_tokens);
+    c->n_scored = c->n_chunks * (ctx - 1 - ctx / 2);
+    c->tokens_hash = tokens_hash(tokens, n_tokens);
+    kf_ctx *fr = NULL;
+    ref_pass r = {.c = c};
+    if ((s = kf_ctx_init(&fr, ref, kf_calib_max_rows(&p, n_tokens), 0, err)) == KF_OK)
+        s = kf_calib_run(fr, ref, tokens, n_tokens, &p,
+                         &(kf_calib_sink){.before = before_time, .after = after_cache, .user = &r, .logits = true}, err);
+    kf_ctx_free(fr);
+    if (s != KF_OK) {
+        kf_eval_ref_cache_free(c);
+        return s;
+    }
+    c->ref.n_scored = c->n_scored;
+    c->ref.n_chunks = (int)c->n_chunks;
+    c->ref.seconds = r.secs;
+    kf_ppl_finish(&c->ref, r.nll, r.nll2);
+    return KF_OK;
+}
+
+void kf_eval_ref_cache_free(kf_eval_ref_cache *c) {
+    if (c->fd >= 0) close(c->fd);
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+}
+
+typedef struct {
+    const kf_eval_ref_cache *c;
+    float *lr;      // (windows of a batch, scored rows, V) the reference's logits of the batch
+    double *kl;     // (n_scored)
+    double sums[3]; // nll, nll^2, kl
+    int64_t agree, n;
+    double secs, t_call;
+    kf_compare_result *out;
+    kf_ppl_progress_fn progress;
+    void *user;
+} cached_run;
+
+static kf_status before_cached(void *user, kf_calib_batch *b, kf_error *err) {
+    (void)b, (void)err;
+    ((cached_run *)user)->t_call = kf_time_now();
+    return KF_OK;
+}
+
+// The model's logits are in b, the reference's come from the file; the sums
+// are after_ref's, in its order.
+static kf_status after_cached(void *user, kf_calib_batch *b, kf_error *err) {
+    cached_run *r = user;
+    const kf_eval_ref_cache *c = r->c;
+    const int ctx = b->ctx, V = c->V, first = ctx / 2, per_w = ctx - 1 - first;
+    r->secs += kf_time_now() - r->t_call;
+    off_t off = (off_t)((b->first * per_w) * (int64_t)V * (int64_t)sizeof(float));
+    if (!file_io(c->fd, r->lr, (size_t)b->n * per_w * V * sizeof(float), off, 0))
+        return kf_error_set(err, KF_ERR_IO, "eval: cannot read the reference's cached logits");
+    for (int w = 0; w < b->n; w++) {
+        const int32_t *tok = b->tokens + (size_t)w * ctx;
+        for (int j = first; j < ctx - 1; j++) {
+            const float *pm = b->logits + ((size_t)w * ctx + j) * V, *pr = r->lr + ((size_t)w * per_w + j - first) * V;
+            double v = -kf_log_softmax_at(pm, V, tok[j + 1]), d = kf_kl_logits(pr, pm, V);
+            r->sums[0] += v, r->sums[1] += v * v, r->sums[2] += d;
+            r->kl[r->n++] = d;
+            r->agree += argmax(pm, V) == argmax(pr, V);
+        }
+    }
+    kf_compare_result *o = r->out;
+    o->n_scored = o->model.n_scored = r->n;
+    o->model.n_chunks = (int)(b->first + b->n);
+    o->model.seconds = r->secs;
+    kf_ppl_finish(&o->model, r->sums[0], r->sums[1]);
+    if (r->progress) r->progress(r->user, (int)(b->first + b->n) - 1, (int)c->n_chunks, &o->model);
+    return KF_OK;
+}
+
+kf_status kf_eval_compare_cached(const kf_model *m, const kf_eval_ref_cache *c, const int32_t *tokens,
+                                 int64_t n_tokens, kf_compare_result *out, kf_ppl_progress_fn progress, void *user,
+                                 kf_error *err) {
+    memset(out, 0, sizeof *out);
+    if (c->fd < 0 || n_tokens != c->n_tokens || tokens_hash(tokens, n_tokens) != c->tokens_hash)
+        return kf_error_set(err, KF_ERR_ARG, "eval: the reference's cached logits are of other tokens");
+    kf_status s = check_model(m, "model", c->V, c->ctx, err);
+    if (s != KF_OK) return s;
+    const kf_calib_protocol p = kf_eval_protocol(c->ctx, c->bos_id);
+    const int rows = kf_calib_max_rows(&p, n_tokens);
+    cached_run r = {.c = c, .out = out, .progress = progress, .user = user};
+    r.lr = malloc(sizeof *r.lr * (size_t)(rows / c->ctx) * (size_t)(c->ctx - 1 - c->ctx / 2) * (size_t)c->V);
+    r.kl = malloc(sizeof *r.kl * (size_t)c->n_scored);
+    kf_ctx *fm = NULL;
+    if (!r.lr || !r.kl) s = kf_error_set(err, KF_ERR_NOMEM, "eval: out of memory for %d windows of %d tokens",
+                                         rows / c->ctx, c->ctx);
+    if (s == KF_OK && (s = kf_ctx_init(&fm, m, rows, 0, err)) == KF_OK)
+        s = kf_calib_run(fm, m, tokens, n_tokens, &p,
+                         &(kf_calib_sink){.before = before_cached, .after = after_cached, .user = &r, .logits = true},
+                         err);
+    if (s == KF_OK) {
+        out->ref = c->ref;
+        finish_kl(out, r.kl, r.sums[2], r.agree);
+        out->ffn_share = kf_ctx_ffn_share(fm);
+    }
+    kf_ctx_free(fm);
+    free(r.lr);
+    free(r.kl);
+    return s;
 }

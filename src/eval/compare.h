@@ -36,4 +36,27 @@ kf_status kf_eval_compare_many(const kf_model *const *models, int n_models, cons
                                const int32_t *tokens, int64_t n_tokens, int ctx, int bos_id, kf_compare_result *out,
                                kf_ppl_progress_fn progress, void *user, kf_error *err);
 
+// The reference's side of a comparison computed on its own, so that the
+// reference can be unloaded before the models load (a 7B-shape reference and
+// candidate then never share memory): its perplexity, and its logits at every
+// scored position in a temporary file (windows x scored rows x V floats,
+// held by the page cache, not by the process). kf_eval_compare_cached then
+// scores one model against it; each result equals kf_eval_compare's for the
+// same tokens, bit for bit (the same logits reach the same sums).
+typedef struct {
+    int fd;                 // the temporary file of the reference's logits
+    int V, ctx, bos_id;
+    int64_t n_tokens, n_chunks, n_scored;
+    uint64_t tokens_hash;   // FNV-1a of the tokens, checked by kf_eval_compare_cached
+    kf_ppl_result ref;      // the reference's perplexity over the scored tokens
+} kf_eval_ref_cache;
+
+kf_status kf_eval_ref_cache_make(const kf_model *ref, const int32_t *tokens, int64_t n_tokens, int ctx, int bos_id,
+                                 kf_eval_ref_cache *c, kf_error *err);
+// m against the cache, on the same tokens it was made from.
+kf_status kf_eval_compare_cached(const kf_model *m, const kf_eval_ref_cache *c, const int32_t *tokens,
+                                 int64_t n_tokens, kf_compare_result *out, kf_ppl_progress_fn progress, void *user,
+                                 kf_error *err);
+void kf_eval_ref_cache_free(kf_eval_ref_cache *c);
+
 #endif

@@ -2,12 +2,16 @@
 
 #include "core/mem.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 struct kf_buffer {
     kf_buffer *next;
+    int64_t n; // floats of data
     _Alignas(64) float data[];
 };
 
@@ -25,6 +29,7 @@ float *kf_model_alloc(kf_model *m, int64_t n) {
     kf_buffer *b = kf_alloc_large(bytes); // weights: huge pages where possible (core/mem.h)
     if (!b) return NULL;
     memset(b->data, 0, (size_t)n * sizeof(float));
+    b->n = n;
     b->next = m->buffers;
     m->buffers = b;
     return b->data;
@@ -41,6 +46,43 @@ kf_status kf_model_tensor_to_f32(kf_model *m, kf_tensor *t, kf_error *err) {
     kf_dtype_to_f32(t->dtype, t->data, dst, n);
     t->data = dst;
     t->dtype = KF_DTYPE_F32;
+    return KF_OK;
+}
+
+void kf_model_release_tensor(kf_model *m, const kf_tensor *t) {
+    if (!kf_tensor_present(t)) return;
+    const size_t bytes = kf_tensor_nbytes(t);
+    for (kf_buffer **pb = &m->buffers; *pb; pb = &(*pb)->next)
+        if ((*pb)->data == t->data && (*pb)->n == (int64_t)((bytes + 3) / 4)) { // the tensor's own allocation
+            kf_buffer *b = *pb;
+            *pb = b->next;
+            free(b);
+            return;
+        }
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)t->data;
+    const uintptr_t lo = (a + page - 1) / page * page, hi = (a + bytes) / page * page;
+    for (int i = 0; i < m->n_maps; i++) {
+        const uintptr_t b = (uintptr_t)m->maps[i].data;
+        if (a >= b && a + bytes <= b + m->maps[i].size && hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+}
+
+kf_status kf_model_tensor_store(kf_model *m, kf_tensor *t, kf_dtype d, kf_error *err) {
+    if (!kf_tensor_present(t) || d == KF_DTYPE_F32) return KF_OK;
+    if (t->dtype != KF_DTYPE_F32)
+        return kf_error_set(err, KF_ERR_INTERNAL, "%s: only fp32 tensors are stored in another dtype", m->path);
+    const int64_t n = kf_tensor_nelem(t);
+    if (d == KF_DTYPE_Q8_0 && kf_tensor_row_len(t) % 32)
+        return kf_error_set(err, KF_ERR_UNSUPPORTED, "%s: rows of %lld values cannot be stored as Q8_0 (blocks of 32)",
+                            m->path, (long long)kf_tensor_row_len(t));
+    void *dst = kf_model_alloc_bytes(m, kf_dtype_size(d, n));
+    if (!dst) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory storing a tensor of %lld values as %s", m->path,
+                                  (long long)n, kf_dtype_name(d));
+    kf_f32_to_dtype(d, t->data, dst, n);
+    kf_tensor old = *t;
+    t->data = dst;
+    t->dtype = d;
+    kf_model_release_tensor(m, &old);
     return KF_OK;
 }
 

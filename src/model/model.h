@@ -131,6 +131,14 @@ void *kf_model_alloc_bytes(kf_model *m, size_t n);
 // routers, analyses of weights) calls it on the tensors it reads.
 kf_status kf_model_tensor_to_f32(kf_model *m, kf_tensor *t, kf_error *err);
 // Allocates t->data as an owned buffer of the given shape.
+// Gives back the memory behind t's data, which must not be read again: an
+// allocation of m's made for t alone is freed, pages of a mapped file that
+// lie wholly inside it are dropped from memory (madvise; the file is
+// untouched). What a transform calls on the tensors it replaced.
+void kf_model_release_tensor(kf_model *m, const kf_tensor *t);
+// Stores t (fp32, e.g. a transform's result) in dtype d: a new allocation of
+// m's, the fp32 one released. Q8_0 needs rows of whole blocks of 32.
+kf_status kf_model_tensor_store(kf_model *m, kf_tensor *t, kf_dtype d, kf_error *err);
 kf_status kf_model_alloc_tensor(kf_model *m, kf_tensor *t, int ndim, const int64_t *ne, kf_error *err);
 // Registers a memory map whose lifetime becomes the model's.
 kf_status kf_model_add_map(kf_model *m, kf_mmap map, kf_error *err);

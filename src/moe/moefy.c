@@ -41,7 +41,8 @@ void kf_moefy_report_free(kf_moefy_report *r) {
 typedef struct {
     const kf_model *m;
     int E;
-    kf_moments *mo;   // pass 1: (n_layer) activation statistics
+    kf_moments *mo;   // pass 1: (n_layer) activation statistics; layers [g0, g1) recorded
+    int g0, g1;
     float **X, **Y;   // pass 2: (n_layer) each (cap, C) and (cap, E)
     int cur, cap;     // pass 2: rows filled, rows wanted
     int64_t done;     // tokens run in this pass
@@ -54,7 +55,7 @@ static void record_hook(void *user, int l, kf_hook_point p, float *x, int n, int
     recorder *r = user;
     if (r->st != KF_OK) return;
     if (r->mo) {
-        if (p == KF_HOOK_FFN_ACT) r->st = kf_moments_add(&r->mo[l], x, n, &r->err);
+        if (p == KF_HOOK_FFN_ACT && l >= r->g0 && l < r->g1) r->st = kf_moments_add(&r->mo[l], x, n, &r->err);
         return;
     }
     int take = r->cap - r->cur < n ? r->cap - r->cur : n;
@@ -83,10 +84,11 @@ static kf_status after_batch(void *user, kf_calib_batch *b, kf_error *err) {
     return KF_OK;
 }
 
-// Runs the calibration windows (at most max_tokens tokens) through m with the
-// recorder hooked; in pass 2 until the sample is full. *done: tokens run.
+// Runs the calibration windows (at most max_tokens tokens) through blocks
+// [0, end) of m with the recorder hooked; in pass 2 until the sample is full.
+// *done: tokens run.
 static kf_status run_windows(const kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, const kf_moefy_opts *o,
-                             int64_t max_tokens, recorder *r, unsigned points, int64_t *done, kf_error *err) {
+                             int64_t max_tokens, int end, recorder *r, unsigned points, int64_t *done, kf_error *err) {
     kf_calib_protocol p = kf_calib_protocol_make(o->ctx, bos_id);
     p.batch = o->batch;
     p.max_tokens = max_tokens;
@@ -96,7 +98,8 @@ static kf_status run_windows(const kf_model *m, const int32_t *ids, int64_t n_id
     if ((s = kf_ctx_init(&c, m, kf_calib_max_rows(&p, n_ids), 0, err)) != KF_OK) return s;
     kf_ctx_set_hook(c, record_hook, r, points);
     r->done = 0;
-    s = kf_calib_run(c, m, ids, n_ids, &p, &(kf_calib_sink){.before = sample_full, .after = after_batch, .user = r},
+    if ((s = kf_ctx_set_layers(c, 0, end, err)) == KF_OK)
+        s = kf_calib_run(c, m, ids, n_ids, &p, &(kf_calib_sink){.before = sample_full, .after = after_batch, .user = r},
                      err);
     *done = r->done;
     kf_ctx_free(c);
@@ -123,6 +126,57 @@ static kf_status check_opts(const kf_model *m, const kf_moefy_opts *o, kf_error 
                                 L->n_ff, E);
     }
     return KF_OK;
+}
+
+static int moefy_topk(const kf_moefy_opts *o, int F) {
+    int topk = o->split == KF_SPLIT_COACT ? (o->coact_topk > 0 ? o->coact_topk : (F / 32 > 4 ? F / 32 : 4)) : 0;
+    return topk > F ? F : topk;
+}
+
+kf_status kf_moefy_plan_make(const kf_model *m, const kf_moefy_opts *o, kf_moefy_plan *p, kf_error *err) {
+    memset(p, 0, sizeof *p);
+    const int L = m->n_layer;
+    if (!(p->group_first = malloc(sizeof *p->group_first * (size_t)(L + 1))))
+        return kf_error_set(err, KF_ERR_NOMEM, "moefy: out of memory for the memory plan");
+    p->group_first[0] = 0;
+    if (o->split == KF_SPLIT_KMEANS || o->stats) { // nothing recorded
+        p->n_groups = 1, p->group_first[1] = L;
+        return KF_OK;
+    }
+    // the split's scratch of the widest layer: fold's correlation matrix, coact's graph
+    int64_t scratch = 0, group = 0;
+    for (int l = 0; l < L; l++) {
+        const int64_t F = m->layers[l].n_ff, sc = o->split == KF_SPLIT_FOLD ? 8 * F * F + 24 * F : 32 * F * F / 8;
+        scratch = sc > scratch ? sc : scratch;
+        int64_t b = kf_moments_bytes((int)F, moefy_topk(o, (int)F), 0);
+        p->bytes_one_pass += b;
+        p->bytes_min = b > p->bytes_min ? b : p->bytes_min;
+    }
+    p->bytes_one_pass += scratch;
+    p->bytes_min += scratch;
+    if (o->max_memory > 0 && p->bytes_min > o->max_memory) {
+        kf_status st = kf_error_set(err, KF_ERR_ARG, "moefy: --max-memory %.1f MiB is too small: one layer needs %.1f MiB",
+                                    o->max_memory / 1048576.0, p->bytes_min / 1048576.0);
+        kf_moefy_plan_free(p);
+        return st;
+    }
+    for (int l = 0; l < L; l++) {
+        int64_t b = kf_moments_bytes(m->layers[l].n_ff, moefy_topk(o, m->layers[l].n_ff), 0);
+        if (o->max_memory > 0 && l > p->group_first[p->n_groups] && scratch + group + b > o->max_memory) {
+            p->bytes = scratch + group > p->bytes ? scratch + group : p->bytes;
+            p->group_first[++p->n_groups] = l;
+            group = 0;
+        }
+        group += b;
+    }
+    p->bytes = scratch + group > p->bytes ? scratch + group : p->bytes;
+    p->group_first[++p->n_groups] = L;
+    return KF_OK;
+}
+
+void kf_moefy_plan_free(kf_moefy_plan *p) {
+    free(p->group_first);
+    memset(p, 0, sizeof *p);
 }
 
 // Statistics of layer l: from the file, or from the pass-1 accumulators.
@@ -154,7 +208,8 @@ kf_status kf_moefy_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bos_i
     rep->n_layer = L;
     rep->layers = calloc((size_t)L, sizeof *rep->layers);
     kf_moments *mo = NULL;
-    int32_t *labels = NULL;
+    int32_t **labels = NULL;
+    kf_moefy_plan plan = {0};
     recorder r = {.m = m, .E = E};
     r.X = calloc((size_t)L, sizeof *r.X);
     r.Y = calloc((size_t)L, sizeof *r.Y);
@@ -163,45 +218,45 @@ kf_status kf_moefy_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bos_i
         goto done;
     }
 
-    // 1. statistics
+    // 1. statistics and 2. split, a group of layers at a time; then reorder
     const bool need_stats = o->split != KF_SPLIT_KMEANS;
-    if (need_stats && !o->stats) {
-        if (!(mo = calloc((size_t)L, sizeof *mo))) {
-            s = kf_error_set(err, KF_ERR_NOMEM, "moefy: out of memory");
-            goto done;
-        }
-        for (int l = 0; l < L && s == KF_OK; l++) {
-            const int F = m->layers[l].n_ff;
-            int topk = o->split == KF_SPLIT_COACT ? (o->coact_topk > 0 ? o->coact_topk : (F / 32 > 4 ? F / 32 : 4)) : 0;
-            if (topk > F) topk = F;
-            s = kf_moments_init(&mo[l], F, topk, 0, err);
-        }
-        if (s != KF_OK) goto done;
-        if (o->progress) o->progress(o->progress_user, "statistics", 0, L);
-        r.mo = mo;
-        s = run_windows(m, ids, n_ids, bos_id, o, o->n_tokens, &r, 1u << KF_HOOK_FFN_ACT,
-                        &rep->n_calib_tokens, err);
-        r.mo = NULL;
-        if (s != KF_OK) goto done;
-    }
-
-    // 2. split and reorder
-    int maxF = 0;
-    for (int l = 0; l < L; l++) maxF = m->layers[l].n_ff > maxF ? m->layers[l].n_ff : maxF;
-    if (!(labels = malloc(sizeof(int32_t) * (size_t)maxF))) {
+    if ((s = kf_moefy_plan_make(m, o, &plan, err)) != KF_OK) goto done;
+    if (!(labels = calloc((size_t)L, sizeof *labels)) || (need_stats && !o->stats && !(mo = calloc((size_t)L, sizeof *mo)))) {
         s = kf_error_set(err, KF_ERR_NOMEM, "moefy: out of memory");
         goto done;
     }
-    for (int l = 0; l < L; l++) {
-        if (o->progress) o->progress(o->progress_user, "split", l, L);
-        const kf_moments *st = NULL;
-        if (need_stats && (s = layer_stats(m, o, mo, l, &st, err)) != KF_OK) goto done;
-        if (o->split == KF_SPLIT_KMEANS) s = kf_moe_split_kmeans(m, l, E, o->seed, labels, err);
-        else if (o->split == KF_SPLIT_COACT) s = kf_moe_split_coact(st, E, o->seed + (uint64_t)l, labels, err);
-        else s = kf_moe_split_fold(st, E, o->fold_keep, labels, err);
-        if (s == KF_OK) s = kf_moe_permute_layer(m, l, labels, E, NULL, err);
-        if (s != KF_OK) goto done;
+    for (int g = 0; g < plan.n_groups; g++) {
+        const int g0 = plan.group_first[g], g1 = plan.group_first[g + 1];
+        for (int l = g0; l < g1 && s == KF_OK; l++)
+            if (!(labels[l] = malloc(sizeof(int32_t) * (size_t)m->layers[l].n_ff)))
+                s = kf_error_set(err, KF_ERR_NOMEM, "moefy: out of memory");
+        if (mo) {
+            for (int l = g0; l < g1 && s == KF_OK; l++) {
+                const int F = m->layers[l].n_ff;
+                s = kf_moments_init(&mo[l], F, moefy_topk(o, F), 0, err);
+            }
+            if (s != KF_OK) goto done;
+            if (o->progress) o->progress(o->progress_user, "statistics", g0, L);
+            r.mo = mo, r.g0 = g0, r.g1 = g1;
+            int64_t ran_stats;
+            s = run_windows(m, ids, n_ids, bos_id, o, o->n_tokens, g1, &r, 1u << KF_HOOK_FFN_ACT, &ran_stats, err);
+            rep->n_calib_tokens = ran_stats;
+            r.mo = NULL;
+            if (s != KF_OK) goto done;
+        }
+        for (int l = g0; l < g1; l++) {
+            if (o->progress) o->progress(o->progress_user, "split", l, L);
+            const kf_moments *st = NULL;
+            if (need_stats && (s = layer_stats(m, o, mo, l, &st, err)) != KF_OK) goto done;
+            if (o->split == KF_SPLIT_KMEANS) s = kf_moe_split_kmeans(m, l, E, o->seed, labels[l], err);
+            else if (o->split == KF_SPLIT_COACT) s = kf_moe_split_coact(st, E, o->seed + (uint64_t)l, labels[l], err);
+            else s = kf_moe_split_fold(st, E, o->fold_keep, labels[l], err);
+            if (mo) kf_moments_free(&mo[l]);
+            if (s != KF_OK) goto done;
+        }
     }
+    for (int l = 0; l < L; l++)
+        if ((s = kf_moe_permute_layer(m, l, labels[l], E, NULL, err)) != KF_OK) goto done;
 
     // 3. router sample
     const int cap = o->router_tokens;
@@ -221,8 +276,8 @@ kf_status kf_moefy_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bos_i
     }
     if (o->progress) o->progress(o->progress_user, "sample", 0, L);
     int64_t ran;
-    s = run_windows(m, ids, n_ids, bos_id, o, n_ids, &r,
-                    (1u << KF_HOOK_FFN_IN) | (1u << KF_HOOK_FFN_ACT), &ran, err);
+    s = run_windows(m, ids, n_ids, bos_id, o, n_ids, L, &r, (1u << KF_HOOK_FFN_IN) | (1u << KF_HOOK_FFN_ACT), &ran,
+                    err);
     if (s != KF_OK) goto done;
     const int n = r.cur, n_val = n / 8, n_tr = n - n_val;
     if (n_val < 1) {
@@ -279,7 +334,9 @@ done:
     if (mo)
         for (int l = 0; l < L; l++) kf_moments_free(&mo[l]);
     free(mo);
+    for (int l = 0; labels && l < L; l++) free(labels[l]);
     free(labels);
+    kf_moefy_plan_free(&plan);
     for (int l = 0; r.X && l < L; l++) free(r.X[l]);
     for (int l = 0; r.Y && l < L; l++) free(r.Y[l]);
     free(r.X);

@@ -47,6 +47,7 @@ typedef struct {
     int coact_topk;         // co-activation set size; 0 = max(4, F/32)
     uint64_t seed;
     const kf_statsfile *stats; // analyze statistics of the original model ("layer.<l>.ffn_act"), or NULL
+    int64_t max_memory;     // bytes of statistics memory at most (kf_moefy_plan); 0 = no cap
     kf_moefy_progress_fn progress;
     void *progress_user;
 } kf_moefy_opts;
@@ -72,6 +73,22 @@ typedef struct {
 } kf_moefy_report;
 
 void kf_moefy_report_free(kf_moefy_report *r);
+
+// How the statistics pass splits under o->max_memory: layers in consecutive
+// groups, one calibration pass each (through the group's last block only),
+// each group split into experts and its statistics freed before the next;
+// the neurons are reordered after all groups, so the result equals the
+// one-pass run's. bytes: the most the statistics use at once (0 when the
+// split needs none or they come from a file).
+typedef struct {
+    int n_groups;
+    int *group_first; // (n_groups + 1)
+    int64_t bytes, bytes_one_pass, bytes_min;
+} kf_moefy_plan;
+
+// Fails with one line naming the bytes needed when one layer does not fit.
+kf_status kf_moefy_plan_make(const kf_model *m, const kf_moefy_opts *o, kf_moefy_plan *p, kf_error *err);
+void kf_moefy_plan_free(kf_moefy_plan *p);
 
 // ids (n_ids): calibration tokens. The model must be dense; on failure it may
 // be partly reordered (still equal to the original as a dense model).

@@ -37,7 +37,8 @@ void kf_dalvi_result_free(kf_dalvi_result *r) {
     if (!r) return;
     free(r->block_dev), free(r->block_test), free(r->block_ctrl), free(r->prefix_dev);
     free(r->grid_dev), free(r->grid_test), free(r->grid_n), free(r->selected), free(r->selected_per_block);
-    free(r->confusion), free(r->runs);
+    free(r->confusion), free(r->runs), free(r->final_mean), free(r->final_inv_std), free(r->block_w);
+    kf_logreg_free(&r->final_model);
     memset(r, 0, sizeof *r);
 }
 
@@ -182,6 +183,7 @@ kf_status kf_dalvi_run(const kf_feat_layout *lay, const kf_probe_split *train, c
     r->grid_n = calloc((size_t)(o->n_grid > 0 ? o->n_grid : 1), sizeof(int));
     r->selected_per_block = calloc((size_t)nb, sizeof(int));
     r->confusion = calloc((size_t)n_classes * (size_t)n_classes, sizeof(int64_t));
+    r->block_w = calloc((size_t)n_classes * (size_t)D, sizeof(float));
     int64_t *reps = NULL;
     ranked *rank = NULL;
     double *corr = NULL;
@@ -191,7 +193,7 @@ kf_status kf_dalvi_run(const kf_feat_layout *lay, const kf_probe_split *train, c
     kf_linkage z = {0};
     kf_status s = KF_OK;
     if (!c.mean || !c.inv || !cols || !r->block_dev || !r->block_test || !r->block_ctrl || !r->prefix_dev ||
-        !r->grid_dev || !r->grid_test || !r->grid_n || !r->selected_per_block || !r->confusion) {
+        !r->grid_dev || !r->grid_test || !r->grid_n || !r->selected_per_block || !r->confusion || !r->block_w) {
         s = kf_error_set(err, KF_ERR_NOMEM, "probe: out of memory");
         goto done;
     }
@@ -206,8 +208,13 @@ kf_status kf_dalvi_run(const kf_feat_layout *lay, const kf_probe_split *train, c
     char name[32];
     for (int b = 0; s == KF_OK && b < nb; b++) {
         snprintf(name, sizeof name, "block %d", b);
-        s = probe(&c, name, cols + lay->col[b], (int)(lay->col[b + 1] - lay->col[b]), true, &r->block_dev[b],
-                  &r->block_test[b], &r->block_ctrl[b], NULL, NULL, err);
+        const int nc = (int)(lay->col[b + 1] - lay->col[b]);
+        kf_logreg bm = {0};
+        s = probe(&c, name, cols + lay->col[b], nc, true, &r->block_dev[b], &r->block_test[b], &r->block_ctrl[b],
+                  &bm, NULL, err);
+        for (int k = 0; s == KF_OK && k < n_classes; k++)
+            memcpy(r->block_w + (int64_t)k * D + lay->col[b], bm.w + (int64_t)k * nc, sizeof(float) * (size_t)nc);
+        kf_logreg_free(&bm);
     }
     if (s == KF_OK && o->blocks_only) goto done;
     if (s == KF_OK)
@@ -324,9 +331,17 @@ kf_status kf_dalvi_run(const kf_feat_layout *lay, const kf_probe_split *train, c
         }
     }
     // The final set: its test confusion matrix and its control probe.
-    s = probe(&c, "final", r->selected, r->n_selected, true, &r->final_dev, &r->final_test, &r->final_ctrl, NULL,
-              r->confusion, err);
+    s = probe(&c, "final", r->selected, r->n_selected, true, &r->final_dev, &r->final_test, &r->final_ctrl,
+              &r->final_model, r->confusion, err);
     if (s != KF_OK) goto done;
+    r->final_mean = malloc((size_t)r->n_selected * sizeof *r->final_mean);
+    r->final_inv_std = malloc((size_t)r->n_selected * sizeof *r->final_inv_std);
+    if (!r->final_mean || !r->final_inv_std) {
+        s = kf_error_set(err, KF_ERR_NOMEM, "probe: out of memory");
+        goto done;
+    }
+    for (int j = 0; j < r->n_selected; j++)
+        r->final_mean[j] = c.mean[r->selected[j]], r->final_inv_std[j] = c.inv[r->selected[j]];
     r->selectivity = r->final_test - r->final_ctrl;
     for (int j = 0; j < r->n_selected; j++) r->selected_per_block[block_of(lay, r->selected[j])]++;
 done:

@@ -68,6 +68,10 @@ typedef struct {
     int *selected_per_block;    // (n_blocks)
     double final_dev, final_test, final_ctrl, selectivity; // control/selectivity NAN without control labels
     int64_t *confusion;         // (K, K) test rows: true label, predicted
+    kf_logreg final_model;      // the final probe, on columns selected[0..n_selected) standardised with
+    double *final_mean, *final_inv_std; // (n_selected) the training rows' mean and 1/std of those columns
+    float *block_w;             // (K, n_neurons) every per-block probe's weights in the block's columns
+                                // (the task ranking of `kfuse compress --task`)
     kf_probe_run *runs;
     int n_runs;
     double seconds;

@@ -251,7 +251,7 @@ kf_status kf_features_extract(const kf_model *m, const kf_task_tokens *t, const 
             const float *r = rows + (int64_t)i * D;
             const void *src = r;
             if (o->f16) {
-                for (int64_t j = 0; j < D; j++) half[j] = kf_f32_to_f16(r[j]);
+                kf_f32_to_dtype(KF_DTYPE_F16, r, half, D);
                 src = half;
             }
             off_t off = (off_t)(hl + (size_t)item_idx[i] * (size_t)D * elem);

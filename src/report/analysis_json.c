@@ -121,6 +121,11 @@ cJSON *kf_report_analysis_to_json(const kf_analysis_result *r) {
     num(&w, ca, "seed", (double)r->seed);
     num(&w, ca, "record_seconds", r->record_seconds);
     num(&w, ca, "tokens_per_s", r->tokens_per_s);
+    put(&w, ca, "shard_layers", cJSON_CreateBool(r->shard_layers != 0));
+    int_row(&w, ca, "layer_owner", r->layer_owner, L);
+    cJSON *rb = put(&w, ca, "rank_ffn_stats_bytes", cJSON_CreateArray());
+    for (int i = 0; i < r->ranks; i++) put(&w, rb, NULL, cJSON_CreateNumber((double)r->rank_ffn_stats_bytes[i]));
+    num(&w, ca, "resid_stats_bytes", (double)r->resid_stats_bytes);
 
     cJSON *op = put(&w, root, "options", cJSON_CreateObject());
     num(&w, op, "threshold", r->threshold);
@@ -473,6 +478,21 @@ static void read_run(jr *r, const cJSON *root, kf_analysis_result *res) {
     res->seed = r->st == KF_OK ? (uint64_t)seed : 0;
     res->record_seconds = number(r, ca, "calibration", "record_seconds");
     res->tokens_per_s = number(r, ca, "calibration", "tokens_per_s");
+    const cJSON *sh = item(r, ca, "calibration", "shard_layers");
+    if (r->st == KF_OK && !cJSON_IsBool(sh)) fail(r, "calibration", "shard_layers", "not a boolean");
+    res->shard_layers = cJSON_IsTrue(sh);
+    integers(r, ca, "calibration", "layer_owner", res->layer_owner, res->n_layer, 0, res->ranks);
+    const cJSON *rb = array(r, ca, "calibration", "rank_ffn_stats_bytes", res->ranks), *v;
+    int i = 0;
+    cJSON_ArrayForEach(v, rb) {
+        double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+        if (!(d == floor(d) && d >= 0 && d <= 0x1p52)) {
+            fail(r, "calibration", "rank_ffn_stats_bytes", "entry %d is not a byte count", i);
+            return;
+        }
+        res->rank_ffn_stats_bytes[i++] = (int64_t)d;
+    }
+    res->resid_stats_bytes = integer(r, ca, "calibration", "resid_stats_bytes", 0, (int64_t)1 << 52);
 
     const cJSON *op = object(r, root, "", "options");
     res->threshold = number(r, op, "options", "threshold");
@@ -600,8 +620,9 @@ kf_status kf_report_analysis_from_json(const cJSON *root, const char *name, kf_a
     if (r.st == KF_OK && (!schema || strcmp(schema, SCHEMA)))
         fail(&r, "", "schema", "not \"%s\"", SCHEMA);
     int L = (int)integer(&r, object(&r, root, "", "model"), "model", "n_layer", 1, 1 << 20);
+    int ranks = (int)integer(&r, object(&r, root, "", "calibration"), "calibration", "ranks", 1, 1 << 20);
     if (r.st != KF_OK) return r.st;
-    if (kf_analysis_result_init(res, L, err) != KF_OK) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", name);
+    if (kf_analysis_result_init(res, L, ranks, err) != KF_OK) return kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", name);
     read_model(&r, root, res);
     read_run(&r, root, res);
     read_layers(&r, root, res);

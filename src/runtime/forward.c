@@ -65,6 +65,7 @@ struct kf_ctx {
     kf_hook_fn hook;
     void *hook_user;
     unsigned hook_points;
+    int layer_first, layer_end; // blocks a prefill runs: [layer_first, layer_end)
 };
 
 // n = a * b * c floats, false on overflow or beyond 2^40 floats.
@@ -118,6 +119,7 @@ kf_status kf_ctx_init(kf_ctx **out, const kf_model *m, int max_tokens, int kv_le
     kf_ctx *c = calloc(1, sizeof *c);
     if (!c) return kf_error_set(err, KF_ERR_NOMEM, "forward: out of memory");
     c->m = m;
+    c->layer_end = m->n_layer;
     c->max_tokens = max_tokens;
     c->kv_len = kv_len;
     for (int l = 0; l < m->n_layer; l++)
@@ -194,6 +196,15 @@ void kf_ctx_free(kf_ctx *c) {
     free(c->xs);
     kf_moe_ws_free(c->moe);
     free(c);
+}
+
+kf_status kf_ctx_set_layers(kf_ctx *c, int first, int end, kf_error *err) {
+    if (first < 0 || end > c->m->n_layer || first >= end)
+        return kf_error_set(err, KF_ERR_ARG, "forward: layer range [%d, %d) not within the model's %d layers", first,
+                            end, c->m->n_layer);
+    c->layer_first = first;
+    c->layer_end = end;
+    return KF_OK;
 }
 
 void kf_ctx_set_hook(kf_ctx *c, kf_hook_fn fn, void *user, unsigned points) {
@@ -280,7 +291,8 @@ static void forward(kf_ctx *c, const int32_t *tokens, int B, int T, int pos0, bo
         }
     }
 
-    for (int l = 0; l < m->n_layer; l++) {
+    const bool part = c->layer_first > 0 || c->layer_end < m->n_layer;
+    for (int l = decode ? 0 : c->layer_first; l < (decode ? m->n_layer : c->layer_end); l++) {
         const kf_layer *L = &m->layers[l];
         const int F = L->n_ff;
         float *kc = c->k_cache + (int64_t)l * c->kv_len * KV; // (kv_len, KV) of this layer
@@ -340,7 +352,7 @@ static void forward(kf_ctx *c, const int32_t *tokens, int B, int T, int pos0, bo
         run_hook(c, l, KF_HOOK_BLOCK_OUT, c->x, N, C);
     }
 
-    if (!logits) return;
+    if (!logits || (part && !decode)) return;
     norm_rows(m, c->xn, c->x, &m->out_norm_w, &m->out_norm_b, N); // xn (N, C)
     linear(c, logits, c->xn, &m->lm_head, NULL, N);                  // logits (N, V)
 }
@@ -363,6 +375,9 @@ kf_status kf_forward_prefill(kf_ctx *c, const int32_t *tokens, int B, int T, flo
         return kf_error_set(err, KF_ERR_ARG, "forward: %d positions exceed the model's %d", T, m->n_ctx_train);
     kf_status s = check_tokens(m, tokens, (int64_t)B * T, err);
     if (s != KF_OK) return s;
+    if (logits && (c->layer_first > 0 || c->layer_end < m->n_layer))
+        return kf_error_set(err, KF_ERR_ARG, "forward: logits asked of a prefill over layers [%d, %d) only",
+                            c->layer_first, c->layer_end);
     forward(c, tokens, B, T, 0, false, B == 1 && T <= c->kv_len, logits);
     return KF_OK;
 }

@@ -37,6 +37,13 @@ void kf_ctx_free(kf_ctx *ctx);
 // fn NULL removes it.
 void kf_ctx_set_hook(kf_ctx *ctx, kf_hook_fn fn, void *user, unsigned points);
 
+// Prefill runs blocks [first, end) only (default all; decode always runs
+// all). With first > 0 the residual stream entering block first is the
+// embedding of the tokens until a KF_HOOK_BLOCK_IN hook of that layer writes
+// the real one into x (e.g. cached from an earlier pass); with end <
+// n_layer the pass stops after block end-1 and gives no logits.
+kf_status kf_ctx_set_layers(kf_ctx *ctx, int first, int end, kf_error *err);
+
 // Prefill: tokens (B, T), each sequence at positions 0..T-1. Writes logits
 // (B, T, V) when logits is non-NULL. When B == 1 and the context has a KV
 // cache of at least T positions, the cache is filled for positions 0..T-1 so

@@ -27,4 +27,17 @@ typedef struct {
 kf_status kf_spec_loss(const kf_model *m, const int32_t *ids, int64_t n_ids, const kf_calib_protocol *p,
                        const kf_spec_mask *mask, double *nll, kf_error *err);
 
+// fo (n_neuron, flat over layers as in importance.h): the first-order
+// estimate of the increase of the mean next-token NLL of m on the windows of
+// ids (scored as kf_spec_loss scores them) when one FFN neuron alone is
+// removed. Zeroing a_j at every position t changes L by about
+//   -sum_t a_tj dL/da_tj,
+// and since y = W_down a gives dL/dW_down[c][j] = sum_t dL/dy_tc a_tj, that is
+//   -sum_c W_down[c][j] dL/dW_down[c][j]:
+// one backward pass of src/train (KF_TRAIN_FFN) gives every neuron's
+// estimate. Copies m's weights into memory and w_down to F32 (same values).
+// Dense models only.
+kf_status kf_spec_first_order(kf_model *m, const int32_t *ids, int64_t n_ids, const kf_calib_protocol *p, double *fo,
+                              kf_error *err);
+
 #endif

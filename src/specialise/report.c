@@ -97,9 +97,13 @@ static cJSON *run_json(const kf_spec_result *r, const kf_spec_data *data, const 
     for (int d = 0; d < D && A > 0; d++) {
         cJSON *dobj = cJSON_CreateObject();
         cJSON_AddStringToObject(dobj, "dataset", data[d].name);
+        const double *fo = r->first_order && !data[d].task ? r->first_order + (int64_t)d * r->n_neuron : NULL;
+        double *pool_fo = malloc(sizeof(double) * ((size_t)L * A + 1)), *pool_dl = malloc(sizeof(double) * ((size_t)L * A + 1));
+        double *est = malloc(sizeof(double) * ((size_t)A + 1));
         cJSON *layers = cJSON_AddArrayToObject(dobj, "layers");
         for (int l = 0; l < L; l++) {
             const int64_t base = ((int64_t)d * L + l) * A;
+            const int F = (int)(r->off[l + 1] - r->off[l]);
             cJSON *lo = cJSON_CreateObject(), *idx = cJSON_CreateArray(), *imp = cJSON_CreateArray();
             put(lo, "layer", l);
             for (int i = 0; i < A; i++) {
@@ -110,8 +114,31 @@ static cJSON *run_json(const kf_spec_result *r, const kf_spec_data *data, const 
             cJSON_AddItemToObject(lo, "neurons", idx);
             cJSON_AddItemToObject(lo, "importance", imp);
             cJSON_AddItemToObject(lo, "d_loss", numbers(r->ablate_dloss + base, A, 1));
+            if (fo && pool_fo && pool_dl && est) {
+                const double *fl = fo + r->off[l];
+                for (int i = 0; i < A; i++) {
+                    est[i] = fl[r->ablate_idx[base + i]];
+                    pool_fo[l * A + i] = est[i];
+                    pool_dl[l * A + i] = r->ablate_dloss[base + i];
+                }
+                cJSON_AddItemToObject(lo, "first_order", numbers(est, A, 1));
+                put(lo, "rank_corr", kf_spec_spearman(est, r->ablate_dloss + base, A));
+                double mean = 0, mx = -INFINITY;
+                int arg = 0;
+                for (int j = 0; j < F; j++) {
+                    mean += fl[j] / F;
+                    if (fl[j] > mx) mx = fl[j], arg = j;
+                }
+                put(lo, "first_order_mean", mean);
+                put(lo, "first_order_max", mx);
+                put(lo, "first_order_argmax", arg);
+                put(lo, "rank_corr_importance",
+                    kf_spec_spearman(fl, r->importance + (int64_t)d * r->n_neuron + r->off[l], F));
+            }
             cJSON_AddItemToArray(layers, lo);
         }
+        if (fo && pool_fo && pool_dl) put(dobj, "rank_corr", kf_spec_spearman(pool_fo, pool_dl, L * A));
+        free(pool_fo), free(pool_dl), free(est);
         cJSON_AddItemToArray(ab, dobj);
     }
     return o;
@@ -167,6 +194,8 @@ static cJSON *to_json(const kf_spec_report *rep) {
     put(op, "null_draws", o->n_null);
     put(op, "random_draws", o->n_random);
     put(op, "ablate_top", o->ablate_top);
+    cJSON_AddBoolToObject(op, "first_order", o->first_order);
+    cJSON_AddStringToObject(op, "task_loss", kf_spec_task_loss_name(o->task_loss));
     put(op, "seed", (double)o->seed);
     if (rep->control) put(op, "control_seed", (double)rep->control_seed);
     cJSON *ds = cJSON_AddArrayToObject(root, "datasets");
@@ -177,6 +206,14 @@ static cJSON *to_json(const kf_spec_report *rep) {
         put(x, "n_tokens", (double)rep->data[d].n_ids);
         put(x, "tokens_used", (double)r->tokens_used[d]);
         put(x, "eval_tokens_used", (double)r->eval_tokens_used[d]);
+        cJSON_AddStringToObject(x, "kind", rep->data[d].task ? "task" : "text");
+        if (rep->data[d].task) {
+            cJSON *t = cJSON_AddObjectToObject(x, "task");
+            put(t, "n_labels", rep->data[d].task->n_labels);
+            put(t, "train_items", (double)r->items_used[2 * d]);
+            put(t, "eval_items", (double)r->items_used[2 * d + 1]);
+            cJSON_AddStringToObject(t, "loss", kf_spec_task_loss_name(o->task_loss));
+        }
         cJSON_AddItemToArray(ds, x);
     }
     cJSON *runs = cJSON_AddArrayToObject(root, "runs");
@@ -253,6 +290,44 @@ static void overlap_section(kf_strbuf *b, const kf_spec_report *rep) {
         kf_strbuf_puts(b, "</div>\n");
     }
     free(names), free(x), free(y), free(v);
+}
+
+// Measured single-neuron ablation against the first-order estimate: the
+// rank correlation over each dataset's candidates, per run.
+static void ablation_section(kf_strbuf *b, const kf_spec_report *rep) {
+    const kf_spec_result *runs[2] = {rep->trained, rep->control};
+    const int D = rep->trained->n_data, L = rep->trained->n_layer, A = rep->trained->ablate_top;
+    if (!rep->trained->first_order || A < 2) return;
+    double *fo = malloc(sizeof *fo * (size_t)L * A);
+    if (!fo) return;
+    kf_strbuf_printf(b, "<h2>Single-neuron ablation: measured and first-order</h2>\n<p class=note>For the %d most "
+                        "important neurons of each dataset in each layer, the measured loss increase when that neuron "
+                        "alone is removed against the first-order estimate &minus;&Sigma; a &middot; &part;L/&part;a "
+                        "(one backward pass, importance tokens): Spearman rank correlation over the %d candidates, "
+                        "and the mean of each.</p>\n<table><tr><th class=l>dataset</th><th class=l>model</th>"
+                        "<th>rank correlation</th><th>mean measured</th><th>mean estimate</th></tr>\n",
+                     A, L * A);
+    for (int d = 0; d < D; d++) {
+        if (rep->data[d].task) continue;
+        for (int i = 0; i < 2; i++) {
+            const kf_spec_result *r = runs[i];
+            if (!r || !r->first_order) continue;
+            const double *dl = r->ablate_dloss + (int64_t)d * L * A;
+            double mm = 0, me = 0;
+            for (int l = 0; l < L; l++)
+                for (int k = 0; k < A; k++) {
+                    const int64_t c = (int64_t)l * A + k;
+                    fo[c] = r->first_order[(int64_t)d * r->n_neuron + r->off[l] + r->ablate_idx[(int64_t)d * L * A + c]];
+                    mm += dl[c] / (L * A), me += fo[c] / (L * A);
+                }
+            kf_strbuf_puts(b, "<tr><td class=l>");
+            kf_strbuf_escape(b, rep->data[d].name);
+            kf_strbuf_printf(b, "</td><td class=l>%s</td><td>%.3f</td><td>%.5f</td><td>%.5f</td></tr>\n",
+                             i == 0 ? "trained" : "random init", kf_spec_spearman(fo, dl, L * A), mm, me);
+        }
+    }
+    kf_strbuf_puts(b, "</table>\n");
+    free(fo);
 }
 
 static void pruning_section(kf_strbuf *b, const kf_spec_report *rep) {
@@ -415,6 +490,7 @@ kf_status kf_spec_report_write(const kf_spec_report *rep, const char *dir, kf_er
     summary(&b, rep);
     overlap_section(&b, rep);
     pruning_section(&b, rep);
+    ablation_section(&b, rep);
     experts_section(&b, rep);
     kf_strbuf_puts(&b, "<p class=note>Every number on this page is in specialise.json beside it (schema: "
                        "docs/specialise-json.md).</p>\n</body></html>\n");

@@ -102,3 +102,41 @@ void kf_spec_concentration(const int32_t *set, int t, const int32_t *expert_of, 
     for (int e = 0; e < k && e < E; e++) in += counts[e];
     *share = t > 0 ? (double)in / t : 0;
 }
+
+static int cmp_ranked(const void *a, const void *b) {
+    const kf_spec_ranked *x = a, *y = b;
+    return (x->v > y->v) - (x->v < y->v);
+}
+
+// rank (n) of v, 1-based, ties at their average rank; s (n) scratch.
+static void ranks(const double *v, int n, kf_spec_ranked *s, double *rank) {
+    for (int i = 0; i < n; i++) s[i] = (kf_spec_ranked){v[i], i};
+    qsort(s, (size_t)n, sizeof *s, cmp_ranked);
+    for (int i = 0; i < n;) {
+        int e = i;
+        while (e < n && s[e].v == s[i].v) e++;
+        for (int k = i; k < e; k++) rank[s[k].i] = 0.5 * (i + e - 1) + 1;
+        i = e;
+    }
+}
+
+double kf_spec_spearman(const double *x, const double *y, int n) {
+    if (n < 2) return NAN;
+    kf_spec_ranked *s = malloc(sizeof *s * (size_t)n);
+    double *rx = malloc(sizeof *rx * (size_t)n), *ry = malloc(sizeof *ry * (size_t)n);
+    double r = NAN;
+    if (s && rx && ry) {
+        ranks(x, n, s, rx);
+        ranks(y, n, s, ry);
+        double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+        for (int i = 0; i < n; i++) mx += rx[i] / n, my += ry[i] / n;
+        for (int i = 0; i < n; i++) {
+            sxy += (rx[i] - mx) * (ry[i] - my);
+            sxx += (rx[i] - mx) * (rx[i] - mx);
+            syy += (ry[i] - my) * (ry[i] - my);
+        }
+        if (sxx > 0 && syy > 0) r = sxy / sqrt(sxx * syy);
+    }
+    free(s), free(rx), free(ry);
+    return r;
+}

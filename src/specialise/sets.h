@@ -45,4 +45,8 @@ void kf_spec_concentration(const int32_t *set, int t, const int32_t *expert_of, 
 // Percentile q in [0, 1] of v (n, sorted in place), linear interpolation.
 double kf_spec_percentile(double *v, int n, double q);
 
+// Spearman rank correlation of x and y (n), ties at their average rank; NaN
+// when n < 2, when either is constant, or out of memory.
+double kf_spec_spearman(const double *x, const double *y, int n);
+
 #endif

@@ -15,7 +15,7 @@ void kf_spec_opts_default(kf_spec_opts *o) {
     static const double fracs[] = {0.01, 0.02, 0.05};
     *o = (kf_spec_opts){.ctx = 256, .batch = 4, .bos_id = -1, .tokens = 16384, .eval_tokens = 8192,
                         .kind = KF_IMP_ABS, .fracs = fracs, .n_frac = 3, .n_chunk = 32, .n_boot = 200,
-                        .n_null = 2000, .n_random = 3, .ablate_top = 4, .seed = 1};
+                        .n_null = 2000, .n_random = 3, .ablate_top = 4, .first_order = true, .seed = 1};
 }
 
 int kf_spec_n_of(double f, int n_ff) {
@@ -28,6 +28,7 @@ void kf_spec_result_free(kf_spec_result *r) {
     free(r->fracs);
     free(r->tokens_used);
     free(r->eval_tokens_used);
+    free(r->items_used);
     free(r->importance);
     free(r->base_loss);
     free(r->overlap);
@@ -38,6 +39,7 @@ void kf_spec_result_free(kf_spec_result *r) {
     free(r->n_removed);
     free(r->ablate_idx);
     free(r->ablate_dloss);
+    free(r->first_order);
     memset(r, 0, sizeof *r);
 }
 
@@ -49,6 +51,8 @@ typedef struct {
     kf_spec_result *r;
     kf_calib_protocol p;
     kf_spec_acts *acts;     // (n_data)
+    kf_spec_probe *probe;   // (n_data) task datasets' probes
+    float **feats;          // (n_data) task datasets' evaluation features (eval items, n_embd)
     kf_spec_mask mask;      // capacity n_neuron
     kf_spec_ranked *ranked; // (max n_ff)
     int32_t *set;           // (n_data, max n_ff) top sets of one layer
@@ -68,6 +72,13 @@ static void mask_clear(kf_spec_mask *mk) {
 
 static kf_status eval_loss(run *u, int d, const kf_spec_mask *mask, double *nll, kf_error *err) {
     const kf_spec_data *D = &u->data[d];
+    if (D->task) {
+        kf_status s = kf_spec_task_run(u->m, &D->task->eval, mask, NULL, u->feats[d], err);
+        if (s == KF_OK)
+            *nll = kf_spec_probe_loss(&u->probe[d], u->feats[d], D->task->eval.y + D->task->eval.tok->item_off[D->task->eval.s0],
+                                      kf_spec_part_items(&D->task->eval), u->o->task_loss);
+        return s;
+    }
     return kf_spec_loss(u->m, D->ids + u->r->tokens_used[d], u->r->eval_tokens_used[d], &u->p, mask, nll, err);
 }
 
@@ -250,6 +261,24 @@ static kf_status ablation(run *u, kf_error *err) {
     return s;
 }
 
+// A task dataset's importance over its training sentences, and its probe
+// trained once on the model as it is; the evaluation features' buffer.
+static kf_status task_importance(run *u, int d, kf_error *err) {
+    const kf_spec_task *t = u->data[d].task;
+    const int C = u->m->n_embd, n_sent = t->train.s1 - t->train.s0;
+    const int64_t n = kf_spec_part_items(&t->train);
+    kf_status s = kf_spec_acts_init(&u->acts[d], u->m, n_sent < u->o->n_chunk ? n_sent : u->o->n_chunk, err);
+    if (s != KF_OK) return s;
+    float *feats = malloc(sizeof(float) * (size_t)n * (size_t)C);
+    u->feats[d] = malloc(sizeof(float) * (size_t)kf_spec_part_items(&t->eval) * (size_t)C);
+    if (!feats || !u->feats[d]) s = kf_error_set(err, KF_ERR_NOMEM, "specialise: out of memory for task %s's features", u->data[d].name);
+    if (s == KF_OK) s = kf_spec_task_run(u->m, &t->train, NULL, &u->acts[d], feats, err);
+    if (s == KF_OK)
+        s = kf_spec_probe_train(&u->probe[d], feats, t->train.y + t->train.tok->item_off[t->train.s0], n, C, t->n_labels, err);
+    free(feats);
+    return s;
+}
+
 static kf_status check_opts(const kf_model *m, const kf_spec_data *data, int n_data, const kf_spec_opts *o,
                             int max_ff, int min_ff, kf_error *err) {
     if (n_data < 1) return kf_error_set(err, KF_ERR_ARG, "specialise: no dataset");
@@ -266,7 +295,12 @@ static kf_status check_opts(const kf_model *m, const kf_spec_data *data, int n_d
     if (o->kind < 0 || o->kind >= KF_IMP_COUNT) return kf_error_set(err, KF_ERR_ARG, "specialise: bad importance kind");
     if (max_ff < 1) return kf_error_set(err, KF_ERR_ARG, "%s: no FFN neurons", m->path);
     for (int d = 0; d < n_data; d++)
-        if (data[d].n_ids < o->tokens + o->eval_tokens)
+        if (data[d].task) {
+            const kf_spec_task *t = data[d].task;
+            if (t->train.s1 <= t->train.s0 || t->eval.s1 <= t->eval.s0 || t->n_labels < 2)
+                return kf_error_set(err, KF_ERR_ARG, "specialise: task %s needs training and evaluation sentences and two labels",
+                                    data[d].name);
+        } else if (data[d].n_ids < o->tokens + o->eval_tokens)
             return kf_error_set(err, KF_ERR_ARG,
                                 "specialise: dataset %s has %lld tokens; --tokens %lld + --eval-tokens %lld are needed",
                                 data[d].name, (long long)data[d].n_ids, (long long)o->tokens, (long long)o->eval_tokens);
@@ -277,7 +311,7 @@ static kf_status check_opts(const kf_model *m, const kf_spec_data *data, int n_d
     return KF_OK;
 }
 
-kf_status kf_spec_run(const kf_model *m, const kf_spec_data *data, int n_data, const kf_spec_opts *o,
+kf_status kf_spec_run(kf_model *m, const kf_spec_data *data, int n_data, const kf_spec_opts *o,
                       kf_spec_result *res, kf_error *err) {
     memset(res, 0, sizeof *res);
     int max_ff = 0, min_ff = INT32_MAX;
@@ -303,6 +337,7 @@ kf_status kf_spec_run(const kf_model *m, const kf_spec_data *data, int n_data, c
     res->fracs = malloc(sizeof *res->fracs * (size_t)Q);
     res->tokens_used = calloc((size_t)D, sizeof(int64_t));
     res->eval_tokens_used = calloc((size_t)D, sizeof(int64_t));
+    res->items_used = calloc((size_t)D * 2, sizeof(int64_t));
     res->importance = calloc((size_t)D * N, sizeof(double));
     res->base_loss = calloc((size_t)D, sizeof(double));
     res->overlap = calloc((size_t)Q * L * D * D, sizeof *res->overlap);
@@ -313,32 +348,41 @@ kf_status kf_spec_run(const kf_model *m, const kf_spec_data *data, int n_data, c
     res->n_removed = calloc((size_t)Q, sizeof(int));
     res->ablate_idx = calloc((size_t)D * L * A + 1, sizeof(int32_t));
     res->ablate_dloss = calloc((size_t)D * L * A + 1, sizeof(double));
+    if (o->first_order) res->first_order = calloc((size_t)D * N + 1, sizeof(double));
     u.acts = calloc((size_t)D, sizeof *u.acts);
+    u.probe = calloc((size_t)D, sizeof *u.probe);
+    u.feats = calloc((size_t)D, sizeof *u.feats);
     u.mask = (kf_spec_mask){.n_layer = L, .n = calloc((size_t)L, sizeof(int)), .off = calloc((size_t)L, sizeof(int)),
                             .idx = malloc(sizeof(int32_t) * (size_t)(N > 0 ? N : 1))};
     u.ranked = malloc(sizeof *u.ranked * (size_t)max_ff);
     u.set = malloc(sizeof *u.set * (size_t)D * max_ff);
     u.mark = calloc((size_t)max_ff, 1);
-    if (!res->off || !res->fracs || !res->tokens_used || !res->eval_tokens_used || !res->importance ||
+    if (!res->off || !res->fracs || !res->tokens_used || !res->eval_tokens_used || !res->items_used || !res->importance ||
         !res->base_loss || !res->overlap || !res->sel_focus || !res->sel_retain || !res->rand_mean || !res->rand_sd ||
-        !res->n_removed || !res->ablate_idx || !res->ablate_dloss || !u.acts || !u.mask.n || !u.mask.off ||
+        !res->n_removed || !res->ablate_idx || !res->ablate_dloss || (o->first_order && !res->first_order) || !u.acts || !u.probe || !u.feats || !u.mask.n || !u.mask.off ||
         !u.mask.idx || !u.ranked || !u.set || !u.mark)
         s = kf_error_set(err, KF_ERR_NOMEM, "specialise: out of memory");
     if (s == KF_OK) {
         for (int f = 0; f < Q; f++) res->fracs[f] = o->fracs[f];
         // both passes use whole windows only
         for (int d = 0; d < D; d++) {
-            res->tokens_used[d] = o->tokens / o->ctx * o->ctx;
-            res->eval_tokens_used[d] = o->eval_tokens / o->ctx * o->ctx;
+            const kf_spec_task *t = data[d].task;
+            res->tokens_used[d] = t ? kf_spec_part_tokens(&t->train) : o->tokens / o->ctx * o->ctx;
+            res->eval_tokens_used[d] = t ? kf_spec_part_tokens(&t->eval) : o->eval_tokens / o->ctx * o->ctx;
+            res->items_used[2 * d] = t ? kf_spec_part_items(&t->train) : 0;
+            res->items_used[2 * d + 1] = t ? kf_spec_part_items(&t->eval) : 0;
         }
-        u.total = D + (int64_t)o->n_boot + D + (int64_t)Q * D * (D - 1) + (int64_t)Q * o->n_random + (int64_t)D * L * A;
+        u.total = D + (int64_t)o->n_boot + D + (int64_t)Q * D * (D - 1) + (int64_t)Q * o->n_random + (int64_t)D * L * A + (o->first_order ? D : 0);
     }
     double t0 = kf_time_now();
     // 1. importance of every neuron on every dataset
     for (int d = 0; s == KF_OK && d < D; d++) {
-        const int64_t windows = res->tokens_used[d] / o->ctx;
-        s = kf_spec_acts_init(&u.acts[d], m, (int)(windows < o->n_chunk ? windows : o->n_chunk), err);
-        if (s == KF_OK) s = kf_spec_record(m, data[d].ids, res->tokens_used[d], &u.p, &u.acts[d], err);
+        if (data[d].task) s = task_importance(&u, d, err);
+        else {
+            const int64_t windows = res->tokens_used[d] / o->ctx;
+            s = kf_spec_acts_init(&u.acts[d], m, (int)(windows < o->n_chunk ? windows : o->n_chunk), err);
+            if (s == KF_OK) s = kf_spec_record(m, data[d].ids, res->tokens_used[d], &u.p, &u.acts[d], err);
+        }
         if (s == KF_OK) kf_spec_acts_importance(&u.acts[d], o->kind, NULL, res->importance + (int64_t)d * N);
         tick(&u, "importance");
     }
@@ -351,9 +395,20 @@ kf_status kf_spec_run(const kf_model *m, const kf_spec_data *data, int n_data, c
     }
     if (s == KF_OK) s = pruning(&u, err);
     if (s == KF_OK) s = ablation(&u, err);
+    // 4. the first-order estimate, last: it converts the model's w_down to F32
+    for (int d = 0; s == KF_OK && o->first_order && d < D; d++) {
+        double *fo = res->first_order + (int64_t)d * N;
+        if (data[d].task)
+            for (int64_t j = 0; j < N; j++) fo[j] = NAN;
+        else
+            s = kf_spec_first_order(m, data[d].ids, res->tokens_used[d], &u.p, fo, err);
+        tick(&u, "first-order estimate");
+    }
     res->seconds = kf_time_now() - t0;
     for (int d = 0; u.acts && d < D; d++) kf_spec_acts_free(&u.acts[d]);
-    free(u.acts);
+    for (int d = 0; u.probe && d < D; d++) kf_spec_probe_free(&u.probe[d]);
+    for (int d = 0; u.feats && d < D; d++) free(u.feats[d]);
+    free(u.acts), free(u.probe), free(u.feats);
     free(u.mask.n), free(u.mask.off), free(u.mask.idx);
     free(u.ranked), free(u.set), free(u.mark);
     if (s != KF_OK) kf_spec_result_free(res);

@@ -4,7 +4,9 @@
 // For each dataset (a tokenized text): the first `tokens` ids give the
 // importance of every FFN neuron (importance.h, windows of calib/'s
 // protocol), the next `eval_tokens` ids, never seen by the importance pass,
-// give the losses. From these:
+// give the losses. A task dataset (task.h) gives importance on its training
+// sentences and its loss is a probe's error (or cross-entropy) on its
+// evaluation sentences. From these:
 //   overlap     for each layer, fraction f and pair of datasets, IoU and
 //               containment |A∩B|/|A| of their top-f important sets, with a
 //               95% bootstrap interval over chunks of calibration windows and
@@ -14,7 +16,9 @@
 //               (I_A + eps) / (I_B + eps), and measure the loss on A and on B,
 //               against removing as many random neurons;
 //   ablation    for the top candidates of each dataset and layer, the
-//               measured loss increase when that one neuron is removed.
+//               measured loss increase when that one neuron is removed, and
+//               for every neuron of a text dataset its first-order estimate
+//               from one backward pass (kf_spec_first_order).
 // The caller runs it once on the trained model and once on a randomly
 // initialised one of the same shape (kf_model_randomize) as the control, and
 // maps the important sets onto the experts of MoEfied copies
@@ -22,17 +26,22 @@
 #ifndef KF_SPECIALISE_SPECIALISE_H
 #define KF_SPECIALISE_SPECIALISE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/status.h"
 #include "model/model.h"
 #include "specialise/importance.h"
 #include "specialise/sets.h"
+#include "specialise/task.h"
 
+// A dataset: a tokenized text (next-token loss), or a task (task non-NULL:
+// ids unused; its loss is a linear probe's error rate or cross-entropy, task.h).
 typedef struct {
     const char *name;
     const int32_t *ids; // the tokenized text
     int64_t n_ids;
+    const kf_spec_task *task;
 } kf_spec_data;
 
 typedef void (*kf_spec_progress_fn)(void *user, const char *stage, int64_t done, int64_t total);
@@ -42,6 +51,7 @@ typedef struct {
     int64_t tokens;          // ids per dataset for importance
     int64_t eval_tokens;     // the ids after those, for the losses
     kf_imp_kind kind;        // importance of a neuron
+    kf_spec_task_loss task_loss; // the loss of task datasets
     const double *fracs;     // fractions f of each layer's neurons (0, 0.5]
     int n_frac;
     int n_chunk;             // chunks of windows the bootstrap resamples (at most the windows)
@@ -49,6 +59,7 @@ typedef struct {
     int n_null;              // random pairs of sets for the overlap null
     int n_random;            // random removals per fraction (pruning baseline)
     int ablate_top;          // neurons per dataset and layer whose removal is measured
+    bool first_order;        // estimate every neuron's ablation cost from a backward pass (text datasets)
     uint64_t seed;
     kf_spec_progress_fn progress;
     void *user;
@@ -56,7 +67,7 @@ typedef struct {
 
 // ctx 256, batch 4, no BOS, 16384 + 8192 tokens, abs, f = 1, 2, 5 %, 32
 // chunks, 200 replicates, 2000 null pairs, 3 random removals, top 4 ablated,
-// seed 1.
+// first-order estimate on, seed 1.
 void kf_spec_opts_default(kf_spec_opts *o);
 
 // Neurons of layer l removed from a fraction f: max(1, round(f * n_ff)).
@@ -81,7 +92,8 @@ typedef struct {
     int64_t n_neuron;
     int64_t *off;            // (n_layer + 1) flat neuron offsets
     double *fracs;           // (n_frac)
-    int64_t *tokens_used, *eval_tokens_used; // (n_data)
+    int64_t *tokens_used, *eval_tokens_used; // (n_data) (tasks: tokens of the training and evaluation sentences)
+    int64_t *items_used;     // (n_data, 2) task items (words or sentences) trained and evaluated on; 0 for texts
     double *importance;      // (n_data, n_neuron)
     double *base_loss;       // (n_data) mean NLL on the evaluation windows, nothing removed
     kf_spec_overlap *overlap; // (n_frac, n_layer, n_data, n_data)
@@ -92,10 +104,14 @@ typedef struct {
     int *n_removed;          // (n_frac) neurons removed in all layers
     int32_t *ablate_idx;     // (n_data, n_layer, ablate_top) neuron within its layer
     double *ablate_dloss;    // (n_data, n_layer, ablate_top) loss increase when it alone is removed
+    double *first_order;     // (n_data, n_neuron) first-order estimate of that increase (kf_spec_first_order,
+                             // on the importance tokens); NaN for tasks, NULL when not asked
     double seconds;
 } kf_spec_result;
 
-kf_status kf_spec_run(const kf_model *m, const kf_spec_data *data, int n_data, const kf_spec_opts *o,
+// m is not changed in value; the first-order pass copies its weights into
+// memory and its w_down to F32 (kf_spec_first_order), after every loss.
+kf_status kf_spec_run(kf_model *m, const kf_spec_data *data, int n_data, const kf_spec_opts *o,
                       kf_spec_result *res, kf_error *err);
 void kf_spec_result_free(kf_spec_result *r);
 

@@ -86,60 +86,105 @@ static uint64_t entry_bytes(uint64_t name_len, uint64_t d, uint64_t topk) {
     return 4 + name_len + 4 + 4 + 4 + 4 + 8 + 8 * d * 2 + 8 * p + 8 * d * 3 + 4 * d * 2 + (topk > 0 ? 4 * p : 0) + 8;
 }
 
-typedef struct {
-    FILE *fp;
-    uint64_t hash;
-    int ok;
-} stats_writer;
-
-static void wr(stats_writer *w, const void *p, size_t n) {
+static void wr(kf_statsfile_writer *w, const void *p, size_t n) {
     if (n == 0) return;
     w->hash = fnv1a(w->hash, p, n);
     if (w->ok && fwrite(p, 1, n, w->fp) != n) w->ok = 0;
 }
 
-static void write_entry(stats_writer *w, const kf_stats_entry *e) {
-    const kf_moments *m = &e->m;
-    uint32_t name_len = (uint32_t)strlen(e->name), d = (uint32_t)m->d, topk = (uint32_t)m->topk;
-    uint32_t has_shift = (uint32_t)m->has_shift;
+int kf_statsfile_entry_arrays(const kf_moments *m, const void **p, size_t *n) {
+    const size_t d = (size_t)m->d, np = d * (d + 1) / 2;
+    const void *ps[9] = {m->shift, m->sum, m->sxx, m->n_pos, m->n_nz, m->sum_abs, m->max, m->min, m->coact};
+    const size_t ns[9] = {8 * d, 8 * d, 8 * np, 8 * d, 8 * d, 8 * d, 4 * d, 4 * d, 4 * np};
+    const int k = m->topk > 0 ? 9 : 8;
+    for (int i = 0; i < k; i++) p[i] = ps[i], n[i] = ns[i];
+    return k;
+}
+
+kf_status kf_statsfile_writer_open(kf_statsfile_writer *w, const char *path, uint64_t fingerprint,
+                                   const kf_calib_protocol *p, int n_entries, kf_error *err) {
+    memset(w, 0, sizeof *w);
+    if (strlen(path) >= sizeof w->path) return kf_error_set(err, KF_ERR_ARG, "%s: path too long", path);
+    kf_status st = kf_file_begin(path, w->tmp, sizeof w->tmp, &w->fp, err);
+    if (st != KF_OK) return st;
+    strcpy(w->path, path);
+    w->ok = 1;
+    w->n_expected = n_entries;
+    uint32_t version = KF_STATSFILE_VERSION, n = (uint32_t)n_entries;
+    int32_t proto[4] = {p->ctx, p->batch, p->bos_id < 0 ? -1 : p->bos_id, p->n_ranks};
+    int64_t n_tokens = p->max_tokens;
+    if (fwrite(KF_STATS_MAGIC, 1, 8, w->fp) != 8 || fwrite(&version, 4, 1, w->fp) != 1 ||
+        fwrite(&n, 4, 1, w->fp) != 1 || fwrite(&fingerprint, 8, 1, w->fp) != 1 || fwrite(proto, 4, 4, w->fp) != 4 ||
+        fwrite(&n_tokens, 8, 1, w->fp) != 1)
+        w->ok = 0;
+    return KF_OK;
+}
+
+void kf_statsfile_writer_begin(kf_statsfile_writer *w, const char *name, const kf_moments *shape, int has_shift,
+                               int64_t n) {
+    uint32_t name_len = (uint32_t)strlen(name), d = (uint32_t)shape->d, topk = (uint32_t)shape->topk;
+    uint32_t hs = (uint32_t)has_shift;
     uint64_t nb = entry_bytes(name_len, d, topk);
     if (w->ok && fwrite(&nb, sizeof nb, 1, w->fp) != 1) w->ok = 0;
     w->hash = FNV_OFFSET;
     wr(w, &name_len, 4);
-    wr(w, e->name, name_len);
+    wr(w, name, name_len);
     wr(w, &d, 4);
     wr(w, &topk, 4);
-    wr(w, &m->eps, 4);
-    wr(w, &has_shift, 4);
-    wr(w, &m->n, 8);
-    wr(w, m->shift, 8 * (size_t)d);
-    wr(w, m->sum, 8 * (size_t)d);
-    wr(w, m->sxx, 8 * ((size_t)d * (d + 1) / 2));
-    wr(w, m->n_pos, 8 * (size_t)d);
-    wr(w, m->n_nz, 8 * (size_t)d);
-    wr(w, m->sum_abs, 8 * (size_t)d);
-    wr(w, m->max, 4 * (size_t)d);
-    wr(w, m->min, 4 * (size_t)d);
-    if (topk > 0) wr(w, m->coact, 4 * ((size_t)d * (d + 1) / 2));
+    wr(w, &shape->eps, 4);
+    wr(w, &hs, 4);
+    wr(w, &n, 8);
+}
+
+void kf_statsfile_writer_data(kf_statsfile_writer *w, const void *p, size_t n) { wr(w, p, n); }
+
+void kf_statsfile_writer_end(kf_statsfile_writer *w) {
     uint64_t h = w->hash;
     if (w->ok && fwrite(&h, sizeof h, 1, w->fp) != 1) w->ok = 0;
+    w->n_written++;
+}
+
+void kf_statsfile_writer_entry(kf_statsfile_writer *w, const char *name, const kf_moments *m) {
+    const void *p[9];
+    size_t n[9];
+    kf_statsfile_writer_begin(w, name, m, m->has_shift, m->n);
+    for (int i = 0, k = kf_statsfile_entry_arrays(m, p, n); i < k; i++) wr(w, p[i], n[i]);
+    kf_statsfile_writer_end(w);
+}
+
+kf_status kf_statsfile_writer_add(kf_statsfile_writer *w, const kf_statsfile *f, kf_error *err) {
+    for (int i = 0; i < f->n && w->ok; i++) kf_statsfile_writer_entry(w, f->entries[i]->name, &f->entries[i]->m);
+    if (!w->ok) return kf_error_set(err, KF_ERR_IO, "%s: write failed", w->tmp);
+    return KF_OK;
+}
+
+kf_status kf_statsfile_writer_close(kf_statsfile_writer *w, kf_error *err) {
+    if (!w->fp) return KF_OK;
+    const int counted = w->n_written == w->n_expected;
+    kf_status st = kf_file_commit(w->fp, w->ok && counted, w->tmp, w->path, err);
+    w->fp = NULL;
+    if (w->ok && !counted)
+        st = kf_error_set(err, KF_ERR_INTERNAL, "%s: %d of %d entries written", w->path, w->n_written, w->n_expected);
+    return st;
+}
+
+void kf_statsfile_writer_abort(kf_statsfile_writer *w) {
+    if (!w->fp) return;
+    kf_error e;
+    kf_file_commit(w->fp, false, w->tmp, w->path, &e);
+    w->fp = NULL;
 }
 
 kf_status kf_statsfile_save(const kf_statsfile *f, const char *path, kf_error *err) {
-    char tmp[4096];
-    FILE *fp;
-    kf_status st = kf_file_begin(path, tmp, sizeof tmp, &fp, err);
+    kf_statsfile_writer w;
+    kf_status st = kf_statsfile_writer_open(&w, path, f->fingerprint, &f->protocol, f->n, err);
     if (st != KF_OK) return st;
-    stats_writer w = {fp, 0, 1};
-    uint32_t version = KF_STATSFILE_VERSION, n = (uint32_t)f->n;
-    const kf_calib_protocol *p = &f->protocol;
-    int32_t proto[4] = {p->ctx, p->batch, p->bos_id < 0 ? -1 : p->bos_id, p->n_ranks};
-    int64_t n_tokens = p->max_tokens;
-    if (fwrite(KF_STATS_MAGIC, 1, 8, fp) != 8 || fwrite(&version, 4, 1, fp) != 1 || fwrite(&n, 4, 1, fp) != 1 ||
-        fwrite(&f->fingerprint, 8, 1, fp) != 1 || fwrite(proto, 4, 4, fp) != 4 || fwrite(&n_tokens, 8, 1, fp) != 1)
-        w.ok = 0;
-    for (int i = 0; i < f->n && w.ok; i++) write_entry(&w, f->entries[i]);
-    return kf_file_commit(fp, w.ok, tmp, path, err);
+    st = kf_statsfile_writer_add(&w, f, err);
+    if (st != KF_OK) {
+        kf_statsfile_writer_abort(&w);
+        return st;
+    }
+    return kf_statsfile_writer_close(&w, err);
 }
 
 typedef struct {

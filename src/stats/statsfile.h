@@ -20,6 +20,7 @@
 #define KF_STATS_STATSFILE_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "calib/calib.h"
 #include "core/status.h"
@@ -56,6 +57,40 @@ kf_status kf_statsfile_merge(kf_statsfile *dst, const kf_statsfile *src, kf_erro
 
 // Writes path.tmp, then renames it over path.
 kf_status kf_statsfile_save(const kf_statsfile *f, const char *path, kf_error *err);
+// A file written entry by entry, for statistics that no single process
+// holds whole at once (analyze --shard-layers: rank 0 writes what the owning
+// ranks send; analyze --max-memory: each layer group's entries as the group
+// finishes). open writes the header of n_entries entries; each entry is
+// begin, then its arrays in kf_statsfile_entry_arrays' order through data
+// (in any pieces), then end; kf_statsfile_writer_entry writes one whole
+// accumulator and kf_statsfile_writer_add every entry of f (f may then be
+// freed). close checks every write and renames path.tmp over path only
+// when exactly n_entries were written; abort (or any failure) leaves
+// nothing at path. close and abort do nothing on a closed writer.
+typedef struct {
+    FILE *fp;
+    char path[4096], tmp[4096];
+    uint64_t hash;
+    int ok;
+    int n_expected, n_written;
+} kf_statsfile_writer;
+
+kf_status kf_statsfile_writer_open(kf_statsfile_writer *w, const char *path, uint64_t fingerprint,
+                                   const kf_calib_protocol *p, int n_entries, kf_error *err);
+// shape gives d, topk and eps; has_shift and n those of the accumulator written.
+void kf_statsfile_writer_begin(kf_statsfile_writer *w, const char *name, const kf_moments *shape, int has_shift,
+                               int64_t n);
+void kf_statsfile_writer_data(kf_statsfile_writer *w, const void *p, size_t n);
+void kf_statsfile_writer_end(kf_statsfile_writer *w);
+void kf_statsfile_writer_entry(kf_statsfile_writer *w, const char *name, const kf_moments *m);
+kf_status kf_statsfile_writer_add(kf_statsfile_writer *w, const kf_statsfile *f, kf_error *err);
+kf_status kf_statsfile_writer_close(kf_statsfile_writer *w, kf_error *err);
+void kf_statsfile_writer_abort(kf_statsfile_writer *w);
+// The arrays of m in file order (shift, sum, sxx, n_pos, n_nz, sum_abs, max,
+// min, then coact when topk > 0) into p and their byte counts into n (9
+// each); returns how many.
+int kf_statsfile_entry_arrays(const kf_moments *m, const void **p, size_t *n);
+
 // f must be freed or fresh; on failure it is left empty. The file's
 // fingerprint must equal the given one and, when want is not NULL, its
 // protocol must give the same windows as want ("stats.kfs was gathered with

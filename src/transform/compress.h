@@ -41,6 +41,7 @@ typedef enum {
     KF_CMP_PRUNE_ACT,
     KF_CMP_RANDOM,
     KF_CMP_DROP_LAYERS,
+    KF_CMP_PRUNE_TASK,     // keep the neurons of largest task_scores (a probe's ranking), then refit
 } kf_cmp_method;
 
 typedef void (*kf_compress_progress_fn)(void *user, const char *stage, int layer, int n_layer);
@@ -58,6 +59,10 @@ typedef struct {
     int merge;             // drop-layers: fold each removed block's FFN into its kept neighbour
                            // instead of deleting it (only its attention is removed)
     const kf_statsfile *stats; // statistics of the original model (kf_analyze), or NULL
+    const double *const *task_scores; // prune-task: (n_layer) scores (F_l) of the original model's neurons
+    int64_t max_memory;    // bytes of statistics memory at most (kf_compress_layer_bytes); 0 = no cap
+    int recompute;         // each layer's calibration pass runs the model from the embeddings instead of
+                           // from the residual stream entering the layer, cached on disk (the default)
     kf_compress_progress_fn progress;
     void *progress_user;
 } kf_compress_opts;
@@ -87,6 +92,11 @@ void kf_compress_report_free(kf_compress_report *r);
 // Compresses m in place. ids (n_ids): calibration tokens (calib/'s windows
 // of ctx, first token replaced by bos_id when >= 0); may be NULL when a
 // statistics file replaces the calibration pass or the method needs none.
+// Layers go in order, each from statistics recorded on the model as
+// compressed so far: one calibration pass per layer that runs only the
+// blocks from the cached residual stream (a temporary file of N rows x C
+// floats, advanced block by block), about two forward passes in all; the
+// result equals the run with o->recompute (every pass from the embeddings).
 kf_status kf_compress_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, const kf_compress_opts *o,
                           kf_compress_report *rep, kf_error *err);
 
@@ -101,6 +111,14 @@ kf_status kf_compress_merge_ffn(kf_model *m, int dst, int src, kf_error *err);
 // original model's statistics collected from ids (or o->stats).
 kf_status kf_compress_allocate(const kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id,
                                const kf_compress_opts *o, int64_t target_params, int *widths, kf_error *err);
+
+// Memory for statistics and planning of compressing layer l under o (its
+// activation moments and the per-layer matrices of the method and the refit;
+// compress keeps one layer's at a time), and the most over the layers whose
+// width changes (widths, or every layer when NULL): what --max-memory must
+// allow. kf_compress_run fails before any work when o->max_memory is below.
+int64_t kf_compress_layer_bytes(const kf_model *m, int l, const kf_compress_opts *o);
+int64_t kf_compress_bytes(const kf_model *m, const kf_compress_opts *o, const int *widths, int *worst_layer);
 
 // Parameters of one FFN neuron of layer l (rows of gate/up, bias, down column).
 int64_t kf_compress_neuron_params(const kf_model *m, int l);

@@ -43,10 +43,23 @@ int kf_cmp_needs_stats(const kf_compress_opts *o);
 kf_status kf_cmp_record_ffn(const kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id,
                             const kf_compress_opts *o, kf_moments **mo, kf_error *err);
 
+// The residual stream of every calibration row entering block `at`, in a
+// temporary file (at 0: the embeddings, no file yet); fd[cur] holds it.
+typedef struct {
+    int fd[2], cur, at;
+} kf_cmp_stream;
+
+kf_status kf_cmp_stream_init(kf_cmp_stream *s, kf_error *err);
+void kf_cmp_stream_free(kf_cmp_stream *s);
+
 // Statistics of layer l: from o->stats, or recorded on the model as it is
-// now into own (then *out = own; the caller frees it).
+// now into own (then *out = own; the caller frees it). With a stream
+// (layers asked in increasing order, blocks before l already final), the
+// pass runs blocks [stream->at, l] from the cached stream and moves the
+// cache to block l's input; NULL: the pass runs every block.
 kf_status kf_cmp_layer_moments(const kf_model *m, int l, const int32_t *ids, int64_t n_ids, int bos_id,
-                               const kf_compress_opts *o, kf_moments *own, const kf_moments **out, kf_error *err);
+                               const kf_compress_opts *o, kf_cmp_stream *stream, kf_moments *own,
+                               const kf_moments **out, kf_error *err);
 
 // Fold groups of layer l by o->group: k_want groups, or (k_want <= 0) the
 // correlation clustering cut at t. labels (F) in [0, k) ordered by

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "analyze/cka.h"
 #include "calib/calib.h"
@@ -17,16 +18,48 @@ typedef struct {
     kf_moments **mo; // (n_layer) accumulator per layer, NULL = not recorded
     float *bin;      // (N, C) block input kept until the block output (Block Influence)
     kf_bi_acc *bi;   // (n_layer) or NULL
+    int first, end;  // blocks run
+    int fd_in;       // the stream entering block first (rows at t*C floats), or -1: the embeddings
+    int fd_out;      // where the stream leaving block end-2 goes (the input of the recorded block end-1), or -1
+    int64_t t0;      // calibration row of the call's first row
     kf_status st;
     kf_error err;
 } pass_user;
 
+// pread/pwrite of exactly n bytes at off.
+static int stream_io(int fd, void *buf, size_t n, off_t off, int write_it) {
+    char *p = buf;
+    while (n > 0) {
+        ssize_t k = write_it ? pwrite(fd, p, n, off) : pread(fd, p, n, off);
+        if (k <= 0) return 0;
+        p += k, n -= (size_t)k, off += k;
+    }
+    return 1;
+}
+
 static void pass_hook(void *user, int layer, kf_hook_point point, float *x, int n, int dim) {
     pass_user *u = user;
     if (u->st != KF_OK) return;
-    if (point == KF_HOOK_FFN_ACT && u->mo && u->mo[layer]) u->st = kf_moments_add(u->mo[layer], x, n, &u->err);
+    const size_t bytes = sizeof *x * (size_t)n * dim;
+    const off_t off = (off_t)(u->t0 * dim * (int64_t)sizeof *x);
+    if (point == KF_HOOK_BLOCK_IN && layer == u->first && u->fd_in >= 0) {
+        if (!stream_io(u->fd_in, x, bytes, off, 0))
+            u->st = kf_error_set(&u->err, KF_ERR_IO, "compress: cannot read the cached residual stream of layer %d",
+                                 layer);
+        if (u->bi) memcpy(u->bin, x, bytes);
+    } else if (point == KF_HOOK_BLOCK_OUT && layer == u->end - 2 && u->fd_out >= 0) {
+        if (!stream_io(u->fd_out, x, bytes, off, 1))
+            u->st = kf_error_set(&u->err, KF_ERR_IO, "compress: cannot write the residual stream after layer %d to "
+                                 "the temporary cache (disk full?)", layer);
+    } else if (point == KF_HOOK_FFN_ACT && u->mo && u->mo[layer]) u->st = kf_moments_add(u->mo[layer], x, n, &u->err);
     else if (point == KF_HOOK_BLOCK_IN && u->bi) memcpy(u->bin, x, sizeof *x * (size_t)n * dim);
     else if (point == KF_HOOK_BLOCK_OUT && u->bi) kf_bi_add(&u->bi[layer], u->bin, x, n, dim);
+}
+
+static kf_status pass_before(void *user, kf_calib_batch *b, kf_error *err) {
+    (void)err;
+    ((pass_user *)user)->t0 = b->first * b->ctx;
+    return KF_OK;
 }
 
 static kf_status pass_after(void *user, kf_calib_batch *b, kf_error *err) {
@@ -36,9 +69,11 @@ static kf_status pass_after(void *user, kf_calib_batch *b, kf_error *err) {
     return u->st;
 }
 
-// Runs every calibration window (calib/'s protocol: ctx, batch, BOS) through m with the hook installed.
+// Runs every calibration window (calib/'s protocol: ctx, batch, BOS) through
+// blocks [u->first, u->end) of m with the hook installed (u->end 0: all).
 static kf_status calib_pass(const kf_model *m, const int32_t *ids, int64_t n_ids, int bos_id, int ctx, int batch,
                             pass_user *u, unsigned points, kf_error *err) {
+    if (u->end == 0) u->first = 0, u->end = m->n_layer, u->fd_in = u->fd_out = -1;
     kf_calib_protocol p = kf_calib_protocol_make(ctx, bos_id);
     p.batch = batch;
     if (!ids) n_ids = 0;
@@ -48,7 +83,9 @@ static kf_status calib_pass(const kf_model *m, const int32_t *ids, int64_t n_ids
     if ((s = kf_ctx_init(&c, m, kf_calib_max_rows(&p, n_ids), 0, err)) != KF_OK) return s;
     u->st = KF_OK;
     kf_ctx_set_hook(c, pass_hook, u, points);
-    s = kf_calib_run(c, m, ids, n_ids, &p, &(kf_calib_sink){.after = pass_after, .user = u}, err);
+    if ((s = kf_ctx_set_layers(c, u->first, u->end, err)) == KF_OK)
+        s = kf_calib_run(c, m, ids, n_ids, &p, &(kf_calib_sink){.before = pass_before, .after = pass_after, .user = u},
+                         err);
     kf_ctx_free(c);
     return s;
 }
@@ -125,9 +162,30 @@ int kf_cmp_needs_stats(const kf_compress_opts *o) {
     return o->refit || o->method == KF_CMP_FOLD || o->method == KF_CMP_PRUNE_WANDA || o->method == KF_CMP_PRUNE_ACT;
 }
 
+kf_status kf_cmp_stream_init(kf_cmp_stream *s, kf_error *err) {
+    s->cur = s->at = 0;
+    for (int i = 0; i < 2; i++) {
+        FILE *f = tmpfile();
+        s->fd[i] = f ? dup(fileno(f)) : -1;
+        if (f) fclose(f); // already unlinked: the descriptor keeps it
+    }
+    if (s->fd[0] < 0 || s->fd[1] < 0) {
+        kf_cmp_stream_free(s);
+        return kf_error_set(err, KF_ERR_IO, "compress: cannot create a temporary file for the residual stream (TMPDIR)");
+    }
+    return KF_OK;
+}
+
+void kf_cmp_stream_free(kf_cmp_stream *s) {
+    for (int i = 0; i < 2; i++)
+        if (s->fd[i] >= 0) close(s->fd[i]);
+    s->fd[0] = s->fd[1] = -1;
+}
+
 // Statistics of layer l: from the file, or recorded on the model as it is now.
 kf_status kf_cmp_layer_moments(const kf_model *m, int l, const int32_t *ids, int64_t n_ids, int bos_id,
-                               const kf_compress_opts *o, kf_moments *own, const kf_moments **out, kf_error *err) {
+                               const kf_compress_opts *o, kf_cmp_stream *stream, kf_moments *own,
+                               const kf_moments **out, kf_error *err) {
     if (o->stats) {
         char name[64];
         snprintf(name, sizeof name, "layer.%d.ffn_act", l);
@@ -144,8 +202,21 @@ kf_status kf_cmp_layer_moments(const kf_model *m, int l, const int32_t *ids, int
     kf_moments **arr = calloc((size_t)m->n_layer, sizeof *arr);
     if (!arr) return kf_error_set(err, KF_ERR_NOMEM, "compress: out of memory");
     arr[l] = own;
-    s = kf_cmp_record_ffn(m, ids, n_ids, bos_id, o, arr, err);
-    free(arr);
     *out = own;
+    if (!stream) {
+        s = kf_cmp_record_ffn(m, ids, n_ids, bos_id, o, arr, err);
+        free(arr);
+        return s;
+    }
+    if (l < stream->at) {
+        free(arr);
+        return kf_error_set(err, KF_ERR_INTERNAL, "compress: layer %d asked after layer %d", l, stream->at);
+    }
+    pass_user u = {.mo = arr, .first = stream->at, .end = l + 1, .fd_in = stream->at > 0 ? stream->fd[stream->cur] : -1,
+                   .fd_out = l > stream->at ? stream->fd[!stream->cur] : -1};
+    s = calib_pass(m, ids, n_ids, bos_id, o->ctx, o->batch, &u,
+                   1u << KF_HOOK_FFN_ACT | 1u << KF_HOOK_BLOCK_IN | 1u << KF_HOOK_BLOCK_OUT, err);
+    free(arr);
+    if (s == KF_OK && l > stream->at) stream->cur = !stream->cur, stream->at = l;
     return s;
 }

@@ -49,7 +49,15 @@ kf_status kf_cmp_plan_layer(const kf_model *m, int l, const kf_cmp_stats *ls, co
                              : o->method == KF_CMP_PRUNE_WANDA   ? KF_SCORE_WANDA
                              : o->method == KF_CMP_PRUNE_ACT     ? KF_SCORE_ACT
                                                                  : KF_SCORE_RANDOM;
-        kf_ffn_scores(m, l, kind, ls ? ls->sum_sq : NULL, ls ? ls->sum_abs : NULL, ls ? ls->n : 1, o->seed, score);
+        if (o->method == KF_CMP_PRUNE_TASK) {
+            if (!o->task_scores) {
+                s = kf_error_set(err, KF_ERR_ARG, "prune-task: no task scores");
+                goto done;
+            }
+            memcpy(score, o->task_scores[l], sizeof *score * (size_t)F);
+        } else {
+            kf_ffn_scores(m, l, kind, ls ? ls->sum_sq : NULL, ls ? ls->sum_abs : NULL, ls ? ls->n : 1, o->seed, score);
+        }
         if ((s = kf_ffn_top_k(score, F, k, idx, err)) != KF_OK) goto done;
         for (int c = 0; c < C; c++)
             for (int i = 0; i < k; i++) w_new[(size_t)c * k + i] = ly->w_down.data[(size_t)c * F + idx[i]];
@@ -116,7 +124,7 @@ kf_status kf_compress_allocate(const kf_model *m, const int32_t *ids, int64_t n_
     for (int l = 0; l < L && s == KF_OK; l++) {
         if (o->progress) o->progress(o->progress_user, "allocate", l, L);
         const kf_moments *mo = arr[l];
-        if (o->stats && (s = kf_cmp_layer_moments(m, l, NULL, 0, bos_id, o, NULL, &mo, err)) != KF_OK) break;
+        if (o->stats && (s = kf_cmp_layer_moments(m, l, NULL, 0, bos_id, o, NULL, NULL, &mo, err)) != KF_OK) break;
         kf_cmp_stats ls;
         if ((s = kf_cmp_stats_init(&ls, mo, o->method == KF_CMP_FOLD, l, err)) != KF_OK) break;
         const int F = m->layers[l].n_ff;

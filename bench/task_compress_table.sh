@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Issue 13 item 5, "make the selection pay", for one model and one task:
+#  A. the truncated model + classifier (kfuse probe --export) and its
+#     feature-extraction speed against the full model's, in one run
+#     (kfuse classify --compare: 1 warm-up each, REPEATS alternating runs, median);
+#  B. task-aware FFN compression (kfuse compress --task: the FFN neurons a
+#     per-layer probe on FFN features weights most, refitted) against
+#     task-agnostic fold (--group ls, refitted) at equal widths, on the task's
+#     probe accuracy (residual probe per block of the compressed model) and
+#     on WikiText-2 perplexity.
+# usage: bench/task_compress_table.sh MODEL TASK [OUT]   TASK = upos | sst2
+# env: MAX_TRAIN (items, default 10000), MAX_EVAL (2000), MAX_ITER (100),
+#      WIDTHS ("0.25 0.5" of each layer's n_ff), EVAL_BYTES (WikiText-2 bytes, 300000), REPEATS (5), THREADS (2)
+# Writes OUT/summary.tsv and prints it; every step's command is in OUT/commands.txt.
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+kfuse=${KFUSE:-$root/build/kfuse}
+model=$1 task=$2
+out=${3:-/tmp/kfuse_task_$(basename "$model")_$task}
+shared=$root/../shared
+mt=${MAX_TRAIN:-10000} me=${MAX_EVAL:-2000} mi=${MAX_ITER:-100} th=${THREADS:-2} rep=${REPEATS:-5}
+eb=${EVAL_BYTES:-300000}
+case $task in
+upos) ud=$shared/data/ud-english-ewt
+      targs=(--task conllu:UPOS --train "$ud/en_ewt-ud-train.conllu" --dev "$ud/en_ewt-ud-dev.conllu" --test "$ud/en_ewt-ud-test.conllu")
+      test_file=$ud/en_ewt-ud-test.conllu ;;
+sst2) sd=$shared/data/sst2
+      targs=(--task tsv:label --train "$sd/train.tsv" --dev "$sd/dev.tsv" --test "$sd/sst2-test-labelled-1821.tsv")
+      test_file=$sd/sst2-test-labelled-1821.tsv ;;
+*) echo "task_compress_table: TASK is upos or sst2" >&2; exit 1 ;;
+esac
+common=(--max-train "$mt" --max-eval "$me" --max-iter "$mi" --no-control -t "$th")
+mkdir -p "$out"
+: >"$out/commands.txt"
+run() { echo "$*" >>"$out/commands.txt"; "$@"; }
+: >"$out/calib.txt"
+for b in emma dracula frankenstein moby-dick pride-and-prejudice great-expectations; do
+    head -c 16000 "$shared/data/corpus/$b.txt" >>"$out/calib.txt"
+done
+head -c "$eb" "$shared/data/wikitext-2-raw/wiki.test.raw" >"$out/wiki.txt"
+
+# A. export + speed
+[ -s "$out/export/classifier.json" ] ||
+    run "$kfuse" probe "$model" "${targs[@]}" "${common[@]}" -o "$out/probe_resid" --export "$out/export" --json >/dev/null 2>"$out/probe_resid.err"
+[ -s "$out/classify.json" ] ||
+    run "$kfuse" classify "$out/export" -f "$test_file" --max-eval "$me" --compare "$model" --repeats "$rep" -t "$th" --json \
+    >"$out/classify.json" 2>"$out/classify.err"
+
+# B. task ranking (FFN features, per-layer probes), then the compressed models
+[ -s "$out/probe_ffn/block_weights.npy" ] ||
+    run "$kfuse" probe "$model" "${targs[@]}" "${common[@]}" --features ffn --blocks-only -o "$out/probe_ffn" --json \
+        >/dev/null 2>"$out/probe_ffn.err"
+nff=$(/usr/bin/python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print(c['intermediate_size'] if 'intermediate_size' in c else c.get('n_inner') or 4*c['n_embd'])" "$model/config.json")
+nl=$(/usr/bin/python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print(c.get('num_hidden_layers') or c['n_layer'])" "$model/config.json")
+models="orig:$model"
+for f in ${WIDTHS:-0.25 0.5}; do
+    w=$(/usr/bin/python3 -c "print(round($f*$nff))")
+    ws=$(/usr/bin/python3 -c "print(','.join(['$w']*$nl))")
+    for meth in fold task; do
+        name=$meth-$w
+        if [ ! -s "$out/$name.compress.json" ]; then
+            if [ $meth = fold ]; then extra=(--method fold --group ls); else extra=(--task "$out/probe_ffn"); fi
+            run "$kfuse" compress "$model" -f "$out/calib.txt" --tokens 32768 --ctx 256 "${extra[@]}" --widths "$ws" \
+                -o "$out/$name" --json >"$out/$name.compress.json" 2>/dev/null
+        fi
+        models="$models $name:$out/$name"
+    done
+done
+# Evaluation: WikiText-2 perplexity and the residual probe per block (test accuracy).
+printf 'model\tffn_width\twiki_ppl\tprobe_best_block\tprobe_best_test\tprobe_last_test\n' >"$out/summary.tsv"
+for mm in $models; do
+    name=${mm%%:*} path=${mm#*:}
+    [ -s "$out/$name.ppl.json" ] || run "$kfuse" perplexity "$path" -f "$out/wiki.txt" --json >"$out/$name.ppl.json" 2>/dev/null
+    [ -s "$out/$name.probe/probe.json" ] ||
+        run "$kfuse" probe "$path" "${targs[@]}" "${common[@]}" --blocks-only -o "$out/$name.probe" --json >/dev/null 2>&1
+    /usr/bin/python3 - "$out" "$name" "$nff" >>"$out/summary.tsv" <<'PY'
+import json, sys
+out, name, nff = sys.argv[1:]
+ppl = json.load(open(f"{out}/{name}.ppl.json"))
+p = json.load(open(f"{out}/{name}.probe/probe.json"))["result"]["blocks"]
+test = p["test"] if isinstance(p, dict) else [b["test"] for b in p]
+best = max(range(len(test)), key=lambda b: test[b])
+w = nff if name == "orig" else name.split("-")[1]
+print(f"{name}\t{w}\t{ppl['ppl']:.3f}\t{best}\t{test[best]:.4f}\t{test[-1]:.4f}")
+PY
+done
+/usr/bin/python3 - "$out" <<'PY'
+import json, sys
+c = json.load(open(f"{sys.argv[1]}/classify.json")); b = c["compare"]
+print(f"# export: {c['n_layer_kept']} of {c['n_layer_full']} layers, {c['neurons']} neurons, accuracy {c['accuracy']:.4f} "
+      f"(probe {c['probe_test_accuracy']:.4f}); extraction median of {b['repeats']}: truncated {b['truncated_tokens_per_s']:.0f} "
+      f"tok/s ({b['truncated_rows_per_s']:.0f} rows/s), full {b['full_tokens_per_s']:.0f} tok/s ({b['full_rows_per_s']:.0f} rows/s), "
+      f"speedup {b['speedup']:.2f}x, same predictions {b['same_predictions']}/{c['items']}, {c['threads']} threads")
+PY
+cat "$out/summary.tsv"
