@@ -24,7 +24,8 @@ for b in emma dracula frankenstein moby-dick pride-and-prejudice great-expectati
     head -c 16000 "$corpus/$b.txt" >>"$out/calib.txt"
 done
 cat "$corpus/adventures-of-sherlock-holmes.txt" "$corpus/alice-in-wonderland.txt" "$corpus/frankenstein.txt" \
-    "$corpus/dracula.txt" | head -c 1500000 >"$out/moe-calib.txt"
+    "$corpus/dracula.txt" | head -c 1500000 >"$out/moe-calib.txt" ||
+    [ "$(stat -c %s "$out/moe-calib.txt")" -eq 1500000 ] # cat stopped by head: SIGPIPE under pipefail
 build() { # name, then compress options; the JSON summary is printed last
     local name=$1
     shift
