@@ -1,7 +1,7 @@
 // Creates the engine benchmark models: a random-initialised Llama written as
 // a Hugging Face folder (config.json + safetensors, sharded above 5 GB).
 //
-//   make_bench_model [DIR] [--shape 2048x16|llama2-7b] [--dtype f32|f16|bf16] [--seed S]
+//   make_bench_model [DIR] [--shape 2048x16|llama2-7b|HxLxFxHEADS] [--dtype f32|f16|bf16] [--seed S] [--shard-bytes N]
 //   (default DIR /tmp/kfuse-bench/llama-2048x16, or /tmp/kfuse-bench/llama2-7b-<dtype>)
 //
 // Shapes: 2048x16 (the default, fp32): hidden 2048, 16 layers, FFN 5632, 32
@@ -97,20 +97,27 @@ static const bench_shape SHAPES[] = {
 int main(int argc, char **argv) {
     const char *dir = NULL, *shape_name = "2048x16", *dtype_name = NULL;
     uint64_t seed = 1234;
+    int64_t shard_bytes = 0; // 0: the writer's default (5 GB)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--shape") && i + 1 < argc) shape_name = argv[++i];
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dtype_name = argv[++i];
+        else if (!strcmp(argv[i], "--shard-bytes") && i + 1 < argc) shard_bytes = strtoll(argv[++i], NULL, 10);
         else if (argv[i][0] == '-') {
-            fprintf(stderr, "usage: make_bench_model [DIR] [--shape 2048x16|llama2-7b] [--dtype f32|f16|bf16] [--seed S]\n");
+            fprintf(stderr, "usage: make_bench_model [DIR] [--shape 2048x16|llama2-7b|HxLxFxHEADS] [--dtype f32|f16|bf16] [--seed S] [--shard-bytes N]\n");
             return 2;
         } else dir = argv[i];
     }
     const bench_shape *bs = NULL;
     for (size_t i = 0; i < sizeof SHAPES / sizeof SHAPES[0]; i++)
         if (!strcmp(shape_name, SHAPES[i].name)) bs = &SHAPES[i];
+    bench_shape own = {"custom", 0, 0, 0, 0, 2048};
+    if (!bs && sscanf(shape_name, "%dx%dx%dx%d", &own.n_embd, &own.n_layer, &own.n_ff, &own.n_head) == 4 &&
+        own.n_embd > 0 && own.n_layer > 0 && own.n_layer <= 64 && own.n_ff > 0 && own.n_head > 0 &&
+        own.n_embd % own.n_head == 0)
+        bs = &own;
     if (!bs) {
-        fprintf(stderr, "make_bench_model: --shape must be 2048x16 or llama2-7b, not '%s'\n", shape_name);
+        fprintf(stderr, "make_bench_model: --shape must be 2048x16, llama2-7b or HxLxFxHEADS, not '%s'\n", shape_name);
         return 2;
     }
     const bool big = bs != &SHAPES[0];
@@ -152,7 +159,7 @@ int main(int argc, char **argv) {
     m->bos_id = 1;
     m->eos_id = 2;
     double t1 = kf_time_now();
-    TRY(kf_model_save(m, dir, &(kf_save_opts){.format = KF_FORMAT_HF, .dtype = dtype}, &err));
+    TRY(kf_model_save(m, dir, &(kf_save_opts){.format = KF_FORMAT_HF, .dtype = dtype, .shard_bytes = shard_bytes}, &err));
     printf("make_bench_model: %s: %.1f M params, %.2f GB of weights in %s (generated in %.1f s, written in %.1f s)\n",
            dir, kf_model_n_params(m) / 1e6, kf_model_weight_bytes(m) / 1e9, kf_dtype_name(dtype), t1 - t0,
            kf_time_now() - t1);
