@@ -15,7 +15,8 @@
 # gguf        kfuse convert to GGUF BF16 and Q8_0 (the files llama.cpp would read)
 # eval        kfuse eval Q8_0 GGUF --ref the BF16 folder --chunks 8 --no-bench
 # analyze     kfuse analyze --tokens 4096 --max-memory $MAXMEM (default 5G) on the calibration text
-# compress    kfuse compress --method fold --ffn-keep 0.5 --tokens 4096 --max-memory $MAXMEM, written in BF16
+# compress    kfuse compress --method fold --ffn-keep 0.5 --tokens 8192 --max-memory $MAXMEM, written in BF16
+#             (the refit needs more tokens than the 5504 kept neurons: 4096 is refused)
 # evalc       kfuse eval the compressed model --ref the BF16 folder --chunks 8 --no-bench
 #
 # Environment: OUT (rows and logs, default /tmp/kfuse-bench/scale), MODEL
@@ -75,7 +76,7 @@ for step in $steps; do
     eval) run eval "$kfuse" eval "$out/llama2-7b-q8_0.gguf" --ref "$model" -f "$wiki" --ctx 256 --chunks 8 --no-bench --json ;;
     analyze) run analyze "$kfuse" analyze "$model" -f "$calib" --tokens 4096 --max-memory "$maxmem" -o "$out/analyze" ;;
     compress)
-        run compress "$kfuse" compress "$model" -f "$calib" --method fold --ffn-keep 0.5 --tokens 4096 --max-memory "$maxmem" \
+        run compress "$kfuse" compress "$model" -f "$calib" --method fold --ffn-keep 0.5 --tokens 8192 --max-memory "$maxmem" \
             --dtype bf16 --json -o "$out/llama2-7b-bf16-keep50" ;;
     evalc)
         run evalc "$kfuse" eval "$out/llama2-7b-bf16-keep50" --ref "$model" -f "$wiki" --ctx 256 --chunks 8 --no-bench --json ;;
