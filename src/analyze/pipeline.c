@@ -13,6 +13,7 @@
 #include "analyze/recorder.h"
 #include "analyze/steps.h"
 #include "calib/calib.h"
+#include "core/file.h"
 #include "core/progress.h"
 #include "core/rng.h"
 #include "runtime/forward.h"
@@ -440,17 +441,6 @@ static kf_status rec_after(void *user, kf_calib_batch *b, kf_error *err) {
     return KF_OK;
 }
 
-// pread/pwrite of exactly n bytes at off.
-static int cache_io(int fd, void *buf, size_t n, off_t off, int write_it) {
-    char *p = buf;
-    while (n > 0) {
-        ssize_t k = write_it ? pwrite(fd, p, n, off) : pread(fd, p, n, off);
-        if (k <= 0) return 0;
-        p += k, n -= (size_t)k, off += k;
-    }
-    return 1;
-}
-
 // A layer group's pass: the stream entering block `first` comes from the
 // cache, the group's FFN activations are recorded, the stream leaving block
 // end-1 goes to the next group's cache.
@@ -460,7 +450,7 @@ static void grp_hook(void *user, int layer, kf_hook_point p, float *x, int n, in
     const size_t bytes = (size_t)n * dim * sizeof *x;
     const off_t off = (off_t)(r->t0 * dim * (int64_t)sizeof *x);
     if (p == KF_HOOK_BLOCK_IN && layer == r->first && r->cache_in >= 0) {
-        if (!cache_io(r->cache_in, x, bytes, off, 0))
+        if (!kf_file_pio(r->cache_in, x, bytes, off, false))
             r->st = kf_error_set(&r->err, KF_ERR_IO, "analyze: cannot read the cached residual stream of layer %d",
                                  layer);
     } else if (p == KF_HOOK_FFN_ACT && r->ffn[layer]) {
@@ -469,7 +459,7 @@ static void grp_hook(void *user, int layer, kf_hook_point p, float *x, int n, in
         for (int i = 0; i < n; i++)
             if (r->slot[i] >= 0) memcpy(smp + (size_t)r->slot[i] * dim, x + (size_t)i * dim, (size_t)dim * sizeof *x);
     } else if (p == KF_HOOK_BLOCK_OUT && layer == r->end - 1 && r->cache_out >= 0) {
-        if (!cache_io(r->cache_out, x, bytes, off, 1))
+        if (!kf_file_pio(r->cache_out, x, bytes, off, true))
             r->st = kf_error_set(&r->err, KF_ERR_IO, "analyze: cannot write the residual stream after layer %d "
                                  "to the temporary cache (disk full?)", layer);
     }
@@ -853,15 +843,6 @@ void kf_analyze_plan_free(kf_analyze_plan *p) {
     memset(p, 0, sizeof *p);
 }
 
-// A temporary file for the cached residual stream; -1 when none could be made.
-static int cache_open(void) {
-    FILE *f = tmpfile();
-    if (!f) return -1;
-    int fd = dup(fileno(f));
-    fclose(f); // tmpfile's file is already unlinked; the dup keeps it open
-    return fd;
-}
-
 static int64_t ffn_stats_bytes(const recorder *r);
 
 // The layer-group passes of kf_analyze_run after its residual pass: each
@@ -874,7 +855,7 @@ static kf_status run_groups(recorder *rec, kf_ctx *ctx, const kf_model *m, const
     const int L = m->n_layer;
     const kf_calib_protocol proto = rec_protocol(o);
     const int64_t pass_tokens = kf_calib_n_rank_windows(&proto, n_ids) * o->ctx;
-    int fd[2] = {cache_open(), cache_open()};
+    int fd[2] = {kf_file_temp_fd(), kf_file_temp_fd()};
     ffn_scratch sc = {0};
     kf_status st = KF_OK;
     if (fd[0] < 0 || fd[1] < 0) st = kf_error_set(err, KF_ERR_IO, "analyze: cannot create a temporary file for the "

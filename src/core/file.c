@@ -109,3 +109,21 @@ kf_status kf_file_commit(FILE *f, bool ok, const char *tmp, const char *path, kf
     }
     return KF_OK;
 }
+
+int kf_file_temp_fd(void) {
+    FILE *f = tmpfile();
+    if (!f) return -1;
+    int fd = dup(fileno(f));
+    fclose(f); // tmpfile's file is already unlinked; the dup keeps it open
+    return fd;
+}
+
+bool kf_file_pio(int fd, void *buf, size_t n, int64_t off, bool write) {
+    char *p = buf;
+    while (n > 0) {
+        ssize_t k = write ? pwrite(fd, p, n, (off_t)off) : pread(fd, p, n, (off_t)off);
+        if (k <= 0) return false;
+        p += k, n -= (size_t)k, off += k;
+    }
+    return true;
+}

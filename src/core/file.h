@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "core/status.h"
@@ -30,6 +31,10 @@ kf_status kf_file_commit(FILE *f, bool ok, const char *tmp, const char *path, kf
 bool kf_dir_exists(const char *path);
 // dir + "/" + name into out; returns false if it does not fit.
 bool kf_path_join(char *out, size_t n, const char *dir, const char *name);
+// A descriptor of an unlinked temporary file (tmpfile, under TMPDIR); -1 when none can be made.
+int kf_file_temp_fd(void);
+// pread (write false) or pwrite of exactly n bytes at off; false on an error or a short file.
+bool kf_file_pio(int fd, void *buf, size_t n, int64_t off, bool write);
 // True when [off, off+len) lies inside [0, size), without overflow.
 static inline bool kf_range_ok(size_t off, size_t len, size_t size) {
     return off <= size && len <= size - off;

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/file.h"
 #include "core/progress.h"
 #include "runtime/forward.h"
 
@@ -193,17 +194,6 @@ static uint64_t tokens_hash(const int32_t *t, int64_t n) {
     return h;
 }
 
-// pread/pwrite of exactly n bytes at off.
-static int file_io(int fd, void *buf, size_t n, off_t off, int write_it) {
-    char *p = buf;
-    while (n > 0) {
-        ssize_t k = write_it ? pwrite(fd, p, n, off) : pread(fd, p, n, off);
-        if (k <= 0) return 0;
-        p += k, n -= (size_t)k, off += k;
-    }
-    return 1;
-}
-
 typedef struct {
     kf_eval_ref_cache *c;
     double nll, nll2, secs, t_call;
@@ -228,8 +218,8 @@ static kf_status after_cache(void *user, kf_calib_batch *b, kf_error *err) {
             r->nll += v, r->nll2 = fma(v, v, r->nll2);
         }
         off_t off = (off_t)(((b->first + w) * per_w) * (int64_t)V * (int64_t)sizeof(float));
-        if (!file_io(c->fd, (void *)(b->logits + ((size_t)w * ctx + first) * V), (size_t)per_w * V * sizeof(float), off,
-                     1))
+        if (!kf_file_pio(c->fd, (void *)(b->logits + ((size_t)w * ctx + first) * V), (size_t)per_w * V * sizeof(float), off,
+                     true))
             return kf_error_set(err, KF_ERR_IO, "eval: cannot write the reference's logits to a temporary file "
                                 "(TMPDIR full?)");
     }
@@ -245,9 +235,7 @@ kf_status kf_eval_ref_cache_make(const kf_model *ref, const int32_t *tokens, int
     kf_status s = check_model(ref, "reference", ref->n_vocab, ctx, err);
     if (s == KF_OK) s = kf_calib_check(&p, ref, n_tokens, "eval", err);
     if (s != KF_OK) return s;
-    FILE *f = tmpfile();
-    if (f) c->fd = dup(fileno(f));
-    if (f) fclose(f); // already unlinked: the descriptor keeps it
+    c->fd = kf_file_temp_fd();
     if (c->fd < 0) return kf_error_set(err, KF_ERR_IO, "eval: cannot create a temporary file for the reference's logits");
     c->V = ref->n_vocab, c->ctx = ctx, c->bos_id = bos_id, c->n_tokens = n_tokens;
     c->n_chunks = kf_calib_n_windows(&p, n_tokens);
@@ -302,7 +290,7 @@ static kf_status after_cached(void *user, kf_calib_batch *b, kf_error *err) {
     const int ctx = b->ctx, V = c->V, first = ctx / 2, per_w = ctx - 1 - first;
     r->secs += kf_time_now() - r->t_call;
     off_t off = (off_t)((b->first * per_w) * (int64_t)V * (int64_t)sizeof(float));
-    if (!file_io(c->fd, r->lr, (size_t)b->n * per_w * V * sizeof(float), off, 0))
+    if (!kf_file_pio(c->fd, r->lr, (size_t)b->n * per_w * V * sizeof(float), off, false))
         return kf_error_set(err, KF_ERR_IO, "eval: cannot read the reference's cached logits");
     for (int w = 0; w < b->n; w++) {
         const int32_t *tok = b->tokens + (size_t)w * ctx;

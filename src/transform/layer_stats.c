@@ -26,29 +26,18 @@ typedef struct {
     kf_error err;
 } pass_user;
 
-// pread/pwrite of exactly n bytes at off.
-static int stream_io(int fd, void *buf, size_t n, off_t off, int write_it) {
-    char *p = buf;
-    while (n > 0) {
-        ssize_t k = write_it ? pwrite(fd, p, n, off) : pread(fd, p, n, off);
-        if (k <= 0) return 0;
-        p += k, n -= (size_t)k, off += k;
-    }
-    return 1;
-}
-
 static void pass_hook(void *user, int layer, kf_hook_point point, float *x, int n, int dim) {
     pass_user *u = user;
     if (u->st != KF_OK) return;
     const size_t bytes = sizeof *x * (size_t)n * dim;
     const off_t off = (off_t)(u->t0 * dim * (int64_t)sizeof *x);
     if (point == KF_HOOK_BLOCK_IN && layer == u->first && u->fd_in >= 0) {
-        if (!stream_io(u->fd_in, x, bytes, off, 0))
+        if (!kf_file_pio(u->fd_in, x, bytes, off, false))
             u->st = kf_error_set(&u->err, KF_ERR_IO, "compress: cannot read the cached residual stream of layer %d",
                                  layer);
         if (u->bi) memcpy(u->bin, x, bytes);
     } else if (point == KF_HOOK_BLOCK_OUT && layer == u->end - 2 && u->fd_out >= 0) {
-        if (!stream_io(u->fd_out, x, bytes, off, 1))
+        if (!kf_file_pio(u->fd_out, x, bytes, off, true))
             u->st = kf_error_set(&u->err, KF_ERR_IO, "compress: cannot write the residual stream after layer %d to "
                                  "the temporary cache (disk full?)", layer);
     } else if (point == KF_HOOK_FFN_ACT && u->mo && u->mo[layer]) u->st = kf_moments_add(u->mo[layer], x, n, &u->err);
@@ -164,11 +153,7 @@ int kf_cmp_needs_stats(const kf_compress_opts *o) {
 
 kf_status kf_cmp_stream_init(kf_cmp_stream *s, kf_error *err) {
     s->cur = s->at = 0;
-    for (int i = 0; i < 2; i++) {
-        FILE *f = tmpfile();
-        s->fd[i] = f ? dup(fileno(f)) : -1;
-        if (f) fclose(f); // already unlinked: the descriptor keeps it
-    }
+    for (int i = 0; i < 2; i++) s->fd[i] = kf_file_temp_fd();
     if (s->fd[0] < 0 || s->fd[1] < 0) {
         kf_cmp_stream_free(s);
         return kf_error_set(err, KF_ERR_IO, "compress: cannot create a temporary file for the residual stream (TMPDIR)");
