@@ -6,10 +6,14 @@
 # 1e-9 relative; the statistics files entry by entry), and the FFN
 # statistics held at once (rank_ffn_stats_bytes) are fewer. A cap too small for
 # one layer fails before any work: one line naming the memory needed,
-# non-zero exit, no output folder.
+# non-zero exit, no output folder. Skips (77) without numpy.
 # ctest-timeout: 300
 set -eu
 : "${KFUSE:?}" "${KF_ROOT:?}"
+if ! /usr/bin/python3 -c "import numpy" 2> /dev/null; then
+    echo "SKIP: /usr/bin/python3 has no numpy (scripts/install-deps.sh --test installs python3-numpy)"
+    exit 77
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 head -c 120000 "$KF_ROOT/data/calib/calib.txt" > "$tmp/calib.txt"
