@@ -115,10 +115,13 @@ static kf_status dynamic_threshold(const kf_model *m, int l, const kf_moments *m
     if (st != KF_OK) goto done;
     int j_best = -1, width = F, ok = 1;
     double err_best = 0;
-    for (int j = 0; j < KF_ANALYSIS_N_GRID; j++) {
+    for (int j = 0, nc_prev = -1; j < KF_ANALYSIS_N_GRID; j++) {
         int nc;
         if ((st = kf_linkage_cut(z, j / 100.0, labels, &nc, err)) != KF_OK) goto done;
-        if ((st = kf_thresh_error(&th, labels, nc, &errs[j], NULL, err)) != KF_OK) goto done;
+        // Cuts of one dendrogram are nested: the same count is the same partition.
+        if (nc == nc_prev) errs[j] = errs[j - 1];
+        else if ((st = kf_thresh_error(&th, labels, nc, &errs[j], NULL, err)) != KF_OK) goto done;
+        nc_prev = nc;
         if (ok && errs[j] <= o->epsilon) {
             j_best = j;
             width = nc;

@@ -31,7 +31,7 @@ static int cmp_pair(const void *pa, const void *pb) {
 typedef struct {
     float *xx;     // (n) squared row norms
     float *cc;     // (k) squared centre norms
-    float *D;      // (n,k) balanced, else (KF_KMEANS_BLOCK,k): squared distances
+    float *D;      // (n,k) squared distances
     float *mind;   // (n) squared distance to the assigned centre
     int32_t *prev; // (n) labels of the previous assignment
     double *sums;  // (k,d)
@@ -57,7 +57,7 @@ static int work_init(km_work *w, int n, int d, int k, int balanced) {
     size_t un = n, uk = k;
     w->xx = malloc(un * sizeof *w->xx);
     w->cc = malloc(uk * sizeof *w->cc);
-    w->D = malloc((balanced ? un : KF_KMEANS_BLOCK) * uk * sizeof *w->D);
+    w->D = malloc(un * uk * sizeof *w->D);
     w->mind = malloc(un * sizeof *w->mind);
     w->prev = malloc(un * sizeof *w->prev);
     w->sums = malloc(uk * d * sizeof *w->sums);
@@ -94,28 +94,23 @@ static void row_norms(const float *A, int rows, int d, float *out) {
     }
 }
 
+// One sgemm over all n rows: block-wise calls paid a thread barrier each.
 static void assign_nearest(const float *X, int n, int d, int k, const float *C, km_work *w, int32_t *labels) {
     row_norms(C, k, d, w->cc);
-    for (int r0 = 0; r0 < n; r0 += KF_KMEANS_BLOCK) {
-        int nb = n - r0 < KF_KMEANS_BLOCK ? n - r0 : KF_KMEANS_BLOCK;
-        block_dist(X + (size_t)r0 * d, w->xx + r0, nb, d, k, C, w->cc, w->D);
-        for (int i = 0; i < nb; i++) {
-            const float *row = w->D + (size_t)i * k;
-            int best = 0;
-            for (int j = 1; j < k; j++)
-                if (row[j] < row[best]) best = j;
-            labels[r0 + i] = best;
-            w->mind[r0 + i] = row[best];
-        }
+    block_dist(X, w->xx, n, d, k, C, w->cc, w->D);
+    for (int i = 0; i < n; i++) {
+        const float *row = w->D + (size_t)i * k;
+        int best = 0;
+        for (int j = 1; j < k; j++)
+            if (row[j] < row[best]) best = j;
+        labels[i] = best;
+        w->mind[i] = row[best];
     }
 }
 
 static void assign_balanced(const float *X, int n, int d, int k, const float *C, km_work *w, int32_t *labels) {
     row_norms(C, k, d, w->cc);
-    for (int r0 = 0; r0 < n; r0 += KF_KMEANS_BLOCK) {
-        int nb = n - r0 < KF_KMEANS_BLOCK ? n - r0 : KF_KMEANS_BLOCK;
-        block_dist(X + (size_t)r0 * d, w->xx + r0, nb, d, k, C, w->cc, w->D + (size_t)r0 * k);
-    }
+    block_dist(X, w->xx, n, d, k, C, w->cc, w->D);
     size_t np = (size_t)n * k;
     for (size_t p = 0; p < np; p++) w->pairs[p] = (km_pair){w->D[p], (int32_t)(p / k), (int32_t)(p % k)};
     qsort(w->pairs, np, sizeof *w->pairs, cmp_pair);
@@ -138,11 +133,17 @@ static void assign_balanced(const float *X, int n, int d, int k, const float *C,
 static void update_centres(const float *X, int n, int d, int k, float *C, km_work *w, int32_t *labels) {
     memset(w->sums, 0, (size_t)k * d * sizeof *w->sums);
     memset(w->cnt, 0, (size_t)k * sizeof *w->cnt);
-    for (int i = 0; i < n; i++) {
-        double *s = w->sums + (size_t)labels[i] * d;
-        const float *x = X + (size_t)i * d;
-        for (int t = 0; t < d; t++) s[t] += x[t];
-        w->cnt[labels[i]]++;
+    for (int i = 0; i < n; i++) w->cnt[labels[i]]++;
+    // Threads own column slices of the sums: no races, and every column is
+    // summed over the points in the same order as a single thread would.
+#pragma omp parallel for schedule(static) if ((double)n * d > 1e6)
+    for (int t0 = 0; t0 < d; t0 += 256) {
+        int t1 = t0 + 256 < d ? t0 + 256 : d;
+        for (int i = 0; i < n; i++) {
+            double *s = w->sums + (size_t)labels[i] * d;
+            const float *x = X + (size_t)i * d;
+            for (int t = t0; t < t1; t++) s[t] += x[t];
+        }
     }
     for (int j = 0; j < k; j++) {
         if (w->cnt[j] > 0) continue;
@@ -202,7 +203,14 @@ kf_status kf_kmeans_pp(const float *X, int n, int d, int k, uint64_t seed, float
     kf_status st = check_args(n, d, k, err);
     if (st != KF_OK) return st;
     double *D = malloc((size_t)n * sizeof *D); // squared distance to the nearest chosen centre
-    if (!D) return kf_error_set(err, KF_ERR_NOMEM, "kmeans: out of memory (n=%d)", n);
+    float *xx = malloc((size_t)n * sizeof *xx), *xc = malloc((size_t)n * sizeof *xc);
+    if (!D || !xx || !xc) {
+        free(D);
+        free(xx);
+        free(xc);
+        return kf_error_set(err, KF_ERR_NOMEM, "kmeans: out of memory (n=%d)", n);
+    }
+    row_norms(X, n, d, xx);
     kf_rng rng;
     kf_rng_seed(&rng, seed);
     int pick = kf_rng_below(&rng, n);
@@ -226,12 +234,18 @@ kf_status kf_kmeans_pp(const float *X, int n, int d, int k, uint64_t seed, float
         }
         const float *x = X + (size_t)pick * d;
         memcpy(centres + (size_t)c * d, x, (size_t)d * sizeof *centres);
+        // ||x_i - x||^2 = ||x_i||^2 - 2 x_i.x + ||x||^2, x_i.x for all rows in one sgemv
+        // (a memory-bound pass over X instead of n scalar distance loops).
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, n, d, 1.0f, X, d, x, 1, 0.0f, xc, 1);
         for (int i = 0; i < n; i++) {
-            double s = sqdist(X + (size_t)i * d, x, d);
+            double s = (double)xx[i] - 2.0 * xc[i] + xx[pick];
+            if (s < 0 || i == pick) s = 0;
             if (c == 0 || s < D[i]) D[i] = s;
         }
     }
     free(D);
+    free(xx);
+    free(xc);
     return KF_OK;
 }
 

@@ -3,7 +3,7 @@
 // construction, and the silhouette score.
 //
 // Distances for the assignment step are ||x||^2 - 2 x.c + ||c||^2 with x.c
-// from cblas_sgemm over blocks of rows; ties go to the lower cluster index.
+// from one cblas_sgemm over all rows; ties go to the lower cluster index.
 // Centres are means accumulated in double; the objective is recomputed in
 // double from the differences, not from the expansion.
 //
@@ -25,7 +25,7 @@
 
 #include "core/status.h"
 
-#define KF_KMEANS_BLOCK 256 // rows per sgemm distance block
+#define KF_KMEANS_BLOCK 256 // rows per block of the silhouette distances
 
 typedef struct {
     int max_iter;  // centre updates at most (e.g. 100)

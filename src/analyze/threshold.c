@@ -19,11 +19,11 @@ kf_status kf_thresh_init(kf_thresh_layer *t, const float *w_down, int C, int F, 
     t->sd = malloc(uF * sizeof *t->sd);
     t->beta = malloc(uF * sizeof *t->beta);
     t->rep = malloc(uF * sizeof *t->rep);
-    t->score = malloc(uF * sizeof *t->score);
+    t->moved = malloc(uF * sizeof *t->moved);
     t->order = malloc(uF * sizeof *t->order);
     t->start = malloc((uF + 1) * sizeof *t->start);
     float *Gf = malloc(uF * uF * sizeof *Gf);
-    if (!t->G || !t->cov || !t->sd || !t->beta || !t->rep || !t->score || !t->order || !t->start || !Gf) {
+    if (!t->G || !t->cov || !t->sd || !t->beta || !t->rep || !t->moved || !t->order || !t->start || !Gf) {
         free(Gf);
         kf_thresh_free(t);
         return kf_error_set(err, KF_ERR_NOMEM, "threshold: out of memory for %d neurons", F);
@@ -54,7 +54,7 @@ void kf_thresh_free(kf_thresh_layer *t) {
     free(t->sd);
     free(t->beta);
     free(t->rep);
-    free(t->score);
+    free(t->moved);
     free(t->order);
     free(t->start);
     memset(t, 0, sizeof *t);
@@ -111,13 +111,19 @@ kf_status kf_thresh_error(kf_thresh_layer *t, const int32_t *labels, int n_clust
     }
 
     // Sigma_e(i,j) = S_ij - b_j S_{i,rj} - b_i S_{ri,j} + b_i b_j S_{ri,rj}; num = sum G_ij Sigma_e(i,j).
+    // A representative has r = itself and b = 1, which makes its row and
+    // column of Sigma_e zero: the sum runs over the moved neurons only.
+    int nm = 0;
+    for (int j = 0; j < F; j++)
+        if (t->rep[j] != j) t->moved[nm++] = j;
     double num = 0;
-#pragma omp parallel for reduction(+ : num) schedule(static)
-    for (int i = 0; i < F; i++) {
+#pragma omp parallel for reduction(+ : num) schedule(dynamic, 16)
+    for (int p = 0; p < nm; p++) {
+        const int i = t->moved[p];
         const double *Si = t->cov + (size_t)i * uF, *Sri = t->cov + (size_t)t->rep[i] * uF, *Gi = t->G + (size_t)i * uF;
         double bi = t->beta[i], acc = 0;
-        for (int j = 0; j < F; j++) {
-            int rj = t->rep[j];
+        for (int q = 0; q < nm; q++) {
+            int j = t->moved[q], rj = t->rep[j];
             double bj = t->beta[j];
             acc += Gi[j] * (Si[j] - bj * Si[rj] - bi * Sri[j] + bi * bj * Sri[rj]);
         }

@@ -10,7 +10,9 @@
 //   E||W_down e||^2 = tr(G P Sigma P^T)
 //   E||W_down a||^2 = tr(G (Sigma + mu mu^T))
 // and the relative error is their ratio. Both need only the statistics, never
-// the activations. The representative of a cluster is the member that best
+// the activations. Rows and columns of P Sigma P^T that belong to a
+// representative are zero, so only non-representatives enter the sum.
+// The representative of a cluster is the member that best
 // predicts the others (largest sum of rho^2 to the other members; near-ties go
 // to the lower index).
 #ifndef KF_ANALYZE_THRESHOLD_H
@@ -28,7 +30,7 @@ typedef struct {
     double denom;   // E||W_down a||^2
     double *beta;   // (F) scratch: coefficient of each neuron on its representative
     int *rep;       // (F) scratch: representative of each neuron
-    double *score;  // (F) scratch: sum of rho^2 to the cluster members
+    int *moved;     // (F) scratch: the non-representative neurons
     int *order;     // (F) scratch: neurons grouped by cluster
     int *start;     // (F+1) scratch: first position of each cluster in order
 } kf_thresh_layer;
