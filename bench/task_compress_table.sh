@@ -8,7 +8,7 @@
 #     task-agnostic fold (--group ls, refitted) at equal widths, on the task's
 #     probe accuracy (residual probe per block of the compressed model) and
 #     on WikiText-2 perplexity.
-# usage: bench/task_compress_table.sh MODEL TASK [OUT]   TASK = upos | sst2
+# usage: bench/task_compress_table.sh MODEL TASK [OUT]   TASK = upos | xpos | deprel | sst2
 # env: MAX_TRAIN (items, default 10000), MAX_EVAL (2000), MAX_ITER (100),
 #      WIDTHS ("0.25 0.5" of each layer's n_ff), EVAL_BYTES (WikiText-2 bytes, 300000), REPEATS (5), THREADS (2)
 # Writes OUT/summary.tsv and prints it; every step's command is in OUT/commands.txt.
@@ -21,18 +21,19 @@ shared=$root/../shared
 mt=${MAX_TRAIN:-10000} me=${MAX_EVAL:-2000} mi=${MAX_ITER:-100} th=${THREADS:-2} rep=${REPEATS:-5}
 eb=${EVAL_BYTES:-300000}
 case $task in
-upos) ud=$shared/data/ud-english-ewt
-      targs=(--task conllu:UPOS --train "$ud/en_ewt-ud-train.conllu" --dev "$ud/en_ewt-ud-dev.conllu" --test "$ud/en_ewt-ud-test.conllu")
+upos|xpos|deprel) ud=$shared/data/ud-english-ewt col=$(echo "$task" | tr a-z A-Z)
+      targs=(--task conllu:$col --train "$ud/en_ewt-ud-train.conllu" --dev "$ud/en_ewt-ud-dev.conllu" --test "$ud/en_ewt-ud-test.conllu")
       test_file=$ud/en_ewt-ud-test.conllu ;;
 sst2) sd=$shared/data/sst2
       targs=(--task tsv:label --train "$sd/train.tsv" --dev "$sd/dev.tsv" --test "$sd/sst2-test-labelled-1821.tsv")
       test_file=$sd/sst2-test-labelled-1821.tsv ;;
-*) echo "task_compress_table: TASK is upos or sst2" >&2; exit 1 ;;
+*) echo "task_compress_table: TASK is upos, xpos, deprel or sst2" >&2; exit 1 ;;
 esac
 common=(--max-train "$mt" --max-eval "$me" --max-iter "$mi" --no-control -t "$th")
 mkdir -p "$out"
 : >"$out/commands.txt"
-run() { echo "$*" >>"$out/commands.txt"; "$@"; }
+# Each command and its CPU and wall seconds (OUT/times.tsv: user sys wall command).
+run() { echo "$*" >>"$out/commands.txt"; /usr/bin/time -f "%U\t%S\t%e\t$2" -a -o "$out/times.tsv" "$@"; }
 : >"$out/calib.txt"
 for b in emma dracula frankenstein moby-dick pride-and-prejudice great-expectations; do
     head -c 16000 "$shared/data/corpus/$b.txt" >>"$out/calib.txt"

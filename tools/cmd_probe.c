@@ -94,7 +94,7 @@ int kf_cmd_probe(int argc, char **argv) {
         else if (!strcmp(argv[i], "--seed")) seed = (uint64_t)kf_cli_long(argc, argv, &i, 0, 1L << 62);
         else if (!strcmp(argv[i], "--random-init")) {
             random_init = true;
-            init_seed = (uint64_t)kf_cli_long(argc, argv, &i, 0, 1L << 62);
+            init_seed = (uint64_t)kf_cli_long(argc, argv, &i, 0, KF_CLASSIFIER_MAX_SEED);
         }
         else if (!strcmp(argv[i], "--batch-tokens")) batch_tokens = (int)kf_cli_long(argc, argv, &i, 16, 1 << 20);
         else if (!strcmp(argv[i], "-t")) omp_set_num_threads((int)kf_cli_long(argc, argv, &i, 1, 1024));
@@ -220,6 +220,7 @@ int kf_cmd_probe(int argc, char **argv) {
         // The model truncated after the last block LayerSelector kept, and the final probe.
         kf_classifier cl = {.kind = kind, .features = fkind, .agg = agg, .f16 = f16, .batch_tokens = batch_tokens,
                             .labels = labels, .n_layer_full = m->n_layer, .ls_blocks = r.ls_blocks,
+                            .random_init = random_init, .init_seed = init_seed,
                             .n_cols = r.n_selected, .cols = r.selected, .mean = r.final_mean,
                             .inv_std = r.final_inv_std, .lr = r.final_model, .probe_dev_acc = r.final_dev,
                             .probe_test_acc = r.final_test};

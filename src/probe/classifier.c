@@ -63,6 +63,8 @@ kf_status kf_classifier_write(const kf_classifier *c, const char *path, kf_error
     cJSON_AddNumberToObject(m, "n_layer_full", c->n_layer_full);
     cJSON_AddNumberToObject(m, "n_layer_kept", c->n_layer_kept);
     cJSON_AddNumberToObject(m, "ls_blocks", c->ls_blocks);
+    if (c->random_init) cJSON_AddNumberToObject(m, "random_init", (double)c->init_seed);
+    else cJSON_AddNullToObject(m, "random_init");
     cJSON *cols = cJSON_AddArrayToObject(o, "columns");
     for (int j = 0; j < n; j++) cJSON_AddItemToArray(cols, cJSON_CreateNumber((double)c->cols[j]));
     cJSON_AddItemToObject(o, "mean", f64_array(c->mean, n));
@@ -174,6 +176,13 @@ static kf_status parse(kf_classifier *c, const cJSON *o, const char *path, kf_er
     c->n_layer_kept = (int)v;
     if (!get_int(m, "ls_blocks", 1, c->n_layer_full + 1, &v, path, err)) return err->code;
     c->ls_blocks = (int)v;
+    // Absent (files written before it existed) or null: the model as stored.
+    const cJSON *ri = cJSON_GetObjectItemCaseSensitive(m, "random_init");
+    if (ri && !cJSON_IsNull(ri)) {
+        if (!get_int(m, "random_init", 0, KF_CLASSIFIER_MAX_SEED, &v, path, err)) return err->code;
+        c->random_init = true;
+        c->init_seed = (uint64_t)v;
+    }
     const cJSON *lab = member(t, "labels", path, err);
     if (!lab) return err->code;
     const int K = cJSON_GetArraySize(lab);

@@ -20,6 +20,9 @@
 #include "probe/logreg.h"
 #include "task/task.h"
 
+// Largest --random-init seed a classifier (and probe.json) records exactly (JSON numbers are doubles).
+#define KF_CLASSIFIER_MAX_SEED (1L << 53)
+
 typedef struct {
     char task[64];            // "conllu:UPOS", "tsv:label"
     kf_task_kind kind;
@@ -32,6 +35,8 @@ typedef struct {
     int n_layer_full;         // layers of the model probed
     int n_layer_kept;         // layers of the exported model
     int ls_blocks;            // feature blocks LayerSelector kept
+    bool random_init;         // the probed model was re-initialised (probe --random-init init_seed):
+    uint64_t init_seed;       // the full model for a comparison is re-initialised the same way
     int n_cols;
     int64_t *cols;            // (n_cols) feature columns
     double *mean, *inv_std;   // (n_cols)
