@@ -101,7 +101,7 @@ kf_status kf_spec_task_first_order(kf_model *m, const kf_spec_task_part *p, cons
         }
         dx = d, tokens = tk;
         kf_train_zero_grad(tr);
-        for (; s == KF_OK && next < end; next += B) {
+        for (; s == KF_OK && next < end; next = next + B < end ? next + B : end) {
             for (int b = 0; b < B; b++) {
                 // a partial batch repeats its first sentence, with no gradient
                 const bool real = next + b < end;
