@@ -109,8 +109,11 @@ def table_b(root):
                     meth, err = "original", ""
                 elif name.startswith("fold"):
                     meth, err = "fold (ls, refit)", f"{rel_err(f'{com}/{name}.compress.json'):.3f}"
+                elif name.startswith("task"):
+                    meth, err = "**task-aware, probe weight** (`--task`, refit)", f"{rel_err(f'{d}/{name}.compress.json'):.3f}"
                 else:
-                    meth, err = "**task-aware** (`--task`, refit)", f"{rel_err(f'{d}/{name}.compress.json'):.3f}"
+                    meth = "**task-aware, ablation estimate** (`--task-score ablation`, refit)"
+                    err = f"{rel_err(f'{d}/{name}.compress.json'):.3f}"
                 sh = f"{share:.2f}" if name.startswith("task") else ""
                 print(f"| {mname} | {tname} | {w} | {meth} | {float(ppl):.1f} | {bt} (block {bb}) | {lt} | {err} | {sh} |")
 

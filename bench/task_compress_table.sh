@@ -14,6 +14,8 @@
 #      COMMON (folder for what does not depend on the task: the calibration and
 #        WikiText-2 slices, the fold models and their perplexities, the
 #        original's perplexity; default OUT; one per model, shared by its tasks),
+#      ABLATION (1: B also compresses with the ablation ranking, `probe --ablation` on
+#        residual features + `compress --task DIR --task-score ablation`: model abl-W),
 #      RANDOM_INIT (SEED: part A only, on MODEL re-initialised, `probe --random-init SEED`;
 #        classify --compare re-initialises the full model with the same seed).
 # The original's per-block task accuracy in B is the export probe's own
@@ -76,15 +78,25 @@ if [ -n "${RANDOM_INIT:-}" ]; then summary_a; exit 0; fi
 [ -s "$out/probe_ffn/block_weights.npy" ] ||
     run "$kfuse" probe "$model" "${targs[@]}" "${common[@]}" --features ffn --blocks-only -o "$out/probe_ffn" --json \
         >/dev/null 2>"$out/probe_ffn.err"
+if [ "${ABLATION:-0}" = 1 ] && [ ! -s "$out/probe_abl/ablation_scores.npy" ]; then
+    run "$kfuse" probe "$model" "${targs[@]}" "${common[@]}" --blocks-only --ablation -o "$out/probe_abl" --json \
+        >/dev/null 2>"$out/probe_abl.err"
+fi
+meths="fold task"
+[ "${ABLATION:-0}" = 1 ] && meths="fold task abl"
 nff=$(/usr/bin/python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print(c['intermediate_size'] if 'intermediate_size' in c else c.get('n_inner') or 4*c['n_embd'])" "$model/config.json")
 nl=$(/usr/bin/python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print(c.get('num_hidden_layers') or c['n_layer'])" "$model/config.json")
 models="orig:$model"
 for f in ${WIDTHS:-0.25 0.5}; do
     w=$(/usr/bin/python3 -c "print(round($f*$nff))")
     ws=$(/usr/bin/python3 -c "print(','.join(['$w']*$nl))")
-    for meth in fold task; do
+    for meth in $meths; do
         name=$meth-$w
-        if [ $meth = fold ]; then dir=$com extra=(--method fold --group ls); else dir=$out extra=(--task "$out/probe_ffn"); fi
+        case $meth in
+        fold) dir=$com extra=(--method fold --group ls) ;;
+        task) dir=$out extra=(--task "$out/probe_ffn") ;;
+        abl) dir=$out extra=(--task "$out/probe_abl" --task-score ablation) ;;
+        esac
         [ -s "$dir/$name.compress.json" ] ||
             run "$kfuse" compress "$model" -f "$com/calib.txt" --tokens 32768 --ctx 256 "${extra[@]}" --widths "$ws" \
                 -o "$dir/$name" --json >"$dir/$name.compress.json" 2>/dev/null
@@ -96,7 +108,7 @@ printf 'model\tffn_width\twiki_ppl\tprobe_best_block\tprobe_best_test\tprobe_las
 [ -e "$out/orig.probe" ] || ln -s probe_resid "$out/orig.probe"
 for mm in $models; do
     name=${mm%%:*} path=${mm#*:}
-    case $name in task-*) pdir=$out ;; *) pdir=$com ;; esac
+    case $name in task-* | abl-*) pdir=$out ;; *) pdir=$com ;; esac
     [ -s "$pdir/$name.ppl.json" ] || run "$kfuse" perplexity "$path" -f "$com/wiki.txt" --json >"$pdir/$name.ppl.json" 2>/dev/null
     [ -s "$out/$name.probe/probe.json" ] ||
         run "$kfuse" probe "$path" "${targs[@]}" "${common[@]}" --blocks-only -o "$out/$name.probe" --json >/dev/null 2>&1
