@@ -88,14 +88,29 @@ def mass_top(probe_ffn, frac):
     return float(np.mean(shares))
 
 
+def top_iou(probe_ffn, probe_abl, frac):
+    """Mean over layers of the IoU of the top frac of FFN neurons by probe weight and by the ablation estimate."""
+    w = np.abs(np.load(f"{probe_ffn}/block_weights.npy")).sum(axis=0)
+    a = np.load(f"{probe_abl}/ablation_scores.npy")[0]
+    runs = [r for r in load(f"{probe_ffn}/probe.json")["result"]["runs"] if r["name"].startswith("block")]
+    ious, off = [], 0
+    for run in runs:
+        n = run["features"]
+        k = round(frac * n)
+        tw = set(np.argsort(-w[off:off + n], kind="stable")[:k]); ta = set(np.argsort(-a[off:off + n], kind="stable")[:k])
+        ious.append(len(tw & ta) / len(tw | ta))
+        off += n
+    return float(np.mean(ious))
+
+
 def rel_err(path):
     return float(np.mean([l["rel_err"] for l in load(path)["layers"]]))
 
 
 def table_b(root):
     print("| model | task | FFN width | method | WikiText-2 ppl | task best block (test) | task last block "
-          "| rel err (mean of layers) | top-25% share of probe weight |")
-    print("|" + " --- |" * 9)
+          "| rel err (mean of layers) | top-25% share of probe weight | IoU of the two task rankings' top 25% |")
+    print("|" + " --- |" * 10)
     for key, mname in MODELS:
         com = f"{root}/{key}-common"
         for tkey, tname in TASKS:
@@ -115,7 +130,8 @@ def table_b(root):
                     meth = "**task-aware, ablation estimate** (`--task-score ablation`, refit)"
                     err = f"{rel_err(f'{d}/{name}.compress.json'):.3f}"
                 sh = f"{share:.2f}" if name.startswith("task") else ""
-                print(f"| {mname} | {tname} | {w} | {meth} | {float(ppl):.1f} | {bt} (block {bb}) | {lt} | {err} | {sh} |")
+                iou = f"{top_iou(f'{d}/probe_ffn', f'{d}/probe_abl', 0.25):.2f}" if name.startswith("abl") else ""
+                print(f"| {mname} | {tname} | {w} | {meth} | {float(ppl):.1f} | {bt} (block {bb}) | {lt} | {err} | {sh} | {iou} |")
 
 
 def cpu(root):
