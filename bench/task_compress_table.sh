@@ -9,6 +9,7 @@
 #     probe accuracy (residual probe per block of the compressed model) and
 #     on WikiText-2 perplexity.
 # usage: bench/task_compress_table.sh MODEL TASK [OUT]   TASK = upos | xpos | deprel | sst2
+# (SST-2's test split is GLUE's labelled dev set, test.tsv, as in the Dalvi tables.)
 # env: MAX_TRAIN (items, default 10000), MAX_EVAL (2000), MAX_ITER (100),
 #      WIDTHS ("0.25 0.5" of each layer's n_ff), EVAL_BYTES (WikiText-2 bytes, 300000), REPEATS (5), THREADS (2),
 #      COMMON (folder for what does not depend on the task: the calibration and
@@ -35,8 +36,8 @@ upos|xpos|deprel) ud=$shared/data/ud-english-ewt col=$(echo "$task" | tr a-z A-Z
       targs=(--task conllu:$col --train "$ud/en_ewt-ud-train.conllu" --dev "$ud/en_ewt-ud-dev.conllu" --test "$ud/en_ewt-ud-test.conllu")
       test_file=$ud/en_ewt-ud-test.conllu ;;
 sst2) sd=$shared/data/sst2
-      targs=(--task tsv:label --train "$sd/train.tsv" --dev "$sd/dev.tsv" --test "$sd/sst2-test-labelled-1821.tsv")
-      test_file=$sd/sst2-test-labelled-1821.tsv ;;
+      targs=(--task tsv:label --train "$sd/train.tsv" --dev "$sd/dev.tsv" --test "$sd/test.tsv")
+      test_file=$sd/test.tsv ;;
 *) echo "task_compress_table: TASK is upos, xpos, deprel or sst2" >&2; exit 1 ;;
 esac
 common=(--max-train "$mt" --max-eval "$me" --max-iter "$mi" --no-control -t "$th")
