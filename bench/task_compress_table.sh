@@ -10,7 +10,7 @@
 #     on WikiText-2 perplexity.
 # usage: bench/task_compress_table.sh MODEL TASK [OUT]   TASK = upos | xpos | deprel | sst2
 # (SST-2's test split is GLUE's labelled dev set, test.tsv, as in the Dalvi tables.)
-# env: MAX_TRAIN (items, default 10000), MAX_EVAL (2000), MAX_ITER (100),
+# env: MAX_TRAIN (items, default 10000; sst2 3000), MAX_EVAL (2000; sst2 872), MAX_ITER (100),
 #      WIDTHS ("0.25 0.5" of each layer's n_ff), EVAL_BYTES (WikiText-2 bytes, 300000), REPEATS (5), THREADS (2),
 #      COMMON (folder for what does not depend on the task: the calibration and
 #        WikiText-2 slices, the fold models and their perplexities, the
@@ -29,7 +29,9 @@ kfuse=${KFUSE:-$root/build/kfuse}
 model=$1 task=$2
 out=${3:-/tmp/kfuse_task_$(basename "$model")_$task}
 shared=$root/../shared
-mt=${MAX_TRAIN:-10000} me=${MAX_EVAL:-2000} mi=${MAX_ITER:-100} th=${THREADS:-2} rep=${REPEATS:-5}
+# SST-2 defaults: the Dalvi tables' 3,000 training sentences and the 872 of test.tsv
+if [ "$task" = sst2 ]; then mt=${MAX_TRAIN:-3000} me=${MAX_EVAL:-872}; else mt=${MAX_TRAIN:-10000} me=${MAX_EVAL:-2000}; fi
+mi=${MAX_ITER:-100} th=${THREADS:-2} rep=${REPEATS:-5}
 eb=${EVAL_BYTES:-300000}
 case $task in
 upos|xpos|deprel) ud=$shared/data/ud-english-ewt col=$(echo "$task" | tr a-z A-Z)
