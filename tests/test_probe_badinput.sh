@@ -58,4 +58,7 @@ printf 'sentence\tlabel\ngood\t1\n  \t0\n' > "$tmp/empty.tsv"
 tsv tsv-empty-sentence "empty.tsv:3: empty sentence" "$tmp/empty.tsv"
 printf 'sentence\tlabel\ngood\t1\nmeh\t2\n' > "$tmp/unk.tsv"
 tsv tsv-unknown-label "unk.tsv:3: label '2' does not occur in the training split" "$tmp/unk.tsv"
+ok3=(--task conllu:UPOS --train "$tmp/train.conllu" --dev "$tmp/dev.conllu" --test "$tmp/dev.conllu")
+expect ablation-export "--ablation and --export: run them as two probes" "${ok3[@]}" --ablation --export "$tmp/out-ablation-export"
+expect ablation-agg "--ablation's probe reads the last sub-word: --agg last" "${ok3[@]}" --ablation --agg mean
 exit $fail

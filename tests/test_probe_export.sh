@@ -6,7 +6,9 @@
 # applies classifier.json to the probe's own feature file (full model). The
 # exported model has exactly the layers the kept blocks need
 # (residual: blocks_kept - 1, at least 1). --compare MODEL predicts the same
-# on the full model's features. Then bad input: a classifier file that is not
+# on the full model's features; for a --random-init probe, --compare
+# re-initialises MODEL with the classifier's seed and still predicts the same
+# (without it the stored model's features give other predictions). Then bad input: a classifier file that is not
 # one, a test label the classifier does not know: one line, nothing written.
 # ctest-labels: slow
 # ctest-timeout: 900
@@ -65,6 +67,30 @@ if out["compare"]["same_predictions"] != out["items"]:
 print(f"layers {want_layers} of {cl['model']['n_layer_full']}, {len(cl['columns'])} neurons, accuracy {out['accuracy']:.6f}"
       f" = probe {probe['final']['test']:.6f}, numpy reference agrees on {len(ref)} rows, "
       f"speedup {out['compare']['speedup']:.2f}x")
+if fail:
+    print("FAIL: " + "; ".join(fail)); sys.exit(1)
+PYEOF
+# --random-init: the classifier records the seed; --compare MODEL re-initialises MODEL with it.
+"$KFUSE" probe "$model" --task conllu:UPOS --train "$ud/en_ewt-ud-train.conllu" --dev "$ud/en_ewt-ud-dev.conllu" \
+  --test "$ud/en_ewt-ud-test.conllu" --max-train 8000 --max-eval 300 --no-control --grid 10,100 --max-iter 20 \
+  --random-init 7 -t 2 -o "$tmp/rp" --export "$tmp/re" > /dev/null 2> "$tmp/rprobe.err" || { cat "$tmp/rprobe.err"; exit 1; }
+"$KFUSE" classify "$tmp/re" -f "$ud/en_ewt-ud-test.conllu" --max-eval 300 --compare "$model" --repeats 1 -t 2 --json \
+  > "$tmp/rclassify.json" 2> "$tmp/rclassify.err" || { cat "$tmp/rclassify.err"; exit 1; }
+$PY - "$tmp" <<'PYEOF' || exit 1
+import json, sys
+tmp = sys.argv[1]
+probe = json.load(open(f"{tmp}/rp/probe.json"))["result"]
+cl = json.load(open(f"{tmp}/re/classifier.json"))
+out = json.load(open(f"{tmp}/rclassify.json"))
+fail = []
+if cl["model"]["random_init"] != 7: fail.append(f"classifier.json random_init {cl['model']['random_init']!r}, want 7")
+if out["compare"]["full_random_init"] != 7: fail.append(f"classify full_random_init {out['compare']['full_random_init']!r}")
+if out["accuracy"] != probe["final"]["test"]:
+    fail.append(f"accuracy {out['accuracy']!r} != probe.json final test {probe['final']['test']!r}")
+if out["compare"]["same_predictions"] != out["items"]:
+    fail.append(f"random-init full model: {out['compare']['same_predictions']} of {out['items']} predictions the same")
+print(f"random init 7: {cl['model']['n_layer_kept']} of {cl['model']['n_layer_full']} layers, accuracy {out['accuracy']:.6f}, "
+      f"same predictions {out['compare']['same_predictions']} of {out['items']}")
 if fail:
     print("FAIL: " + "; ".join(fail)); sys.exit(1)
 PYEOF

@@ -1,6 +1,7 @@
 // kfuse specialise (src/specialise/): importance statistics against numpy
 // (tests/ref/specialise_ref.py), the first-order ablation estimate against
-// PyTorch autograd (same file), overlap and its permutation null on planted
+// PyTorch autograd (same file), the task probe's first-order estimate
+// (kf_spec_task_first_order) against autograd, overlap and its permutation null on planted
 // sets, expert concentration, and on a synthetic model with one planted
 // neuron that only one dataset uses: selective pruning for that dataset
 // removes it first and hurts that dataset only.
@@ -21,6 +22,7 @@
 #include "specialise/ablate.h"
 #include "specialise/sets.h"
 #include "specialise/specialise.h"
+#include "specialise/task.h"
 #include "synth_model.h"
 #include "test_util.h"
 
@@ -129,6 +131,93 @@ static void test_first_order_torch(void **state) {
     // 5 windows in batches of 2 (the last one partial); GPT-2 with BOS, Llama (BF16, GQA) without
     first_order_case("gpt2-tiny", 16, 1, 2, 5 * 16 + 7);
     first_order_case("llama-gqa-bf16", 12, -1, 2, 5 * 12 + 3);
+}
+
+// ---- task probe's first-order estimate against PyTorch autograd ------------------
+
+static void task_first_order_case(const char *name, int n_sent, int s0, uint64_t seed) {
+    char mdir[1200], dir[] = "/tmp/kf_spec_tfo_XXXXXX", path[256], cmd[2600];
+    snprintf(mdir, sizeof mdir, "%s/tests/fixtures/models/%s", kf_test_root(), name);
+    kf_model *m;
+    kf_error err = {0};
+    if (kf_model_load(&m, mdir, &err) != KF_OK) fail_msg("%s", err.msg);
+    enum { K = 5 };
+    const int C = m->n_embd, max_len = m->n_ctx_train > 0 && m->n_ctx_train < 60 ? m->n_ctx_train : 60;
+    kf_rng r;
+    kf_rng_seed(&r, seed);
+    // sentences of 3 .. max_len tokens (three length buckets, partial batches),
+    // BOS first, items of 1-3 sub-words from position 1
+    kf_task_tokens t = {.n_sent = n_sent};
+    t.tok_off = calloc((size_t)n_sent + 1, sizeof *t.tok_off);
+    t.item_off = calloc((size_t)n_sent + 1, sizeof *t.item_off);
+    int *len = malloc(sizeof *len * (size_t)n_sent);
+    for (int i = 0; i < n_sent; i++) {
+        len[i] = 3 + (int)kf_rng_below(&r, max_len - 2);
+        t.tok_off[i + 1] = t.tok_off[i] + len[i];
+    }
+    t.tokens = malloc(sizeof *t.tokens * (size_t)t.tok_off[n_sent]);
+    t.span = malloc(sizeof *t.span * 2 * (size_t)t.tok_off[n_sent]);
+    int32_t *y = malloc(sizeof *y * (size_t)t.tok_off[n_sent]);
+    kf_test_random_ids(t.tokens, (int)t.tok_off[n_sent], 3, m->n_vocab, seed + 1);
+    for (int i = 0; i < n_sent; i++) {
+        t.tokens[t.tok_off[i]] = 1;
+        int64_t k = t.item_off[i];
+        for (int pos = 1; pos < len[i];) {
+            const int w = 1 + (int)kf_rng_below(&r, 3), end = pos + w < len[i] ? pos + w : len[i];
+            t.span[2 * k] = pos, t.span[2 * k + 1] = end;
+            y[k++] = (int32_t)kf_rng_below(&r, K);
+            pos = end;
+        }
+        t.item_off[i + 1] = k;
+        if (len[i] > t.max_len) t.max_len = len[i];
+    }
+    t.n_items = t.item_off[n_sent];
+    // a probe with random weights: the estimate's gradient, not the probe's training, is under test
+    kf_spec_probe pr = {.dim = C, .lr = {.n_classes = K, .dim = C}};
+    pr.lr.w = malloc(sizeof(float) * K * (size_t)C), pr.lr.b = malloc(sizeof(float) * K);
+    pr.mean = malloc(sizeof(float) * (size_t)C), pr.inv_sd = malloc(sizeof(float) * (size_t)C);
+    for (int i = 0; i < K * C; i++) pr.lr.w[i] = (float)kf_rng_normal(&r);
+    for (int k = 0; k < K; k++) pr.lr.b[k] = (float)(0.5 * kf_rng_normal(&r));
+    for (int c = 0; c < C; c++) pr.mean[c] = (float)(0.1 * kf_rng_normal(&r)), pr.inv_sd[c] = (float)(0.5 + kf_rng_uniform(&r));
+    int64_t N = 0;
+    for (int l = 0; l < m->n_layer; l++) N += m->layers[l].n_ff;
+    double *fo = malloc(sizeof *fo * (size_t)N), loss = 0;
+    const kf_spec_task_part part = {.tok = &t, .y = y, .s0 = s0, .s1 = n_sent};
+    assert_int_equal(kf_spec_task_first_order(m, &part, &pr, fo, &loss, &err), KF_OK);
+    assert_non_null(mkdtemp(dir));
+    int32_t *off = malloc(sizeof *off * 2 * ((size_t)n_sent + 1));
+    for (int i = 0; i <= n_sent; i++) off[2 * i] = (int32_t)t.tok_off[i], off[2 * i + 1] = (int32_t)t.item_off[i];
+    snprintf(path, sizeof path, "%s/tokens.npy", dir), npy_save(path, "<i4", t.tokens, 4, (int)t.tok_off[n_sent], 1);
+    snprintf(path, sizeof path, "%s/off.npy", dir), npy_save(path, "<i4", off, 4, n_sent + 1, 2);
+    snprintf(path, sizeof path, "%s/span.npy", dir), npy_save(path, "<i4", t.span, 4, (int)t.n_items, 2);
+    snprintf(path, sizeof path, "%s/y.npy", dir), npy_save(path, "<i4", y, 4, (int)t.n_items, 1);
+    snprintf(path, sizeof path, "%s/w.npy", dir), npy_save(path, "<f4", pr.lr.w, 4, K, C);
+    snprintf(path, sizeof path, "%s/b.npy", dir), npy_save(path, "<f4", pr.lr.b, 4, K, 1);
+    snprintf(path, sizeof path, "%s/mean.npy", dir), npy_save(path, "<f4", pr.mean, 4, C, 1);
+    snprintf(path, sizeof path, "%s/inv_sd.npy", dir), npy_save(path, "<f4", pr.inv_sd, 4, C, 1);
+    snprintf(path, sizeof path, "%s/fo.npy", dir), npy_save(path, "<f8", fo, 8, 1, (int)N);
+    snprintf(path, sizeof path, "%s/loss.npy", dir), npy_save(path, "<f8", &loss, 8, 1, 1);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s/tests/ref/specialise_ref.py' task-first-order '%s' '%s' %d",
+             kf_test_root(), mdir, dir, s0);
+    int rc = system(cmd);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(rc, 0);
+    kf_spec_probe_free(&pr);
+    free(fo), free(off), free(y), free(len);
+    kf_task_tokens_free(&t);
+    kf_model_free(m);
+}
+
+static void test_task_first_order_torch(void **state) {
+    (void)state;
+    if (access("/usr/bin/python3", X_OK) != 0) {
+        kf_test_skip("/usr/bin/python3 not found (scripts/install-deps.sh --test installs it with torch)");
+        return;
+    }
+    // sentences 3 .. 60 tokens: buckets T = 16, 32, 64, the first 4 sentences outside the part
+    task_first_order_case("gpt2-tiny", 150, 4, 31);
+    task_first_order_case("llama-gqa-bf16", 150, 4, 32);
 }
 
 static void test_spearman(void **state) {
@@ -300,6 +389,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_importance_numpy),
         cmocka_unit_test(test_first_order_torch),
+        cmocka_unit_test(test_task_first_order_torch),
         cmocka_unit_test(test_spearman),
         cmocka_unit_test(test_overlap_planted),
         cmocka_unit_test(test_top_k_and_concentration),

@@ -4,7 +4,9 @@
 // in the task's format; prints accuracy. --compare MODEL also extracts the
 // features with the full model, times both extractions (one warm-up, then
 // --repeats alternating runs, median) and checks the classifier predicts the
-// same on the full model's features (docs/probe-export.md).
+// same on the full model's features (docs/probe-export.md). A classifier of
+// a random-init probe (classifier.json model.random_init) re-initialises
+// MODEL with the same seed first, so the comparison is with the probed model.
 #define _GNU_SOURCE // mkdtemp
 #include <cjson/cJSON.h>
 #include <omp.h>
@@ -87,6 +89,8 @@ int kf_cmd_classify(int argc, char **argv) {
         if (full->n_layer != c.n_layer_full || full->n_embd != m->n_embd)
             kf_cli_failf("%s: %d layers of width %d, the probed model had %d of width %d", full_path, full->n_layer,
                          full->n_embd, c.n_layer_full, m->n_embd);
+        // The probed model was MODEL re-initialised: the same seed gives the same weights.
+        if (c.random_init && kf_model_randomize(full, c.init_seed, &err) != KF_OK) kf_cli_fail(&err);
     }
     kf_task_tokens tt;
     int max_len = m->n_ctx_train > 0 ? m->n_ctx_train : 1 << 20;
@@ -152,6 +156,8 @@ int kf_cmd_classify(int argc, char **argv) {
         if (full) {
             cJSON *b = cJSON_AddObjectToObject(o, "compare");
             cJSON_AddStringToObject(b, "full_model", full_path);
+            if (c.random_init) cJSON_AddNumberToObject(b, "full_random_init", (double)c.init_seed);
+            else cJSON_AddNullToObject(b, "full_random_init");
             cJSON_AddNumberToObject(b, "repeats", repeats);
             cJSON_AddNumberToObject(b, "truncated_seconds_median", med_cut);
             cJSON_AddNumberToObject(b, "full_seconds_median", med_full);
@@ -167,6 +173,8 @@ int kf_cmd_classify(int argc, char **argv) {
         printf("accuracy %.6f (%lld of %lld items; the probe's test accuracy %.6f)\n", acc, (long long)hit,
                (long long)N, c.probe_test_acc);
         if (full) {
+            if (c.random_init) printf("full model: %s re-initialised with seed %llu (the probed model)\n", full_path,
+                                      (unsigned long long)c.init_seed);
             printf("feature extraction, median of %d: truncated (%d layers) %.4f s = %.0f tokens/s, full (%d layers) "
                    "%.4f s = %.0f tokens/s, speedup %.2fx\n",
                    repeats, c.n_layer_kept, med_cut, (double)ntok / med_cut, c.n_layer_full, med_full,

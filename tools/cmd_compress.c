@@ -94,7 +94,7 @@ static void on_trial(void *user, double keep, double ppl, double limit) {
 
 int kf_cmd_compress(int argc, char **argv) {
     const char *path = NULL, *calib = NULL, *out = NULL, *format = "hf", *stats_path = NULL, *thr_path = NULL,
-               *dtype_name = NULL, *task_dir = NULL;
+               *dtype_name = NULL, *task_dir = NULL, *task_score = NULL;
     int method = -1, group = KF_GROUP_LS, n_w = 0, n_drop = 0, ctx = 256;
     int widths[1024];
     double keep = 0, target = 0, max_inc = -1, lambda = KF_REFIT_LAMBDA;
@@ -120,6 +120,7 @@ int kf_cmd_compress(int argc, char **argv) {
         else if (!strcmp(a, "--thresholds")) thr_path = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--drop")) n_drop = (int)kf_cli_long(argc, argv, &i, 1, 1 << 20);
         else if (!strcmp(a, "--task")) task_dir = kf_cli_str(argc, argv, &i);
+        else if (!strcmp(a, "--task-score")) task_score = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--stats")) stats_path = kf_cli_str(argc, argv, &i);
         else if (!strcmp(a, "--lambda")) lambda = kf_cli_double(argc, argv, &i, 0, 1e6);
         else if (!strcmp(a, "--tokens")) n_tokens = kf_cli_long(argc, argv, &i, 2, 1L << 40);
@@ -139,6 +140,11 @@ int kf_cmd_compress(int argc, char **argv) {
     if (task_dir && method < 0) method = KF_CMP_PRUNE_TASK;
     if ((method == KF_CMP_PRUNE_TASK) != (task_dir != NULL))
         kf_cli_failf("compress: --task PROBE_DIR goes with --method prune-task (its default), and only with it");
+    kf_task_score score_kind = KF_TASK_SCORE_WEIGHT;
+    if (task_score && !task_dir) kf_cli_failf("compress: --task-score goes with --task PROBE_DIR");
+    if (task_score && !strcmp(task_score, "ablation")) score_kind = KF_TASK_SCORE_ABLATION;
+    else if (task_score && strcmp(task_score, "weight"))
+        kf_cli_failf("compress: --task-score wants weight|ablation, not '%s'", task_score);
     if (method < 0) kf_cli_failf("compress: --method is required (%s, ...)", method_names[0]);
     if (!out) kf_cli_failf("compress: -o OUT is required");
     kf_format fmt;
@@ -175,7 +181,7 @@ int kf_cmd_compress(int argc, char **argv) {
     if (stats_path && kf_statsfile_load(&stats, stats_path, kf_model_fingerprint(m), &run, &err) != KF_OK)
         kf_cli_fail(&err);
     double **task_scores = NULL;
-    if (task_dir && kf_task_scores_read(task_dir, m, &task_scores, &err) != KF_OK) kf_cli_fail(&err);
+    if (task_dir && kf_task_scores_read(task_dir, score_kind, m, &task_scores, &err) != KF_OK) kf_cli_fail(&err);
     if (n_w && n_w != L) kf_cli_failf("compress: --widths lists %d widths, the model has %d layers", n_w, L);
     for (int l = 0; l < n_w; l++)
         if (widths[l] > m->layers[l].n_ff)
@@ -291,6 +297,7 @@ int kf_cmd_compress(int argc, char **argv) {
     cJSON_AddStringToObject(o_js, "method", method_names[method]);
     if (method == KF_CMP_FOLD) cJSON_AddStringToObject(o_js, "group", group_names[group]);
     if (task_dir) cJSON_AddStringToObject(o_js, "task", task_dir);
+    if (task_dir) cJSON_AddStringToObject(o_js, "task_score", score_kind == KF_TASK_SCORE_ABLATION ? "ablation" : "weight");
     cJSON_AddBoolToObject(o_js, "refit", o.refit);
     if (o.refit) cJSON_AddNumberToObject(o_js, "lambda_rel", lambda);
     cJSON_AddStringToObject(o_js, "calibration", calib ? calib : "");

@@ -18,6 +18,7 @@
 #include "probe/dalvi.h"
 #include "probe/features.h"
 #include "probe/report.h"
+#include "specialise/task.h"
 #include "task/encode.h"
 #include "task/task.h"
 
@@ -59,11 +60,62 @@ static int parse_grid(const char *s, double *g, int cap) {
     return n;
 }
 
+// --ablation: DIR/ablation_scores.npy (f32, (1, sum F_l)), the first-order
+// estimate of each FFN neuron's cost to a probe of the last block's output
+// (the task ranking of `compress --task DIR --task-score ablation`), and
+// DIR/ablation.json with that probe's loss and cost.
+static void write_ablation(kf_model *m, const kf_task_tokens *tt, const int32_t *y, int K, const kf_logreg_opts *lo,
+                           const char *out_dir, bool json) {
+    kf_error err = {0};
+    const kf_spec_task_part part = {.tok = tt, .y = y, .s0 = 0, .s1 = tt->n_sent};
+    const int64_t n = kf_spec_part_items(&part);
+    const int C = m->n_embd;
+    int64_t F = 0;
+    for (int l = 0; l < m->n_layer; l++) F += m->layers[l].n_ff;
+    float *feats = malloc(sizeof *feats * (size_t)(n * C)), *fo32 = malloc(sizeof *fo32 * (size_t)F);
+    double *fo = malloc(sizeof *fo * (size_t)F), loss = 0;
+    if (!feats || !fo || !fo32) kf_cli_failf("probe: out of memory for the ablation scores");
+    const double t0 = kf_time_now();
+    kf_spec_probe pr;
+    if (kf_spec_task_run(m, &part, NULL, NULL, feats, &err) != KF_OK ||
+        kf_spec_probe_train(&pr, feats, y, n, C, K, lo, &err) != KF_OK ||
+        kf_spec_task_first_order(m, &part, &pr, fo, &loss, &err) != KF_OK)
+        kf_cli_fail(&err);
+    const double secs = kf_time_now() - t0;
+    for (int64_t j = 0; j < F; j++) fo32[j] = (float)fo[j];
+    char path[1100];
+    snprintf(path, sizeof path, "%s/ablation_scores.npy", out_dir);
+    if (kf_npy_write(path, "<f4", fo32, 4, 1, F, &err) != KF_OK) kf_cli_fail(&err);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "schema", "kfuse-probe-ablation/1");
+    cJSON_AddStringToObject(o, "scores", "ablation_scores.npy");
+    cJSON_AddStringToObject(o, "estimate", "-sum_tokens a dL/da, L = mean cross-entropy of the last block's probe");
+    cJSON_AddNumberToObject(o, "items", (double)n);
+    cJSON_AddNumberToObject(o, "probe_iterations", pr.lr.iters);
+    cJSON_AddBoolToObject(o, "probe_converged", pr.lr.converged);
+    cJSON_AddNumberToObject(o, "loss", loss);
+    cJSON_AddNumberToObject(o, "seconds", secs);
+    snprintf(path, sizeof path, "%s/ablation.json", out_dir);
+    char *text = cJSON_Print(o), tmp[1100];
+    cJSON_Delete(o);
+    FILE *f;
+    if (!text) kf_cli_failf("probe: out of memory");
+    if (kf_file_begin(path, tmp, sizeof tmp, &f, &err) != KF_OK ||
+        kf_file_commit(f, fputs(text, f) >= 0 && fputc('\n', f) != EOF, tmp, path, &err) != KF_OK)
+        kf_cli_fail(&err);
+    free(text);
+    if (!json)
+        fprintf(stderr, "probe: ablation scores of %lld FFN neurons (probe loss %.4f on %lld items, %.1f s): %s/ablation_scores.npy\n",
+                (long long)F, loss, (long long)n, secs, out_dir);
+    kf_spec_probe_free(&pr);
+    free(feats), free(fo), free(fo32);
+}
+
 int kf_cmd_probe(int argc, char **argv) {
     const char *path = NULL, *task = NULL, *out_dir = NULL, *export_dir = NULL, *files[3] = {NULL, NULL, NULL};
     const char *text_col = "sentence", *agg_name = NULL, *feat_name = "residual";
     int64_t max_train = 150000, max_eval = 0;
-    bool f16 = false, control = true, json = false, random_init = false;
+    bool f16 = false, control = true, json = false, random_init = false, ablation = false;
     uint64_t seed = 1, init_seed = 0;
     int batch_tokens = 1024;
     static double grid[64] = {1, 2, 3, 5, 10, 15, 20, 30, 50, 75, 100};
@@ -83,6 +135,7 @@ int kf_cmd_probe(int argc, char **argv) {
         else if (!strcmp(argv[i], "--f16")) f16 = true;
         else if (!strcmp(argv[i], "--no-control")) control = false;
         else if (!strcmp(argv[i], "--blocks-only")) o.blocks_only = true;
+        else if (!strcmp(argv[i], "--ablation")) ablation = true;
         else if (!strcmp(argv[i], "--balanced")) o.lr.balanced = true;
         else if (!strcmp(argv[i], "--l1")) o.lr.l1 = kf_cli_double(argc, argv, &i, 0, 1e3);
         else if (!strcmp(argv[i], "--l2")) o.lr.l2 = kf_cli_double(argc, argv, &i, 0, 1e3);
@@ -94,7 +147,7 @@ int kf_cmd_probe(int argc, char **argv) {
         else if (!strcmp(argv[i], "--seed")) seed = (uint64_t)kf_cli_long(argc, argv, &i, 0, 1L << 62);
         else if (!strcmp(argv[i], "--random-init")) {
             random_init = true;
-            init_seed = (uint64_t)kf_cli_long(argc, argv, &i, 0, 1L << 62);
+            init_seed = (uint64_t)kf_cli_long(argc, argv, &i, 0, KF_CLASSIFIER_MAX_SEED);
         }
         else if (!strcmp(argv[i], "--batch-tokens")) batch_tokens = (int)kf_cli_long(argc, argv, &i, 16, 1 << 20);
         else if (!strcmp(argv[i], "-t")) omp_set_num_threads((int)kf_cli_long(argc, argv, &i, 1, 1024));
@@ -108,6 +161,7 @@ int kf_cmd_probe(int argc, char **argv) {
     if (!out_dir) kf_cli_failf("probe: -o DIR is required");
     if (!path) path = kf_cli_default_model();
     if (export_dir && o.blocks_only) kf_cli_failf("probe: --export needs the whole pipeline, not --blocks-only");
+    if (export_dir && ablation) kf_cli_failf("probe: --ablation and --export: run them as two probes");
     kf_task_kind kind;
     int col = -1;
     const char *label_col = NULL;
@@ -128,6 +182,7 @@ int kf_cmd_probe(int argc, char **argv) {
     else if (agg_name && !strcmp(agg_name, "mean")) agg = KF_AGG_MEAN;
     else if (agg_name && strcmp(agg_name, "last"))
         kf_cli_failf("probe: --agg wants last|first|mean (sentence tasks: last|mean), not '%s'", agg_name);
+    if (ablation && agg != KF_AGG_LAST) kf_cli_failf("probe: --ablation's probe reads the last sub-word: --agg last");
     kf_feat_kind fkind = KF_FEAT_RESID;
     if (!strcmp(feat_name, "ffn")) fkind = KF_FEAT_FFN;
     else if (strcmp(feat_name, "residual")) kf_cli_failf("probe: --features wants residual|ffn, not '%s'", feat_name);
@@ -216,10 +271,12 @@ int kf_cmd_probe(int argc, char **argv) {
     // Every per-block probe's weights (K, columns): the task ranking `kfuse compress --task` reads.
     snprintf(p2, sizeof p2, "%s/block_weights.npy", out_dir);
     if (kf_npy_write(p2, "<f4", r.block_w, 4, labels.n, r.n_neurons, &err) != KF_OK) kf_cli_fail(&err);
+    if (ablation) write_ablation(m, &tt[0], sp[0].labels, labels.n, &o.lr, out_dir, json);
     if (export_dir) {
         // The model truncated after the last block LayerSelector kept, and the final probe.
         kf_classifier cl = {.kind = kind, .features = fkind, .agg = agg, .f16 = f16, .batch_tokens = batch_tokens,
                             .labels = labels, .n_layer_full = m->n_layer, .ls_blocks = r.ls_blocks,
+                            .random_init = random_init, .init_seed = init_seed,
                             .n_cols = r.n_selected, .cols = r.selected, .mean = r.final_mean,
                             .inv_std = r.final_inv_std, .lr = r.final_model, .probe_dev_acc = r.final_dev,
                             .probe_test_acc = r.final_test};

@@ -63,6 +63,8 @@ kf_status kf_classifier_write(const kf_classifier *c, const char *path, kf_error
     cJSON_AddNumberToObject(m, "n_layer_full", c->n_layer_full);
     cJSON_AddNumberToObject(m, "n_layer_kept", c->n_layer_kept);
     cJSON_AddNumberToObject(m, "ls_blocks", c->ls_blocks);
+    if (c->random_init) cJSON_AddNumberToObject(m, "random_init", (double)c->init_seed);
+    else cJSON_AddNullToObject(m, "random_init");
     cJSON *cols = cJSON_AddArrayToObject(o, "columns");
     for (int j = 0; j < n; j++) cJSON_AddItemToArray(cols, cJSON_CreateNumber((double)c->cols[j]));
     cJSON_AddItemToObject(o, "mean", f64_array(c->mean, n));
@@ -174,6 +176,13 @@ static kf_status parse(kf_classifier *c, const cJSON *o, const char *path, kf_er
     c->n_layer_kept = (int)v;
     if (!get_int(m, "ls_blocks", 1, c->n_layer_full + 1, &v, path, err)) return err->code;
     c->ls_blocks = (int)v;
+    // Absent (files written before it existed) or null: the model as stored.
+    const cJSON *ri = cJSON_GetObjectItemCaseSensitive(m, "random_init");
+    if (ri && !cJSON_IsNull(ri)) {
+        if (!get_int(m, "random_init", 0, KF_CLASSIFIER_MAX_SEED, &v, path, err)) return err->code;
+        c->random_init = true;
+        c->init_seed = (uint64_t)v;
+    }
     const cJSON *lab = member(t, "labels", path, err);
     if (!lab) return err->code;
     const int K = cJSON_GetArraySize(lab);
@@ -275,11 +284,12 @@ void kf_task_scores_free(double **scores, int n_layer) {
     free(scores);
 }
 
-kf_status kf_task_scores_read(const char *dir, const kf_model *m, double ***scores, kf_error *err) {
+kf_status kf_task_scores_read(const char *dir, kf_task_score kind, const kf_model *m, double ***scores, kf_error *err) {
     *scores = NULL;
+    const bool abl = kind == KF_TASK_SCORE_ABLATION;
     char jpath[1100], wpath[1100];
     snprintf(jpath, sizeof jpath, "%s/probe.json", dir);
-    snprintf(wpath, sizeof wpath, "%s/block_weights.npy", dir);
+    snprintf(wpath, sizeof wpath, "%s/%s", dir, abl ? "ablation_scores.npy" : "block_weights.npy");
     char *text;
     size_t len;
     kf_status s = kf_file_read_all(jpath, &text, &len, err);
@@ -289,7 +299,7 @@ kf_status kf_task_scores_read(const char *dir, const kf_model *m, double ***scor
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(o, "options"), *md = cJSON_GetObjectItemCaseSensitive(o, "model");
     const cJSON *fk = cJSON_GetObjectItemCaseSensitive(op, "features"), *nl = cJSON_GetObjectItemCaseSensitive(md, "n_layer");
     if (!cJSON_IsString(fk) || !cJSON_IsNumber(nl)) s = kf_error_set(err, KF_ERR_FORMAT, "%s: not a kfuse probe.json", jpath);
-    else if (strcmp(fk->valuestring, "ffn"))
+    else if (!abl && strcmp(fk->valuestring, "ffn"))
         s = kf_error_set(err, KF_ERR_FORMAT, "%s: a probe on %s features; the task ranking needs --features ffn", jpath,
                          fk->valuestring);
     else if ((int)nl->valuedouble != m->n_layer)
@@ -301,10 +311,10 @@ kf_status kf_task_scores_read(const char *dir, const kf_model *m, double ***scor
     if ((s = kf_features_open(&w, wpath, err)) != KF_OK) return s;
     int64_t F = 0;
     for (int l = 0; l < m->n_layer; l++) F += m->layers[l].n_ff;
-    if (w.n_cols != F || w.f16) {
+    if (w.n_cols != F || w.f16 || (abl && w.n_rows != 1)) {
         kf_features_close(&w);
-        return kf_error_set(err, KF_ERR_FORMAT, "%s: %lld f32 columns expected (the model's FFN neurons), not %lld", wpath,
-                            (long long)F, (long long)w.n_cols);
+        return kf_error_set(err, KF_ERR_FORMAT, "%s: %s%lld f32 columns expected (the model's FFN neurons), not %lld x %lld",
+                            wpath, abl ? "1 row of " : "", (long long)F, (long long)w.n_rows, (long long)w.n_cols);
     }
     double **sc = calloc((size_t)m->n_layer, sizeof *sc);
     if (!sc) s = kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", wpath);
@@ -315,8 +325,11 @@ kf_status kf_task_scores_read(const char *dir, const kf_model *m, double ***scor
             s = kf_error_set(err, KF_ERR_NOMEM, "%s: out of memory", wpath);
             break;
         }
-        for (int64_t k = 0; k < w.n_rows; k++)
-            for (int j = 0; j < Fl; j++) sc[l][j] += fabs((double)W[k * F + c0 + j]);
+        if (abl)
+            for (int j = 0; j < Fl; j++) sc[l][j] = W[c0 + j];
+        else
+            for (int64_t k = 0; k < w.n_rows; k++)
+                for (int j = 0; j < Fl; j++) sc[l][j] += fabs((double)W[k * F + c0 + j]);
     }
     kf_features_close(&w);
     if (s != KF_OK) {

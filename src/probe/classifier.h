@@ -20,6 +20,9 @@
 #include "probe/logreg.h"
 #include "task/task.h"
 
+// Largest --random-init seed a classifier (and probe.json) records exactly (JSON numbers are doubles).
+#define KF_CLASSIFIER_MAX_SEED (1L << 53)
+
 typedef struct {
     char task[64];            // "conllu:UPOS", "tsv:label"
     kf_task_kind kind;
@@ -32,6 +35,8 @@ typedef struct {
     int n_layer_full;         // layers of the model probed
     int n_layer_kept;         // layers of the exported model
     int ls_blocks;            // feature blocks LayerSelector kept
+    bool random_init;         // the probed model was re-initialised (probe --random-init init_seed):
+    uint64_t init_seed;       // the full model for a comparison is re-initialised the same way
     int n_cols;
     int64_t *cols;            // (n_cols) feature columns
     double *mean, *inv_std;   // (n_cols)
@@ -60,13 +65,17 @@ kf_status kf_classifier_predict(const kf_classifier *c, const kf_features *x, in
 
 
 
-// Task scores of m's FFN neurons from a probe folder (`kfuse probe MODEL
-// --features ffn -o DIR`, with or without --blocks-only): neuron j of layer l
-// scores sum_k |W_kj| of layer l's probe (DIR/block_weights.npy, (K, sum F_l);
-// the probes' features are standardised, so the weights of one layer are
-// comparable). DIR/probe.json must say features "ffn" and m's layer count,
-// and the weights must have m's FFN widths. scores: (n_layer) malloc'd arrays
-// of F_l, freed with kf_task_scores_free.
-kf_status kf_task_scores_read(const char *dir, const kf_model *m, double ***scores, kf_error *err);
+// Task scores of m's FFN neurons from a probe folder.
+// KF_TASK_SCORE_WEIGHT (`kfuse probe MODEL --features ffn -o DIR`, with or
+// without --blocks-only): neuron j of layer l scores sum_k |W_kj| of layer
+// l's probe (DIR/block_weights.npy, (K, sum F_l); the probes' features are
+// standardised, so the weights of one layer are comparable); DIR/probe.json
+// must say features "ffn". KF_TASK_SCORE_ABLATION (`kfuse probe ...
+// --ablation -o DIR`, any features): the first-order estimate of the task
+// probe's loss increase when the neuron is zeroed (DIR/ablation_scores.npy,
+// (1, sum F_l)). DIR/probe.json must give m's layer count, the scores m's FFN
+// widths. scores: (n_layer) malloc'd arrays of F_l, freed with kf_task_scores_free.
+typedef enum { KF_TASK_SCORE_WEIGHT = 0, KF_TASK_SCORE_ABLATION } kf_task_score;
+kf_status kf_task_scores_read(const char *dir, kf_task_score kind, const kf_model *m, double ***scores, kf_error *err);
 void kf_task_scores_free(double **scores, int n_layer);
 #endif

@@ -274,7 +274,7 @@ static kf_status task_importance(run *u, int d, kf_error *err) {
     if (!feats || !u->feats[d]) s = kf_error_set(err, KF_ERR_NOMEM, "specialise: out of memory for task %s's features", u->data[d].name);
     if (s == KF_OK) s = kf_spec_task_run(u->m, &t->train, NULL, &u->acts[d], feats, err);
     if (s == KF_OK)
-        s = kf_spec_probe_train(&u->probe[d], feats, t->train.y + t->train.tok->item_off[t->train.s0], n, C, t->n_labels, err);
+        s = kf_spec_probe_train(&u->probe[d], feats, t->train.y + t->train.tok->item_off[t->train.s0], n, C, t->n_labels, NULL, err);
     free(feats);
     return s;
 }

@@ -126,7 +126,7 @@ static void zscore(const kf_spec_probe *pr, float *feats, int64_t n) {
 }
 
 kf_status kf_spec_probe_train(kf_spec_probe *pr, float *feats, const int32_t *y, int64_t n, int dim, int K,
-                              kf_error *err) {
+                              const kf_logreg_opts *opts, kf_error *err) {
     memset(pr, 0, sizeof *pr);
     pr->dim = dim;
     pr->mean = calloc((size_t)dim, sizeof(float));
@@ -145,7 +145,7 @@ kf_status kf_spec_probe_train(kf_spec_probe *pr, float *feats, const int32_t *y,
         pr->inv_sd[j] = sd > 1e-6 ? (float)(1.0 / sd) : 0.0f;
     }
     zscore(pr, feats, n);
-    kf_logreg_opts o = kf_logreg_defaults();
+    kf_logreg_opts o = opts ? *opts : kf_logreg_defaults();
     kf_status s = kf_logreg_train(&pr->lr, feats, y, n, dim, K, &o, err);
     if (s != KF_OK) kf_spec_probe_free(pr);
     return s;

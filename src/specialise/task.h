@@ -59,12 +59,25 @@ typedef struct {
     float *mean, *inv_sd; // (dim) z-scoring of the features
 } kf_spec_probe;
 
-// Trains the probe on feats (n, dim), labels y in [0, K); feats are z-scored in place.
+// Trains the probe on feats (n, dim), labels y in [0, K); feats are z-scored
+// in place. opts NULL: kf_logreg_defaults() (Dalvi's penalty, 500 iterations).
 kf_status kf_spec_probe_train(kf_spec_probe *pr, float *feats, const int32_t *y, int64_t n, int dim, int K,
-                              kf_error *err);
+                              const kf_logreg_opts *opts, kf_error *err);
 // Error rate or mean cross-entropy (nats) of the probe on feats (n, dim),
 // which are z-scored in place.
 double kf_spec_probe_loss(const kf_spec_probe *pr, float *feats, const int32_t *y, int64_t n, kf_spec_task_loss kind);
 void kf_spec_probe_free(kf_spec_probe *pr);
+
+// First-order estimate of the increase of the probe's mean cross-entropy L
+// on part p (features: the last block's output at each item's last sub-word,
+// as kf_spec_task_run's) when each FFN neuron is zeroed: fo_j = -sum over
+// p's tokens of a_j dL/da_j, flat over layers as importance.h, (sum F_l).
+// One forward and one backward of src/train per batch (sentences by length,
+// in buckets of T = a power of two, 1024 / T sequences), the backward
+// starting from dL/dx at the item rows; loss: L of the model as it is.
+// m's weights are copied into memory and its w_down converted to F32
+// (as kf_spec_first_order).
+kf_status kf_spec_task_first_order(kf_model *m, const kf_spec_task_part *p, const kf_spec_probe *pr, double *fo,
+                                   double *loss, kf_error *err);
 
 #endif

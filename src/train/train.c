@@ -421,6 +421,7 @@ void kf_train_shape(const kf_train *t, int *B, int *T) {
 const kf_model *kf_train_grads(const kf_train *t) { return &t->grads; }
 const float *kf_train_logits(const kf_train *t) { return t->logits; }
 float *kf_train_dlogits(kf_train *t) { return t->dlogits; }
+const float *kf_train_hidden(const kf_train *t) { return t->x_final; }
 
 void kf_train_zero_grad(kf_train *t) {
     for (int i = 0; i < t->n_params; i++) memset(t->params[i].g, 0, sizeof(float) * (size_t)t->params[i].n);
@@ -585,17 +586,12 @@ kf_status kf_train_forward(kf_train *t, const int32_t *tokens, kf_error *err) {
     return KF_OK;
 }
 
-void kf_train_backward(kf_train *t) {
+// The blocks' backward, last to first, from t->dres = d loss / d x_final.
+static void backward_blocks(kf_train *t) {
     const kf_model *m = t->m;
     const kf_model *g = &t->grads;
     const int N = t->N, B = t->B, T = t->T, C = m->n_embd, H = m->n_head, Hkv = m->n_head_kv, Dh = m->head_dim;
     const size_t rowsC = sizeof(float) * (size_t)N * C;
-    // head and final norm: dres = d loss / d x_final
-    memset(t->dxn, 0, rowsC);
-    kf_train_matmul_backward(t->dxn, g->lm_head.data, NULL, t->dlogits, t->xnf, m->lm_head.data, N, C, m->n_vocab);
-    memset(t->dres, 0, rowsC);
-    norm_backward(m, t->dres, &g->out_norm_w, &g->out_norm_b, t->dxn, t->x_final, &m->out_norm_w, t->meanf,
-                  t->rstdf, N);
     for (int l = m->n_layer - 1; l >= 0; l--) {
         const kf_layer *L = &m->layers[l], *GL = &g->layers[l];
         layer_acts *A = &t->acts[l];
@@ -643,6 +639,25 @@ void kf_train_backward(kf_train *t) {
     }
     kf_train_embed_backward(g->tok_embd.data, m->pos == KF_POS_LEARNED ? g->pos_embd.data : NULL, t->dres, t->tokens,
                             N, T, C);
+}
+
+void kf_train_backward(kf_train *t) {
+    const kf_model *m = t->m;
+    const kf_model *g = &t->grads;
+    const int N = t->N, C = m->n_embd;
+    const size_t rowsC = sizeof(float) * (size_t)N * C;
+    // head and final norm: dres = d loss / d x_final
+    memset(t->dxn, 0, rowsC);
+    kf_train_matmul_backward(t->dxn, g->lm_head.data, NULL, t->dlogits, t->xnf, m->lm_head.data, N, C, m->n_vocab);
+    memset(t->dres, 0, rowsC);
+    norm_backward(m, t->dres, &g->out_norm_w, &g->out_norm_b, t->dxn, t->x_final, &m->out_norm_w, t->meanf,
+                  t->rstdf, N);
+    backward_blocks(t);
+}
+
+void kf_train_backward_hidden(kf_train *t, const float *dx) {
+    memcpy(t->dres, dx, sizeof(float) * (size_t)t->N * t->m->n_embd);
+    backward_blocks(t);
 }
 
 // ---- LoRA export ------------------------------------------------------------------------

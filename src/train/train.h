@@ -86,6 +86,11 @@ float *kf_train_dlogits(kf_train *t);
 void kf_train_zero_grad(kf_train *t);
 // Adds the gradients of the last forward's loss (through kf_train_dlogits) to every parameter's g.
 void kf_train_backward(kf_train *t);
+// The last forward's output of the last block, before the final norm (B*T, C).
+const float *kf_train_hidden(const kf_train *t);
+// As kf_train_backward for a loss of the last block's output alone: dx (B*T, C)
+// = d loss / d kf_train_hidden; the final norm and the head get no gradient.
+void kf_train_backward_hidden(kf_train *t, const float *dx);
 
 kf_param *kf_train_params(kf_train *t, int *n);
 // Whether the activations are recomputed layer by layer (max_memory), and the workspace's bytes.

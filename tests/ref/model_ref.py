@@ -115,10 +115,11 @@ def causal_attention(q, k, v):
     return out.transpose(1, 2).reshape(B, T, H * Dh)
 
 
-def llama_forward(cfg, w, ids, act_hook=None):
+def llama_forward(cfg, w, ids, act_hook=None, hidden=False):
     """ids (B, T) long -> logits (B, T, V) float64. act_hook(l, h, act, w_down)
     (optional) replaces layer l's FFN activations act (B, T, F) before the down
-    projection w_down (C, F); h is the FFN input."""
+    projection w_down (C, F); h is the FFN input. hidden: the last block's
+    output (B, T, C) instead, before the final norm."""
     C, H = cfg["hidden_size"], cfg["num_attention_heads"]
     Hkv = cfg.get("num_key_value_heads", H)
     Dh = cfg.get("head_dim", C // H)
@@ -156,12 +157,14 @@ def llama_forward(cfg, w, ids, act_hook=None):
         if act_hook:
             act = act_hook(l, h, act, w[p + "mlp.down_proj.weight"])
         x = x + lin(act, p + "mlp.down_proj")
+    if hidden:
+        return x
     x = rmsnorm(x, w["model.norm.weight"])
     head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
     return x @ head.T
 
 
-def gpt2_forward(cfg, w, ids, act_hook=None):
+def gpt2_forward(cfg, w, ids, act_hook=None, hidden=False):
     """ids (B, T) long -> logits (B, T, V) float64; Conv1D weights are (in, out).
     act_hook as llama_forward's."""
     C, H = cfg["n_embd"], cfg["n_head"]
@@ -191,16 +194,18 @@ def gpt2_forward(cfg, w, ids, act_hook=None):
         if act_hook:
             act = act_hook(l, h, act, w[p + "mlp.c_proj.weight"].T)
         x = x + conv1d(act, p + "mlp.c_proj")
+    if hidden:
+        return x
     x = ln(x, pre + "ln_f")
     head = w.get("lm_head.weight", w[pre + "wte.weight"])
     return x @ head.T
 
 
-def forward(cfg, w, ids, act_hook=None):
+def forward(cfg, w, ids, act_hook=None, hidden=False):
     if cfg["model_type"] == "llama":
-        return llama_forward(cfg, w, ids, act_hook)
+        return llama_forward(cfg, w, ids, act_hook, hidden)
     if cfg["model_type"] == "gpt2":
-        return gpt2_forward(cfg, w, ids, act_hook)
+        return gpt2_forward(cfg, w, ids, act_hook, hidden)
     raise SystemExit(f"model_type {cfg['model_type']} not handled")
 
 
