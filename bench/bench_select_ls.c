@@ -57,7 +57,7 @@ static int bench(int F, int C) {
         }
         double t1 = kf_time_now();
         kf_refit_gather(M, F, idx, k, G, X);
-        if (kf_refit_solve(G, X, k, F, W, C, 1e-3, Wn, &err) != KF_OK) {
+        if (kf_refit_solve(G, X, k, F, W, C, 1e-3, NULL, Wn, &err) != KF_OK) {
             fprintf(stderr, "bench_select_ls: %s\n", err.msg);
             return 1;
         }

@@ -15,8 +15,8 @@
 # gguf        kfuse convert to GGUF BF16 and Q8_0 (the files llama.cpp would read)
 # eval        kfuse eval Q8_0 GGUF --ref the BF16 folder --chunks 8 --no-bench
 # analyze     kfuse analyze --tokens 4096 --max-memory $MAXMEM (default 5G) on the calibration text
-# compress    kfuse compress --method fold --ffn-keep 0.5 --tokens 8192 --max-memory $MAXMEM, written in BF16
-#             (the refit needs more tokens than the 5504 kept neurons: 4096 is refused)
+# compress    kfuse compress --method fold --ffn-keep 0.5 --tokens 4096 --max-memory $CMAXMEM (default 7G), written in BF16
+#             (fewer tokens than the 5504 kept neurons: the refit's ridge is centred on the merge)
 # evalc       kfuse eval the compressed model --ref the BF16 folder --chunks 8 --no-bench
 #
 # Environment: OUT (rows and logs, default /tmp/kfuse-bench/scale), MODEL
@@ -30,6 +30,7 @@ out=${OUT:-/tmp/kfuse-bench/scale}
 model=${MODEL:-/tmp/kfuse-bench/llama2-7b-bf16}
 threads=${THREADS:-$(nproc)}
 maxmem=${MAXMEM:-5G}
+cmaxmem=${CMAXMEM:-7G} # compress: layer 0 of the 7B shape needs 6.04 GiB
 calib=$root/data/calib/calib.txt
 kfuse=$build/kfuse
 tok=$root/../shared/models/llama2c-tokenizer-32k/tokenizer.bin
@@ -76,7 +77,7 @@ for step in $steps; do
     eval) run eval "$kfuse" eval "$out/llama2-7b-q8_0.gguf" --ref "$model" -f "$wiki" --ctx 256 --chunks 8 --no-bench --json ;;
     analyze) run analyze "$kfuse" analyze "$model" -f "$calib" --tokens 4096 --max-memory "$maxmem" -o "$out/analyze" ;;
     compress)
-        run compress "$kfuse" compress "$model" -f "$calib" --method fold --ffn-keep 0.5 --tokens 8192 --max-memory "$maxmem" \
+        run compress "$kfuse" compress "$model" -f "$calib" --method fold --ffn-keep 0.5 --tokens 4096 --max-memory "$cmaxmem" \
             --dtype bf16 --json -o "$out/llama2-7b-bf16-keep50" ;;
     evalc)
         run evalc "$kfuse" eval "$out/llama2-7b-bf16-keep50" --ref "$model" -f "$wiki" --ctx 256 --chunks 8 --no-bench --json ;;

@@ -67,7 +67,7 @@ static void test_refit_vs_numpy(void **state) {
         kf_refit_acc_add(&acc, x.Ak + (size_t)cuts[c] * x.k, x.A + (size_t)cuts[c] * x.F, cuts[c + 1] - cuts[c]);
     assert_int_equal(acc.n, x.n);
     float *Wn = malloc(sizeof *Wn * (size_t)x.C * x.k);
-    assert_int_equal(kf_refit_solve(acc.G, acc.X, x.k, x.F, x.W, x.C, x.lam, Wn, &err), KF_OK);
+    assert_int_equal(kf_refit_solve(acc.G, acc.X, x.k, x.F, x.W, x.C, x.lam, NULL, Wn, &err), KF_OK);
     double mx = 0, diff = 0;
     for (int i = 0; i < x.C * x.k; i++) {
         mx = fmax(mx, fabs(x.Wn[i]));
@@ -119,11 +119,11 @@ static void test_identity_and_singular(void **state) {
     assert_int_equal(kf_refit_acc_init(&acc, x.F, x.F, &err), KF_OK);
     kf_refit_acc_add(&acc, x.A, x.A, x.n);
     float *Wn = malloc(sizeof *Wn * (size_t)x.C * x.F);
-    assert_int_equal(kf_refit_solve(acc.G, acc.X, x.F, x.F, x.W, x.C, 1e-12, Wn, &err), KF_OK);
+    assert_int_equal(kf_refit_solve(acc.G, acc.X, x.F, x.F, x.W, x.C, 1e-12, NULL, Wn, &err), KF_OK);
     for (int i = 0; i < x.C * x.F; i++) assert_true(fabs(Wn[i] - x.W[i]) <= 1e-5);
     // All-zero activations with no ridge: not positive definite, an error.
     memset(acc.G, 0, sizeof *acc.G * (size_t)x.F * x.F);
-    assert_int_equal(kf_refit_solve(acc.G, acc.X, x.F, x.F, x.W, x.C, 0.0, Wn, &err), KF_ERR_INTERNAL);
+    assert_int_equal(kf_refit_solve(acc.G, acc.X, x.F, x.F, x.W, x.C, 0.0, NULL, Wn, &err), KF_ERR_INTERNAL);
     assert_non_null(strstr(err.msg, "not positive definite"));
     free(Wn);
     kf_refit_acc_free(&acc);

@@ -76,7 +76,7 @@ static double refit_objective(const double *M, int64_t n, const float *W, int C,
     kf_refit_gather(M, F, idx, k, G, X);
     double tr = 0;
     for (int i = 0; i < k; i++) tr += G[(size_t)i * k + i];
-    assert_int_equal(kf_refit_solve(G, X, k, F, W, C, lambda_abs / (tr / k), Wn, &err), KF_OK);
+    assert_int_equal(kf_refit_solve(G, X, k, F, W, C, lambda_abs / (tr / k), NULL, Wn, &err), KF_OK);
     double e, ref, w2 = 0;
     assert_int_equal(kf_ffn_error(M, n, W, C, F, idx, k, Wn, &e, &ref, &err), KF_OK);
     for (int i = 0; i < C * k; i++) w2 += (double)Wn[i] * Wn[i];

@@ -316,6 +316,7 @@ int kf_cmd_compress(int argc, char **argv) {
         cJSON_AddNumberToObject(e, "n_ff_after", r->n_ff_after);
         if (!isnan(r->t_cut)) cJSON_AddNumberToObject(e, "threshold", r->t_cut);
         if (!isnan(r->rel_err)) cJSON_AddNumberToObject(e, "rel_err", r->rel_err);
+        if (r->refit_centred) cJSON_AddBoolToObject(e, "refit_centred", 1);
         if (rep.block_influence) cJSON_AddNumberToObject(e, "block_influence", rep.block_influence[l]);
         cJSON_AddItemToArray(ly, e);
     }

@@ -134,6 +134,7 @@ kf_status kf_compress_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bo
             rep->layers[l].n_ff_after = k;
             rep->layers[l].t_cut = t_cut;
             rep->layers[l].rel_err = rel;
+            rep->layers[l].refit_centred = o->refit && have && kf_refit_centred(ls.n, k);
         }
         kf_cmp_stats_free(&ls);
         kf_moments_free(&own);

@@ -75,6 +75,7 @@ typedef struct {
     double t_cut;    // fold: correlation groups: distance of the last merge applied; ls groups: largest
                      // removal cost as a share of the layer's output energy (NaN for prune)
     double rel_err;  // E||delta FFN out||^2 / E||FFN out||^2 on the layer's calibration input
+    int refit_centred; // refitted from no more tokens than kept neurons: ridge centred on the merge (refit.h)
 } kf_compress_layer;
 
 typedef struct {

@@ -62,13 +62,6 @@ kf_status kf_cmp_plan_layer(const kf_model *m, int l, const kf_cmp_stats *ls, co
         for (int c = 0; c < C; c++)
             for (int i = 0; i < k; i++) w_new[(size_t)c * k + i] = ly->w_down.data[(size_t)c * F + idx[i]];
     }
-    if (o->refit && ls && ls->n <= k) { // G (k, k) has rank <= n: the refit would interpolate the sample
-        s = kf_error_set(err, KF_ERR_ARG,
-                         "refit: layer %d keeps %d neurons from %lld calibration tokens: the least-squares refit needs "
-                         "more tokens than kept neurons (raise --tokens or use --no-refit)",
-                         l, k, (long long)ls->n);
-        goto done;
-    }
     if (o->refit) {
         G = malloc(sizeof *G * (size_t)k * k);
         X = malloc(sizeof *X * (size_t)k * F);
@@ -77,7 +70,8 @@ kf_status kf_cmp_plan_layer(const kf_model *m, int l, const kf_cmp_stats *ls, co
             goto done;
         }
         kf_refit_gather(ls->M, F, idx, k, G, X);
-        if ((s = kf_refit_solve(G, X, k, F, ly->w_down.data, C, o->lambda_rel, w_new, err)) != KF_OK) goto done;
+        const float *prior = kf_refit_centred(ls->n, k) ? w_new : NULL; // few tokens: stay at the merge off-sample
+        if ((s = kf_refit_solve(G, X, k, F, ly->w_down.data, C, o->lambda_rel, prior, w_new, err)) != KF_OK) goto done;
     }
     if (ls) {
         double e, ref;

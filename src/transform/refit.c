@@ -43,7 +43,7 @@ void kf_refit_acc_add(kf_refit_acc *a, const float *A_kept, const float *A, int 
 }
 
 kf_status kf_refit_solve(const double *G, const double *X, int k, int F, const float *w_down, int C, double lambda_rel,
-                         float *w_new, kf_error *err) {
+                         const float *w_prior, float *w_new, kf_error *err) {
     if (k < 1 || F < 1 || C < 1 || !(lambda_rel >= 0))
         return kf_error_set(err, KF_ERR_ARG, "refit: bad sizes or lambda (k=%d F=%d C=%d)", k, F, C);
     double *H = malloc(sizeof *H * (size_t)k * k), *Wd = malloc(sizeof *Wd * (size_t)C * F);
@@ -64,6 +64,9 @@ kf_status kf_refit_solve(const double *G, const double *X, int k, int F, const f
     for (int64_t i = 0; i < (int64_t)C * F; i++) Wd[i] = w_down[i];
     // R = X W^T (k,C): the right-hand sides of (G + lambda I) W'^T = X W^T
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, C, F, 1.0, X, F, Wd, F, 0.0, R, C);
+    if (w_prior) // centred ridge: + lambda W0^T
+        for (int i = 0; i < k; i++)
+            for (int c = 0; c < C; c++) R[(size_t)i * C + c] += lambda * w_prior[(size_t)c * k + i];
     lapack_int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', k, H, k);
     if (info != 0) {
         s = kf_error_set(err, KF_ERR_INTERNAL,

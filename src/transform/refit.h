@@ -8,6 +8,12 @@
 // solved with a Cholesky factorisation (LAPACKE dpotrf/dpotrs).
 // lambda = lambda_rel * mean(diag G): scale-free ridge, which also keeps G+λI
 // positive definite when neurons are dead or duplicated.
+// With fewer calibration tokens than kept neurons (n <= k) G has rank <= n and
+// a ridge towards zero would shrink every direction the sample does not see.
+// There the ridge is centred on the merged/pruned down projection W0 instead:
+//   W' = argmin ||A W^T - A_kept W'^T||^2 + lambda ||W' - W0||^2
+//      = (W X^T + lambda W0) (G + lambda I)^-1,
+// so W' = W0 on directions the sample does not reach and is fitted on the rest.
 #ifndef KF_TRANSFORM_REFIT_H
 #define KF_TRANSFORM_REFIT_H
 
@@ -33,9 +39,14 @@ void kf_refit_acc_free(kf_refit_acc *a);
 void kf_refit_acc_add(kf_refit_acc *a, const float *A_kept, const float *A, int n);
 
 // W' (C,k) from G (k,k; only the upper triangle is read), X (k,F) and the
-// original w_down (C,F). Fails when G + lambda I is not positive definite.
+// original w_down (C,F); w_prior (C,k) is W0 of the centred ridge, or NULL for
+// a ridge towards zero (it may alias w_new). Fails when G + lambda I is not
+// positive definite.
 kf_status kf_refit_solve(const double *G, const double *X, int k, int F, const float *w_down, int C, double lambda_rel,
-                         float *w_new, kf_error *err);
+                         const float *w_prior, float *w_new, kf_error *err);
+
+// Whether a layer keeping k neurons refitted on n tokens uses the centred ridge.
+static inline int kf_refit_centred(int64_t n, int k) { return n <= k; }
 
 // The uncentred second moment sum a a^T (F,F, full) of an accumulator.
 kf_status kf_refit_second_moment(const kf_moments *mo, double *M, kf_error *err);
