@@ -2,7 +2,8 @@
 // kf_ref_matvec_dt (every weight decoded by core/tensor.c's decoders, double
 // sums) on random data, odd sizes included, every variant this CPU runs;
 // tolerances are bounds derived from each variant's arithmetic. And the F16
-// encoder of kf_f32_to_dtype against its scalar reference, bit for bit.
+// encoder of kf_f32_to_dtype against its scalar reference, bit for bit, and
+// its Q8_0 encoder's error bound at every scale.
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -202,11 +203,34 @@ static void test_f16_encode(void **state) {
     free(x), free(got);
 }
 
+// Q8_0 blocks of max |x| from 1 down to 1e-7 (normal, subnormal and zero
+// f16 scales): each value decodes within half a step of the stored scale d
+// (the whole value when max |x|/127 rounds to a zero d), and no byte is -128.
+static void test_q8_0_encode(void **state) {
+    float x[32], y[32];
+    uint8_t q[34];
+    int n = 0;
+    for (float amax = 1.0f; amax > 1e-7f; amax *= 0.97f, n++) {
+        for (int i = 0; i < 32; i++) x[i] = amax * (float)(i - 16) / 16 * (i % 2 ? 1.0f : 0.999f);
+        kf_f32_to_dtype(KF_DTYPE_Q8_0, x, q, 32);
+        kf_dtype_to_f32(KF_DTYPE_Q8_0, q, y, 32);
+        uint16_t h;
+        memcpy(&h, q, 2);
+        const double d = kf_f16_to_f32_1(h);
+        for (int i = 0; i < 32; i++) {
+            const double err = fabs((double)y[i] - x[i]);
+            if (q[2 + i] == 0x80 || !(d > 0 ? err <= d * 0.5001 : y[i] == 0 && amax / 127 <= 0x1p-25f))
+                fail_msg("max|x| %.4g: x = %.6g decodes to %.6g (q %d, d %.4g)", amax, x[i], y[i], (int8_t)q[2 + i], d);
+        }
+    }
+    assert_true(n > 500);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_avx2),        cmocka_unit_test(test_avx512),       cmocka_unit_test(test_avx512_bf16),
         cmocka_unit_test(test_avx512_vnni), cmocka_unit_test(test_default),      cmocka_unit_test(test_matmul_tiles),
-        cmocka_unit_test(test_tensor_decode), cmocka_unit_test(test_f16_encode),
+        cmocka_unit_test(test_tensor_decode), cmocka_unit_test(test_f16_encode),   cmocka_unit_test(test_q8_0_encode),
     };
     return kf_test_status(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -186,9 +186,15 @@ static void q8_0_from_f32(const float *x, uint8_t *dst, int64_t n) {
         float amax = 0;
         for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
         // Quantise with the scale as stored (f16), so the decoded error stays
-        // within half a step; |x|/d then exceeds 127 by at most 0.06.
+        // within half a step; |x|/d then exceeds 127 by at most 0.06, except
+        // that a subnormal scale can round far down (|x|/d up to 190, which
+        // wrapped in int8): then the next f16 up, which keeps |q| <= 127.
         uint16_t h = kf_f32_to_f16(amax / 127.0f);
         float d = kf_f16_to_f32_1(h), id = d > 0 ? 1.0f / d : 0.0f;
+        if (amax * id >= 127.5f) {
+            d = kf_f16_to_f32_1(++h);
+            id = 1.0f / d;
+        }
         memcpy(dst, &h, 2);
         for (int i = 0; i < 32; i++) dst[2 + i] = (uint8_t)(int8_t)lrintf(x[i] * id);
     }
