@@ -14,6 +14,8 @@
 # KF_LLAMA_SRC (cache, default ~/.cache/kfuse/llama.cpp-3.22.1-src), OUT
 # (rows, default /tmp/kfuse-bench/llamacpp).
 # Rows (JSON lines, $OUT/rows.jsonl): tool, model, threads, pp_tok_s, tg_tok_s per repeat.
+# Logs: $OUT/llama.err (llama.cpp's own log: llama-bench -v --progress) and
+# $OUT/kfuse.err; a failing tool is named with its exit status (128+N: signal N).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 1 ] || { echo "usage: bench/llamacpp_bench.sh GGUF..." >&2; exit 2; }
@@ -42,11 +44,21 @@ if [ ! -x "$bench_bin" ]; then
 fi
 echo "llamacpp_bench: llama.cpp $(git -C "$src" describe --tags --always 2>/dev/null), $threads threads, p $P n $N, $R repeats" >&2
 
+# fail TOOL STATUS LOG: stop, naming the tool, its exit status and its log's last lines
+fail() {
+    echo "llamacpp_bench: $1 exited $2 on $model (repeat $rep); end of $3:" >&2
+    tail -n 5 "$3" >&2
+    exit "$2"
+}
+
 export OMP_NUM_THREADS=$threads
 for model in "$@"; do
     for rep in $(seq "$R"); do
-        "$bench_bin" -m "$model" -p "$P" -n "$N" -r 1 -t "$threads" -o json >"$out/llama.json" 2>"$out/llama.err"
-        "$kfuse" bench "$model" -p "$P" -n "$N" -r 1 -t "$threads" --json >"$out/kfuse.json" 2>"$out/kfuse.err"
+        # without -v llama-bench drops llama.cpp's log, so a crash left llama.err empty
+        "$bench_bin" -m "$model" -p "$P" -n "$N" -r 1 -t "$threads" -o json -v --progress >"$out/llama.json" \
+            2>"$out/llama.err" || fail llama-bench $? "$out/llama.err"
+        "$kfuse" bench "$model" -p "$P" -n "$N" -r 1 -t "$threads" --json >"$out/kfuse.json" 2>"$out/kfuse.err" ||
+            fail "kfuse bench" $? "$out/kfuse.err"
         /usr/bin/python3 - "$out" "$model" "$threads" "$rep" <<'PY'
 import json, os, sys
 out, model, threads, rep = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
