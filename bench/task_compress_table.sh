@@ -18,7 +18,8 @@
 #      ABLATION (1: B also compresses with the ablation ranking, `probe --ablation` on
 #        residual features + `compress --task DIR --task-score ablation`: model abl-W),
 #      RANDOM_INIT (SEED: part A only, on MODEL re-initialised, `probe --random-init SEED`;
-#        classify --compare re-initialises the full model with the same seed).
+#        classify --compare re-initialises the full model with the same seed); parts A and B on the
+#        control: MODEL = the folder `kfuse convert MODEL --random-init SEED -o DIR` writes).
 # The original's per-block task accuracy in B is the export probe's own
 # (probe_resid/probe.json: the same per-block probes on the same features).
 # Writes OUT/summary.tsv and prints it; every step's command is in OUT/commands.txt,
