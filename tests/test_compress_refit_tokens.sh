@@ -9,6 +9,7 @@
 # refit_centred in the JSON, and a refit from enough tokens is not.
 set -eu
 : "${KFUSE:?}" "${KF_ROOT:?}"
+[ -x /usr/bin/python3 ] || { echo "SKIP: /usr/bin/python3 missing (scripts/install-deps.sh --test)"; exit 77; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 head -c 60000 "$KF_ROOT/data/calib/calib.txt" > "$tmp/calib.txt"
