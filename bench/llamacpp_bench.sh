@@ -12,8 +12,10 @@
 # Environment: THREADS (default all cores), P (prompt tokens, 64), N (decode
 # tokens, 16), R (repeats of each tool, 3), KFUSE (default build/kfuse),
 # KF_LLAMA_SRC (cache, default ~/.cache/kfuse/llama.cpp-3.22.1-src), OUT
-# (rows, default /tmp/kfuse-bench/llamacpp).
-# Rows (JSON lines, $OUT/rows.jsonl): tool, model, threads, pp_tok_s, tg_tok_s per repeat.
+# (rows, default /tmp/kfuse-bench/llamacpp), MMAP (1: both tools map the
+# file, their default; 0: both read the weights into anonymous memory,
+# llama-bench --load-mode none and kfuse bench --no-mmap).
+# Rows (JSON lines, $OUT/rows.jsonl): tool, model, threads, mmap, pp_tok_s, tg_tok_s per repeat.
 # Logs: $OUT/llama.err (llama.cpp's own log: llama-bench -v --progress) and
 # $OUT/kfuse.err; a failing tool is named with its exit status (128+N: signal N).
 set -euo pipefail
@@ -23,7 +25,12 @@ V=3.22.1
 src=${KF_LLAMA_SRC:-$HOME/.cache/kfuse/llama.cpp-$V-src}
 kfuse=${KFUSE:-$root/build/kfuse}
 threads=${THREADS:-$(nproc)}
-P=${P:-64} N=${N:-16} R=${R:-3}
+P=${P:-64} N=${N:-16} R=${R:-3} MMAP=${MMAP:-1}
+case $MMAP in
+1) llama_mmap=(-lm mmap) kfuse_mmap=() ;;
+0) llama_mmap=(-lm none) kfuse_mmap=(--no-mmap) ;;
+*) echo "llamacpp_bench: MMAP must be 0 or 1, not '$MMAP'" >&2; exit 2 ;;
+esac
 out=${OUT:-/tmp/kfuse-bench/llamacpp}
 mkdir -p "$out"
 
@@ -55,20 +62,20 @@ export OMP_NUM_THREADS=$threads
 for model in "$@"; do
     for rep in $(seq "$R"); do
         # without -v llama-bench drops llama.cpp's log, so a crash left llama.err empty
-        "$bench_bin" -m "$model" -p "$P" -n "$N" -r 1 -t "$threads" -o json -v --progress >"$out/llama.json" \
+        "$bench_bin" -m "$model" -p "$P" -n "$N" -r 1 -t "$threads" "${llama_mmap[@]}" -o json -v --progress >"$out/llama.json" \
             2>"$out/llama.err" || fail llama-bench $? "$out/llama.err"
-        "$kfuse" bench "$model" -p "$P" -n "$N" -r 1 -t "$threads" --json >"$out/kfuse.json" 2>"$out/kfuse.err" ||
+        "$kfuse" bench "$model" -p "$P" -n "$N" -r 1 -t "$threads" "${kfuse_mmap[@]}" --json >"$out/kfuse.json" 2>"$out/kfuse.err" ||
             fail "kfuse bench" $? "$out/kfuse.err"
-        /usr/bin/python3 - "$out" "$model" "$threads" "$rep" <<'PY'
+        /usr/bin/python3 - "$out" "$model" "$threads" "$rep" "$MMAP" <<'PY'
 import json, os, sys
-out, model, threads, rep = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+out, model, threads, rep, mmap = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 ll = json.load(open(f"{out}/llama.json"))
 pp = next(r["avg_ts"] for r in ll if r["n_prompt"] > 0 and r["n_gen"] == 0)
 tg = next(r["avg_ts"] for r in ll if r["n_gen"] > 0 and r["n_prompt"] == 0)
 kf = {r["test"][:2]: r["tokens_per_s_median"] for r in map(json.loads, open(f"{out}/kfuse.json"))}
-rows = [{"tool": "llama.cpp", "model": os.path.basename(model), "threads": threads, "rep": rep,
+rows = [{"tool": "llama.cpp", "model": os.path.basename(model), "threads": threads, "mmap": mmap, "rep": rep,
          "pp_tok_s": round(pp, 3), "tg_tok_s": round(tg, 3)},
-        {"tool": "kfuse", "model": os.path.basename(model), "threads": threads, "rep": rep,
+        {"tool": "kfuse", "model": os.path.basename(model), "threads": threads, "mmap": mmap, "rep": rep,
          "pp_tok_s": round(kf["pp"], 3), "tg_tok_s": round(kf["tg"], 3)}]
 with open(f"{out}/rows.jsonl", "a") as f:
     for r in rows:
