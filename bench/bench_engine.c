@@ -3,7 +3,7 @@
 // kfuse's prefill / decode speed on a model, with the ratios between them.
 //
 //   bench_engine [MODEL] [-t THREADS] [-p 512] [-n 32] [-r 3] [--stream-mb 256]
-//                [--breakdown] [--dump-logits PATH]
+//                [--breakdown] [--kernels] [--dump-logits PATH]
 //
 // Output: one JSON object per line (lines starting with '{'), then a table.
 // Every row has "engine", "test", "threads", "repeats", "median", "min",
@@ -24,6 +24,9 @@
 //   the head, since kf_bench_run asks for the logits of all T tokens);
 //   causal attention does T (T + 1) / 2 query-key pairs per head, 2 Dh flops
 //   each for scores and again for the weighted sum of values.
+// - --kernels: decode (-n tokens) through every decode kernel this CPU has
+//   for the model's weight dtype (runtime/matvec_dtype.h), one run each in
+//   turn per repeat so drifts of the machine's bandwidth hit all alike.
 // - decode_bw_fraction = decode tokens/s x weight bytes per token / triad
 //   best GB/s (target >= 0.75); prefill_gemm_fraction = prefill flops x
 //   prefill tokens/s / T / sgemm mix GFLOP/s (target >= 0.60).
@@ -40,6 +43,7 @@
 #include "core/rng.h"
 #include "eval/bench.h"
 #include "runtime/forward.h"
+#include "runtime/matvec_dtype.h"
 
 #define N_STREAM_PASSES 20
 #define N_GEMM_REPS 5
@@ -244,6 +248,38 @@ done:
 
 // Writes int32 T, int32 V, ids (T), prefill logits (T, V), then the logits of
 // decoding the same T tokens one by one (T, V), for torch_bench.py --check.
+// Decode of n_gen tokens through each kernel for the model's weight dtype,
+// the kernels taking turns within every repeat.
+static int run_kernels(const kf_model *m, int n_gen, const row_ctx *rc, double triad_best) {
+    const kf_dtype d = m->layers[0].wq.dtype;
+    if (d == KF_DTYPE_F32) return 0;
+    const kf_mv_variant dflt = kf_matvec_dt_default(d);
+    double tg[KF_MV_COUNT][1000], bytes = 0;
+    kf_error err = {0};
+    for (int r = 0; r < rc->repeats; r++)
+        for (int v = 0; v < KF_MV_COUNT; v++) {
+            if (!kf_matvec_dt_set_default(d, (kf_mv_variant)v)) continue;
+            kf_bench_result br;
+            if (kf_bench_run(m, 1, n_gen, 1, &br, &err) != KF_OK) {
+                fprintf(stderr, "bench_engine: %s\n", err.msg);
+                return 1;
+            }
+            tg[v][r] = br.tg.median;
+            bytes = br.weight_bytes;
+        }
+    kf_matvec_dt_set_default(d, dflt);
+    for (int v = 0; v < KF_MV_COUNT; v++) {
+        if (!kf_mv_variant_ok((kf_mv_variant)v, d)) continue;
+        kf_bench_stat st = kf_bench_summarise(tg[v], rc->repeats);
+        printf("{\"engine\": \"kfuse\", \"test\": \"tg%d_kernel\", \"kernel\": \"%s\", \"dtype\": \"%s\", "
+               "\"default\": %d, \"threads\": %d, \"repeats\": %d, \"median\": %.3f, \"min\": %.3f, "
+               "\"max\": %.3f, \"unit\": \"tokens/s\", \"gbps_median\": %.2f, \"triad_fraction\": %.3f}\n",
+               n_gen, kf_mv_variant_name((kf_mv_variant)v), kf_dtype_name(d), v == (int)dflt, rc->threads,
+               rc->repeats, st.median, st.min, st.max, bytes * st.median / 1e9, bytes * st.median / 1e9 / triad_best);
+    }
+    return 0;
+}
+
 static int dump_logits(const kf_model *m, const char *path) {
     enum { T = 8 };
     kf_error err = {0};
@@ -291,7 +327,7 @@ static int arg_int(int argc, char **argv, int *i, int lo, int hi) {
 int main(int argc, char **argv) {
     const char *path = "/tmp/kfuse-bench/llama-2048x16", *dump = NULL;
     int threads = omp_get_num_procs(), T = 512, n_gen = 32, repeats = 3, stream_mb = 256;
-    int do_breakdown = 0, no_mmap = 0;
+    int do_breakdown = 0, no_mmap = 0, do_kernels = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t")) threads = arg_int(argc, argv, &i, 1, 1024);
         else if (!strcmp(argv[i], "-p")) T = arg_int(argc, argv, &i, 1, 1 << 16);
@@ -300,6 +336,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--stream-mb")) stream_mb = arg_int(argc, argv, &i, 1, 1 << 16);
         else if (!strcmp(argv[i], "--breakdown")) do_breakdown = 1;
         else if (!strcmp(argv[i], "--no-mmap")) no_mmap = 1;
+        else if (!strcmp(argv[i], "--kernels")) do_kernels = 1;
         else if (!strcmp(argv[i], "--dump-logits") && i + 1 < argc) dump = argv[++i];
         else if (argv[i][0] == '-') {
             fprintf(stderr, "usage: bench_engine [MODEL] [-t N] [-p N] [-n N] [-r N] [--stream-mb MB] "
@@ -398,6 +435,7 @@ int main(int argc, char **argv) {
     print_ratio_row(&rc, "prefill_gemm_fraction", pp_gflops / mix, 0.60,
                     "(2 T P_mm + L 2 H Dh T (T+1)) * pp tokens/s / T / sgemm mix GFLOP/s");
     if (do_breakdown) run_breakdown(m, T, n_gen, &rc);
+    if (do_kernels && run_kernels(m, n_gen, &rc, triad.max) != 0) return 1;
 
     // readable table
     printf("\ntest (%d threads)%18s %10s %10s %10s  unit\n", threads, "", "median", "min", "max");

@@ -54,6 +54,10 @@ expect_error temp-negative "--temp" "$KFUSE" generate "$model" -p hi --temp -1
 expect_error top-p-large "--top-p" "$KFUSE" generate "$model" -p hi --top-p 2
 expect_error unknown-option "--frobnicate" "$KFUSE" bench "$model" --frobnicate
 expect_error bench-absurd "-p" "$KFUSE" bench "$model" -p 100000000
+expect_error bench-kernel-f32 "F32 weights" "$KFUSE" bench "$model" --kernel avx2
+bf16="$KF_ROOT/tests/fixtures/models/llama-gqa-bf16"
+expect_error bench-kernel-name "--kernel sse9" "$KFUSE" bench "$bf16" --kernel sse9
+expect_error bench-kernel-dtype "no BF16 kernel" "$KFUSE" bench "$bf16" --kernel avx512_vnni
 expect_error shard-npy "--shard-layers" "$KFUSE" analyze "$model" -f "$KF_ROOT/data/calib/calib.txt" -o "$tmp/an" \
   --shard-layers --dump-npy "$tmp/npy"
 

@@ -77,7 +77,9 @@ static void check_one(kf_mv_variant v, kf_dtype d, int OC, int C) {
 static const kf_dtype DTYPES[] = {KF_DTYPE_F16, KF_DTYPE_BF16, KF_DTYPE_Q8_0};
 
 // Every (variant, dtype) this CPU runs: all row counts up to 20, C of 1..67
-// (multiples of 32 for Q8_0), and one size large enough for OpenMP.
+// (multiples of 32 for Q8_0), one size large enough for OpenMP, and rows
+// longer than 4096 (the eight-row kernels; OC not a multiple of eight, and
+// for F16/BF16 a C that ends in a partial vector).
 static void check_variant(kf_mv_variant v) {
     int n_run = 0;
     for (size_t k = 0; k < sizeof DTYPES / sizeof DTYPES[0]; k++) {
@@ -88,6 +90,8 @@ static void check_variant(kf_mv_variant v) {
         for (int OC = 1; OC <= 20; OC += 3)
             for (int C = step; C <= max_c; C += step) check_one(v, d, OC, C);
         check_one(v, d, 301, d == KF_DTYPE_Q8_0 ? 544 : 515);
+        for (int OC = 1; OC <= 20; OC += 3) check_one(v, d, OC, d == KF_DTYPE_Q8_0 ? 4128 : 4109);
+        check_one(v, d, 77, d == KF_DTYPE_Q8_0 ? 11008 : 11001);
     }
     if (n_run == 0) kf_test_skip("this CPU does not run the %s kernels", kf_mv_variant_name(v));
 }

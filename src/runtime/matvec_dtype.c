@@ -3,6 +3,7 @@
 // Every variant is one row's dot product (w: one row of C values in the
 // dtype, x: C floats, xs: the activation as the variant wants it); the row
 // loop and its OpenMP team live outside the target("avx512...") functions.
+// The widening variants also have an eight-row kernel for long rows (below).
 #include "runtime/matvec_dtype.h"
 
 #include <cblas.h>
@@ -185,6 +186,146 @@ __attribute__((target("avx512f,avx512vl,avx512vnni"))) static float dot_q8_0_vnn
     return hsum256(acc);
 }
 
+// ---- eight rows at once, for long rows -------------------------------------------
+//
+// y[r] = W[r] x for the eight rows W[0..7] (row bytes apart), each x vector
+// loaded once for all eight. A row-at-a-time kernel re-reads x from L2 for
+// every row once x no longer fits beside the weight stream in L1 (C > 4096:
+// 16 KiB of fp32): on the 7B shape's down projection (C 11008) that halved
+// the BF16 read rate, 25 against 45 GB/s with eight rows (bench/RESULTS.md,
+// "Long rows"). Same products and per-lane order as the one-row widening
+// kernels.
+typedef void (*dot8_fn)(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C);
+
+#define KF_MV_ROWS 8
+#define KF_MV_ROWS_MIN_C 4097
+
+static void dot8_f16_avx2(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
+    __m256 a[KF_MV_ROWS];
+    for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= C; j += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + j);
+        for (int r = 0; r < KF_MV_ROWS; r++)
+            a[r] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + r * row + 2 * j))), xv, a[r]);
+    }
+    for (int r = 0; r < KF_MV_ROWS; r++) {
+        float s = hsum256(a[r]);
+        for (int k = j; k < C; k++) s += f16_at(w + r * row + 2 * k) * x[k];
+        y[r] = s;
+    }
+}
+
+static void dot8_bf16_avx2(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
+    __m256 a[KF_MV_ROWS];
+    for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= C; j += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + j);
+        for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm256_fmadd_ps(bf16x8(w + r * row + 2 * j), xv, a[r]);
+    }
+    for (int r = 0; r < KF_MV_ROWS; r++) {
+        float s = hsum256(a[r]);
+        for (int k = j; k < C; k++) s += bf16_at(w + r * row + 2 * k) * x[k];
+        y[r] = s;
+    }
+}
+
+static void dot8_q8_0_avx2(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
+    __m256 a[KF_MV_ROWS];
+    for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm256_setzero_ps();
+    for (int b = 0; b < C / 32; b++, x += 32) {
+        const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), x2 = _mm256_loadu_ps(x + 16),
+                     x3 = _mm256_loadu_ps(x + 24);
+        for (int r = 0; r < KF_MV_ROWS; r++) {
+            const uint8_t *p = w + r * row + 34 * (size_t)b;
+            const __m128i q0 = _mm_loadu_si128((const __m128i *)(p + 2)), q1 = _mm_loadu_si128((const __m128i *)(p + 18));
+            __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q0)), x0);
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q0, 8))), x1, s);
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q1)), x2, s);
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q1, 8))), x3, s);
+            a[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(p)), s, a[r]);
+        }
+    }
+    for (int r = 0; r < KF_MV_ROWS; r++) y[r] = hsum256(a[r]);
+}
+
+AVX512 static void dot8_f16_avx512(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
+    __m512 a[KF_MV_ROWS];
+    for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm512_setzero_ps();
+    for (int j = 0; j < C; j += 16) {
+        const __mmask16 m = mask16(C - j);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + j);
+        for (int r = 0; r < KF_MV_ROWS; r++)
+            a[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + r * row + 2 * j)), xv, a[r]);
+    }
+    for (int r = 0; r < KF_MV_ROWS; r++) y[r] = _mm512_reduce_add_ps(a[r]);
+}
+
+AVX512 static void dot8_bf16_avx512(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
+    __m512 a[KF_MV_ROWS];
+    for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm512_setzero_ps();
+    for (int j = 0; j < C; j += 16) {
+        const __mmask16 m = mask16(C - j);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + j);
+        for (int r = 0; r < KF_MV_ROWS; r++)
+            a[r] = _mm512_fmadd_ps(bf16x16(_mm256_maskz_loadu_epi16(m, w + r * row + 2 * j)), xv, a[r]);
+    }
+    for (int r = 0; r < KF_MV_ROWS; r++) y[r] = _mm512_reduce_add_ps(a[r]);
+}
+
+AVX512 static void dot8_q8_0_avx512(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
+    __m512 a[KF_MV_ROWS];
+    for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm512_setzero_ps();
+    for (int b = 0; b < C / 32; b++, x += 32) {
+        const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+        for (int r = 0; r < KF_MV_ROWS; r++) {
+            const uint8_t *p = w + r * row + 34 * (size_t)b;
+            __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2)))), x0);
+            s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 18)))), x1, s);
+            a[r] = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(p)), s, a[r]);
+        }
+    }
+    for (int r = 0; r < KF_MV_ROWS; r++) y[r] = _mm512_reduce_add_ps(a[r]);
+}
+
+// vdpbf16ps on eight rows, the activation as BF16 in xs (as dot_bf16_dpbf16).
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void dot8_bf16_dpbf16(float *y, const uint8_t *w,
+                                                                                   size_t row, const float *x,
+                                                                                   const void *xs, int C) {
+    const uint8_t *xb = xs;
+    __m512 a[KF_MV_ROWS];
+    for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm512_setzero_ps();
+    for (int j = 0; j < C; j += 32) {
+        const int n = C - j;
+        const __mmask32 m = n >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << n) - 1);
+        const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, xb + 2 * j);
+        for (int r = 0; r < KF_MV_ROWS; r++)
+            a[r] = _mm512_dpbf16_ps(a[r], (__m512bh)_mm512_maskz_loadu_epi16(m, w + r * row + 2 * j), xv);
+    }
+    for (int r = 0; r < KF_MV_ROWS; r++) y[r] = _mm512_reduce_add_ps(a[r]);
+}
+
+// vpdpbusd on eight rows, the activation as Q8_0 blocks in xs (as dot_q8_0_vnni).
+__attribute__((target("avx512f,avx512vl,avx512vnni"))) static void dot8_q8_0_vnni(float *y, const uint8_t *w,
+                                                                                 size_t row, const float *x,
+                                                                                 const void *xs, int C) {
+    const uint8_t *xq = xs;
+    __m256 a[KF_MV_ROWS];
+    for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm256_setzero_ps();
+    for (int b = 0; b < C / 32; b++, xq += 34) {
+        const __m256i qx = _mm256_loadu_si256((const __m256i *)(xq + 2)), ax = _mm256_sign_epi8(qx, qx);
+        const float dx = f16_at(xq);
+        for (int r = 0; r < KF_MV_ROWS; r++) {
+            const uint8_t *p = w + r * row + 34 * (size_t)b;
+            const __m256i qw = _mm256_loadu_si256((const __m256i *)(p + 2));
+            const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, _mm256_sign_epi8(qw, qx));
+            a[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(p) * dx), _mm256_cvtepi32_ps(dot), a[r]);
+        }
+    }
+    for (int r = 0; r < KF_MV_ROWS; r++) y[r] = hsum256(a[r]);
+}
+
 // ---- dispatch ----------------------------------------------------------------------
 
 static const char *const VARIANT_NAMES[KF_MV_COUNT] = {"avx2", "avx512", "avx512_bf16", "avx512_vnni"};
@@ -206,6 +347,19 @@ static dot_fn pick(kf_mv_variant v, kf_dtype d) {
                           [KF_DTYPE_Q8_0] = dot_q8_0_avx512},
         [KF_MV_AVX512_BF16] = {[KF_DTYPE_BF16] = dot_bf16_dpbf16},
         [KF_MV_AVX512_VNNI] = {[KF_DTYPE_Q8_0] = dot_q8_0_vnni},
+    };
+    return v >= 0 && v < KF_MV_COUNT && d >= 0 && d < KF_DTYPE_COUNT ? table[v][d] : NULL;
+}
+
+// The eight-row kernel of v for d.
+static dot8_fn pick8(kf_mv_variant v, kf_dtype d) {
+    static const dot8_fn table[KF_MV_COUNT][KF_DTYPE_COUNT] = {
+        [KF_MV_AVX2] = {[KF_DTYPE_F16] = dot8_f16_avx2, [KF_DTYPE_BF16] = dot8_bf16_avx2,
+                        [KF_DTYPE_Q8_0] = dot8_q8_0_avx2},
+        [KF_MV_AVX512] = {[KF_DTYPE_F16] = dot8_f16_avx512, [KF_DTYPE_BF16] = dot8_bf16_avx512,
+                          [KF_DTYPE_Q8_0] = dot8_q8_0_avx512},
+        [KF_MV_AVX512_BF16] = {[KF_DTYPE_BF16] = dot8_bf16_dpbf16},
+        [KF_MV_AVX512_VNNI] = {[KF_DTYPE_Q8_0] = dot8_q8_0_vnni},
     };
     return v >= 0 && v < KF_MV_COUNT && d >= 0 && d < KF_DTYPE_COUNT ? table[v][d] : NULL;
 }
@@ -233,21 +387,47 @@ void kf_matvec_dt_variant(kf_mv_variant v, float *y, kf_dtype d, const void *W, 
     if (v == KF_MV_AVX512_VNNI) kf_f32_to_dtype(KF_DTYPE_Q8_0, x, xs, C);
     const uint8_t *w = W;
     const size_t row = kf_dtype_size(d, C);
+    const dot8_fn f8 = C >= KF_MV_ROWS_MIN_C ? pick8(v, d) : NULL;
+    if (!f8) {
 #pragma omp parallel for schedule(static) if ((int64_t)OC * C >= KF_MV_PAR_MIN)
-    for (int i = 0; i < OC; i++) y[i] = f(w + (size_t)i * row, x, xs, C);
+        for (int i = 0; i < OC; i++) y[i] = f(w + (size_t)i * row, x, xs, C);
+        return;
+    }
+    const int n_blocks = (OC + KF_MV_ROWS - 1) / KF_MV_ROWS; // the last may be short: one row at a time
+#pragma omp parallel for schedule(static) if ((int64_t)OC * C >= KF_MV_PAR_MIN)
+    for (int b = 0; b < n_blocks; b++) {
+        const int i = b * KF_MV_ROWS;
+        if (i + KF_MV_ROWS <= OC)
+            f8(y + i, w + (size_t)i * row, row, x, xs, C);
+        else
+            for (int r = i; r < OC; r++) y[r] = f(w + (size_t)r * row, x, xs, C);
+    }
 }
 
 // The widening AVX-512 kernels (AVX2 without AVX-512): they multiply the
 // exactly decoded weights by the fp32 activation, so kept-dtype logits equal
 // the fp32 path's up to summation order. vdpbf16ps and vpdpbusd round the
 // activation (BF16, Q8_0), which moved logits by up to 0.065 on the test
-// models (tests/test_forward_dtype.c), and were not faster on this machine's
-// bandwidth-bound decode (bench/RESULTS.md, "Weights kept in their dtype").
+// models (tests/test_forward_dtype.c); kf_matvec_dt_set_default picks them.
+static int chosen[KF_DTYPE_COUNT]; // variant + 1 set by kf_matvec_dt_set_default, 0: the CPU's default
+
 kf_mv_variant kf_matvec_dt_default(kf_dtype d) {
+    if (d >= 0 && d < KF_DTYPE_COUNT && chosen[d] != 0) return chosen[d] - 1;
     static int has_avx512 = -1; // decided once; a benign race writes the same value
     if (has_avx512 < 0) has_avx512 = cpu_has("avx512");
-    (void)d;
     return has_avx512 ? KF_MV_AVX512 : KF_MV_AVX2;
+}
+
+int kf_matvec_dt_set_default(kf_dtype d, kf_mv_variant v) {
+    if (!kf_mv_variant_ok(v, d)) return 0;
+    chosen[d] = v + 1;
+    return 1;
+}
+
+int kf_mv_variant_parse(const char *name) {
+    for (int v = 0; v < KF_MV_COUNT; v++)
+        if (!strcmp(name, VARIANT_NAMES[v])) return v;
+    return -1;
 }
 
 void kf_matvec_dt(float *y, kf_dtype d, const void *W, const float *x, int OC, int C, void *xs) {

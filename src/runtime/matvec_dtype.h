@@ -43,8 +43,15 @@ size_t kf_matvec_dt_scratch(int C);
 // hold); OpenMP over rows for large matrices. xs: kf_matvec_dt_scratch(C) bytes.
 void kf_matvec_dt_variant(kf_mv_variant v, float *y, kf_dtype d, const void *W, const float *x, int OC, int C,
                           void *xs);
-// The default variant for d on this CPU (decided once).
+// The variant kf_matvec_dt uses for d: the one set by
+// kf_matvec_dt_set_default, else the widening AVX-512 kernel (AVX2 without it).
 kf_mv_variant kf_matvec_dt_default(kf_dtype d);
+// Makes v the decode kernel for d from now on, process-wide like the thread
+// count (kfuse bench --kernel); 0 when v has no kernel for d or this CPU lacks it.
+// Not to be called while a forward pass runs.
+int kf_matvec_dt_set_default(kf_dtype d, kf_mv_variant v);
+// The variant named name (kf_mv_variant_name), -1 for none.
+int kf_mv_variant_parse(const char *name);
 void kf_matvec_dt(float *y, kf_dtype d, const void *W, const float *x, int OC, int C, void *xs);
 
 // Rows per fp32 tile of kf_matmul_dt for rows of C values: tile_floats / C, at least 1.
