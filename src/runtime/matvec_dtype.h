@@ -6,7 +6,8 @@
 // per 32 values) reads 0.27 of them. Each kernel has a plain reference
 // (kf_ref_matvec_dt: decode one value, multiply, sum in double) and SIMD
 // variants tested against it (tests/test_kernels_dtype.c); kf_matvec_dt picks
-// the fastest this CPU has (bench/bench_dtype_kernels.c, bench/RESULTS.md).
+// the exact widening kernel unless kf_matvec_dt_set_default chose another
+// (bench/bench_dtype_kernels.c, bench_engine --kernels, bench/RESULTS.md).
 //
 // Prefill (N > 1 rows) converts row tiles of W to fp32 and multiplies them
 // with cblas_sgemm (kf_matmul_dt).
