@@ -14,8 +14,10 @@
 # KF_LLAMA_SRC (cache, default ~/.cache/kfuse/llama.cpp-3.22.1-src), OUT
 # (rows, default /tmp/kfuse-bench/llamacpp), MMAP (1: both tools map the
 # file, their default; 0: both read the weights into anonymous memory,
-# llama-bench --load-mode none and kfuse bench --no-mmap).
-# Rows (JSON lines, $OUT/rows.jsonl): tool, model, threads, mmap, pp_tok_s, tg_tok_s per repeat.
+# llama-bench --load-mode none and kfuse bench --no-mmap), KERNELS (kfuse
+# decode kernels to run in turn, e.g. "avx512 avx512_vnni"; default: kfuse's
+# default only).
+# Rows (JSON lines, $OUT/rows.jsonl): tool, model, threads, mmap, kernel, pp_tok_s, tg_tok_s per repeat.
 # Logs: $OUT/llama.err (llama.cpp's own log: llama-bench -v --progress) and
 # $OUT/kfuse.err; a failing tool is named with its exit status (128+N: signal N).
 set -euo pipefail
@@ -64,19 +66,24 @@ for model in "$@"; do
         # without -v llama-bench drops llama.cpp's log, so a crash left llama.err empty
         "$bench_bin" -m "$model" -p "$P" -n "$N" -r 1 -t "$threads" "${llama_mmap[@]}" -o json -v --progress >"$out/llama.json" \
             2>"$out/llama.err" || fail llama-bench $? "$out/llama.err"
-        "$kfuse" bench "$model" -p "$P" -n "$N" -r 1 -t "$threads" "${kfuse_mmap[@]}" --json >"$out/kfuse.json" 2>"$out/kfuse.err" ||
-            fail "kfuse bench" $? "$out/kfuse.err"
-        /usr/bin/python3 - "$out" "$model" "$threads" "$rep" "$MMAP" <<'PY'
+        for kernel in ${KERNELS:-default}; do
+            kopt=()
+            [ "$kernel" = default ] || kopt=(--kernel "$kernel")
+            "$kfuse" bench "$model" -p "$P" -n "$N" -r 1 -t "$threads" "${kfuse_mmap[@]}" "${kopt[@]}" --json \
+                >"$out/kfuse-$kernel.json" 2>"$out/kfuse.err" || fail "kfuse bench" $? "$out/kfuse.err"
+        done
+        /usr/bin/python3 - "$out" "$model" "$threads" "$rep" "$MMAP" ${KERNELS:-default} <<'PY'
 import json, os, sys
 out, model, threads, rep, mmap = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 ll = json.load(open(f"{out}/llama.json"))
 pp = next(r["avg_ts"] for r in ll if r["n_prompt"] > 0 and r["n_gen"] == 0)
 tg = next(r["avg_ts"] for r in ll if r["n_gen"] > 0 and r["n_prompt"] == 0)
-kf = {r["test"][:2]: r["tokens_per_s_median"] for r in map(json.loads, open(f"{out}/kfuse.json"))}
-rows = [{"tool": "llama.cpp", "model": os.path.basename(model), "threads": threads, "mmap": mmap, "rep": rep,
-         "pp_tok_s": round(pp, 3), "tg_tok_s": round(tg, 3)},
-        {"tool": "kfuse", "model": os.path.basename(model), "threads": threads, "mmap": mmap, "rep": rep,
-         "pp_tok_s": round(kf["pp"], 3), "tg_tok_s": round(kf["tg"], 3)}]
+base = {"model": os.path.basename(model), "threads": threads, "mmap": mmap, "rep": rep}
+rows = [dict(tool="llama.cpp", **base, kernel="llama.cpp", pp_tok_s=round(pp, 3), tg_tok_s=round(tg, 3))]
+for kernel in sys.argv[6:]:
+    kf = {r["test"][:2]: r for r in map(json.loads, open(f"{out}/kfuse-{kernel}.json"))}
+    rows.append(dict(tool="kfuse", **base, kernel=kf["tg"]["kernel"], pp_tok_s=round(kf["pp"]["tokens_per_s_median"], 3),
+                     tg_tok_s=round(kf["tg"]["tokens_per_s_median"], 3)))
 with open(f"{out}/rows.jsonl", "a") as f:
     for r in rows:
         print(json.dumps(r))
