@@ -7,8 +7,9 @@
 // matvec rows: y = W x through every variant this CPU runs, per dtype, and
 // the fp32 kf_matvec, as weight bytes per second (W far exceeds the caches,
 // so this is the bandwidth each variant reaches). prefill rows: Y (N, OC) =
-// X (N, C) W^T by fp32 tiles + cblas_sgemm (kf_matmul_dt) against fp32
-// sgemm on fp32 W, as GFLOP/s. (cblas_sbgemm, a BF16 GEMM, is declared in
+// X (N, C) W^T by fp32 tiles + cblas_sgemm (kf_matmul_dt_tiles), by
+// oneDNN's BF16 matmul where kf_matmul_dt takes it (BF16 with oneDNN), and
+// fp32 sgemm on fp32 W, as GFLOP/s. (cblas_sbgemm, a BF16 GEMM, is declared in
 // Debian's OpenBLAS 0.3.21 header but not exported by its library, built
 // without BUILD_BFLOAT16, so it cannot be measured here.) One warm-up, then
 // REPEATS timed runs; one JSON row per measurement (median/min/max).
@@ -75,12 +76,21 @@ int main(int argc, char **argv) {
             emit("matvec", kf_dtype_name(d), kf_mv_variant_name((kf_mv_variant)var), v, repeats, "gbps");
         }
         const double flops = 2.0 * N * (double)n;
+        const int tr = kf_matmul_dt_tile_rows(C, tile_floats);
         for (int r = -1; r < repeats; r++) {
             double t0 = kf_time_now();
-            kf_matmul_dt(y, x, d, q, N, C, OC, tile, kf_matmul_dt_tile_rows(C, tile_floats));
+            kf_matmul_dt_tiles(y, x, d, q, N, C, OC, tile, tr);
             if (r >= 0) v[r] = flops / (kf_time_now() - t0) / 1e9;
         }
         emit("prefill", kf_dtype_name(d), "f32_tiles_sgemm", v, repeats, "gflops");
+        if (strcmp(kf_matmul_dt_path(d), "f32_tiles")) { // kf_matmul_dt's own path where it differs
+            for (int r = -1; r < repeats; r++) {
+                double t0 = kf_time_now();
+                kf_matmul_dt(y, x, d, q, N, C, OC, tile, tr);
+                if (r >= 0) v[r] = flops / (kf_time_now() - t0) / 1e9;
+            }
+            emit("prefill", kf_dtype_name(d), kf_matmul_dt_path(d), v, repeats, "gflops");
+        }
     }
     for (int r = -1; r < repeats; r++) {
         double t0 = kf_time_now();

@@ -7,7 +7,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libopenblas-openmp-dev liblapacke-dev libcjson-dev libcmocka-dev libmetis-dev
-      libopenmpi-dev openmpi-bin)
+      libopenmpi-dev openmpi-bin libdnnl-dev)
 TEST_PKGS=(chromium clang libclang-rt-14-dev libomp-14-dev jq
            python3-torch python3-numpy python3-scipy python3-sklearn python3-sentencepiece python3-regex)
 case "${1:-}" in

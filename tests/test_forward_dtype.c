@@ -77,6 +77,10 @@ static float decode_tol(kf_dtype d) {
     return v == KF_MV_AVX512_BF16 || v == KF_MV_AVX512_VNNI ? ROUNDED_TOL : SAME_TOL;
 }
 
+// Prefill: oneDNN's BF16 matmul rounds the activation to BF16 (observed up to
+// 0.065 on the BF16 fixture, 0.0084 on the synthetic GGUF); the fp32 tiles do not.
+static float prefill_tol(kf_dtype d) { return strcmp(kf_matmul_dt_path(d), "onednn_bf16") ? SAME_TOL : ROUNDED_TOL; }
+
 // ---- the BF16 fixture against PyTorch -----------------------------------------------
 
 static int read_ids(const char *path, int32_t *ids, int cap) {
@@ -114,9 +118,9 @@ static void test_bf16_fixture_vs_torch(void **state) {
     fclose(fp);
     run(m, ids, T, pre, dec);
     float dp = max_abs_diff(pre, ref, (int64_t)T * V), dd = max_abs_diff(dec, ref, (int64_t)T * V);
-    print_message("llama-gqa-bf16 kept BF16: max |dlogit| vs torch: prefill %.3g, decode %.3g (%s)\n", dp, dd,
-                  kf_mv_variant_name(kf_matvec_dt_default(KF_DTYPE_BF16)));
-    assert_true(dp <= SAME_TOL);
+    print_message("llama-gqa-bf16 kept BF16: max |dlogit| vs torch: prefill %.3g (%s), decode %.3g (%s)\n", dp,
+                  kf_matmul_dt_path(KF_DTYPE_BF16), dd, kf_mv_variant_name(kf_matvec_dt_default(KF_DTYPE_BF16)));
+    assert_true(dp <= prefill_tol(KF_DTYPE_BF16));
     assert_true(dd <= decode_tol(KF_DTYPE_BF16));
     free(ref), free(pre), free(dec);
     kf_model_free(m);
@@ -165,9 +169,9 @@ static void check_gguf(kf_dtype d) {
     run(ref, ids, T, rp, rd);
     run(m, ids, T, kp, kd);
     float dp = max_abs_diff(kp, rp, (int64_t)T * V), dd = max_abs_diff(kd, rd, (int64_t)T * V);
-    print_message("%s kept vs fp32 dequantised: max |dlogit| prefill %.3g, decode %.3g (%s)\n", kf_dtype_name(d), dp,
-                  dd, kf_mv_variant_name(kf_matvec_dt_default(d)));
-    assert_true(dp <= SAME_TOL);
+    print_message("%s kept vs fp32 dequantised: max |dlogit| prefill %.3g (%s), decode %.3g (%s)\n", kf_dtype_name(d),
+                  dp, kf_matmul_dt_path(d), dd, kf_mv_variant_name(kf_matvec_dt_default(d)));
+    assert_true(dp <= prefill_tol(d));
     assert_true(dd <= decode_tol(d));
 
     // The same weights copied out of the map decode the same logits.

@@ -115,26 +115,39 @@ static void test_default(void **state) {
     }
 }
 
-// Prefill through fp32 tiles: tiles of 1, 7 and all rows (OC not a multiple
-// of the tile) against the reference row by row.
+// Prefill: tiles of 1, 7 and all rows (OC not a multiple of the tile)
+// against the reference row by row, through the fp32 tiles (exact weights,
+// fp32 activation) and through kf_matmul_dt, which for BF16 with oneDNN
+// rounds the activation to BF16 (the vdpbf16ps tolerance) and takes 2 x tile
+// rows of X at a time (N = 5 rows: chunks of 2, 14, 90).
 static void test_matmul_tiles(void **state) {
     const int N = 5, OC = 45;
+#ifdef KF_HAVE_DNNL // built with oneDNN: BF16 prefill must take it wherever the CPU has AVX512-BF16
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512bf16")) assert_string_equal(kf_matmul_dt_path(KF_DTYPE_BF16), "onednn_bf16");
+#endif
     for (size_t k = 0; k < sizeof DTYPES / sizeof DTYPES[0]; k++) {
         const kf_dtype d = DTYPES[k];
         const int C = d == KF_DTYPE_Q8_0 ? 96 : 83, tiles[] = {1, 7, OC};
         float *dec, *X = rand_buf((int64_t)N * C), *Y = rand_buf((int64_t)N * OC), *R = rand_buf(OC);
         void *W = rand_weights(d, OC, C, &dec);
         float *tile = malloc(sizeof(float) * (size_t)OC * C);
-        for (int t = 0; t < 3; t++) {
-            for (int64_t i = 0; i < (int64_t)N * OC; i++) Y[i] = NAN; // every column must be written
-            kf_matmul_dt(Y, X, d, W, N, C, OC, tile, tiles[t]);
-            for (int n = 0; n < N; n++) {
-                kf_ref_matvec_dt(R, d, W, X + (int64_t)n * C, OC, C);
-                for (int i = 0; i < OC; i++) {
-                    double tol = tolerance(KF_MV_AVX2, dec + (int64_t)i * C, X + (int64_t)n * C, C);
-                    if (!(fabs((double)Y[(int64_t)n * OC + i] - R[i]) <= tol))
-                        fail_msg("matmul %s tile %d row %d col %d: %g vs %g", kf_dtype_name(d), tiles[t], n, i,
-                                 Y[(int64_t)n * OC + i], R[i]);
+        for (int path = 0; path < 2; path++) {
+            const kf_mv_variant tv = path == 1 && !strcmp(kf_matmul_dt_path(d), "onednn_bf16") ? KF_MV_AVX512_BF16
+                                                                                              : KF_MV_AVX2;
+            for (int t = 0; t < 3; t++) {
+                for (int64_t i = 0; i < (int64_t)N * OC; i++) Y[i] = NAN; // every column must be written
+                if (path == 0) kf_matmul_dt_tiles(Y, X, d, W, N, C, OC, tile, tiles[t]);
+                else kf_matmul_dt(Y, X, d, W, N, C, OC, tile, tiles[t]);
+                for (int n = 0; n < N; n++) {
+                    kf_ref_matvec_dt(R, d, W, X + (int64_t)n * C, OC, C);
+                    for (int i = 0; i < OC; i++) {
+                        double tol = tolerance(tv, dec + (int64_t)i * C, X + (int64_t)n * C, C);
+                        if (!(fabs((double)Y[(int64_t)n * OC + i] - R[i]) <= tol))
+                            fail_msg("matmul %s (%s) tile %d row %d col %d: %g vs %g", kf_dtype_name(d),
+                                     path ? kf_matmul_dt_path(d) : "f32_tiles", tiles[t], n, i,
+                                     Y[(int64_t)n * OC + i], R[i]);
+                    }
                 }
             }
         }

@@ -35,6 +35,7 @@ int kf_cmd_bench(int argc, char **argv) {
             kf_cli_failf("bench: --kernel %s: no %s kernel by that name that this CPU runs", kernel, kf_dtype_name(d));
     }
     const char *kname = d == KF_DTYPE_F32 ? "f32" : kf_mv_variant_name(kf_matvec_dt_default(d));
+    const char *pname = d == KF_DTYPE_F32 ? "sgemm" : kf_matmul_dt_path(d);
     kf_bench_result r;
     kf_error err = {0};
     if (no_mmap && kf_model_load_to_memory(m, &err) != KF_OK) kf_cli_fail(&err);
@@ -42,7 +43,7 @@ int kf_cmd_bench(int argc, char **argv) {
     // One machine-readable row per test, same keys in both outputs.
     const char *fmt_json = "{\"model\": \"%s\", \"test\": \"%s%d\", \"threads\": %d, \"repeats\": %d, "
                            "\"tokens_per_s_median\": %.3f, \"tokens_per_s_min\": %.3f, \"tokens_per_s_max\": %.3f, "
-                           "\"weight_bytes\": %.0f, \"kernel\": \"%s\"}\n";
+                           "\"weight_bytes\": %.0f, \"kernel\": \"%s\", \"prefill\": \"%s\"}\n";
     const char *fmt_text = "%-40s %6s%-5d %7d %7d %12.2f %12.2f %12.2f\n";
     if (!json)
         printf("%-40s %-11s %7s %7s %12s %12s %12s\n", "model", "test", "threads", "repeats", "t/s median", "t/s min",
@@ -55,14 +56,14 @@ int kf_cmd_bench(int argc, char **argv) {
     for (int i = 0; i < 2; i++) {
         if (json)
             printf(fmt_json, path, rows[i].name, rows[i].n, r.threads, r.repeats, rows[i].st.median, rows[i].st.min,
-                   rows[i].st.max, r.weight_bytes, kname);
+                   rows[i].st.max, r.weight_bytes, kname, pname);
         else
             printf(fmt_text, path, rows[i].name, rows[i].n, r.threads, r.repeats, rows[i].st.median, rows[i].st.min,
                    rows[i].st.max);
     }
     if (!json)
-        printf("decode reads %.1f MB of weights per token: %.2f GB/s at the median (kernel %s)\n",
-               r.weight_bytes / 1e6, r.tg_gbps_median, kname);
+        printf("decode reads %.1f MB of weights per token: %.2f GB/s at the median (kernel %s; prefill %s)\n",
+               r.weight_bytes / 1e6, r.tg_gbps_median, kname, pname);
     kf_model_free(m);
     return 0;
 }

@@ -12,7 +12,7 @@ static const struct {
     {"info", kf_cmd_info, "MODEL                       architecture, per-layer shapes, parameters, bytes, dtypes"},
     {"generate", kf_cmd_generate, "MODEL -p TEXT [-n N --temp T --top-p P --seed S]"},
     {"perplexity", kf_cmd_perplexity, "MODEL -f TEXT [--ctx N --json]  llama.cpp protocol"},
-    {"bench", kf_cmd_bench, "MODEL [-p 512 -n 128 -r 5 -t T --no-mmap --json]   prefill and decode tokens/s"},
+    {"bench", kf_cmd_bench, "MODEL [-p 512 -n 128 -r 5 -t T --no-mmap --kernel NAME --json]   prefill and decode tokens/s"},
     {"analyze", kf_cmd_analyze, "MODEL -f CALIB.txt -o DIR [--tokens N --ctx N --threshold t --k K --shard-layers]  redundancy report"},
     {"compress", kf_cmd_compress, "MODEL -f CALIB --method fold|prune-*|random|drop-layers --widths|--ffn-keep|--target-params|--drop N [--merge] -o OUT"},
     {"moefy", kf_cmd_moefy, "MODEL -f CALIB --experts E [--split kmeans|coact|fold --router similarity|linear|mlp|oracle --top-k K|--coverage t] -o OUT"},

@@ -6,9 +6,13 @@
 // The widening variants also have an eight-row kernel for long rows (below).
 #include "runtime/matvec_dtype.h"
 
+#include <stdbool.h>
+
 #include <cblas.h>
 #include <immintrin.h>
 #include <string.h>
+
+#include "runtime/gemm_onednn.h"
 
 // Below this many multiply-adds a matvec runs on one thread (as kernels.c).
 #define KF_MV_PAR_MIN (1 << 15)
@@ -455,8 +459,35 @@ int kf_matmul_dt_tile_rows(int C, int64_t tile_floats) {
     return r < 1 ? 1 : r > (1 << 30) ? 1 << 30 : (int)r;
 }
 
+// BF16 weights through oneDNN's BF16 matmul: X rounded to BF16 into tile,
+// 2 tile_rows rows at a time (tile holds tile_rows * C floats). False when
+// oneDNN fails; the fp32 tiles then do the whole product.
+static bool matmul_bf16(float *Y, const float *X, const void *W, int N, int C, int OC, float *tile, int tile_rows) {
+    uint16_t *xb = (uint16_t *)tile;
+    const int rows = 2 * tile_rows;
+    for (int n0 = 0; n0 < N; n0 += rows) {
+        const int nn = N - n0 < rows ? N - n0 : rows;
+#pragma omp parallel for schedule(static) if ((int64_t)nn * C >= KF_MV_PAR_MIN)
+        for (int r = 0; r < nn; r++)
+            kf_f32_to_dtype(KF_DTYPE_BF16, X + (int64_t)(n0 + r) * C, xb + (int64_t)r * C, C);
+        kf_error err = {0};
+        if (kf_gemm_bf16(Y + (int64_t)n0 * OC, xb, W, nn, C, OC, &err) != KF_OK) return false;
+    }
+    return true;
+}
+
+const char *kf_matmul_dt_path(kf_dtype d) {
+    return d == KF_DTYPE_BF16 && kf_gemm_bf16_ok() ? "onednn_bf16" : "f32_tiles";
+}
+
 void kf_matmul_dt(float *Y, const float *X, kf_dtype d, const void *W, int N, int C, int OC, float *tile,
                   int tile_rows) {
+    if (d == KF_DTYPE_BF16 && kf_gemm_bf16_ok() && matmul_bf16(Y, X, W, N, C, OC, tile, tile_rows)) return;
+    kf_matmul_dt_tiles(Y, X, d, W, N, C, OC, tile, tile_rows);
+}
+
+void kf_matmul_dt_tiles(float *Y, const float *X, kf_dtype d, const void *W, int N, int C, int OC, float *tile,
+                        int tile_rows) {
     const uint8_t *w = W;
     const size_t row = kf_dtype_size(d, C);
     for (int r0 = 0; r0 < OC; r0 += tile_rows) {

@@ -10,7 +10,9 @@
 // (bench/bench_dtype_kernels.c, bench_engine --kernels, bench/RESULTS.md).
 //
 // Prefill (N > 1 rows) converts row tiles of W to fp32 and multiplies them
-// with cblas_sgemm (kf_matmul_dt).
+// with cblas_sgemm (kf_matmul_dt); BF16 weights go through oneDNN's BF16
+// matmul instead where kfuse has it (runtime/gemm_onednn.h: 2.4-3x faster
+// here, the activation rounded to BF16).
 //
 // Layout: W (OC, C) row-major in dtype d (Q8_0: each row C/32 blocks of an
 // f16 scale and 32 int8, C a multiple of 32), x (C) and y (OC) fp32.
@@ -59,8 +61,14 @@ void kf_matvec_dt(float *y, kf_dtype d, const void *W, const float *x, int OC, i
 int kf_matmul_dt_tile_rows(int C, int64_t tile_floats);
 // Y (N, OC) = X (N, C) W^T for W (OC, C) in dtype d: tile_rows rows of W at a
 // time are decoded into tile (tile_rows * C floats) and multiplied by
-// cblas_sgemm into Y's columns.
+// cblas_sgemm into Y's columns; for BF16 with oneDNN, X is rounded to BF16
+// into tile (2 tile_rows rows at a time) and multiplied by W in place.
 void kf_matmul_dt(float *Y, const float *X, kf_dtype d, const void *W, int N, int C, int OC, float *tile,
                   int tile_rows);
+// The fp32-tile path alone, for every dtype (exact weights, fp32 activation).
+void kf_matmul_dt_tiles(float *Y, const float *X, kf_dtype d, const void *W, int N, int C, int OC, float *tile,
+                        int tile_rows);
+// Which path kf_matmul_dt takes for d here: "onednn_bf16" or "f32_tiles".
+const char *kf_matmul_dt_path(kf_dtype d);
 
 #endif
