@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # BF16 prefill through oneDNN's BF16 matmul (src/runtime/gemm_onednn.h)
-# against the exact fp32 tiles (KF_BF16_GEMM=tiles), on a BF16 copy of the
+# against the exact fp32 tiles (KF_KERNELS=exact), on a BF16 copy of the
 # shipped model evaluated against the fp32 original (8 windows of 128).
 # Observed: KL 4.8e-6 with the tiles (the weights' rounding alone), 1.08e-5
 # through oneDNN (the activation rounded to BF16 as well). Checked: the
@@ -15,9 +15,9 @@ trap 'rm -rf "$tmp"' EXIT
 model="$KF_ROOT/models/llama-gutenberg-6.5m"
 "$KFUSE" convert "$model" -o "$tmp/bf16" --dtype bf16 > /dev/null 2>&1 || { echo "FAIL: convert to bf16"; exit 1; }
 ev=(eval "$tmp/bf16" --ref "$model" -f "$KF_ROOT/data/wikitext-2-raw/wiki.test.raw" --ctx 128 --chunks 8 --no-bench --json)
-KF_BF16_GEMM=tiles "$KFUSE" "${ev[@]}" > "$tmp/tiles.json" 2> "$tmp/err" || { echo "FAIL: eval (tiles)"; cat "$tmp/err"; exit 1; }
+KF_KERNELS=exact "$KFUSE" "${ev[@]}" > "$tmp/tiles.json" 2> "$tmp/err" || { echo "FAIL: eval (tiles)"; cat "$tmp/err"; exit 1; }
 "$KFUSE" "${ev[@]}" > "$tmp/default.json" 2> "$tmp/err" || { echo "FAIL: eval"; cat "$tmp/err"; exit 1; }
-KF_BF16_GEMM=tiles "$KFUSE" bench "$tmp/bf16" -p 4 -n 2 -r 1 --json > "$tmp/bench-tiles.json"
+KF_KERNELS=exact "$KFUSE" bench "$tmp/bf16" -p 4 -n 2 -r 1 --json > "$tmp/bench-tiles.json"
 "$KFUSE" bench "$tmp/bf16" -p 4 -n 2 -r 1 --json > "$tmp/bench.json"
 /usr/bin/python3 - "$tmp" <<'PY'
 import json, sys

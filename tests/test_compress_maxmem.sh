@@ -31,10 +31,10 @@ fi
 [ "$(wc -l < "$tmp/small.err")" -eq 1 ] || { echo "FAIL: expected one line:"; cat "$tmp/small.err"; exit 1; }
 grep -q "too small: layer [0-9]* needs [0-9.]* MiB" "$tmp/small.err" || { echo "FAIL: message"; cat "$tmp/small.err"; exit 1; }
 [ ! -e "$tmp/small" ] || { echo "FAIL: output written under a too-small cap"; exit 1; }
-# Byte equality needs the same forward pass on both: KF_BF16_GEMM=tiles keeps
+# Byte equality needs the same forward pass on both: KF_KERNELS=exact keeps
 # BF16 prefill on fp32 tiles (oneDNN's BF16 matmul rounds activations to BF16;
 # tests/test_bf16_gemm_cli.sh checks that path).
-export KF_BF16_GEMM=tiles
+export KF_KERNELS=exact
 "$KFUSE" convert "$model" -o "$tmp/bf16" --dtype bf16 > /dev/null 2>&1
 "$KFUSE" convert "$tmp/bf16" -o "$tmp/bf16-as-f32" --dtype f32 > /dev/null 2>&1
 for run in "--method prune-magnitude --no-refit --widths 96,200,64,250" \

@@ -5,8 +5,8 @@
 
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
-#include <stdlib.h>
-#include <string.h>
+
+#include "runtime/matvec_dtype.h"
 
 static dnnl_engine_t engine;
 static dnnl_stream_t stream;
@@ -14,8 +14,7 @@ static int usable; // engine and stream made, and the CPU has AVX512-BF16
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void init(void) {
-    const char *choice = getenv("KF_BF16_GEMM"); // "tiles": keep BF16 prefill on kf_matmul_dt's exact fp32 tiles
-    if (choice && !strcmp(choice, "tiles")) return;
+    if (kf_kernels_exact()) return; // KF_KERNELS=exact: BF16 prefill on kf_matmul_dt's fp32 tiles
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx512bf16")) return;
     if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) return;

@@ -17,8 +17,8 @@
 
 // Whether kf_gemm_bf16 runs here: kfuse built with oneDNN, a CPU with
 // AVX512-BF16 (without it oneDNN would emulate BF16, slower than the tiles),
-// and the environment variable KF_BF16_GEMM not "tiles" (read once; "tiles"
-// keeps BF16 prefill exact: fp32 activations, as for F16 and Q8_0).
+// and not KF_KERNELS=exact (kf_kernels_exact: BF16 prefill then stays on
+// fp32 tiles, exact weights times fp32 activations, as for F16 and Q8_0).
 int kf_gemm_bf16_ok(void);
 
 // Y (N, OC) = X (N, C) W^T for X (N, C) and W (OC, C) both BF16, row-major,

@@ -10,6 +10,7 @@
 
 #include <cblas.h>
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/gemm_onednn.h"
@@ -408,18 +409,32 @@ void kf_matvec_dt_variant(kf_mv_variant v, float *y, kf_dtype d, const void *W, 
     }
 }
 
-// The widening AVX-512 kernels (AVX2 without AVX-512): they multiply the
-// exactly decoded weights by the fp32 activation, so kept-dtype logits equal
-// the fp32 path's up to summation order. vdpbf16ps and vpdpbusd round the
-// activation (BF16, Q8_0), which moved logits by up to 0.065 on the test
-// models (tests/test_forward_dtype.c); kf_matvec_dt_set_default picks them.
-static int chosen[KF_DTYPE_COUNT]; // variant + 1 set by kf_matvec_dt_set_default, 0: the CPU's default
+// Default: vdpbf16ps for BF16 and vpdpbusd for Q8_0 where the CPU has them,
+// as llama.cpp does; they round the activation (BF16, Q8_0), which moved
+// logits by up to 0.065 on the test models (tests/test_forward_dtype.c), and
+// on the 7B shape decoded 7-14% (BF16) and up to 1.5x (Q8_0) faster than the
+// widening kernels (bench/RESULTS.md). F16, CPUs without them, and
+// KF_KERNELS=exact: the widening AVX-512 kernels (AVX2 without AVX-512), which
+// multiply the exactly decoded weights by the fp32 activation, so kept-dtype
+// logits equal the fp32 path's up to summation order.
+static int chosen[KF_DTYPE_COUNT]; // variant + 1 set by kf_matvec_dt_set_default, 0: the default
+
+int kf_kernels_exact(void) {
+    static int exact = -1; // read once; a benign race writes the same value
+    if (exact < 0) {
+        const char *e = getenv("KF_KERNELS");
+        exact = e && !strcmp(e, "exact");
+    }
+    return exact;
+}
 
 kf_mv_variant kf_matvec_dt_default(kf_dtype d) {
     if (d >= 0 && d < KF_DTYPE_COUNT && chosen[d] != 0) return chosen[d] - 1;
-    static int has_avx512 = -1; // decided once; a benign race writes the same value
-    if (has_avx512 < 0) has_avx512 = cpu_has("avx512");
-    return has_avx512 ? KF_MV_AVX512 : KF_MV_AVX2;
+    if (!kf_kernels_exact()) {
+        if (d == KF_DTYPE_BF16 && kf_mv_variant_ok(KF_MV_AVX512_BF16, d)) return KF_MV_AVX512_BF16;
+        if (d == KF_DTYPE_Q8_0 && kf_mv_variant_ok(KF_MV_AVX512_VNNI, d)) return KF_MV_AVX512_VNNI;
+    }
+    return cpu_has("avx512") ? KF_MV_AVX512 : KF_MV_AVX2;
 }
 
 int kf_matvec_dt_set_default(kf_dtype d, kf_mv_variant v) {

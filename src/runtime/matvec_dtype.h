@@ -6,8 +6,10 @@
 // per 32 values) reads 0.27 of them. Each kernel has a plain reference
 // (kf_ref_matvec_dt: decode one value, multiply, sum in double) and SIMD
 // variants tested against it (tests/test_kernels_dtype.c); kf_matvec_dt picks
-// the exact widening kernel unless kf_matvec_dt_set_default chose another
-// (bench/bench_dtype_kernels.c, bench_engine --kernels, bench/RESULTS.md).
+// vdpbf16ps (BF16) or VNNI (Q8_0) where the CPU has them, rounding the
+// activation as llama.cpp does, and the exact widening kernels for F16,
+// elsewhere and under KF_KERNELS=exact (bench/bench_dtype_kernels.c,
+// bench_engine --kernels, bench/RESULTS.md).
 //
 // Prefill (N > 1 rows) converts row tiles of W to fp32 and multiplies them
 // with cblas_sgemm (kf_matmul_dt); BF16 weights go through oneDNN's BF16
@@ -46,8 +48,13 @@ size_t kf_matvec_dt_scratch(int C);
 // hold); OpenMP over rows for large matrices. xs: kf_matvec_dt_scratch(C) bytes.
 void kf_matvec_dt_variant(kf_mv_variant v, float *y, kf_dtype d, const void *W, const float *x, int OC, int C,
                           void *xs);
+// Whether the environment says KF_KERNELS=exact (read once): decode and
+// prefill then keep the activation in fp32 for every dtype.
+int kf_kernels_exact(void);
 // The variant kf_matvec_dt uses for d: the one set by
-// kf_matvec_dt_set_default, else the widening AVX-512 kernel (AVX2 without it).
+// kf_matvec_dt_set_default, else avx512_bf16 (BF16) / avx512_vnni (Q8_0)
+// where the CPU has them and KF_KERNELS is not exact, else the widening
+// AVX-512 kernel (AVX2 without AVX-512).
 kf_mv_variant kf_matvec_dt_default(kf_dtype d);
 // Makes v the decode kernel for d from now on, process-wide like the thread
 // count (kfuse bench --kernel); 0 when v has no kernel for d or this CPU lacks it.
