@@ -257,14 +257,16 @@ static void add_rows(float *x, const float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-// FFN activations in place: act (n) = f(gate) * act when gated, else f(act).
+// FFN activations in place: act (n) = f(gate) * act when gated, else f(act);
+// chunks of KF_ACT_CHUNK values per thread through kf_activate.
+#define KF_ACT_CHUNK 4096
 static void activate(const kf_model *m, float *act, const float *gate, int64_t n) {
-    const bool silu = m->act == KF_ACT_SILU;
+    const bool gelu = m->act != KF_ACT_SILU;
+    const int64_t n_chunks = (n + KF_ACT_CHUNK - 1) / KF_ACT_CHUNK;
 #pragma omp parallel for if (n >= KF_PAR_ACT)
-    for (int64_t i = 0; i < n; i++) {
-        float a = gate ? gate[i] : act[i];
-        float f = silu ? kf_silu(a) : kf_gelu_tanh(a);
-        act[i] = gate ? f * act[i] : f;
+    for (int64_t c = 0; c < n_chunks; c++) {
+        const int64_t i = c * KF_ACT_CHUNK, len = n - i < KF_ACT_CHUNK ? n - i : KF_ACT_CHUNK;
+        kf_activate(act + i, gate ? gate + i : NULL, len, gelu);
     }
 }
 

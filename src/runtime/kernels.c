@@ -130,6 +130,51 @@ float kf_gelu_tanh(float x) {
 
 // ---- optimised kernels -------------------------------------------------------
 
+// e^x on 8 lanes (Cephes' expf): x clamped to [-87, 88], n = round(x log2 e),
+// r = x - n ln 2 in two parts, e^r by a degree-7 polynomial, times 2^n built
+// in the exponent bits (n + 127 stays within [1, 254]).
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// Both activations as x / (1 + e^-z): SiLU z = x; tanh-GELU z = 2 sqrt(2/pi)
+// (x + 0.044715 x^3), since 0.5 (1 + tanh(u)) = sigmoid(2u) (no cancellation
+// where tanh nears -1).
+void kf_activate(float *act, const float *gate, int64_t n, bool gelu) {
+    const float k2 = 2.0f * 0.7978845608028654f;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(gate ? gate + i : act + i);
+        __m256 z = x;
+        if (gelu) {
+            const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+            z = _mm256_mul_ps(_mm256_set1_ps(k2), _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), x3, x));
+        }
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), z));
+        __m256 f = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        if (gate) f = _mm256_mul_ps(f, _mm256_loadu_ps(act + i));
+        _mm256_storeu_ps(act + i, f);
+    }
+    for (; i < n; i++) {
+        const float a = gate ? gate[i] : act[i];
+        const float f = gelu ? kf_gelu_tanh(a) : kf_silu(a);
+        act[i] = gate ? f * act[i] : f;
+    }
+}
+
 void kf_matmul(float *Y, const float *X, const float *W, int N, int C, int OC) {
     // Y (N, OC) = X (N, C) * W^T: W (OC, C) row-major read transposed.
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, X, C, W, C, 0.0f, Y, OC);

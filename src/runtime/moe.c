@@ -127,12 +127,7 @@ static void dense(float *Y, const float *X, const kf_tensor *W, const kf_tensor 
 
 // u (n) = f(g) * u when gated (g non-NULL), else f(u).
 static void activate(const kf_model *m, float *u, const float *g, int64_t n) {
-    const bool silu = m->act == KF_ACT_SILU;
-    for (int64_t i = 0; i < n; i++) {
-        float a = g ? g[i] : u[i];
-        float f = silu ? kf_silu(a) : kf_gelu_tanh(a);
-        u[i] = g ? f * u[i] : f;
-    }
+    kf_activate(u, g, n, m->act != KF_ACT_SILU);
 }
 
 // ---- router and selection ----------------------------------------------------------
