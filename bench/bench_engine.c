@@ -246,8 +246,6 @@ done:
     kf_ctx_free(ctx);
 }
 
-// Writes int32 T, int32 V, ids (T), prefill logits (T, V), then the logits of
-// decoding the same T tokens one by one (T, V), for torch_bench.py --check.
 // Decode of n_gen tokens through each kernel for the model's weight dtype,
 // the kernels taking turns within every repeat.
 static int run_kernels(const kf_model *m, int n_gen, const row_ctx *rc, double triad_best) {
@@ -280,6 +278,8 @@ static int run_kernels(const kf_model *m, int n_gen, const row_ctx *rc, double t
     return 0;
 }
 
+// Writes int32 T, int32 V, ids (T), prefill logits (T, V), then the logits of
+// decoding the same T tokens one by one (T, V), for torch_bench.py --check.
 static int dump_logits(const kf_model *m, const char *path) {
     enum { T = 8 };
     kf_error err = {0};

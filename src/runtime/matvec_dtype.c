@@ -205,35 +205,36 @@ typedef void (*dot8_fn)(float *y, const uint8_t *w, size_t row, const float *x, 
 #define KF_MV_ROWS 8
 #define KF_MV_ROWS_MIN_C 4097
 
-static void dot8_f16_avx2(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
+// F16 and BF16 share the loop; f16 is a constant at each caller, so each
+// wrapper compiles to its own widening.
+static inline void dot8_half_avx2(float *y, const uint8_t *w, size_t row, const float *x, int C, bool f16) {
     __m256 a[KF_MV_ROWS];
     for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm256_setzero_ps();
     int j = 0;
     for (; j + 8 <= C; j += 8) {
         const __m256 xv = _mm256_loadu_ps(x + j);
-        for (int r = 0; r < KF_MV_ROWS; r++)
-            a[r] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + r * row + 2 * j))), xv, a[r]);
+        for (int r = 0; r < KF_MV_ROWS; r++) {
+            const uint8_t *p = w + r * row + 2 * j;
+            const __m256 wv = f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)) : bf16x8(p);
+            a[r] = _mm256_fmadd_ps(wv, xv, a[r]);
+        }
     }
     for (int r = 0; r < KF_MV_ROWS; r++) {
         float s = hsum256(a[r]);
-        for (int k = j; k < C; k++) s += f16_at(w + r * row + 2 * k) * x[k];
+        for (int k = j; k < C; k++) {
+            const uint8_t *p = w + r * row + 2 * k;
+            s += (f16 ? f16_at(p) : bf16_at(p)) * x[k];
+        }
         y[r] = s;
     }
 }
 
+static void dot8_f16_avx2(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
+    dot8_half_avx2(y, w, row, x, C, true);
+}
+
 static void dot8_bf16_avx2(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
-    __m256 a[KF_MV_ROWS];
-    for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm256_setzero_ps();
-    int j = 0;
-    for (; j + 8 <= C; j += 8) {
-        const __m256 xv = _mm256_loadu_ps(x + j);
-        for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm256_fmadd_ps(bf16x8(w + r * row + 2 * j), xv, a[r]);
-    }
-    for (int r = 0; r < KF_MV_ROWS; r++) {
-        float s = hsum256(a[r]);
-        for (int k = j; k < C; k++) s += bf16_at(w + r * row + 2 * k) * x[k];
-        y[r] = s;
-    }
+    dot8_half_avx2(y, w, row, x, C, false);
 }
 
 static void dot8_q8_0_avx2(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
@@ -255,28 +256,26 @@ static void dot8_q8_0_avx2(float *y, const uint8_t *w, size_t row, const float *
     for (int r = 0; r < KF_MV_ROWS; r++) y[r] = hsum256(a[r]);
 }
 
-AVX512 static void dot8_f16_avx512(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
+AVX512 static inline void dot8_half_avx512(float *y, const uint8_t *w, size_t row, const float *x, int C, bool f16) {
     __m512 a[KF_MV_ROWS];
     for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm512_setzero_ps();
     for (int j = 0; j < C; j += 16) {
         const __mmask16 m = mask16(C - j);
         const __m512 xv = _mm512_maskz_loadu_ps(m, x + j);
-        for (int r = 0; r < KF_MV_ROWS; r++)
-            a[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + r * row + 2 * j)), xv, a[r]);
+        for (int r = 0; r < KF_MV_ROWS; r++) {
+            const __m256i h = _mm256_maskz_loadu_epi16(m, w + r * row + 2 * j);
+            a[r] = _mm512_fmadd_ps(f16 ? _mm512_cvtph_ps(h) : bf16x16(h), xv, a[r]);
+        }
     }
     for (int r = 0; r < KF_MV_ROWS; r++) y[r] = _mm512_reduce_add_ps(a[r]);
 }
 
+AVX512 static void dot8_f16_avx512(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
+    dot8_half_avx512(y, w, row, x, C, true);
+}
+
 AVX512 static void dot8_bf16_avx512(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
-    __m512 a[KF_MV_ROWS];
-    for (int r = 0; r < KF_MV_ROWS; r++) a[r] = _mm512_setzero_ps();
-    for (int j = 0; j < C; j += 16) {
-        const __mmask16 m = mask16(C - j);
-        const __m512 xv = _mm512_maskz_loadu_ps(m, x + j);
-        for (int r = 0; r < KF_MV_ROWS; r++)
-            a[r] = _mm512_fmadd_ps(bf16x16(_mm256_maskz_loadu_epi16(m, w + r * row + 2 * j)), xv, a[r]);
-    }
-    for (int r = 0; r < KF_MV_ROWS; r++) y[r] = _mm512_reduce_add_ps(a[r]);
+    dot8_half_avx512(y, w, row, x, C, false);
 }
 
 AVX512 static void dot8_q8_0_avx512(float *y, const uint8_t *w, size_t row, const float *x, const void *xs, int C) {
@@ -428,13 +427,20 @@ int kf_kernels_exact(void) {
     return exact;
 }
 
-kf_mv_variant kf_matvec_dt_default(kf_dtype d) {
-    if (d >= 0 && d < KF_DTYPE_COUNT && chosen[d] != 0) return chosen[d] - 1;
+static kf_mv_variant pick_default(kf_dtype d) {
     if (!kf_kernels_exact()) {
         if (d == KF_DTYPE_BF16 && kf_mv_variant_ok(KF_MV_AVX512_BF16, d)) return KF_MV_AVX512_BF16;
         if (d == KF_DTYPE_Q8_0 && kf_mv_variant_ok(KF_MV_AVX512_VNNI, d)) return KF_MV_AVX512_VNNI;
     }
     return cpu_has("avx512") ? KF_MV_AVX512 : KF_MV_AVX2;
+}
+
+kf_mv_variant kf_matvec_dt_default(kf_dtype d) {
+    if (d < 0 || d >= KF_DTYPE_COUNT) return pick_default(d);
+    if (chosen[d] != 0) return chosen[d] - 1;
+    static int cached[KF_DTYPE_COUNT]; // variant + 1, decided once per dtype (every matvec asks)
+    if (cached[d] == 0) cached[d] = pick_default(d) + 1;
+    return cached[d] - 1;
 }
 
 int kf_matvec_dt_set_default(kf_dtype d, kf_mv_variant v) {
