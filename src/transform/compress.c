@@ -76,7 +76,8 @@ kf_status kf_compress_run(kf_model *m, const int32_t *ids, int64_t n_ids, int bo
     rep->layers = calloc((size_t)L, sizeof *rep->layers);
     if (!rep->layers) return kf_error_set(err, KF_ERR_NOMEM, "compress: out of memory");
     for (int l = 0; l < L; l++)
-        rep->layers[l] = (kf_compress_layer){l, m->layers[l].n_ff, m->layers[l].n_ff, NAN, NAN};
+        rep->layers[l] = (kf_compress_layer){.layer = l, .n_ff_before = m->layers[l].n_ff, .n_ff_after = m->layers[l].n_ff,
+                                             .t_cut = NAN, .rel_err = NAN};
     if (o->method == KF_CMP_DROP_LAYERS) return kf_cmp_drop_layers(m, ids, n_ids, bos_id, o, rep, err);
     if (!o->widths && !(o->method == KF_CMP_FOLD && o->thresholds))
         return kf_error_set(err, KF_ERR_ARG, "compress: no target (widths, target params or fold thresholds)");
